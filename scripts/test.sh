@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README and CI run it: formatting, clippy with
+# -D warnings, and every test against real PostgreSQL and the moto S3 + KMS
+# emulator. Installs and starts what it needs; stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# PostgreSQL on 127.0.0.1:5432 (trust auth).
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+  fi
+  for _ in $(seq 1 50); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 0.2; done
+fi
+pg_isready -h 127.0.0.1 -p 5432 >/dev/null || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
+
+# The S3 + KMS emulator (moto) from PyPI, in a venv under target/.
+mkdir -p target
+VENV=target/moto-venv
+if [ ! -x "$VENV/bin/moto_server" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]'
+fi
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >target/moto.log 2>&1 &
+MOTO_PID=$!
+trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
+python3 - "$PORT" <<'PY'
+import socket, sys, time
+for _ in range(200):
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2).close(); sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit("moto did not start")
+PY
+export CALLVAULT_TEST_MOTO="http://127.0.0.1:$PORT"
+# moto's fixed test credentials, read by the AWS default chain and object_store.
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+
+cargo fmt --all --check
+cargo clippy --all-targets --locked -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast
+else
+  cargo test --locked --no-fail-fast
+fi

@@ -1,0 +1,252 @@
+//! The gRPC edge: the only module that knows tonic and prost. It parses wire
+//! messages into domain types, authenticates bearer tokens, calls the use
+//! cases, and maps errors to statuses in exactly one place.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::archive::Archive;
+use crate::catalog::RecordingRow;
+use crate::domain::{Principal, RecordingId};
+use crate::error::Error;
+use crate::kms::KmsError;
+use crate::{ingest, playback};
+
+#[allow(clippy::all, clippy::pedantic, missing_debug_implementations)]
+pub mod pb {
+    tonic::include_proto!("callvault.v1");
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("callvault_descriptor");
+}
+
+/// The largest gRPC message the server accepts. Clients send audio in pieces
+/// well below this; bigger messages are refused with OUT_OF_RANGE by tonic.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        match &err {
+            Error::InvalidArgument { .. } | Error::NotAudio(_) => Status::invalid_argument(err.to_string()),
+            Error::NotFound(_) => Status::not_found(err.to_string()),
+            Error::Unauthenticated(m) => Status::unauthenticated(*m),
+            Error::PermissionDenied(m) => Status::permission_denied(m.clone()),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
+            Error::ResourceExhausted(m) => Status::resource_exhausted(m.clone()),
+            Error::OutOfRange(m) => Status::out_of_range(m.clone()),
+            Error::Cancelled => Status::cancelled(err.to_string()),
+            Error::Integrity { .. } => {
+                tracing::error!(error = %err, "integrity failure");
+                Status::data_loss(err.to_string())
+            }
+            Error::Kms(k) => match k {
+                KmsError::Disabled { .. }
+                | KmsError::PendingDeletion { .. }
+                | KmsError::InvalidState { .. }
+                | KmsError::NotFound { .. } => Status::failed_precondition(k.to_string()),
+                KmsError::AccessDenied { .. } => Status::permission_denied(k.to_string()),
+                KmsError::InvalidCiphertext { .. } => Status::data_loss(k.to_string()),
+                KmsError::Throttled | KmsError::Unavailable(_) => {
+                    tracing::warn!(error = %k, "KMS unavailable");
+                    Status::unavailable(k.to_string())
+                }
+                _ => {
+                    tracing::error!(error = %k, "KMS failure");
+                    Status::internal("KMS request failed")
+                }
+            },
+            Error::Store(e) => {
+                tracing::error!(error = %e, "object store failure");
+                Status::unavailable("object store unavailable")
+            }
+            Error::Catalog(e) => {
+                tracing::error!(error = %e, "catalog failure");
+                Status::unavailable("catalog unavailable")
+            }
+            _ => {
+                tracing::error!(error = ?err, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+/// Errors tonic reports on the inbound stream, kept with their meaning.
+fn inbound(status: Status) -> Error {
+    match status.code() {
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => Error::OutOfRange(status.message().to_owned()),
+        tonic::Code::Cancelled => Error::Cancelled,
+        _ => Error::invalid("stream", status.message()),
+    }
+}
+
+async fn authenticate<T>(archive: &Archive, req: &Request<T>) -> Result<Principal, Status> {
+    let header = req
+        .metadata()
+        .get("authorization")
+        .ok_or(Error::Unauthenticated("missing bearer token"))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| !t.is_empty() && t.len() <= 256)
+        .ok_or(Error::Unauthenticated("malformed authorization header"))?;
+    Ok(archive.catalog.authenticate(token).await?)
+}
+
+fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+fn to_pb(row: &RecordingRow, labels: BTreeMap<String, String>) -> pb::Recording {
+    pb::Recording {
+        recording_id: row.id.to_string(),
+        external_call_id: row.external_call_id.clone(),
+        start_time: row.start_time_ms.map(timestamp),
+        labels: labels.into_iter().collect(),
+        size_bytes: row.size_bytes,
+        chunk_count: row.chunk_count,
+        chunk_size_bytes: row.chunk_size,
+        sha256: row.sha256.clone(),
+        audio: Some(pb::AudioMetadata {
+            container: row.audio.container.clone(),
+            codec: row.audio.codec.clone(),
+            sample_rate_hz: row.audio.sample_rate_hz,
+            channels: row.audio.channels,
+            duration_ms: row.audio.duration_ms,
+            warning: row.audio.warning.clone().unwrap_or_default(),
+        }),
+        kms_key_arn: row.key_arn.clone(),
+        kms_region: row.kms_region.clone(),
+        create_time: Some(timestamp(row.created_at_ms)),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestApi {
+    archive: Arc<Archive>,
+}
+
+impl IngestApi {
+    pub fn new(archive: Arc<Archive>) -> Self {
+        Self { archive }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::ingest_service_server::IngestService for IngestApi {
+    async fn ingest(
+        &self,
+        request: Request<Streaming<pb::IngestRequest>>,
+    ) -> Result<Response<pb::IngestResponse>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await
+            .map_err(inbound)?
+            .ok_or_else(|| Error::invalid("header", "the stream ended before the header"))?;
+        let header = match first.payload {
+            Some(pb::ingest_request::Payload::Header(h)) => h,
+            _ => return Err(Error::invalid("header", "the first message must carry the header").into()),
+        };
+        let start_time_ms = header
+            .start_time
+            .map(|t| t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos / 1_000_000)));
+        let header = ingest::IngestHeader::parse(
+            &header.external_call_id,
+            start_time_ms,
+            header.labels.into_iter().collect(),
+            header.chunk_size_bytes,
+        )?;
+        let body = stream.map(|msg| match msg {
+            Ok(pb::IngestRequest { payload: Some(pb::ingest_request::Payload::Data(d)) }) => Ok(d),
+            Ok(pb::IngestRequest { payload: Some(pb::ingest_request::Payload::Header(_)) }) => {
+                Err(Error::invalid("header", "only the first message may carry a header"))
+            }
+            Ok(pb::IngestRequest { payload: None }) => Err(Error::invalid("payload", "message carries neither header nor data")),
+            Err(status) => Err(inbound(status)),
+        });
+        // Run the upload in its own task: if the client resets, hyper drops
+        // this handler future, but the upload must still see its stream fail
+        // and clean up what it wrote.
+        let task = tokio::spawn(ingest::ingest(self.archive.clone(), principal, header, Box::pin(body)));
+        let outcome = task.await.map_err(|e| Error::Internal(format!("ingest task failed: {e}")))??;
+        // Labels were just written by this caller; they are not echoed back so
+        // that a dedup response cannot be used to read another upload's labels.
+        Ok(Response::new(pb::IngestResponse {
+            recording: Some(to_pb(&outcome.recording, BTreeMap::new())),
+            deduplicated: outcome.deduplicated,
+        }))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PlaybackApi {
+    archive: Arc<Archive>,
+}
+
+impl PlaybackApi {
+    pub fn new(archive: Arc<Archive>) -> Self {
+        Self { archive }
+    }
+}
+
+type PlayStream = Pin<Box<dyn Stream<Item = Result<pb::PlayResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::playback_service_server::PlaybackService for PlaybackApi {
+    type PlayStream = PlayStream;
+
+    async fn play(&self, request: Request<pb::PlayRequest>) -> Result<Response<PlayStream>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let req = request.into_inner();
+        let id = RecordingId::parse("recording_id", &req.recording_id)?;
+        let stream = playback::play(self.archive.clone(), &principal, id, req.offset_bytes).await?;
+        let out = stream.map(|item| {
+            item.map(|c| pb::PlayResponse { offset_bytes: c.offset, data: c.data }).map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn get_recording(
+        &self,
+        request: Request<pb::GetRecordingRequest>,
+    ) -> Result<Response<pb::Recording>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let id = RecordingId::parse("recording_id", &request.get_ref().recording_id)?;
+        let view = playback::get(&self.archive, &principal, id).await?;
+        Ok(Response::new(to_pb(&view.row, view.labels)))
+    }
+
+    async fn list_recordings(
+        &self,
+        request: Request<pb::ListRecordingsRequest>,
+    ) -> Result<Response<pb::ListRecordingsResponse>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let req = request.into_inner();
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            let bad = || Error::invalid("page_token", "is not a token from a previous response");
+            let raw = URL_SAFE_NO_PAD.decode(&req.page_token).map_err(|_| bad())?;
+            let s = String::from_utf8(raw).map_err(|_| bad())?;
+            Some(RecordingId::parse("page_token", &s).map_err(|_| bad())?)
+        };
+        let (rows, next) = playback::list(&self.archive, &principal, req.page_size, after).await?;
+        Ok(Response::new(pb::ListRecordingsResponse {
+            recordings: rows.iter().map(|r| to_pb(r, BTreeMap::new())).collect(),
+            next_page_token: next.map(|n| URL_SAFE_NO_PAD.encode(n.to_string())).unwrap_or_default(),
+        }))
+    }
+}
+
+/// Helper for clients: wraps a byte buffer as an ingest request message.
+pub fn data_message(data: Bytes) -> pb::IngestRequest {
+    pb::IngestRequest { payload: Some(pb::ingest_request::Payload::Data(data)) }
+}

@@ -1,0 +1,82 @@
+//! The components a node composes: catalog, object store, KMS and key cache.
+//! Use cases (`ingest`, `playback`) take an `&Archive`; nothing else is shared.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::catalog::Catalog;
+use crate::kms::cache::{KeyCache, KeyCacheConfig};
+use crate::kms::local::LocalKeyring;
+use crate::kms::{Kms, KmsMetrics, MeteredKms};
+use crate::store::ChunkStore;
+
+/// Limits applied to every upload.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_recording_bytes: u64,
+    /// Sealed chunks being written concurrently per upload. Memory per upload
+    /// is about `(2 + max_uploads_in_flight) * chunk_size`.
+    pub max_uploads_in_flight: usize,
+    /// Chunks read ahead during playback.
+    pub read_ahead: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_recording_bytes: 8 << 30, max_uploads_in_flight: 4, read_ahead: 4 }
+    }
+}
+
+#[derive(Debug)]
+pub struct Archive {
+    pub catalog: Catalog,
+    pub store: ChunkStore,
+    /// Metered KMS client (the node's region).
+    pub kms: Arc<dyn Kms>,
+    pub keys: KeyCache,
+    pub metrics: Arc<KmsMetrics>,
+    pub limits: Limits,
+}
+
+impl Archive {
+    pub fn new(
+        catalog: Catalog,
+        store: ChunkStore,
+        kms: Arc<dyn Kms>,
+        cache: &KeyCacheConfig,
+        limits: Limits,
+    ) -> Self {
+        let metrics = Arc::new(KmsMetrics::default());
+        let kms: Arc<dyn Kms> = Arc::new(MeteredKms::new(kms, metrics.clone()));
+        let keys = KeyCache::new(kms.clone(), cache, metrics.clone());
+        Self { catalog, store, kms, keys, metrics, limits }
+    }
+
+    /// The embedded default over one data directory: SQLite catalog, local
+    /// object store and local keyring.
+    pub async fn embedded(data_dir: &Path) -> crate::error::Result<(Self, Arc<LocalKeyring>)> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| crate::error::Error::Internal(format!("cannot create data dir: {e}")))?;
+        let catalog = Catalog::connect(&format!("sqlite://{}", data_dir.join("catalog.db").display())).await?;
+        let store = ChunkStore::local(&data_dir.join("objects"))?;
+        let ring = Arc::new(LocalKeyring::open(data_dir, "local")?);
+        let archive = Self::new(catalog, store, ring.clone(), &KeyCacheConfig::default(), Limits::default());
+        Ok((archive, ring))
+    }
+
+    /// Removes uploads whose writer is gone: objects first, then rows, so a
+    /// crash in between leaves a row the next sweep finds again.
+    pub async fn sweep_stale_uploads(&self, older_than: Duration) -> crate::error::Result<usize> {
+        let stale = self
+            .catalog
+            .stale_uploads(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX))
+            .await?;
+        for (tenant, rec) in &stale {
+            self.store.delete_recording(tenant, rec).await?;
+            self.catalog.abort_upload(tenant, rec).await?;
+            tracing::info!(tenant = %tenant, recording = %rec, "swept abandoned upload");
+        }
+        Ok(stale.len())
+    }
+}

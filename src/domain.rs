@@ -1,0 +1,161 @@
+//! Domain newtypes. Values from the network are parsed into these once, at the
+//! edge; everything inside the crate can then rely on their invariants.
+
+use std::fmt;
+
+use crate::error::Error;
+
+/// A tenant's immutable id (a UUID string). Tenant *names* are for humans and
+/// may be renamed; the id is what keys, objects and crypto bind to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TenantId(String);
+
+impl TenantId {
+    pub fn new_random() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+    /// Trusted constructor for values read back from the catalog.
+    pub fn from_catalog(s: String) -> Self {
+        Self(s)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A recording id: a UUIDv7, so ids sort by creation time (used for paging).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordingId(uuid::Uuid);
+
+impl RecordingId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+    /// Parses a client-supplied id. Only the canonical hyphenated form is
+    /// accepted so that one recording has exactly one spelling.
+    pub fn parse(field: &str, s: &str) -> Result<Self, Error> {
+        let id = uuid::Uuid::try_parse(s)
+            .map_err(|_| Error::invalid(field, "is not a valid recording id"))?;
+        if id.hyphenated().to_string() != s {
+            return Err(Error::invalid(field, "must be a lowercase hyphenated UUID"));
+        }
+        Ok(Self(id))
+    }
+    pub fn to_canonical(&self) -> String {
+        self.0.hyphenated().to_string()
+    }
+}
+
+impl Default for RecordingId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for RecordingId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.hyphenated())
+    }
+}
+
+/// The platform's own id for a call: the idempotency key of ingest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalCallId(String);
+
+impl ExternalCallId {
+    pub const MAX_LEN: usize = 256;
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        const FIELD: &str = "header.external_call_id";
+        if s.is_empty() {
+            return Err(Error::invalid(FIELD, "is required"));
+        }
+        if s.len() > Self::MAX_LEN {
+            return Err(Error::invalid(FIELD, "is longer than 256 bytes"));
+        }
+        if !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::invalid(FIELD, "must be printable ASCII without spaces"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a bearer token may do. Each token has exactly one role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Ingest,
+    Supervisor,
+    Compliance,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Supervisor => "supervisor",
+            Role::Compliance => "compliance",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "ingest" => Ok(Role::Ingest),
+            "supervisor" => Ok(Role::Supervisor),
+            "compliance" => Ok(Role::Compliance),
+            "admin" => Ok(Role::Admin),
+            other => Err(Error::invalid(
+                "role",
+                &format!("`{other}` is not one of ingest, supervisor, compliance, admin"),
+            )),
+        }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant: TenantId,
+    pub role: Role,
+}
+
+/// Milliseconds since the Unix epoch, the catalog's one time representation.
+pub fn now_ms() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recording_id_parsing() {
+        let id = RecordingId::new();
+        assert_eq!(RecordingId::parse("f", &id.to_string()).unwrap(), id);
+        assert!(RecordingId::parse("f", "nope").is_err());
+        assert!(RecordingId::parse("f", &id.to_string().to_uppercase()).is_err());
+    }
+
+    #[test]
+    fn external_call_id_rules() {
+        assert!(ExternalCallId::parse("call-123").is_ok());
+        assert!(ExternalCallId::parse("").is_err());
+        assert!(ExternalCallId::parse("has space").is_err());
+        assert!(ExternalCallId::parse(&"x".repeat(257)).is_err());
+    }
+}

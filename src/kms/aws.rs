@@ -1,0 +1,205 @@
+//! AWS KMS backend over `aws-sdk-kms`.
+//!
+//! Credentials come from the default chain; `endpoint` overrides the service
+//! URL for KMS-compatible emulators. The SDK's standard retry mode retries
+//! throttling and transient errors with exponential backoff; what is still
+//! failing after that is mapped to [`KmsError::Throttled`] /
+//! [`KmsError::Unavailable`].
+
+use async_trait::async_trait;
+use aws_sdk_kms::Client;
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{DataKeySpec, EncryptionAlgorithmSpec, KeyState as AwsKeyState};
+
+use super::{EncryptionContext, GeneratedDataKey, KeyDescription, KeyState, Kms, KmsError};
+use crate::crypto::DataKey;
+
+#[derive(Debug, Clone)]
+pub struct AwsKms {
+    client: Client,
+    region: String,
+}
+
+impl AwsKms {
+    /// Builds a client for `region`, optionally against `endpoint`.
+    pub async fn connect(region: &str, endpoint: Option<&str>) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_owned()))
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5));
+        if let Some(ep) = endpoint {
+            loader = loader.endpoint_url(ep);
+        }
+        let conf = loader.load().await;
+        Self { client: Client::new(&conf), region: region.to_owned() }
+    }
+
+    /// Wraps an existing client (used with modeled responses in tests).
+    pub fn from_client(client: Client, region: &str) -> Self {
+        Self { client, region: region.to_owned() }
+    }
+}
+
+/// Maps any KMS operation's error by its error code, which is uniform across
+/// operations (AccessDeniedException, for instance, is not modeled per
+/// operation but arrives with the same code).
+pub fn map_sdk_error<E, R>(err: SdkError<E, R>, arn: &str) -> KmsError
+where
+    E: ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
+{
+    let arn = arn.to_owned();
+    match &err {
+        SdkError::ServiceError(se) => {
+            let e = se.err();
+            match e.code() {
+                Some("DisabledException") => KmsError::Disabled { arn },
+                Some("KMSInvalidStateException") => {
+                    let msg = e.message().unwrap_or_default().to_ascii_lowercase();
+                    if msg.contains("pending deletion") || msg.contains("pendingdeletion") {
+                        KmsError::PendingDeletion { arn }
+                    } else if msg.contains("disabled") {
+                        KmsError::Disabled { arn }
+                    } else {
+                        KmsError::InvalidState {
+                            arn,
+                            state: e.message().unwrap_or("unknown").to_owned(),
+                        }
+                    }
+                }
+                Some("AccessDeniedException") => KmsError::AccessDenied { arn },
+                Some("NotFoundException") => KmsError::NotFound { arn },
+                Some("InvalidCiphertextException") | Some("IncorrectKeyException") => {
+                    KmsError::InvalidCiphertext { arn }
+                }
+                Some("ThrottlingException") | Some("LimitExceededException") => KmsError::Throttled,
+                Some("KMSInternalException")
+                | Some("DependencyTimeoutException")
+                | Some("KeyUnavailableException") => {
+                    KmsError::Unavailable(e.code().unwrap_or_default().to_owned())
+                }
+                Some(code) => KmsError::Other(code.to_owned()),
+                None => KmsError::Other("unrecognised KMS error".into()),
+            }
+        }
+        SdkError::TimeoutError(_) => KmsError::Unavailable("request timed out".into()),
+        SdkError::DispatchFailure(_) => KmsError::Unavailable("could not reach KMS".into()),
+        SdkError::ResponseError(_) => KmsError::Unavailable("malformed response from KMS".into()),
+        _ => KmsError::Other("KMS request could not be built".into()),
+    }
+}
+
+fn state_from_aws(s: Option<&AwsKeyState>) -> KeyState {
+    match s {
+        Some(AwsKeyState::Enabled) => KeyState::Enabled,
+        Some(AwsKeyState::Disabled) => KeyState::Disabled,
+        Some(AwsKeyState::PendingDeletion) | Some(AwsKeyState::PendingReplicaDeletion) => {
+            KeyState::PendingDeletion
+        }
+        Some(other) => KeyState::Other(other.as_str().to_owned()),
+        None => KeyState::Other("Unknown".into()),
+    }
+}
+
+#[async_trait]
+impl Kms for AwsKms {
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    async fn generate_data_key(
+        &self,
+        key_id: &str,
+        ctx: &EncryptionContext,
+    ) -> Result<GeneratedDataKey, KmsError> {
+        let out = self
+            .client
+            .generate_data_key()
+            .key_id(key_id)
+            .key_spec(DataKeySpec::Aes256)
+            .set_encryption_context(Some(ctx.to_map()))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, key_id))?;
+        let missing = |what: &str| KmsError::Other(format!("GenerateDataKey response lacks {what}"));
+        let plaintext = out.plaintext().ok_or_else(|| missing("Plaintext"))?;
+        let plaintext =
+            DataKey::from_slice(plaintext.as_ref()).map_err(|_| missing("a 32-byte Plaintext"))?;
+        let wrapped = out.ciphertext_blob().ok_or_else(|| missing("CiphertextBlob"))?.as_ref().to_vec();
+        let key_arn = out.key_id().ok_or_else(|| missing("KeyId"))?.to_owned();
+        Ok(GeneratedDataKey { plaintext, wrapped, key_arn })
+    }
+
+    async fn decrypt(
+        &self,
+        key_arn: &str,
+        wrapped: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
+        let out = self
+            .client
+            .decrypt()
+            .key_id(key_arn)
+            .ciphertext_blob(Blob::new(wrapped))
+            .encryption_algorithm(EncryptionAlgorithmSpec::SymmetricDefault)
+            .set_encryption_context(Some(ctx.to_map()))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, key_arn))?;
+        if out.key_id() != Some(key_arn) {
+            return Err(KmsError::InvalidCiphertext { arn: key_arn.to_owned() });
+        }
+        let plain = out
+            .plaintext()
+            .ok_or_else(|| KmsError::Other("Decrypt response lacks Plaintext".into()))?;
+        DataKey::from_slice(plain.as_ref())
+            .map_err(|_| KmsError::Other("Decrypt returned a key of the wrong length".into()))
+    }
+
+    async fn re_encrypt(
+        &self,
+        source_arn: &str,
+        wrapped: &[u8],
+        ctx: &EncryptionContext,
+        destination_key_id: &str,
+    ) -> Result<(String, Vec<u8>), KmsError> {
+        let out = self
+            .client
+            .re_encrypt()
+            .ciphertext_blob(Blob::new(wrapped))
+            .source_key_id(source_arn)
+            .set_source_encryption_context(Some(ctx.to_map()))
+            .destination_key_id(destination_key_id)
+            .set_destination_encryption_context(Some(ctx.to_map()))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, source_arn))?;
+        let arn = out
+            .key_id()
+            .ok_or_else(|| KmsError::Other("ReEncrypt response lacks KeyId".into()))?
+            .to_owned();
+        let blob = out
+            .ciphertext_blob()
+            .ok_or_else(|| KmsError::Other("ReEncrypt response lacks CiphertextBlob".into()))?;
+        Ok((arn, blob.as_ref().to_vec()))
+    }
+
+    async fn describe_key(&self, key_id: &str) -> Result<KeyDescription, KmsError> {
+        let out = self
+            .client
+            .describe_key()
+            .key_id(key_id)
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, key_id))?;
+        let meta = out
+            .key_metadata()
+            .ok_or_else(|| KmsError::Other("DescribeKey response lacks KeyMetadata".into()))?;
+        let deletion_date_ms = meta.deletion_date().map(|d| d.to_millis().unwrap_or_default());
+        Ok(KeyDescription {
+            arn: meta.arn().unwrap_or(key_id).to_owned(),
+            state: state_from_aws(meta.key_state()),
+            deletion_date_ms,
+        })
+    }
+}

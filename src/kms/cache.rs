@@ -1,0 +1,196 @@
+//! The regional cache of unwrapped data keys.
+//!
+//! * Keyed by SHA-256(algorithm, key ARN, wrapped key, encryption context), so
+//!   a wrapped key is only ever answered with the key KMS unwrapped for exactly
+//!   that input.
+//! * Absolute TTL (default 5 min): the longest a revoked KMS key keeps working
+//!   on a node that got no revocation signal. Idle TTL and a size bound on top.
+//! * Single flight: concurrent misses for one entry share one KMS call.
+//! * Access denied is remembered briefly (negative cache) so a revoked tenant
+//!   cannot turn playback retries into a KMS request storm.
+//! * Evicted keys are zeroized: `DataKey` zeroizes on drop and the cache holds
+//!   the only long-lived reference.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use moka::future::Cache;
+
+use super::{EncryptionContext, Kms, KmsError, KmsMetrics};
+use crate::crypto::DataKey;
+
+/// Cache tuning. `ttl` is the documented revocation bound.
+#[derive(Debug, Clone)]
+pub struct KeyCacheConfig {
+    pub ttl: Duration,
+    pub idle: Duration,
+    pub capacity: u64,
+    pub negative_ttl: Duration,
+}
+
+impl Default for KeyCacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(300),
+            idle: Duration::from_secs(60),
+            capacity: 10_000,
+            negative_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+/// An unwrapped data key and the ARN that unwrapped it (for purging).
+#[derive(Debug)]
+pub struct CachedKey {
+    pub key_arn: String,
+    pub key: DataKey,
+}
+
+type CacheId = [u8; 32];
+
+#[derive(Debug)]
+pub struct KeyCache {
+    kms: Arc<dyn Kms>,
+    entries: Cache<CacheId, Arc<CachedKey>>,
+    denied: Cache<CacheId, KmsError>,
+    metrics: Arc<KmsMetrics>,
+}
+
+fn cache_id(key_arn: &str, wrapped: &[u8], ctx: &EncryptionContext) -> CacheId {
+    let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in [b"SYMMETRIC_DEFAULT/AES_256".as_slice(), key_arn.as_bytes(), wrapped, &ctx.canonical_bytes()] {
+        h.update(&(part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(h.finish().as_ref());
+    out
+}
+
+impl KeyCache {
+    pub fn new(kms: Arc<dyn Kms>, config: &KeyCacheConfig, metrics: Arc<KmsMetrics>) -> Self {
+        let entries = Cache::builder()
+            .max_capacity(config.capacity)
+            .time_to_live(config.ttl)
+            .time_to_idle(config.idle)
+            .support_invalidation_closures()
+            .build();
+        let denied = Cache::builder()
+            .max_capacity(config.capacity)
+            .time_to_live(config.negative_ttl)
+            .build();
+        Self { kms, entries, denied, metrics }
+    }
+
+    /// Returns the unwrapped data key, calling KMS at most once for any number
+    /// of concurrent callers asking for the same entry.
+    pub async fn unwrap(
+        &self,
+        key_arn: &str,
+        wrapped: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<Arc<CachedKey>, KmsError> {
+        let id = cache_id(key_arn, wrapped, ctx);
+        if let Some(err) = self.denied.get(&id).await {
+            return Err(err);
+        }
+        let kms = self.kms.clone();
+        let entry = self
+            .entries
+            .entry(id)
+            .or_try_insert_with(async move {
+                let key = kms.decrypt(key_arn, wrapped, ctx).await?;
+                Ok::<_, KmsError>(Arc::new(CachedKey { key_arn: key_arn.to_owned(), key }))
+            })
+            .await;
+        match entry {
+            Ok(e) => {
+                let counter = if e.is_fresh() { &self.metrics.cache_misses } else { &self.metrics.cache_hits };
+                counter.fetch_add(1, Ordering::Relaxed);
+                Ok(e.into_value())
+            }
+            Err(err) => {
+                self.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
+                let err = (*err).clone();
+                if matches!(err, KmsError::AccessDenied { .. }) {
+                    self.denied.insert(id, err.clone()).await;
+                }
+                if matches!(
+                    err,
+                    KmsError::Disabled { .. } | KmsError::PendingDeletion { .. } | KmsError::AccessDenied { .. }
+                ) {
+                    self.purge_key(key_arn);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Drops every cached data key unwrapped by `key_arn` (revocation).
+    pub fn purge_key(&self, key_arn: &str) {
+        let arn = key_arn.to_owned();
+        if self.entries.invalidate_entries_if(move |_, v| v.key_arn == arn).is_err() {
+            // Invalidation closures are enabled at build time; should that ever
+            // fail, dropping everything is the safe direction.
+            self.entries.invalidate_all();
+        }
+    }
+
+    pub fn purge_all(&self) {
+        self.entries.invalidate_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kms::local::LocalKeyring;
+
+    #[tokio::test]
+    async fn single_flight_and_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Arc::new(LocalKeyring::open(dir.path(), "local").unwrap());
+        let arn = ring.create_key().unwrap();
+        let metrics = Arc::new(KmsMetrics::default());
+        let metered: Arc<dyn Kms> = Arc::new(crate::kms::MeteredKms::new(ring.clone(), metrics.clone()));
+        let ctx = EncryptionContext { tenant: "t".into(), recording: "r".into() };
+        let generated = metered.generate_data_key(&arn, &ctx).await.unwrap();
+        let cache = Arc::new(KeyCache::new(metered.clone(), &KeyCacheConfig::default(), metrics.clone()));
+
+        let tasks: Vec<_> = (0..32)
+            .map(|_| {
+                let (cache, arn, wrapped, ctx) = (cache.clone(), arn.clone(), generated.wrapped.clone(), ctx.clone());
+                tokio::spawn(async move { cache.unwrap(&arn, &wrapped, &ctx).await })
+            })
+            .collect();
+        for t in tasks {
+            let k = t.await.unwrap().unwrap();
+            assert_eq!(k.key.expose(), generated.plaintext.expose());
+        }
+        assert_eq!(metrics.calls("Decrypt"), 1, "32 concurrent cold unwraps share one KMS call");
+
+        ring.set_enabled(&arn, false).unwrap();
+        // Still cached: revocation without a signal waits for the TTL...
+        assert!(cache.unwrap(&arn, &generated.wrapped, &ctx).await.is_ok());
+        // ...a purge makes the next unwrap ask KMS, which refuses.
+        cache.purge_key(&arn);
+        let err = cache.unwrap(&arn, &generated.wrapped, &ctx).await.unwrap_err();
+        assert_eq!(err, KmsError::Disabled { arn: arn.clone() });
+    }
+
+    #[tokio::test]
+    async fn absolute_ttl_bounds_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Arc::new(LocalKeyring::open(dir.path(), "local").unwrap());
+        let arn = ring.create_key().unwrap();
+        let ctx = EncryptionContext { tenant: "t".into(), recording: "r".into() };
+        let g = ring.generate_data_key(&arn, &ctx).await.unwrap();
+        let config = KeyCacheConfig { ttl: Duration::from_millis(300), ..Default::default() };
+        let cache = KeyCache::new(ring.clone(), &config, Arc::new(KmsMetrics::default()));
+        cache.unwrap(&arn, &g.wrapped, &ctx).await.unwrap();
+        ring.set_enabled(&arn, false).unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(matches!(cache.unwrap(&arn, &g.wrapped, &ctx).await, Err(KmsError::Disabled { .. })));
+    }
+}

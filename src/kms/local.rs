@@ -1,0 +1,309 @@
+//! The local keyring: KMS semantics without a KMS, for the embedded default and
+//! single-node use.
+//!
+//! Key-encryption keys (AES-256) live in `keyring.json` in the data directory,
+//! created with mode 0600 and rewritten atomically (write + rename). The file
+//! is re-read on every operation so that operator commands (`callvault keys
+//! disable …`) take effect on a running server at once, as they would in AWS.
+//!
+//! Wrapped data key layout: `"CVK1" || u32be(kek version) || nonce[12] ||
+//! AES-256-GCM(kek, nonce, aad, data_key) || tag[16]`, where
+//! `aad = u32be(len arn) || arn || encryption_context.canonical_bytes()`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
+
+use super::{EncryptionContext, GeneratedDataKey, KeyDescription, KeyState, Kms, KmsError};
+use crate::crypto::{DataKey, fill_random};
+
+const MAGIC: &[u8; 4] = b"CVK1";
+const WRAPPED_LEN: usize = 4 + 4 + 12 + 32 + 16;
+
+#[derive(Serialize, Deserialize, Default)]
+struct KeyringFile {
+    keys: Vec<LocalKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LocalKey {
+    arn: String,
+    state: String,
+    created_at_ms: i64,
+    #[serde(default)]
+    deletion_date_ms: Option<i64>,
+    /// Base64 KEK versions; the last one is current. Rotation appends.
+    versions: Vec<String>,
+}
+
+impl Drop for LocalKey {
+    fn drop(&mut self) {
+        for v in &mut self.versions {
+            v.zeroize();
+        }
+    }
+}
+
+impl LocalKey {
+    fn kek(&self, version: u32) -> Result<LessSafeKey, KmsError> {
+        let b64 = self
+            .versions
+            .get(version as usize)
+            .ok_or_else(|| KmsError::InvalidCiphertext { arn: self.arn.clone() })?;
+        let mut raw = B64
+            .decode(b64)
+            .map_err(|_| KmsError::Other(format!("keyring entry for {} is corrupt", self.arn)))?;
+        let key = UnboundKey::new(&AES_256_GCM, &raw)
+            .map_err(|_| KmsError::Other(format!("keyring entry for {} is corrupt", self.arn)));
+        raw.zeroize();
+        Ok(LessSafeKey::new(key?))
+    }
+
+    fn check_usable(&self) -> Result<(), KmsError> {
+        match self.state.as_str() {
+            "Enabled" => Ok(()),
+            "Disabled" => Err(KmsError::Disabled { arn: self.arn.clone() }),
+            "PendingDeletion" => Err(KmsError::PendingDeletion { arn: self.arn.clone() }),
+            other => Err(KmsError::InvalidState { arn: self.arn.clone(), state: other.to_owned() }),
+        }
+    }
+
+    fn description(&self) -> KeyDescription {
+        let state = match self.state.as_str() {
+            "Enabled" => KeyState::Enabled,
+            "Disabled" => KeyState::Disabled,
+            "PendingDeletion" => KeyState::PendingDeletion,
+            other => KeyState::Other(other.to_owned()),
+        };
+        KeyDescription { arn: self.arn.clone(), state, deletion_date_ms: self.deletion_date_ms }
+    }
+}
+
+fn aad(arn: &str, ctx: &EncryptionContext) -> Vec<u8> {
+    let mut out = (arn.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(arn.as_bytes());
+    out.extend_from_slice(&ctx.canonical_bytes());
+    out
+}
+
+/// A local keyring rooted at one file.
+#[derive(Debug)]
+pub struct LocalKeyring {
+    path: PathBuf,
+    region: String,
+    /// Serialises read-modify-write cycles within this process.
+    write_lock: Mutex<()>,
+}
+
+impl LocalKeyring {
+    pub fn open(data_dir: &Path, region: &str) -> Result<Self, KmsError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| KmsError::Other(format!("cannot create data dir: {e}")))?;
+        let ring = Self {
+            path: data_dir.join("keyring.json"),
+            region: region.to_owned(),
+            write_lock: Mutex::new(()),
+        };
+        if !ring.path.exists() {
+            ring.save(&KeyringFile::default())?;
+        }
+        Ok(ring)
+    }
+
+    fn load(&self) -> Result<KeyringFile, KmsError> {
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|e| KmsError::Unavailable(format!("cannot read keyring: {e}")))?;
+        serde_json::from_str(&text).map_err(|_| KmsError::Other("keyring file is corrupt".into()))
+    }
+
+    fn save(&self, file: &KeyringFile) -> Result<(), KmsError> {
+        use std::io::Write;
+        let err = |e: std::io::Error| KmsError::Other(format!("cannot write keyring: {e}"));
+        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp).map_err(err)?;
+        let json = serde_json::to_vec_pretty(file).map_err(|e| KmsError::Other(e.to_string()))?;
+        f.write_all(&json).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, &self.path).map_err(err)
+    }
+
+    fn with_key<T>(&self, key_id: &str, f: impl FnOnce(&LocalKey) -> Result<T, KmsError>) -> Result<T, KmsError> {
+        let file = self.load()?;
+        let key = file
+            .keys
+            .iter()
+            .find(|k| k.arn == key_id)
+            .ok_or_else(|| KmsError::NotFound { arn: key_id.to_owned() })?;
+        f(key)
+    }
+
+    fn modify(&self, key_arn: &str, f: impl FnOnce(&mut LocalKey) -> Result<(), KmsError>) -> Result<(), KmsError> {
+        let _guard = self.write_lock.lock().map_err(|_| KmsError::Other("keyring lock poisoned".into()))?;
+        let mut file = self.load()?;
+        let key = file
+            .keys
+            .iter_mut()
+            .find(|k| k.arn == key_arn)
+            .ok_or_else(|| KmsError::NotFound { arn: key_arn.to_owned() })?;
+        f(key)?;
+        self.save(&file)
+    }
+
+    /// Creates a new enabled key and returns its ARN.
+    pub fn create_key(&self) -> Result<String, KmsError> {
+        let _guard = self.write_lock.lock().map_err(|_| KmsError::Other("keyring lock poisoned".into()))?;
+        let mut file = self.load()?;
+        let arn = format!("arn:callvault:kms:{}:local:key/{}", self.region, uuid::Uuid::new_v4());
+        let mut kek = [0u8; 32];
+        fill_random(&mut kek).map_err(|e| KmsError::Other(e.to_string()))?;
+        file.keys.push(LocalKey {
+            arn: arn.clone(),
+            state: "Enabled".into(),
+            created_at_ms: crate::domain::now_ms(),
+            deletion_date_ms: None,
+            versions: vec![B64.encode(kek)],
+        });
+        kek.zeroize();
+        self.save(&file)?;
+        Ok(arn)
+    }
+
+    pub fn set_enabled(&self, arn: &str, enabled: bool) -> Result<(), KmsError> {
+        self.modify(arn, |k| {
+            if k.state == "PendingDeletion" {
+                return Err(KmsError::PendingDeletion { arn: k.arn.clone() });
+            }
+            k.state = if enabled { "Enabled" } else { "Disabled" }.into();
+            Ok(())
+        })
+    }
+
+    pub fn schedule_deletion(&self, arn: &str, days: u32) -> Result<(), KmsError> {
+        self.modify(arn, |k| {
+            k.state = "PendingDeletion".into();
+            k.deletion_date_ms = Some(crate::domain::now_ms() + i64::from(days) * 86_400_000);
+            Ok(())
+        })
+    }
+
+    pub fn cancel_deletion(&self, arn: &str) -> Result<(), KmsError> {
+        self.modify(arn, |k| {
+            k.state = "Disabled".into();
+            k.deletion_date_ms = None;
+            Ok(())
+        })
+    }
+
+    /// Adds a new KEK version; new wraps use it, old wraps stay decryptable.
+    pub fn rotate(&self, arn: &str) -> Result<(), KmsError> {
+        self.modify(arn, |k| {
+            let mut kek = [0u8; 32];
+            fill_random(&mut kek).map_err(|e| KmsError::Other(e.to_string()))?;
+            k.versions.push(B64.encode(kek));
+            kek.zeroize();
+            Ok(())
+        })
+    }
+
+    fn wrap(key: &LocalKey, data_key: &DataKey, ctx: &EncryptionContext) -> Result<Vec<u8>, KmsError> {
+        let version = u32::try_from(key.versions.len().saturating_sub(1))
+            .map_err(|_| KmsError::Other("too many key versions".into()))?;
+        let kek = key.kek(version)?;
+        let mut nonce = [0u8; 12];
+        fill_random(&mut nonce).map_err(|e| KmsError::Other(e.to_string()))?;
+        let mut buf = data_key.expose().to_vec();
+        kek.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad(&key.arn, ctx)), &mut buf)
+            .map_err(|_| KmsError::Other("local wrap failed".into()))?;
+        let mut out = Vec::with_capacity(WRAPPED_LEN);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&version.to_be_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&buf);
+        buf.zeroize();
+        Ok(out)
+    }
+
+    fn unwrap_key(key: &LocalKey, wrapped: &[u8], ctx: &EncryptionContext) -> Result<DataKey, KmsError> {
+        let bad = || KmsError::InvalidCiphertext { arn: key.arn.clone() };
+        if wrapped.len() != WRAPPED_LEN || &wrapped[..4] != MAGIC {
+            return Err(bad());
+        }
+        let version = u32::from_be_bytes(wrapped[4..8].try_into().map_err(|_| bad())?);
+        let nonce: [u8; 12] = wrapped[8..20].try_into().map_err(|_| bad())?;
+        let kek = key.kek(version)?;
+        let mut buf = wrapped[20..].to_vec();
+        let res = kek
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad(&key.arn, ctx)), &mut buf)
+            .map_err(|_| bad())
+            .and_then(|plain| DataKey::from_slice(plain).map_err(|_| bad()));
+        buf.zeroize();
+        res
+    }
+}
+
+#[async_trait]
+impl Kms for LocalKeyring {
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    async fn generate_data_key(
+        &self,
+        key_id: &str,
+        ctx: &EncryptionContext,
+    ) -> Result<GeneratedDataKey, KmsError> {
+        self.with_key(key_id, |key| {
+            key.check_usable()?;
+            let plaintext = DataKey::generate().map_err(|e| KmsError::Other(e.to_string()))?;
+            let wrapped = Self::wrap(key, &plaintext, ctx)?;
+            Ok(GeneratedDataKey { plaintext, wrapped, key_arn: key.arn.clone() })
+        })
+    }
+
+    async fn decrypt(
+        &self,
+        key_arn: &str,
+        wrapped: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
+        self.with_key(key_arn, |key| {
+            key.check_usable()?;
+            Self::unwrap_key(key, wrapped, ctx)
+        })
+    }
+
+    async fn re_encrypt(
+        &self,
+        source_arn: &str,
+        wrapped: &[u8],
+        ctx: &EncryptionContext,
+        destination_key_id: &str,
+    ) -> Result<(String, Vec<u8>), KmsError> {
+        let file = self.load()?;
+        let find = |id: &str| {
+            file.keys.iter().find(|k| k.arn == id).ok_or_else(|| KmsError::NotFound { arn: id.to_owned() })
+        };
+        let (src, dst) = (find(source_arn)?, find(destination_key_id)?);
+        src.check_usable()?;
+        dst.check_usable()?;
+        let plain = Self::unwrap_key(src, wrapped, ctx)?;
+        Ok((dst.arn.clone(), Self::wrap(dst, &plain, ctx)?))
+    }
+
+    async fn describe_key(&self, key_id: &str) -> Result<KeyDescription, KmsError> {
+        self.with_key(key_id, |k| Ok(k.description()))
+    }
+}

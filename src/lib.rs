@@ -1,0 +1,20 @@
+//! callvault: an encrypted-at-rest archive for contact-center call recordings.
+//!
+//! Layers, bottom up (see ARCHITECTURE.md): `crypto` (pure format), `kms`,
+//! `store`, `catalog`, `audio`; the use cases `ingest` and `playback` composed
+//! over an `archive::Archive`; `api` (gRPC edge) and `server`; `cli` for the
+//! binary.
+
+pub mod api;
+pub mod archive;
+pub mod audio;
+pub mod catalog;
+pub mod cli;
+pub mod crypto;
+pub mod domain;
+pub mod error;
+pub mod ingest;
+pub mod kms;
+pub mod playback;
+pub mod server;
+pub mod store;

@@ -1,0 +1,102 @@
+//! The gRPC server. Takes an already-bound listener and a shutdown future, so
+//! tests bind port 0 and the binary binds the configured address.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::{self, IngestApi, PlaybackApi, pb};
+use crate::archive::Archive;
+use crate::error::{Error, Result};
+
+/// Which services this node serves (least privilege: an ingest-only node
+/// needs no `kms:Decrypt`, a playback-only node no `kms:GenerateDataKey`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub ingest: bool,
+    pub playback: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles { ingest: true, playback: true };
+
+    pub fn parse(s: &str) -> Result<Self> {
+        let mut roles = Roles { ingest: false, playback: false };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "ingest" => roles.ingest = true,
+                "playback" => roles.playback = true,
+                // Admin services arrive with the key-management work; accepted
+                // now so deployments can name the role already.
+                "admin" => {}
+                other => return Err(Error::invalid("roles", &format!("unknown role `{other}`"))),
+            }
+        }
+        if !roles.ingest && !roles.playback {
+            return Err(Error::invalid("roles", "name at least one of ingest, playback"));
+        }
+        Ok(roles)
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight calls.
+pub async fn run(
+    listener: TcpListener,
+    archive: Arc<Archive>,
+    roles: Roles,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_optional_service(roles.ingest.then(|| {
+            pb::ingest_service_server::IngestServiceServer::new(IngestApi::new(archive.clone()))
+                .max_decoding_message_size(api::MAX_MESSAGE_BYTES)
+        }))
+        .add_optional_service(roles.playback.then(|| {
+            pb::playback_service_server::PlaybackServiceServer::new(PlaybackApi::new(archive.clone()))
+                .max_decoding_message_size(api::MAX_MESSAGE_BYTES)
+        }));
+    if roles.ingest {
+        health_reporter
+            .set_serving::<pb::ingest_service_server::IngestServiceServer<IngestApi>>()
+            .await;
+    }
+    if roles.playback {
+        health_reporter
+            .set_serving::<pb::playback_service_server::PlaybackServiceServer<PlaybackApi>>()
+            .await;
+    }
+    // Remove abandoned uploads left by crashed nodes, now and periodically.
+    let sweeper = tokio::spawn(sweep_loop(archive.clone()));
+    let res = router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| Error::Internal(format!("server: {e}")));
+    sweeper.abort();
+    res
+}
+
+/// An upload with no progress for this long is considered abandoned.
+pub const STALE_UPLOAD_AFTER: Duration = Duration::from_secs(15 * 60);
+
+async fn sweep_loop(archive: Arc<Archive>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if let Err(e) = archive.sweep_stale_uploads(STALE_UPLOAD_AFTER).await {
+            tracing::warn!(error = %e, "sweep of abandoned uploads failed");
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Ciphertext object storage over `object_store`.
+//!
+//! The key layout lives here and nowhere else:
+//! `t/<tenant id>/r/<recording id>/<chunk index, 10 digits>`. Keys are opaque
+//! (ids only, no names or call metadata) and tenant-scoped. Objects hold sealed
+//! chunks only; plaintext never reaches this module.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::domain::{RecordingId, TenantId};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct ChunkStore {
+    inner: Arc<dyn ObjectStore>,
+    /// Prefix inside the bucket or directory (from the store URL).
+    prefix: Path,
+}
+
+/// Options for S3-compatible stores.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
+
+impl ChunkStore {
+    /// `file:///abs/dir`, a plain directory path, or `s3://bucket[/prefix]`.
+    pub fn from_url(url: &str, s3: &S3Options) -> Result<Self> {
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::invalid("store", "s3:// URL needs a bucket name"));
+            }
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            if let Some(ep) = &s3.endpoint {
+                b = b.with_endpoint(ep).with_allow_http(ep.starts_with("http://"));
+            }
+            if let Some(r) = &s3.region {
+                b = b.with_region(r);
+            }
+            let store = b.build()?;
+            return Ok(Self { inner: Arc::new(store), prefix: Path::from(prefix) });
+        }
+        let dir = url.strip_prefix("file://").unwrap_or(url);
+        Self::local(FsPath::new(dir))
+    }
+
+    pub fn local(dir: &FsPath) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Internal(format!("cannot create store directory: {e}")))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?
+            .with_automatic_cleanup(true);
+        Ok(Self { inner: Arc::new(store), prefix: Path::default() })
+    }
+
+    pub fn in_memory() -> Self {
+        Self { inner: Arc::new(object_store::memory::InMemory::new()), prefix: Path::default() }
+    }
+
+    fn join(&self, rel: &str) -> Path {
+        if self.prefix.as_ref().is_empty() {
+            Path::from(rel)
+        } else {
+            Path::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+
+    /// The relative key recorded in the catalog for a chunk.
+    pub fn chunk_key(tenant: &TenantId, recording: &RecordingId, index: u32) -> String {
+        format!("t/{tenant}/r/{recording}/{index:010}")
+    }
+
+    fn recording_prefix(&self, tenant: &TenantId, recording: &RecordingId) -> Path {
+        self.join(&format!("t/{tenant}/r/{recording}"))
+    }
+
+    pub async fn put(&self, key: &str, sealed: Bytes) -> Result<()> {
+        self.inner.put(&self.join(key), PutPayload::from(sealed)).await?;
+        Ok(())
+    }
+
+    /// Reads a whole object. A missing object is reported as `NotFound` so the
+    /// caller can treat it as an integrity failure of the recording.
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        let res = self.inner.get(&self.join(key)).await;
+        match res {
+            Ok(r) => Ok(r.bytes().await?),
+            Err(object_store::Error::NotFound { .. }) => Err(Error::NotFound(format!("object {key}"))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes every object of a recording (cleanup of failed uploads and,
+    /// later, crypto-shredding).
+    pub async fn delete_recording(&self, tenant: &TenantId, recording: &RecordingId) -> Result<usize> {
+        let prefix = self.recording_prefix(tenant, recording);
+        let locations = self.inner.list(Some(&prefix)).map_ok(|m| m.location).boxed();
+        let deleted: Vec<Path> = self.inner.delete_stream(locations).try_collect().await?;
+        Ok(deleted.len())
+    }
+
+    /// Every object key under a recording, relative to the store root.
+    pub async fn list_recording(&self, tenant: &TenantId, recording: &RecordingId) -> Result<Vec<String>> {
+        let prefix = self.recording_prefix(tenant, recording);
+        let strip = if self.prefix.as_ref().is_empty() { 0 } else { self.prefix.as_ref().len() + 1 };
+        let mut keys: Vec<String> = self
+            .inner
+            .list(Some(&prefix))
+            .map_ok(|m| m.location.as_ref()[strip..].to_owned())
+            .try_collect()
+            .await?;
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn layout_put_get_delete() {
+        let store = ChunkStore::in_memory();
+        let (t, r) = (TenantId::new_random(), RecordingId::new());
+        let k0 = ChunkStore::chunk_key(&t, &r, 0);
+        assert_eq!(k0, format!("t/{t}/r/{r}/0000000000"));
+        store.put(&k0, Bytes::from_static(b"sealed")).await.unwrap();
+        store.put(&ChunkStore::chunk_key(&t, &r, 1), Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(store.get(&k0).await.unwrap(), Bytes::from_static(b"sealed"));
+        assert_eq!(store.list_recording(&t, &r).await.unwrap().len(), 2);
+        assert_eq!(store.delete_recording(&t, &r).await.unwrap(), 2);
+        assert!(matches!(store.get(&k0).await, Err(Error::NotFound(_))));
+    }
+}

@@ -1,0 +1,334 @@
+//! Shared test scaffolding: a real server on port 0 over a real catalog
+//! (a fresh SQLite file or a fresh PostgreSQL database per test), the local
+//! store or S3 on moto, and the local keyring or AWS KMS on moto.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use callvault::api::pb;
+use callvault::archive::{Archive, Limits};
+use callvault::catalog::{Catalog, Tenant};
+use callvault::cli::Client;
+use callvault::domain::Role;
+use callvault::kms::Kms;
+use callvault::kms::aws::AwsKms;
+use callvault::kms::cache::KeyCacheConfig;
+use callvault::kms::local::LocalKeyring;
+use callvault::server::{self, Roles};
+use callvault::store::{ChunkStore, S3Options};
+use sqlx::Connection;
+
+pub const FIXTURES: &[(&str, &str, &str)] = &[
+    // (file, container, codec)
+    ("speech_pcm.wav", "wav", "pcm_s16le"),
+    ("speech_mulaw.wav", "wav", "pcm_mulaw"),
+    ("speech_alaw.wav", "wav", "pcm_alaw"),
+    ("speech.mp3", "mp3", "mp3"),
+    ("speech.flac", "flac", "flac"),
+    ("speech_vorbis.ogg", "ogg", "vorbis"),
+    ("speech_opus.ogg", "ogg", "opus"),
+    ("speech_opus.webm", "webm", "opus"),
+    ("speech_aac.m4a", "mp4", "aac"),
+    ("speech_aac_moov_end.m4a", "mp4", "aac"),
+];
+
+pub fn fixture(name: &str) -> Bytes {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display())))
+}
+
+/// Everything the server logs in this test process, for the plaintext scan.
+pub fn captured_logs() -> Vec<u8> {
+    log_buffer().lock().unwrap().clone()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| Arc::new(Mutex::new(Vec::new())))
+}
+
+#[derive(Clone)]
+struct BufWriter;
+
+impl Write for BufWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        log_buffer().lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logging() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,h2=info,hyper=info,tower=info,aws=info,sqlx=warn")
+            .with_writer(|| BufWriter)
+            .try_init();
+    });
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remote {
+    /// Local directory store + local keyring.
+    Local,
+    /// S3 store + AWS KMS, both on moto over HTTP.
+    Moto,
+}
+
+pub fn pg_base() -> String {
+    std::env::var("CALLVAULT_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A fresh, empty PostgreSQL database for one test.
+pub async fn fresh_pg_database() -> (String, String) {
+    let name = format!("cv_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base()))
+        .await
+        .expect("PostgreSQL must be running (see README)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    (format!("{}/{name}", pg_base()), name)
+}
+
+pub async fn drop_pg_database(name: &str) {
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base())).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
+    }
+}
+
+/// The moto endpoint the test script started (CALLVAULT_TEST_MOTO).
+pub fn moto_endpoint() -> String {
+    std::env::var("CALLVAULT_TEST_MOTO")
+        .expect("CALLVAULT_TEST_MOTO must point at a running moto server; run the suite with scripts/test.sh")
+}
+
+/// moto accepts any credentials; scripts/test.sh exports its fixed test ones
+/// (the default credential chain and object_store both read them).
+pub fn set_moto_credentials() {
+    assert!(
+        std::env::var("AWS_ACCESS_KEY_ID").is_ok(),
+        "AWS_ACCESS_KEY_ID must be set for moto; run the suite with scripts/test.sh"
+    );
+}
+
+pub async fn moto_kms() -> AwsKms {
+    set_moto_credentials();
+    AwsKms::connect("us-east-1", Some(&moto_endpoint())).await
+}
+
+pub async fn moto_create_key(kms: &AwsKms) -> String {
+    let _ = kms;
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(moto_endpoint())
+        .load()
+        .await;
+    let client = aws_sdk_kms::Client::new(&conf);
+    let out = client.create_key().send().await.expect("moto CreateKey");
+    out.key_metadata().unwrap().arn().unwrap().to_owned()
+}
+
+pub async fn moto_bucket() -> String {
+    set_moto_credentials();
+    let bucket = format!("cv-test-{}", uuid::Uuid::new_v4().simple());
+    // object_store cannot create buckets; moto accepts a bare PUT on the bucket.
+    let resp = reqwest_put(&format!("{}/{bucket}", moto_endpoint())).await;
+    assert!(resp, "creating bucket {bucket} on moto");
+    bucket
+}
+
+async fn reqwest_put(url: &str) -> bool {
+    // A minimal HTTP PUT over a raw TCP stream keeps the test dependencies small.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let u = url::Url::parse(url).unwrap();
+    let host = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap());
+    let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let req = format!("PUT {} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", u.path());
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).await.unwrap();
+    resp.starts_with("HTTP/1.1 200")
+}
+
+pub struct TestApp {
+    pub addr: String,
+    pub archive: Arc<Archive>,
+    pub ring: Option<Arc<LocalKeyring>>,
+    pub dir: tempfile::TempDir,
+    pub tenant: Tenant,
+    pub ingest_token: String,
+    pub supervisor_token: String,
+    pg_db: Option<String>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<callvault::error::Result<()>>>,
+}
+
+pub async fn spawn_app(kind: CatalogKind) -> TestApp {
+    spawn_app_with(kind, Remote::Local, KeyCacheConfig::default()).await
+}
+
+pub async fn spawn_app_with(kind: CatalogKind, remote: Remote, cache: KeyCacheConfig) -> TestApp {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let (db_url, pg_db) = match kind {
+        CatalogKind::Sqlite => (format!("sqlite://{}", dir.path().join("catalog.db").display()), None),
+        CatalogKind::Postgres => {
+            let (url, name) = fresh_pg_database().await;
+            (url, Some(name))
+        }
+    };
+    let catalog = Catalog::connect(&db_url).await.unwrap();
+    let (store, kms, ring, key_arn): (ChunkStore, Arc<dyn Kms>, _, String) = match remote {
+        Remote::Local => {
+            let ring = Arc::new(LocalKeyring::open(dir.path(), "local").unwrap());
+            let arn = ring.create_key().unwrap();
+            (ChunkStore::local(&dir.path().join("objects")).unwrap(), ring.clone(), Some(ring), arn)
+        }
+        Remote::Moto => {
+            let kms = moto_kms().await;
+            let arn = moto_create_key(&kms).await;
+            let bucket = moto_bucket().await;
+            let store = ChunkStore::from_url(
+                &format!("s3://{bucket}/archive"),
+                &S3Options { endpoint: Some(moto_endpoint()), region: Some("us-east-1".into()) },
+            )
+            .unwrap();
+            (store, Arc::new(kms), None, arn)
+        }
+    };
+    let region = if remote == Remote::Moto { "us-east-1" } else { "local" };
+    let archive = Arc::new(Archive::new(catalog, store, kms, &cache, Limits::default()));
+    let tenant = archive.catalog.create_tenant("acme", &key_arn, region).await.unwrap();
+    let ingest_token = archive.catalog.create_token(&tenant.id, Role::Ingest).await.unwrap();
+    let supervisor_token = archive.catalog.create_token(&tenant.id, Role::Supervisor).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(server::run(listener, archive.clone(), Roles::ALL, async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        archive,
+        ring,
+        dir,
+        tenant,
+        ingest_token,
+        supervisor_token,
+        pg_db,
+        stop: Some(stop),
+        handle: Some(handle),
+    }
+}
+
+pub fn header(call_id: &str) -> pb::IngestHeader {
+    pb::IngestHeader { external_call_id: call_id.into(), start_time: None, labels: Default::default(), chunk_size_bytes: 0 }
+}
+
+impl TestApp {
+    pub async fn client(&self, token: &str) -> Client {
+        Client::connect(&self.addr, token).await.unwrap()
+    }
+
+    /// Ingests `audio` in 64 KiB messages with the minimum chunk size, so
+    /// even small fixtures span several chunks.
+    pub async fn ingest(&self, call_id: &str, audio: Bytes) -> Result<pb::IngestResponse, tonic::Status> {
+        let mut h = header(call_id);
+        h.chunk_size_bytes = 64 * 1024;
+        self.client(&self.ingest_token).await.ingest_stream(h, callvault::cli::pieces(audio, 64 * 1024)).await
+    }
+
+    pub async fn play(&self, id: &str) -> Result<Vec<u8>, tonic::Status> {
+        self.client(&self.supervisor_token).await.play_all(id, 0).await.map(|(b, _)| b)
+    }
+
+    /// Creates a second tenant on the same server.
+    pub async fn other_tenant(&self, name: &str) -> (Tenant, String, String) {
+        let arn = match &self.ring {
+            Some(r) => r.create_key().unwrap(),
+            None => self.archive.catalog.active_key(&self.tenant.id).await.unwrap().key_arn,
+        };
+        let t = self.archive.catalog.create_tenant(name, &arn, "local").await.unwrap();
+        let i = self.archive.catalog.create_token(&t.id, Role::Ingest).await.unwrap();
+        let s = self.archive.catalog.create_token(&t.id, Role::Supervisor).await.unwrap();
+        (t, i, s)
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap().unwrap();
+        }
+        self.archive.catalog.close().await;
+        if let Some(db) = &self.pg_db {
+            drop_pg_database(db).await;
+        }
+    }
+
+    /// Every byte the archive persisted: object files (local store), the
+    /// catalog's rows, and the logs. For the plaintext and key scans.
+    pub async fn persisted_bytes(&self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for entry in walk(self.dir.path()) {
+            if entry.extension().is_some_and(|e| e == "json") && entry.file_name().is_some_and(|n| n == "keyring.json") {
+                continue; // the keyring holds KEKs by design; data keys are checked separately
+            }
+            out.push(std::fs::read(&entry).unwrap_or_default());
+        }
+        use sqlx::Row;
+        for table in ["tenants", "tenant_keys", "recordings", "chunks", "api_tokens"] {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}"))).fetch_all(self.archive.catalog.pool()).await.unwrap();
+            for row in rows {
+                for i in 0..row.len() {
+                    if let Ok(Some(b)) = row.try_get::<Option<Vec<u8>>, _>(i) {
+                        out.push(b);
+                    } else if let Ok(Some(s)) = row.try_get::<Option<String>, _>(i) {
+                        out.push(s.into_bytes());
+                    }
+                }
+            }
+        }
+        out.push(captured_logs());
+        out
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// True if any 32-byte window of `needle` (sampled) occurs in `hay`.
+pub fn contains_window(hay: &[u8], needle: &[u8]) -> bool {
+    if needle.len() < 32 || hay.len() < 32 {
+        return false;
+    }
+    let step = (needle.len() / 64).max(1);
+    (0..needle.len() - 32)
+        .step_by(step)
+        .map(|i| &needle[i..i + 32])
+        .filter(|w| w.iter().any(|&b| b != w[0])) // skip silence runs
+        .any(|w| hay.windows(32).any(|h| h == w))
+}

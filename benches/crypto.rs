@@ -3,6 +3,8 @@
 //!
 //! `cargo bench --bench crypto`
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
@@ -36,7 +38,12 @@ fn main() {
         let mut buf = plain.clone();
         let raw_seal = measure("raw aws-lc-rs seal", size, || {
             buf.truncate(size);
-            raw.seal_in_place_append_tag(Nonce::assume_unique_for_key([1u8; 12]), Aad::from(b"aad"), &mut buf).unwrap();
+            raw.seal_in_place_append_tag(
+                Nonce::assume_unique_for_key([1u8; 12]),
+                Aad::from(b"aad"),
+                &mut buf,
+            )
+            .unwrap();
         });
         let mut cv_buf = Some(plain.clone());
         let cv_seal = measure("callvault seal_chunk", size, || {
@@ -49,20 +56,33 @@ fn main() {
         let cv_open = measure("callvault open_chunk", size, || {
             open_buf.clear();
             open_buf.extend_from_slice(&sealed);
-            open_buf = cipher.open_chunk(3, false, std::mem::take(&mut open_buf)).unwrap();
+            open_buf = cipher
+                .open_chunk(3, false, std::mem::take(&mut open_buf))
+                .unwrap();
         });
         let mut raw_sealed = plain.clone();
-        raw.seal_in_place_append_tag(Nonce::assume_unique_for_key([1u8; 12]), Aad::from(b"aad"), &mut raw_sealed).unwrap();
+        raw.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key([1u8; 12]),
+            Aad::from(b"aad"),
+            &mut raw_sealed,
+        )
+        .unwrap();
         let mut raw_buf = raw_sealed.clone();
         let raw_open = measure("raw aws-lc-rs open", size, || {
             raw_buf.clear();
             raw_buf.extend_from_slice(&raw_sealed);
-            raw.open_in_place(Nonce::assume_unique_for_key([1u8; 12]), Aad::from(b"aad"), &mut raw_buf).unwrap();
+            raw.open_in_place(
+                Nonce::assume_unique_for_key([1u8; 12]),
+                Aad::from(b"aad"),
+                &mut raw_buf,
+            )
+            .unwrap();
         });
         let mut rc_buf = plain.clone();
         measure("RustCrypto aes-gcm seal", size, || {
             rc_buf.truncate(size);
-            rc.encrypt_in_place(aes_gcm::Nonce::from_slice(&[1u8; 12]), b"aad", &mut rc_buf).unwrap();
+            rc.encrypt_in_place(aes_gcm::Nonce::from_slice(&[1u8; 12]), b"aad", &mut rc_buf)
+                .unwrap();
         });
         println!(
             "  callvault/raw: seal {:.0}%, open {:.0}%  (memcpy of the sealed input included in both open figures)\n",

@@ -6,6 +6,8 @@
 //! `cargo bench --bench e2e` (needs PostgreSQL on 127.0.0.1:5432, or set
 //! CALLVAULT_BENCH_DATABASE_URL; falls back to SQLite when unset and down).
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +38,11 @@ impl Kms for DelayedKms {
     fn region(&self) -> &str {
         "bench"
     }
-    async fn generate_data_key(&self, k: &str, c: &EncryptionContext) -> Result<GeneratedDataKey, KmsError> {
+    async fn generate_data_key(
+        &self,
+        k: &str,
+        c: &EncryptionContext,
+    ) -> Result<GeneratedDataKey, KmsError> {
         tokio::time::sleep(self.delay).await;
         self.inner.generate_data_key(k, c).await
     }
@@ -44,7 +50,13 @@ impl Kms for DelayedKms {
         tokio::time::sleep(self.delay).await;
         self.inner.decrypt(k, w, c).await
     }
-    async fn re_encrypt(&self, s: &str, w: &[u8], c: &EncryptionContext, d: &str) -> Result<(String, Vec<u8>), KmsError> {
+    async fn re_encrypt(
+        &self,
+        s: &str,
+        w: &[u8],
+        c: &EncryptionContext,
+        d: &str,
+    ) -> Result<(String, Vec<u8>), KmsError> {
         tokio::time::sleep(self.delay).await;
         self.inner.re_encrypt(s, w, c, d).await
     }
@@ -60,11 +72,18 @@ async fn catalog_url(dir: &std::path::Path) -> (String, &'static str) {
     let base = "postgres://postgres@127.0.0.1:5432";
     if let Ok(mut c) = sqlx::PgConnection::connect(&format!("{base}/postgres")).await {
         let name = format!("cv_bench_{}", uuid::Uuid::new_v4().simple());
-        if sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await.is_ok() {
+        if sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut c)
+            .await
+            .is_ok()
+        {
             return (format!("{base}/{name}"), "PostgreSQL 127.0.0.1:5432");
         }
     }
-    (format!("sqlite://{}", dir.join("catalog.db").display()), "SQLite")
+    (
+        format!("sqlite://{}", dir.join("catalog.db").display()),
+        "SQLite",
+    )
 }
 
 #[tokio::main]
@@ -74,27 +93,66 @@ async fn main() {
     let catalog = Catalog::connect(&url).await.unwrap();
     let ring = Arc::new(LocalKeyring::open(dir.path(), "bench").unwrap());
     let key = ring.create_key().unwrap();
-    let kms = Arc::new(DelayedKms { inner: ring, delay: Duration::from_millis(50) });
+    let kms = Arc::new(DelayedKms {
+        inner: ring,
+        delay: Duration::from_millis(50),
+    });
     let store = ChunkStore::local(&dir.path().join("objects")).unwrap();
-    let archive = Arc::new(Archive::new(catalog, store, kms, &KeyCacheConfig::default(), Limits::default()));
-    let tenant = archive.catalog.create_tenant("bench", &key, "bench").await.unwrap();
-    let ingest_token = archive.catalog.create_token(&tenant.id, Role::Ingest).await.unwrap();
-    let play_token = archive.catalog.create_token(&tenant.id, Role::Supervisor).await.unwrap();
+    let archive = Arc::new(Archive::new(
+        catalog,
+        store,
+        kms,
+        &KeyCacheConfig::default(),
+        Limits::default(),
+    ));
+    let tenant = archive
+        .catalog
+        .create_tenant("bench", &key, "bench")
+        .await
+        .unwrap();
+    let ingest_token = archive
+        .catalog
+        .create_token(&tenant.id, Role::Ingest)
+        .await
+        .unwrap();
+    let play_token = archive
+        .catalog
+        .create_token(&tenant.id, Role::Supervisor)
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(server::run(listener, archive.clone(), Roles::ALL, std::future::pending()));
+    tokio::spawn(server::run(
+        listener,
+        archive.clone(),
+        Roles::ALL,
+        std::future::pending(),
+    ));
     let mut up = Client::connect(&addr, &ingest_token).await.unwrap();
     let mut play = Client::connect(&addr, &play_token).await.unwrap();
-    println!("catalog: {which}; injected KMS round trip: 50 ms; chunk size 1 MiB; 256 KiB messages");
+    println!(
+        "catalog: {which}; injected KMS round trip: 50 ms; chunk size 1 MiB; 256 KiB messages"
+    );
 
     let audio = Bytes::from(synth_wav(600, 48_000, 2)); // 115 MB
     let mut ids = Vec::new();
     for round in 0..3 {
-        let header = pb::IngestHeader { external_call_id: format!("bench-{round}"), ..Default::default() };
+        let header = pb::IngestHeader {
+            external_call_id: format!("bench-{round}"),
+            ..Default::default()
+        };
         let t = Instant::now();
-        let res = up.ingest_stream(header, pieces(audio.clone(), 256 * 1024)).await.unwrap();
+        let res = up
+            .ingest_stream(header, pieces(audio.clone(), 256 * 1024))
+            .await
+            .unwrap();
         let secs = t.elapsed().as_secs_f64();
-        println!("ingest {:.0} MB: {:.0} MB/s ({:.2} s, includes one 50 ms GenerateDataKey)", audio.len() as f64 / 1e6, audio.len() as f64 / secs / 1e6, secs);
+        println!(
+            "ingest {:.0} MB: {:.0} MB/s ({:.2} s, includes one 50 ms GenerateDataKey)",
+            audio.len() as f64 / 1e6,
+            audio.len() as f64 / secs / 1e6,
+            secs
+        );
         ids.push(res.recording.unwrap().recording_id);
     }
     for id in &ids {
@@ -117,6 +175,13 @@ async fn main() {
         warm.push(w.as_secs_f64() * 1e3);
     }
     warm.sort_by(f64::total_cmp);
-    println!("warm TTFB at a 40 MiB offset over 50 plays: p50 {:.2} ms, p95 {:.2} ms", warm[25], warm[47]);
-    println!("KMS calls: GenerateDataKey {}, Decrypt {}", archive.metrics.calls("GenerateDataKey"), archive.metrics.calls("Decrypt"));
+    println!(
+        "warm TTFB at a 40 MiB offset over 50 plays: p50 {:.2} ms, p95 {:.2} ms",
+        warm[25], warm[47]
+    );
+    println!(
+        "KMS calls: GenerateDataKey {}, Decrypt {}",
+        archive.metrics.calls("GenerateDataKey"),
+        archive.metrics.calls("Decrypt")
+    );
 }

@@ -22,7 +22,8 @@ use crate::{ingest, playback};
 #[allow(clippy::all, clippy::pedantic, missing_debug_implementations)]
 pub mod pb {
     tonic::include_proto!("callvault.v1");
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("callvault_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("callvault_descriptor");
 }
 
 /// The largest gRPC message the server accepts. Clients send audio in pieces
@@ -32,7 +33,9 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match &err {
-            Error::InvalidArgument { .. } | Error::NotAudio(_) => Status::invalid_argument(err.to_string()),
+            Error::InvalidArgument { .. } | Error::NotAudio(_) => {
+                Status::invalid_argument(err.to_string())
+            }
             Error::NotFound(_) => Status::not_found(err.to_string()),
             Error::Unauthenticated(m) => Status::unauthenticated(*m),
             Error::PermissionDenied(m) => Status::permission_denied(m.clone()),
@@ -79,7 +82,9 @@ impl From<Error> for Status {
 /// Errors tonic reports on the inbound stream, kept with their meaning.
 fn inbound(status: Status) -> Error {
     match status.code() {
-        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => Error::OutOfRange(status.message().to_owned()),
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
+            Error::OutOfRange(status.message().to_owned())
+        }
         tonic::Code::Cancelled => Error::Cancelled,
         _ => Error::invalid("stream", status.message()),
     }
@@ -100,7 +105,10 @@ async fn authenticate<T>(archive: &Archive, req: &Request<T>) -> Result<Principa
 }
 
 fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
 }
 
 fn to_pb(row: &RecordingRow, labels: BTreeMap<String, String>) -> pb::Recording {
@@ -153,11 +161,17 @@ impl pb::ingest_service_server::IngestService for IngestApi {
             .ok_or_else(|| Error::invalid("header", "the stream ended before the header"))?;
         let header = match first.payload {
             Some(pb::ingest_request::Payload::Header(h)) => h,
-            _ => return Err(Error::invalid("header", "the first message must carry the header").into()),
+            _ => {
+                return Err(
+                    Error::invalid("header", "the first message must carry the header").into(),
+                );
+            }
         };
-        let start_time_ms = header
-            .start_time
-            .map(|t| t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos / 1_000_000)));
+        let start_time_ms = header.start_time.map(|t| {
+            t.seconds
+                .saturating_mul(1000)
+                .saturating_add(i64::from(t.nanos / 1_000_000))
+        });
         let header = ingest::IngestHeader::parse(
             &header.external_call_id,
             start_time_ms,
@@ -165,18 +179,33 @@ impl pb::ingest_service_server::IngestService for IngestApi {
             header.chunk_size_bytes,
         )?;
         let body = stream.map(|msg| match msg {
-            Ok(pb::IngestRequest { payload: Some(pb::ingest_request::Payload::Data(d)) }) => Ok(d),
-            Ok(pb::IngestRequest { payload: Some(pb::ingest_request::Payload::Header(_)) }) => {
-                Err(Error::invalid("header", "only the first message may carry a header"))
-            }
-            Ok(pb::IngestRequest { payload: None }) => Err(Error::invalid("payload", "message carries neither header nor data")),
+            Ok(pb::IngestRequest {
+                payload: Some(pb::ingest_request::Payload::Data(d)),
+            }) => Ok(d),
+            Ok(pb::IngestRequest {
+                payload: Some(pb::ingest_request::Payload::Header(_)),
+            }) => Err(Error::invalid(
+                "header",
+                "only the first message may carry a header",
+            )),
+            Ok(pb::IngestRequest { payload: None }) => Err(Error::invalid(
+                "payload",
+                "message carries neither header nor data",
+            )),
             Err(status) => Err(inbound(status)),
         });
         // Run the upload in its own task: if the client resets, hyper drops
         // this handler future, but the upload must still see its stream fail
         // and clean up what it wrote.
-        let task = tokio::spawn(ingest::ingest(self.archive.clone(), principal, header, Box::pin(body)));
-        let outcome = task.await.map_err(|e| Error::Internal(format!("ingest task failed: {e}")))??;
+        let task = tokio::spawn(ingest::ingest(
+            self.archive.clone(),
+            principal,
+            header,
+            Box::pin(body),
+        ));
+        let outcome = task
+            .await
+            .map_err(|e| Error::Internal(format!("ingest task failed: {e}")))??;
         // Labels were just written by this caller; they are not echoed back so
         // that a dedup response cannot be used to read another upload's labels.
         Ok(Response::new(pb::IngestResponse {
@@ -203,13 +232,20 @@ type PlayStream = Pin<Box<dyn Stream<Item = Result<pb::PlayResponse, Status>> + 
 impl pb::playback_service_server::PlaybackService for PlaybackApi {
     type PlayStream = PlayStream;
 
-    async fn play(&self, request: Request<pb::PlayRequest>) -> Result<Response<PlayStream>, Status> {
+    async fn play(
+        &self,
+        request: Request<pb::PlayRequest>,
+    ) -> Result<Response<PlayStream>, Status> {
         let principal = authenticate(&self.archive, &request).await?;
         let req = request.into_inner();
         let id = RecordingId::parse("recording_id", &req.recording_id)?;
         let stream = playback::play(self.archive.clone(), &principal, id, req.offset_bytes).await?;
         let out = stream.map(|item| {
-            item.map(|c| pb::PlayResponse { offset_bytes: c.offset, data: c.data }).map_err(Status::from)
+            item.map(|c| pb::PlayResponse {
+                offset_bytes: c.offset,
+                data: c.data,
+            })
+            .map_err(Status::from)
         });
         Ok(Response::new(Box::pin(out)))
     }
@@ -241,12 +277,16 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
         let (rows, next) = playback::list(&self.archive, &principal, req.page_size, after).await?;
         Ok(Response::new(pb::ListRecordingsResponse {
             recordings: rows.iter().map(|r| to_pb(r, BTreeMap::new())).collect(),
-            next_page_token: next.map(|n| URL_SAFE_NO_PAD.encode(n.to_string())).unwrap_or_default(),
+            next_page_token: next
+                .map(|n| URL_SAFE_NO_PAD.encode(n.to_string()))
+                .unwrap_or_default(),
         }))
     }
 }
 
 /// Helper for clients: wraps a byte buffer as an ingest request message.
 pub fn data_message(data: Bytes) -> pb::IngestRequest {
-    pb::IngestRequest { payload: Some(pb::ingest_request::Payload::Data(data)) }
+    pb::IngestRequest {
+        payload: Some(pb::ingest_request::Payload::Data(data)),
+    }
 }

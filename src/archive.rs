@@ -24,7 +24,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_recording_bytes: 8 << 30, max_uploads_in_flight: 4, read_ahead: 4 }
+        Self {
+            max_recording_bytes: 8 << 30,
+            max_uploads_in_flight: 4,
+            read_ahead: 4,
+        }
     }
 }
 
@@ -50,7 +54,14 @@ impl Archive {
         let metrics = Arc::new(KmsMetrics::default());
         let kms: Arc<dyn Kms> = Arc::new(MeteredKms::new(kms, metrics.clone()));
         let keys = KeyCache::new(kms.clone(), cache, metrics.clone());
-        Self { catalog, store, kms, keys, metrics, limits }
+        Self {
+            catalog,
+            store,
+            kms,
+            keys,
+            metrics,
+            limits,
+        }
     }
 
     /// The embedded default over one data directory: SQLite catalog, local
@@ -58,10 +69,20 @@ impl Archive {
     pub async fn embedded(data_dir: &Path) -> crate::error::Result<(Self, Arc<LocalKeyring>)> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| crate::error::Error::Internal(format!("cannot create data dir: {e}")))?;
-        let catalog = Catalog::connect(&format!("sqlite://{}", data_dir.join("catalog.db").display())).await?;
+        let catalog = Catalog::connect(&format!(
+            "sqlite://{}",
+            data_dir.join("catalog.db").display()
+        ))
+        .await?;
         let store = ChunkStore::local(&data_dir.join("objects"))?;
         let ring = Arc::new(LocalKeyring::open(data_dir, "local")?);
-        let archive = Self::new(catalog, store, ring.clone(), &KeyCacheConfig::default(), Limits::default());
+        let archive = Self::new(
+            catalog,
+            store,
+            ring.clone(),
+            &KeyCacheConfig::default(),
+            Limits::default(),
+        );
         Ok((archive, ring))
     }
 

@@ -39,7 +39,11 @@ pub fn sniff(head: &[u8]) -> &'static str {
     } else if starts(b"OggS") {
         "ogg"
     } else if starts(&[0x1A, 0x45, 0xDF, 0xA3]) {
-        if head.windows(4).take(64).any(|w| w == b"webm") { "webm" } else { "mkv" }
+        if head.windows(4).take(64).any(|w| w == b"webm") {
+            "webm"
+        } else {
+            "mkv"
+        }
     } else if head.get(4..8) == Some(b"ftyp") {
         "mp4"
     } else if starts(b"ID3") || (head.len() > 1 && head[0] == 0xFF && head[1] & 0xE0 == 0xE0) {
@@ -58,7 +62,10 @@ pub fn sniff(head: &[u8]) -> &'static str {
         "gzip data"
     } else if starts(b"\x7FELF") {
         "an ELF executable"
-    } else if !head.is_empty() && std::str::from_utf8(head).is_ok_and(|s| !s.chars().any(|c| c.is_control() && !c.is_whitespace())) {
+    } else if !head.is_empty()
+        && std::str::from_utf8(head)
+            .is_ok_and(|s| !s.chars().any(|c| c.is_control() && !c.is_whitespace()))
+    {
         "text"
     } else {
         "unrecognised binary data"
@@ -90,10 +97,12 @@ fn opus_head_channels(extra: Option<&[u8]>) -> u32 {
 /// channels, 7 = 8 channels).
 fn aac_config_channels(extra: Option<&[u8]>) -> u32 {
     match extra {
-        Some([b0, b1, ..]) if b0 >> 3 != 31 && (((b0 & 7) << 1) | (b1 >> 7)) != 15 => match (b1 >> 3) & 0x0F {
-            7 => 8,
-            c => u32::from(c),
-        },
+        Some([b0, b1, ..]) if b0 >> 3 != 31 && (((b0 & 7) << 1) | (b1 >> 7)) != 15 => {
+            match (b1 >> 3) & 0x0F {
+                7 => 8,
+                c => u32::from(c),
+            }
+        }
         _ => 0,
     }
 }
@@ -106,7 +115,11 @@ fn channel_count(p: &symphonia::core::codecs::CodecParameters) -> u32 {
         return layout.into_channels().count() as u32;
     }
     let extra = p.extra_data.as_deref();
-    if p.codec == CODEC_TYPE_OPUS { opus_head_channels(extra) } else { aac_config_channels(extra) }
+    if p.codec == CODEC_TYPE_OPUS {
+        opus_head_channels(extra)
+    } else {
+        aac_config_channels(extra)
+    }
 }
 
 /// What the head probe found.
@@ -174,9 +187,14 @@ fn mp4_atoms(head: &[u8]) -> Vec<([u8; 4], u64)> {
     out
 }
 
-fn open_reader(source: Box<dyn MediaSource>) -> std::result::Result<Box<dyn FormatReader>, SymError> {
+fn open_reader(
+    source: Box<dyn MediaSource>,
+) -> std::result::Result<Box<dyn FormatReader>, SymError> {
     let mss = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
-    let fmt = FormatOptions { enable_gapless: false, ..Default::default() };
+    let fmt = FormatOptions {
+        enable_gapless: false,
+        ..Default::default()
+    };
     Ok(symphonia::default::get_probe()
         .format(&Hint::new(), mss, &fmt, &MetadataOptions::default())?
         .format)
@@ -242,7 +260,11 @@ struct ChannelSource {
 impl Read for ChannelSource {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
-            let next = self.rx.get_mut().map_err(|_| std::io::Error::other("poisoned"))?.blocking_recv();
+            let next = self
+                .rx
+                .get_mut()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .blocking_recv();
             match next {
                 Some(b) => self.current = b,
                 None => return Ok(0),
@@ -259,7 +281,10 @@ impl Seek for ChannelSource {
     fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
         match pos {
             SeekFrom::Current(0) => Ok(self.position),
-            _ => Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "stream is not seekable")),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "stream is not seekable",
+            )),
         }
     }
 }
@@ -289,10 +314,17 @@ impl Analyzer {
         // channel closes and further feeds return at once, so ingest never
         // waits on a stopped analyzer.
         let handle = tokio::task::spawn_blocking(move || {
-            let source = ChannelSource { rx: Mutex::new(rx), current: Bytes::new(), position: 0 };
+            let source = ChannelSource {
+                rx: Mutex::new(rx),
+                current: Bytes::new(),
+                position: 0,
+            };
             analyze(source, detected)
         });
-        Self { tx: Some(tx), handle }
+        Self {
+            tx: Some(tx),
+            handle,
+        }
     }
 
     pub async fn feed(&self, data: Bytes) {
@@ -304,7 +336,9 @@ impl Analyzer {
 
     pub async fn finish(mut self) -> Result<AudioInfo> {
         self.tx.take();
-        self.handle.await.map_err(|e| Error::Internal(format!("audio analysis task failed: {e}")))?
+        self.handle
+            .await
+            .map_err(|e| Error::Internal(format!("audio analysis task failed: {e}")))?
     }
 }
 
@@ -318,7 +352,9 @@ fn analyze_mp4_tail(mut source: ChannelSource, mut info: AudioInfo) -> Result<Au
     let mut header = [0u8; 8];
     while source.read_exact(&mut header).is_ok() {
         let kind = [header[4], header[5], header[6], header[7]];
-        let mut size = u64::from(u32::from_be_bytes([header[0], header[1], header[2], header[3]]));
+        let mut size = u64::from(u32::from_be_bytes([
+            header[0], header[1], header[2], header[3],
+        ]));
         let mut head_len = 8u64;
         if size == 1 {
             let mut large = [0u8; 8];
@@ -337,18 +373,26 @@ fn analyze_mp4_tail(mut source: ChannelSource, mut info: AudioInfo) -> Result<Au
             if source.read_exact(&mut buf).is_err() {
                 break;
             }
-            let target = if &kind == b"ftyp" { &mut ftyp } else { &mut moov };
+            let target = if &kind == b"ftyp" {
+                &mut ftyp
+            } else {
+                &mut moov
+            };
             target.extend_from_slice(&header);
             target.extend_from_slice(&buf);
             if &kind == b"moov" {
                 break;
             }
-        } else if std::io::copy(&mut (&mut source).take(body), &mut std::io::sink()).map_or(true, |n| n < body) {
+        } else if std::io::copy(&mut (&mut source).take(body), &mut std::io::sink())
+            .map_or(true, |n| n < body)
+        {
             break;
         }
     }
     if ftyp.is_empty() || moov.is_empty() {
-        return Err(Error::NotAudio("an mp4 container without a readable moov atom".into()));
+        return Err(Error::NotAudio(
+            "an mp4 container without a readable moov atom".into(),
+        ));
     }
     let mut rebuilt = ftyp;
     rebuilt.extend_from_slice(&moov);
@@ -356,12 +400,15 @@ fn analyze_mp4_tail(mut source: ChannelSource, mut info: AudioInfo) -> Result<Au
     let reader = open_reader(Box::new(Head(Cursor::new(rebuilt))))
         .map_err(|e| Error::NotAudio(format!("an mp4 container that cannot be read ({e})")))?;
     let (_, d) = describe_track(reader.as_ref(), "mp4")?;
-    let track = reader.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL);
-    if let Some(p) = track.map(|t| &t.codec_params) {
-        if let (Some(tb), Some(n)) = (p.time_base, p.n_frames) {
-            let t = tb.calc_time(n);
-            info.duration_ms = t.seconds * 1000 + (t.frac * 1000.0).round() as u64;
-        }
+    let track = reader
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL);
+    if let Some(p) = track.map(|t| &t.codec_params)
+        && let (Some(tb), Some(n)) = (p.time_base, p.n_frames)
+    {
+        let t = tb.calc_time(n);
+        info.duration_ms = t.seconds * 1000 + (t.frac * 1000.0).round() as u64;
     }
     info.codec = d.codec;
     info.sample_rate_hz = d.sample_rate_hz;
@@ -371,7 +418,10 @@ fn analyze_mp4_tail(mut source: ChannelSource, mut info: AudioInfo) -> Result<Au
 
 fn analyze(source: ChannelSource, detected: Detected) -> Result<AudioInfo> {
     if detected.provisional {
-        let info = AudioInfo { container: detected.container.to_owned(), ..Default::default() };
+        let info = AudioInfo {
+            container: detected.container.to_owned(),
+            ..Default::default()
+        };
         return analyze_mp4_tail(source, info);
     }
     Ok(analyze_stream(source, detected))
@@ -393,7 +443,11 @@ fn analyze_stream(source: ChannelSource, detected: Detected) -> AudioInfo {
             return info;
         }
     };
-    let (track_id, time_base, declared_frames) = match reader.tracks().iter().find(|t| t.codec_params.codec != CODEC_TYPE_NULL) {
+    let (track_id, time_base, declared_frames) = match reader
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+    {
         Some(t) => (t.id, t.codec_params.time_base, t.codec_params.n_frames),
         None => {
             info.warning = Some("no audio track found while demuxing".into());
@@ -450,6 +504,9 @@ mod tests {
     #[test]
     fn detect_rejects_text() {
         let err = detect(b"just some text, not a recording").unwrap_err();
-        assert!(matches!(err, Error::NotAudio(ref s) if s == "text"), "{err}");
+        assert!(
+            matches!(err, Error::NotAudio(ref s) if s == "text"),
+            "{err}"
+        );
     }
 }

@@ -161,15 +161,31 @@ fn recording_from_row(row: &AnyRow) -> Result<RecordingRow> {
         nonce_prefix: row.try_get("nonce_prefix")?,
         commitment: row.try_get("commitment")?,
         chunk_size: to_u32(row.try_get("chunk_size")?, "chunk size")?,
-        chunk_count: to_u32(row.try_get::<Option<i64>, _>("chunk_count")?.unwrap_or(0), "chunk count")?,
+        chunk_count: to_u32(
+            row.try_get::<Option<i64>, _>("chunk_count")?.unwrap_or(0),
+            "chunk count",
+        )?,
         size_bytes: u64::try_from(row.try_get::<Option<i64>, _>("size_bytes")?.unwrap_or(0))
             .map_err(|_| corrupt("size"))?,
-        sha256: row.try_get::<Option<String>, _>("sha256")?.unwrap_or_default(),
+        sha256: row
+            .try_get::<Option<String>, _>("sha256")?
+            .unwrap_or_default(),
         audio: AudioInfo {
-            container: row.try_get::<Option<String>, _>("container")?.unwrap_or_default(),
-            codec: row.try_get::<Option<String>, _>("codec")?.unwrap_or_default(),
-            sample_rate_hz: to_u32(row.try_get::<Option<i64>, _>("sample_rate_hz")?.unwrap_or(0), "rate")?,
-            channels: to_u32(row.try_get::<Option<i64>, _>("channels")?.unwrap_or(0), "channels")?,
+            container: row
+                .try_get::<Option<String>, _>("container")?
+                .unwrap_or_default(),
+            codec: row
+                .try_get::<Option<String>, _>("codec")?
+                .unwrap_or_default(),
+            sample_rate_hz: to_u32(
+                row.try_get::<Option<i64>, _>("sample_rate_hz")?
+                    .unwrap_or(0),
+                "rate",
+            )?,
+            channels: to_u32(
+                row.try_get::<Option<i64>, _>("channels")?.unwrap_or(0),
+                "channels",
+            )?,
             duration_ms: u64::try_from(row.try_get::<Option<i64>, _>("duration_ms")?.unwrap_or(0))
                 .map_err(|_| corrupt("duration"))?,
             warning: row.try_get("audio_warning")?,
@@ -182,7 +198,10 @@ fn recording_from_row(row: &AnyRow) -> Result<RecordingRow> {
 
 /// SHA-256 hex of a bearer token, the only form in which tokens are stored.
 pub fn hash_token(token: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()))
+    hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        token.as_bytes(),
+    ))
 }
 
 impl Catalog {
@@ -194,7 +213,10 @@ impl Catalog {
         } else if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {
-            return Err(Error::invalid("database_url", "must start with postgres:// or sqlite:"));
+            return Err(Error::invalid(
+                "database_url",
+                "must start with postgres:// or sqlite:",
+            ));
         };
         let url = match backend {
             // Create the file on first use; WAL lets readers run beside the writer.
@@ -202,10 +224,17 @@ impl Catalog {
             _ => url.to_owned(),
         };
         let max = if backend == Backend::Sqlite { 4 } else { 16 };
-        let pool = AnyPoolOptions::new().max_connections(max).connect(&url).await?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .connect(&url)
+            .await?;
         if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
-            sqlx::query("PRAGMA busy_timeout = 5000").execute(&pool).await?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+            sqlx::query("PRAGMA busy_timeout = 5000")
+                .execute(&pool)
+                .await?;
         }
         match backend {
             Backend::Postgres => PG_MIGRATIONS.run(&pool).await?,
@@ -226,8 +255,16 @@ impl Catalog {
 
     /// Creates a tenant with its first (active) KMS key.
     pub async fn create_tenant(&self, name: &str, key_arn: &str, region: &str) -> Result<Tenant> {
-        if name.is_empty() || name.len() > 128 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-            return Err(Error::invalid("name", "must be 1..=128 characters of [A-Za-z0-9._-]"));
+        if name.is_empty()
+            || name.len() > 128
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(Error::invalid(
+                "name",
+                "must be 1..=128 characters of [A-Za-z0-9._-]",
+            ));
         }
         let id = TenantId::new_random();
         let now = now_ms();
@@ -241,7 +278,9 @@ impl Catalog {
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
-            return Err(Error::FailedPrecondition(format!("tenant `{name}` already exists")));
+            return Err(Error::FailedPrecondition(format!(
+                "tenant `{name}` already exists"
+            )));
         }
         sqlx::query(
             "INSERT INTO tenant_keys (tenant_id, key_arn, region, status, activated_at_ms) VALUES ($1, $2, $3, 'active', $4)",
@@ -253,7 +292,10 @@ impl Catalog {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(Tenant { id, name: name.to_owned() })
+        Ok(Tenant {
+            id,
+            name: name.to_owned(),
+        })
     }
 
     pub async fn tenant_by_name(&self, name: &str) -> Result<Tenant> {
@@ -262,7 +304,10 @@ impl Catalog {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| Error::NotFound(format!("tenant `{name}`")))?;
-        Ok(Tenant { id: TenantId::from_catalog(row.try_get("tenant_id")?), name: row.try_get("name")? })
+        Ok(Tenant {
+            id: TenantId::from_catalog(row.try_get("tenant_id")?),
+            name: row.try_get("name")?,
+        })
     }
 
     pub async fn active_key(&self, tenant: &TenantId) -> Result<TenantKey> {
@@ -289,7 +334,10 @@ impl Catalog {
         use base64::Engine as _;
         let mut secret = [0u8; 32];
         crate::crypto::fill_random(&mut secret)?;
-        let token = format!("cv_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
+        let token = format!(
+            "cv_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+        );
         sqlx::query(
             "INSERT INTO api_tokens (token_id, token_hash, tenant_id, role, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -350,15 +398,22 @@ impl Catalog {
 
     /// Records an uploaded (not yet visible) chunk and refreshes the upload's
     /// heartbeat, which the sweeper uses to tell live uploads from dead ones.
-    pub async fn add_chunk(&self, tenant: &TenantId, rec: &RecordingId, c: &ChunkRow) -> Result<()> {
+    pub async fn add_chunk(
+        &self,
+        tenant: &TenantId,
+        rec: &RecordingId,
+        c: &ChunkRow,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         insert_chunk(&mut tx, tenant, rec, c).await?;
-        sqlx::query("UPDATE recordings SET updated_at_ms = $3 WHERE tenant_id = $1 AND recording_id = $2")
-            .bind(tenant.as_str())
-            .bind(rec.to_string())
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE recordings SET updated_at_ms = $3 WHERE tenant_id = $1 AND recording_id = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(rec.to_string())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -400,13 +455,17 @@ impl Catalog {
                 tx.commit().await?;
                 Ok(CommitOutcome::Committed)
             }
-            Ok(_) => Err(Error::Internal("upload row vanished before commit (swept?)".into())),
+            Ok(_) => Err(Error::Internal(
+                "upload row vanished before commit (swept?)".into(),
+            )),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 tx.rollback().await?;
                 let winner = self
                     .find_by_call_id(tenant, external_call_id)
                     .await?
-                    .ok_or_else(|| Error::Internal("duplicate call id without a committed recording".into()))?;
+                    .ok_or_else(|| {
+                        Error::Internal("duplicate call id without a committed recording".into())
+                    })?;
                 Ok(CommitOutcome::Duplicate(winner.id))
             }
             Err(e) => Err(e.into()),
@@ -448,28 +507,36 @@ impl Catalog {
             .collect()
     }
 
-    pub async fn find_by_call_id(&self, tenant: &TenantId, call: &ExternalCallId) -> Result<Option<RecordingRow>> {
+    pub async fn find_by_call_id(
+        &self,
+        tenant: &TenantId,
+        call: &ExternalCallId,
+    ) -> Result<Option<RecordingRow>> {
         let row = sqlx::query(recording_select!(
             "WHERE tenant_id = $1 AND external_call_id = $2 AND status = 'complete'"
         ))
-            .bind(tenant.as_str())
-            .bind(call.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        .bind(tenant.as_str())
+        .bind(call.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(recording_from_row).transpose()
     }
 
     /// A committed recording of this tenant. Another tenant's recording and an
     /// upload in progress are both simply not found.
-    pub async fn get_recording(&self, tenant: &TenantId, rec: &RecordingId) -> Result<RecordingRow> {
+    pub async fn get_recording(
+        &self,
+        tenant: &TenantId,
+        rec: &RecordingId,
+    ) -> Result<RecordingRow> {
         let row = sqlx::query(recording_select!(
             "WHERE tenant_id = $1 AND recording_id = $2 AND status = 'complete'"
         ))
-            .bind(tenant.as_str())
-            .bind(rec.to_string())
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("recording {rec}")))?;
+        .bind(tenant.as_str())
+        .bind(rec.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("recording {rec}")))?;
         recording_from_row(&row)
     }
 

@@ -27,7 +27,11 @@ use crate::server::{self, Roles};
 use crate::store::{ChunkStore, S3Options};
 
 #[derive(Debug, Parser)]
-#[command(name = "callvault", version, about = "Encrypted-at-rest archive for call recordings")]
+#[command(
+    name = "callvault",
+    version,
+    about = "Encrypted-at-rest archive for call recordings"
+)]
 pub struct Cli {
     /// Log as JSON lines.
     #[arg(long, global = true, env = "CALLVAULT_LOG_JSON")]
@@ -123,7 +127,11 @@ pub enum TokenCmd {
 
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    #[arg(long, env = "CALLVAULT_SERVER", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "CALLVAULT_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub server: String,
     #[arg(long, env = "CALLVAULT_TOKEN", hide_env_values = true)]
     pub token: String,
@@ -175,28 +183,43 @@ pub enum RecordingsCmd {
 }
 
 /// Builds the node's components from configuration.
-pub async fn open_archive(b: &BackendArgs, cache: &KeyCacheConfig) -> Result<(Archive, Option<Arc<LocalKeyring>>)> {
-    std::fs::create_dir_all(&b.data_dir).with_context(|| format!("creating {}", b.data_dir.display()))?;
+pub async fn open_archive(
+    b: &BackendArgs,
+    cache: &KeyCacheConfig,
+) -> Result<(Archive, Option<Arc<LocalKeyring>>)> {
+    std::fs::create_dir_all(&b.data_dir)
+        .with_context(|| format!("creating {}", b.data_dir.display()))?;
     let db_url = match &b.database_url {
         Some(u) => u.clone(),
         None => format!("sqlite://{}", b.data_dir.join("catalog.db").display()),
     };
-    let catalog = Catalog::connect(&db_url).await.context("opening the catalog")?;
+    let catalog = Catalog::connect(&db_url)
+        .await
+        .context("opening the catalog")?;
     let store = match &b.store {
         Some(url) => ChunkStore::from_url(
             url,
-            &S3Options { endpoint: b.store_endpoint.clone(), region: Some(b.region.clone()) },
+            &S3Options {
+                endpoint: b.store_endpoint.clone(),
+                region: Some(b.region.clone()),
+            },
         )?,
         None => ChunkStore::local(&b.data_dir.join("objects"))?,
     };
     let (kms, ring): (Arc<dyn Kms>, _) = match b.kms.as_str() {
-        "aws" => (Arc::new(AwsKms::connect(&b.region, b.kms_endpoint.as_deref()).await), None),
+        "aws" => (
+            Arc::new(AwsKms::connect(&b.region, b.kms_endpoint.as_deref()).await),
+            None,
+        ),
         _ => {
             let ring = Arc::new(LocalKeyring::open(&b.data_dir, &b.region)?);
             (ring.clone(), Some(ring))
         }
     };
-    Ok((Archive::new(catalog, store, kms, cache, Limits::default()), ring))
+    Ok((
+        Archive::new(catalog, store, kms, cache, Limits::default()),
+        ring,
+    ))
 }
 
 /// Region named in a KMS key ARN (`arn:<partition>:kms:<region>:…`).
@@ -234,12 +257,21 @@ impl Client {
             .connect()
             .await
             .with_context(|| format!("cannot connect to {server}"))?;
-        let auth = BearerAuth(format!("Bearer {token}").parse().context("token is not valid ASCII")?);
+        let auth = BearerAuth(
+            format!("Bearer {token}")
+                .parse()
+                .context("token is not valid ASCII")?,
+        );
         Ok(Self {
-            ingest: pb::ingest_service_client::IngestServiceClient::with_interceptor(channel.clone(), auth.clone())
-                .max_encoding_message_size(crate::api::MAX_MESSAGE_BYTES),
-            playback: pb::playback_service_client::PlaybackServiceClient::with_interceptor(channel, auth)
-                .max_decoding_message_size(64 * 1024 * 1024),
+            ingest: pb::ingest_service_client::IngestServiceClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            )
+            .max_encoding_message_size(crate::api::MAX_MESSAGE_BYTES),
+            playback: pb::playback_service_client::PlaybackServiceClient::with_interceptor(
+                channel, auth,
+            )
+            .max_decoding_message_size(64 * 1024 * 1024),
         })
     }
 
@@ -250,18 +282,27 @@ impl Client {
         body: impl futures::Stream<Item = Bytes> + Send + 'static,
     ) -> Result<pb::IngestResponse, tonic::Status> {
         let first = futures::stream::once(async move {
-            pb::IngestRequest { payload: Some(pb::ingest_request::Payload::Header(header)) }
+            pb::IngestRequest {
+                payload: Some(pb::ingest_request::Payload::Header(header)),
+            }
         });
         let rest = body.map(crate::api::data_message);
         Ok(self.ingest.ingest(first.chain(rest)).await?.into_inner())
     }
 
     /// Plays a whole recording into memory; returns (bytes, time to first byte).
-    pub async fn play_all(&mut self, id: &str, offset: u64) -> Result<(Vec<u8>, Duration), tonic::Status> {
+    pub async fn play_all(
+        &mut self,
+        id: &str,
+        offset: u64,
+    ) -> Result<(Vec<u8>, Duration), tonic::Status> {
         let started = Instant::now();
         let mut stream = self
             .playback
-            .play(pb::PlayRequest { recording_id: id.to_owned(), offset_bytes: offset })
+            .play(pb::PlayRequest {
+                recording_id: id.to_owned(),
+                offset_bytes: offset,
+            })
             .await?
             .into_inner();
         let mut out = Vec::new();
@@ -277,26 +318,44 @@ impl Client {
 /// Splits a buffer into ingest-sized pieces.
 pub fn pieces(data: Bytes, piece: usize) -> impl futures::Stream<Item = Bytes> + Send + 'static {
     let n = data.len().div_ceil(piece);
-    futures::stream::iter((0..n).map(move |i| data.slice(i * piece..((i + 1) * piece).min(data.len()))))
+    futures::stream::iter(
+        (0..n).map(move |i| data.slice(i * piece..((i + 1) * piece).min(data.len()))),
+    )
 }
 
 pub async fn main(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Demo => crate::cli::demo().await,
-        Command::Tenant(TenantCmd::Create { name, kms_key, backend }) => {
+        Command::Tenant(TenantCmd::Create {
+            name,
+            kms_key,
+            backend,
+        }) => {
             let (archive, ring) = open_archive(&backend, &KeyCacheConfig::default()).await?;
             let key_arn = match (kms_key, ring) {
                 (Some(arn), _) => arn,
                 (None, Some(ring)) => ring.create_key()?,
                 (None, None) => bail!("--kms-key ARN is required with --kms aws"),
             };
-            let region = region_of_arn(&key_arn).unwrap_or(&backend.region).to_owned();
-            let tenant = archive.catalog.create_tenant(&name, &key_arn, &region).await?;
-            println!("tenant {} ({}) created with KMS key {key_arn}", tenant.name, tenant.id);
+            let region = region_of_arn(&key_arn)
+                .unwrap_or(&backend.region)
+                .to_owned();
+            let tenant = archive
+                .catalog
+                .create_tenant(&name, &key_arn, &region)
+                .await?;
+            println!(
+                "tenant {} ({}) created with KMS key {key_arn}",
+                tenant.name, tenant.id
+            );
             Ok(())
         }
-        Command::Token(TokenCmd::Create { tenant, role, backend }) => {
+        Command::Token(TokenCmd::Create {
+            tenant,
+            role,
+            backend,
+        }) => {
             let role: Role = role.parse()?;
             let (archive, _) = open_archive(&backend, &KeyCacheConfig::default()).await?;
             let tenant = archive.catalog.tenant_by_name(&tenant).await?;
@@ -311,7 +370,10 @@ pub async fn main(cli: Cli) -> Result<()> {
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let roles = Roles::parse(&args.roles)?;
-    let cache = KeyCacheConfig { ttl: Duration::from_secs(args.key_cache_ttl_secs.max(1)), ..Default::default() };
+    let cache = KeyCacheConfig {
+        ttl: Duration::from_secs(args.key_cache_ttl_secs.max(1)),
+        ..Default::default()
+    };
     let (archive, _) = open_archive(&args.backend, &cache).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -344,7 +406,10 @@ async fn ingest_file(args: IngestArgs) -> Result<()> {
     let size = file.metadata().await?.len();
     let call_id = match args.call_id {
         Some(c) => c,
-        None => format!("file-{}", hex::encode(&sha256_file(&args.file).await?[..16])),
+        None => format!(
+            "file-{}",
+            hex::encode(&sha256_file(&args.file).await?[..16])
+        ),
     };
     let header = pb::IngestHeader {
         external_call_id: call_id,
@@ -379,14 +444,19 @@ async fn ingest_file(args: IngestArgs) -> Result<()> {
         }
     });
     let mut client = Client::connect(&args.client.server, &args.client.token).await?;
-    let res = client.ingest_stream(header, tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+    let res = client
+        .ingest_stream(header, tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await;
     reader.await??;
     bar.finish_and_clear();
     let res = res.map_err(|s| anyhow::anyhow!("ingest failed: {}: {}", s.code(), s.message()))?;
     let rec = res.recording.context("server returned no recording")?;
     let local = hex::encode(sha256_file(&args.file).await?);
     if rec.sha256 != local {
-        bail!("server SHA-256 {} differs from the file's {local}", rec.sha256);
+        bail!(
+            "server SHA-256 {} differs from the file's {local}",
+            rec.sha256
+        );
     }
     print_recording(&rec, args.json, Some(res.deduplicated));
     Ok(())
@@ -440,7 +510,11 @@ fn print_recording(rec: &pb::Recording, json: bool, deduplicated: Option<bool>) 
     println!(
         "{}{}  {} bytes in {} chunks  {}/{} {} Hz {} ch {:.1} s  sha256 {}",
         rec.recording_id,
-        if deduplicated == Some(true) { " (already archived)" } else { "" },
+        if deduplicated == Some(true) {
+            " (already archived)"
+        } else {
+            ""
+        },
         rec.size_bytes,
         rec.chunk_count,
         audio.container,
@@ -463,15 +537,24 @@ async fn play_file(args: PlayArgs) -> Result<()> {
     let mut client = Client::connect(&args.client.server, &args.client.token).await?;
     let res = client
         .playback
-        .play(pb::PlayRequest { recording_id: args.id.clone(), offset_bytes: args.offset })
+        .play(pb::PlayRequest {
+            recording_id: args.id.clone(),
+            offset_bytes: args.offset,
+        })
         .await;
-    let mut stream = res.map_err(|s| anyhow::anyhow!("play failed: {}: {}", s.code(), s.message()))?.into_inner();
+    let mut stream = res
+        .map_err(|s| anyhow::anyhow!("play failed: {}: {}", s.code(), s.message()))?
+        .into_inner();
     let mut out = tokio::fs::File::create(&args.output)
         .await
         .with_context(|| format!("cannot create {}", args.output.display()))?;
     let mut written = 0u64;
     let result: Result<()> = async {
-        while let Some(msg) = stream.message().await.map_err(|s| anyhow::anyhow!("play failed: {}: {}", s.code(), s.message()))? {
+        while let Some(msg) = stream
+            .message()
+            .await
+            .map_err(|s| anyhow::anyhow!("play failed: {}: {}", s.code(), s.message()))?
+        {
             out.write_all(&msg.data).await?;
             written += msg.data.len() as u64;
         }
@@ -498,7 +581,10 @@ async fn recordings(cmd: RecordingsCmd) -> Result<()> {
             loop {
                 let page = c
                     .playback
-                    .list_recordings(pb::ListRecordingsRequest { page_size: 500, page_token: token })
+                    .list_recordings(pb::ListRecordingsRequest {
+                        page_size: 500,
+                        page_token: token,
+                    })
                     .await
                     .map_err(|s| anyhow::anyhow!("list failed: {}: {}", s.code(), s.message()))?
                     .into_inner();
@@ -562,7 +648,9 @@ pub fn synth_wav(seconds: u32, sample_rate: u32, channels: u16) -> Vec<u8> {
         noise ^= noise >> 17;
         noise ^= noise << 5;
         let n = (noise as f32 / u32::MAX as f32 - 0.5) * 0.05;
-        let s = 0.3 * (2.0 * std::f32::consts::PI * 440.0 * t).sin() + 0.2 * (2.0 * std::f32::consts::PI * 1000.0 * t).sin() + n;
+        let s = 0.3 * (2.0 * std::f32::consts::PI * 440.0 * t).sin()
+            + 0.2 * (2.0 * std::f32::consts::PI * 1000.0 * t).sin()
+            + n;
         let v = (s.clamp(-1.0, 1.0) * i16::MAX as f32) as i16;
         for _ in 0..channels {
             out.extend_from_slice(&v.to_le_bytes());
@@ -578,12 +666,21 @@ fn sha256_hex(data: &[u8]) -> String {
 /// `callvault demo`: every step verified, exit code 0 only if all pass.
 pub async fn demo() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    println!("callvault demo — embedded default in {}", dir.path().display());
+    println!(
+        "callvault demo — embedded default in {}",
+        dir.path().display()
+    );
     let (archive, ring) = Archive::embedded(dir.path()).await?;
     let key = ring.create_key()?;
     let tenant = archive.catalog.create_tenant("demo", &key, "local").await?;
-    let ingest_token = archive.catalog.create_token(&tenant.id, Role::Ingest).await?;
-    let play_token = archive.catalog.create_token(&tenant.id, Role::Supervisor).await?;
+    let ingest_token = archive
+        .catalog
+        .create_token(&tenant.id, Role::Ingest)
+        .await?;
+    let play_token = archive
+        .catalog
+        .create_token(&tenant.id, Role::Supervisor)
+        .await?;
     println!("  tenant `demo` with local KMS key {key}");
 
     let archive = Arc::new(archive);
@@ -601,7 +698,10 @@ pub async fn demo() -> Result<()> {
 
     let recordings: [(&str, Bytes); 2] = [
         ("speech (G.711 μ-law WAV)", Bytes::from_static(DEMO_SPEECH)),
-        ("synthetic 48 kHz stereo PCM WAV, 120 s", Bytes::from(synth_wav(120, 48_000, 2))),
+        (
+            "synthetic 48 kHz stereo PCM WAV, 120 s",
+            Bytes::from(synth_wav(120, 48_000, 2)),
+        ),
     ];
     for (i, (what, audio)) in recordings.into_iter().enumerate() {
         let expected = sha256_hex(&audio);
@@ -650,8 +750,14 @@ pub async fn demo() -> Result<()> {
         );
         for (label, ok) in [
             ("server SHA-256 matches input", rec.sha256 == expected),
-            ("cold playback SHA-256 matches", sha256_hex(&cold) == expected),
-            ("warm playback SHA-256 matches", sha256_hex(&warm) == expected),
+            (
+                "cold playback SHA-256 matches",
+                sha256_hex(&cold) == expected,
+            ),
+            (
+                "warm playback SHA-256 matches",
+                sha256_hex(&warm) == expected,
+            ),
             ("one KMS call on ingest", ingest_kms == 1),
             ("at most one KMS call on cold playback", cold_kms <= 1),
         ] {

@@ -336,8 +336,9 @@ impl RecordingCipher {
             return Err(CryptoError::MetadataAuthentication);
         }
         let (nonce, body) = sealed.split_at(METADATA_NONCE_LEN);
-        let nonce: [u8; METADATA_NONCE_LEN] =
-            nonce.try_into().map_err(|_| CryptoError::MetadataAuthentication)?;
+        let nonce: [u8; METADATA_NONCE_LEN] = nonce
+            .try_into()
+            .map_err(|_| CryptoError::MetadataAuthentication)?;
         let mut buf = body.to_vec();
         let n = self
             .metadata_key
@@ -361,7 +362,10 @@ mod tests {
     pub(crate) fn vector() -> (DataKey, RecordingParams) {
         let dk = DataKey::from_slice(&(0u8..32).collect::<Vec<_>>()).unwrap();
         let salt: [u8; 32] = core::array::from_fn(|i| 0x40 + i as u8);
-        let params = RecordingParams { salt, nonce_prefix: [0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6] };
+        let params = RecordingParams {
+            salt,
+            nonce_prefix: [0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xA6],
+        };
         (dk, params)
     }
 
@@ -374,9 +378,15 @@ mod tests {
             "0c417b18cce2fae51840a5893d6fa8ed7f6e0180599f936f8fb3b23072a0fdc5"
         );
         let sealed = c.seal_chunk(0, false, b"hello, ".to_vec());
-        assert_eq!(hex::encode(&sealed), "b36ec6fdcc80067fee6767fe30c279b05000429b7dd54d");
+        assert_eq!(
+            hex::encode(&sealed),
+            "b36ec6fdcc80067fee6767fe30c279b05000429b7dd54d"
+        );
         let sealed = c.seal_chunk(1, true, b"world".to_vec());
-        assert_eq!(hex::encode(&sealed), "866c2b8c861f622ad06fa8c5f022790a2c54ba74ca");
+        assert_eq!(
+            hex::encode(&sealed),
+            "866c2b8c861f622ad06fa8c5f022790a2c54ba74ca"
+        );
     }
 
     #[test]
@@ -385,21 +395,33 @@ mod tests {
         let c = RecordingCipher::new(&dk, &params, "t", "r").unwrap();
         let sealed = c.seal_chunk(3, false, vec![7u8; 1000]);
         assert_eq!(sealed.len(), 1000 + TAG_LEN);
-        assert_eq!(c.open_chunk(3, false, sealed.clone()).unwrap(), vec![7u8; 1000]);
+        assert_eq!(
+            c.open_chunk(3, false, sealed.clone()).unwrap(),
+            vec![7u8; 1000]
+        );
 
         let other_tenant = RecordingCipher::new(&dk, &params, "u", "r").unwrap();
         let other_rec = RecordingCipher::new(&dk, &params, "t", "s").unwrap();
         let cases: Vec<(&str, Result<Vec<u8>, CryptoError>)> = vec![
             ("wrong index", c.open_chunk(4, false, sealed.clone())),
             ("final flag", c.open_chunk(3, true, sealed.clone())),
-            ("other tenant", other_tenant.open_chunk(3, false, sealed.clone())),
-            ("other recording", other_rec.open_chunk(3, false, sealed.clone())),
+            (
+                "other tenant",
+                other_tenant.open_chunk(3, false, sealed.clone()),
+            ),
+            (
+                "other recording",
+                other_rec.open_chunk(3, false, sealed.clone()),
+            ),
             ("bit flip", {
                 let mut s = sealed.clone();
                 s[10] ^= 1;
                 c.open_chunk(3, false, s)
             }),
-            ("truncated", c.open_chunk(3, false, sealed[..sealed.len() - 1].to_vec())),
+            (
+                "truncated",
+                c.open_chunk(3, false, sealed[..sealed.len() - 1].to_vec()),
+            ),
             ("extended", {
                 let mut s = sealed.clone();
                 s.push(0);
@@ -407,9 +429,18 @@ mod tests {
             }),
         ];
         for (name, res) in cases {
-            assert_eq!(res, Err(CryptoError::ChunkAuthentication { index: if name == "wrong index" { 4 } else { 3 } }), "{name}");
+            assert_eq!(
+                res,
+                Err(CryptoError::ChunkAuthentication {
+                    index: if name == "wrong index" { 4 } else { 3 }
+                }),
+                "{name}"
+            );
         }
-        assert!(matches!(c.open_chunk(0, false, vec![0; TAG_LEN]), Err(CryptoError::ChunkMalformed { .. })));
+        assert!(matches!(
+            c.open_chunk(0, false, vec![0; TAG_LEN]),
+            Err(CryptoError::ChunkMalformed { .. })
+        ));
     }
 
     #[test]
@@ -417,7 +448,8 @@ mod tests {
         let (dk, params) = vector();
         let c = RecordingCipher::new(&dk, &params, "t", "r").unwrap();
         let wrong = DataKey::from_slice(&[9u8; 32]).unwrap();
-        let err = RecordingCipher::new_checked(&wrong, &params, "t", "r", c.commitment()).unwrap_err();
+        let err =
+            RecordingCipher::new_checked(&wrong, &params, "t", "r", c.commitment()).unwrap_err();
         assert_eq!(err, CryptoError::CommitmentMismatch);
         assert!(RecordingCipher::new_checked(&dk, &params, "t", "r", c.commitment()).is_ok());
     }
@@ -429,7 +461,10 @@ mod tests {
         let sealed = c.seal_metadata(b"{\"agent\":\"x\"}").unwrap();
         assert_eq!(c.open_metadata(&sealed).unwrap(), b"{\"agent\":\"x\"}");
         let other = RecordingCipher::new(&dk, &params, "t", "r2").unwrap();
-        assert_eq!(other.open_metadata(&sealed), Err(CryptoError::MetadataAuthentication));
+        assert_eq!(
+            other.open_metadata(&sealed),
+            Err(CryptoError::MetadataAuthentication)
+        );
     }
 
     #[test]

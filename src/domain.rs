@@ -79,7 +79,10 @@ impl ExternalCallId {
             return Err(Error::invalid(FIELD, "is longer than 256 bytes"));
         }
         if !s.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::invalid(FIELD, "must be printable ASCII without spaces"));
+            return Err(Error::invalid(
+                FIELD,
+                "must be printable ASCII without spaces",
+            ));
         }
         Ok(Self(s.to_owned()))
     }

@@ -50,11 +50,17 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(field: &str, reason: &str) -> Self {
-        Error::InvalidArgument { field: field.to_owned(), reason: reason.to_owned() }
+        Error::InvalidArgument {
+            field: field.to_owned(),
+            reason: reason.to_owned(),
+        }
     }
 
     pub fn integrity(recording: impl ToString, source: CryptoError) -> Self {
-        Error::Integrity { recording: recording.to_string(), source }
+        Error::Integrity {
+            recording: recording.to_string(),
+            source,
+        }
     }
 }
 

@@ -49,16 +49,31 @@ impl IngestHeader {
         }
         for (k, v) in &labels {
             if k.is_empty() || k.len() > MAX_LABEL_KEY {
-                return Err(Error::invalid("header.labels", "keys must be 1..=128 bytes"));
+                return Err(Error::invalid(
+                    "header.labels",
+                    "keys must be 1..=128 bytes",
+                ));
             }
             if v.len() > MAX_LABEL_VALUE {
-                return Err(Error::invalid("header.labels", "values must be at most 1024 bytes"));
+                return Err(Error::invalid(
+                    "header.labels",
+                    "values must be at most 1024 bytes",
+                ));
             }
         }
-        let chunk_size = if chunk_size == 0 { crypto::DEFAULT_CHUNK_SIZE } else { chunk_size };
+        let chunk_size = if chunk_size == 0 {
+            crypto::DEFAULT_CHUNK_SIZE
+        } else {
+            chunk_size
+        };
         crypto::validate_chunk_size(chunk_size)
             .map_err(|e| Error::invalid("header.chunk_size_bytes", &e.to_string()))?;
-        Ok(Self { external_call_id, start_time_ms, labels, chunk_size })
+        Ok(Self {
+            external_call_id,
+            start_time_ms,
+            labels,
+            chunk_size,
+        })
     }
 }
 
@@ -91,20 +106,28 @@ async fn write_chunk(
     plain: Vec<u8>,
     is_final: bool,
 ) -> Result<ChunkRow> {
-    let plaintext_size = u32::try_from(plain.len()).map_err(|_| Error::Internal("chunk too large".into()))?;
+    let plaintext_size =
+        u32::try_from(plain.len()).map_err(|_| Error::Internal("chunk too large".into()))?;
     let sealed = tokio::task::spawn_blocking(move || cipher.seal_chunk(index, is_final, plain))
         .await
         .map_err(|e| Error::Internal(format!("seal task failed: {e}")))?;
     let row = ChunkRow {
         index,
         plaintext_size,
-        sealed_size: u32::try_from(sealed.len()).map_err(|_| Error::Internal("chunk too large".into()))?,
+        sealed_size: u32::try_from(sealed.len())
+            .map_err(|_| Error::Internal("chunk too large".into()))?,
         sealed_sha256: sha256_hex(&sealed),
         object_key: ChunkStore::chunk_key(&principal.tenant, &id, index),
     };
-    archive.store.put(&row.object_key, Bytes::from(sealed)).await?;
+    archive
+        .store
+        .put(&row.object_key, Bytes::from(sealed))
+        .await?;
     if !is_final {
-        archive.catalog.add_chunk(&principal.tenant, &id, &row).await?;
+        archive
+            .catalog
+            .add_chunk(&principal.tenant, &id, &row)
+            .await?;
     }
     Ok(row)
 }
@@ -120,11 +143,20 @@ where
     S: Stream<Item = Result<Bytes>> + Unpin + Send,
 {
     if principal.role != Role::Ingest {
-        return Err(Error::PermissionDenied("this token's role may not ingest".into()));
+        return Err(Error::PermissionDenied(
+            "this token's role may not ingest".into(),
+        ));
     }
-    if let Some(existing) = archive.catalog.find_by_call_id(&principal.tenant, &header.external_call_id).await? {
+    if let Some(existing) = archive
+        .catalog
+        .find_by_call_id(&principal.tenant, &header.external_call_id)
+        .await?
+    {
         tracing::info!(recording = %existing.id, "ingest deduplicated by external call id");
-        return Ok(IngestOutcome { recording: existing, deduplicated: true });
+        return Ok(IngestOutcome {
+            recording: existing,
+            deduplicated: true,
+        });
     }
     let mut upload: Option<Upload> = None;
     let result = run(&archive, &principal, &header, body, &mut upload).await;
@@ -136,9 +168,17 @@ where
                 while up.tasks.join_next().await.is_some() {}
                 // Objects first, then the row: a crash in between leaves a row
                 // for the sweeper, never an untracked object.
-                if let Err(e) = archive.store.delete_recording(&principal.tenant, &up.id).await {
+                if let Err(e) = archive
+                    .store
+                    .delete_recording(&principal.tenant, &up.id)
+                    .await
+                {
                     tracing::warn!(recording = %up.id, error = %e, "cleanup of failed upload deferred to sweeper");
-                } else if let Err(e) = archive.catalog.abort_upload(&principal.tenant, &up.id).await {
+                } else if let Err(e) = archive
+                    .catalog
+                    .abort_upload(&principal.tenant, &up.id)
+                    .await
+                {
                     tracing::warn!(recording = %up.id, error = %e, "cleanup of failed upload deferred to sweeper");
                 }
             }
@@ -156,14 +196,23 @@ async fn begin(
     let detected = audio::detect(head)?;
     let id = RecordingId::new();
     let key = archive.catalog.active_key(&principal.tenant).await?;
-    let ctx = EncryptionContext { tenant: principal.tenant.to_string(), recording: id.to_string() };
+    let ctx = EncryptionContext {
+        tenant: principal.tenant.to_string(),
+        recording: id.to_string(),
+    };
     let generated = archive.kms.generate_data_key(&key.key_arn, &ctx).await?;
     let params = RecordingParams::generate()?;
-    let cipher = RecordingCipher::new(&generated.plaintext, &params, principal.tenant.as_str(), &id.to_string())?;
+    let cipher = RecordingCipher::new(
+        &generated.plaintext,
+        &params,
+        principal.tenant.as_str(),
+        &id.to_string(),
+    )?;
     let labels_sealed = if header.labels.is_empty() {
         None
     } else {
-        let json = serde_json::to_vec(&header.labels).map_err(|e| Error::Internal(e.to_string()))?;
+        let json =
+            serde_json::to_vec(&header.labels).map_err(|e| Error::Internal(e.to_string()))?;
         Some(cipher.seal_metadata(&json)?)
     };
     archive
@@ -187,10 +236,21 @@ async fn begin(
         .await?;
     let analyzer = Analyzer::start(detected);
     analyzer.feed(Bytes::copy_from_slice(head)).await;
-    Ok(Upload { id, cipher: Arc::new(cipher), analyzer: Some(analyzer), tasks: JoinSet::new(), next_index: 0 })
+    Ok(Upload {
+        id,
+        cipher: Arc::new(cipher),
+        analyzer: Some(analyzer),
+        tasks: JoinSet::new(),
+        next_index: 0,
+    })
 }
 
-async fn spawn_chunk(archive: &Arc<Archive>, principal: &Principal, up: &mut Upload, plain: Vec<u8>) -> Result<()> {
+async fn spawn_chunk(
+    archive: &Arc<Archive>,
+    principal: &Principal,
+    up: &mut Upload,
+    plain: Vec<u8>,
+) -> Result<()> {
     // Backpressure: wait for a slot, surfacing the first failure at once.
     while up.tasks.len() >= archive.limits.max_uploads_in_flight {
         join_one(up).await?;
@@ -199,8 +259,18 @@ async fn spawn_chunk(archive: &Arc<Archive>, principal: &Principal, up: &mut Upl
         done.map_err(|e| Error::Internal(format!("chunk task failed: {e}")))??;
     }
     let index = up.next_index;
-    up.next_index = index.checked_add(1).ok_or_else(|| Error::ResourceExhausted("too many chunks".into()))?;
-    let fut = write_chunk(archive.clone(), principal.clone(), up.id, up.cipher.clone(), index, plain, false);
+    up.next_index = index
+        .checked_add(1)
+        .ok_or_else(|| Error::ResourceExhausted("too many chunks".into()))?;
+    let fut = write_chunk(
+        archive.clone(),
+        principal.clone(),
+        up.id,
+        up.cipher.clone(),
+        index,
+        plain,
+        false,
+    );
     up.tasks.spawn(async move { fut.await.map(|_| ()) });
     Ok(())
 }
@@ -261,7 +331,10 @@ where
     }
 
     if total == 0 {
-        return Err(Error::invalid("data", "the stream ended without any audio bytes"));
+        return Err(Error::invalid(
+            "data",
+            "the stream ended without any audio bytes",
+        ));
     }
     if upload.is_none() {
         *upload = Some(begin(archive, principal, header, &buf).await?);
@@ -273,8 +346,20 @@ where
         join_one(up).await?;
     }
     let final_index = up.next_index;
-    let final_row = write_chunk(archive.clone(), principal.clone(), up.id, up.cipher.clone(), final_index, buf, true).await?;
-    let analyzer = up.analyzer.take().ok_or_else(|| Error::Internal("analyzer already finished".into()))?;
+    let final_row = write_chunk(
+        archive.clone(),
+        principal.clone(),
+        up.id,
+        up.cipher.clone(),
+        final_index,
+        buf,
+        true,
+    )
+    .await?;
+    let analyzer = up
+        .analyzer
+        .take()
+        .ok_or_else(|| Error::Internal("analyzer already finished".into()))?;
     let audio = analyzer.finish().await?;
     if let Some(w) = &audio.warning {
         tracing::warn!(recording = %up.id, warning = %w, "audio kept with probe warning");
@@ -287,11 +372,20 @@ where
     };
     let outcome = archive
         .catalog
-        .commit_upload(&principal.tenant, &up.id, &header.external_call_id, &final_row, &completion)
+        .commit_upload(
+            &principal.tenant,
+            &up.id,
+            &header.external_call_id,
+            &final_row,
+            &completion,
+        )
         .await?;
     match outcome {
         CommitOutcome::Committed => {
-            let recording = archive.catalog.get_recording(&principal.tenant, &up.id).await?;
+            let recording = archive
+                .catalog
+                .get_recording(&principal.tenant, &up.id)
+                .await?;
             tracing::info!(
                 recording = %up.id,
                 size_bytes = total,
@@ -299,16 +393,28 @@ where
                 "recording committed"
             );
             *upload = None;
-            Ok(IngestOutcome { recording, deduplicated: false })
+            Ok(IngestOutcome {
+                recording,
+                deduplicated: false,
+            })
         }
         CommitOutcome::Duplicate(winner) => {
             // A concurrent attempt with the same call id won; drop ours.
             let id = up.id;
-            archive.store.delete_recording(&principal.tenant, &id).await?;
+            archive
+                .store
+                .delete_recording(&principal.tenant, &id)
+                .await?;
             archive.catalog.abort_upload(&principal.tenant, &id).await?;
             *upload = None;
-            let recording = archive.catalog.get_recording(&principal.tenant, &winner).await?;
-            Ok(IngestOutcome { recording, deduplicated: true })
+            let recording = archive
+                .catalog
+                .get_recording(&principal.tenant, &winner)
+                .await?;
+            Ok(IngestOutcome {
+                recording,
+                deduplicated: true,
+            })
         }
     }
 }

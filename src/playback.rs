@@ -30,17 +30,24 @@ pub struct PlayChunk {
 fn require_reader(principal: &Principal) -> Result<()> {
     match principal.role {
         Role::Supervisor | Role::Compliance | Role::Admin => Ok(()),
-        Role::Ingest => Err(Error::PermissionDenied("this token's role may not read recordings".into())),
+        Role::Ingest => Err(Error::PermissionDenied(
+            "this token's role may not read recordings".into(),
+        )),
     }
 }
 
 fn params_of(row: &RecordingRow) -> Result<RecordingParams> {
-    let malformed = |reason| Error::integrity(row.id, CryptoError::ChunkMalformed { index: 0, reason });
+    let malformed =
+        |reason| Error::integrity(row.id, CryptoError::ChunkMalformed { index: 0, reason });
     if row.format_version != crypto::FORMAT_VERSION {
         return Err(malformed("unsupported format version"));
     }
     Ok(RecordingParams {
-        salt: row.salt.as_slice().try_into().map_err(|_| malformed("salt has the wrong length"))?,
+        salt: row
+            .salt
+            .as_slice()
+            .try_into()
+            .map_err(|_| malformed("salt has the wrong length"))?,
         nonce_prefix: row
             .nonce_prefix
             .as_slice()
@@ -52,22 +59,45 @@ fn params_of(row: &RecordingRow) -> Result<RecordingParams> {
 /// Unwraps the data key (cached) and derives the cipher, checking the key
 /// commitment before anything is decrypted.
 async fn cipher_for(archive: &Archive, row: &RecordingRow) -> Result<RecordingCipher> {
-    let ctx = EncryptionContext { tenant: row.tenant.to_string(), recording: row.id.to_string() };
-    let key = archive.keys.unwrap(&row.key_arn, &row.wrapped_key, &ctx).await.map_err(|e| match e {
-        KmsError::InvalidCiphertext { .. } => Error::integrity(row.id, CryptoError::CommitmentMismatch),
-        other => Error::Kms(other),
-    })?;
+    let ctx = EncryptionContext {
+        tenant: row.tenant.to_string(),
+        recording: row.id.to_string(),
+    };
+    let key = archive
+        .keys
+        .unwrap(&row.key_arn, &row.wrapped_key, &ctx)
+        .await
+        .map_err(|e| match e {
+            KmsError::InvalidCiphertext { .. } => {
+                Error::integrity(row.id, CryptoError::CommitmentMismatch)
+            }
+            other => Error::Kms(other),
+        })?;
     let params = params_of(row)?;
-    RecordingCipher::new_checked(&key.key, &params, row.tenant.as_str(), &row.id.to_string(), &row.commitment)
-        .map_err(|e| Error::integrity(row.id, e))
+    RecordingCipher::new_checked(
+        &key.key,
+        &params,
+        row.tenant.as_str(),
+        &row.id.to_string(),
+        &row.commitment,
+    )
+    .map_err(|e| Error::integrity(row.id, e))
 }
 
 /// The catalog's chunk list must describe exactly the recording: contiguous
 /// indices, full non-final chunks, sizes that add up.
 fn check_chunk_list(row: &RecordingRow, chunks: &[ChunkRow]) -> Result<()> {
-    let bad = |index: u32, reason| Err(Error::integrity(row.id, CryptoError::ChunkMalformed { index, reason }));
+    let bad = |index: u32, reason| {
+        Err(Error::integrity(
+            row.id,
+            CryptoError::ChunkMalformed { index, reason },
+        ))
+    };
     if chunks.len() != row.chunk_count as usize || chunks.is_empty() {
-        return bad(chunks.len() as u32, "chunk list does not match the chunk count");
+        return bad(
+            chunks.len() as u32,
+            "chunk list does not match the chunk count",
+        );
     }
     let mut total = 0u64;
     for (i, c) in chunks.iter().enumerate() {
@@ -75,8 +105,14 @@ fn check_chunk_list(row: &RecordingRow, chunks: &[ChunkRow]) -> Result<()> {
         if c.index as usize != i {
             return bad(c.index, "chunk indices are not contiguous");
         }
-        if c.plaintext_size == 0 || c.plaintext_size > row.chunk_size || (!is_final && c.plaintext_size != row.chunk_size) {
-            return bad(c.index, "chunk size does not match the recording's chunk size");
+        if c.plaintext_size == 0
+            || c.plaintext_size > row.chunk_size
+            || (!is_final && c.plaintext_size != row.chunk_size)
+        {
+            return bad(
+                c.index,
+                "chunk size does not match the recording's chunk size",
+            );
         }
         if c.sealed_size as usize != c.plaintext_size as usize + crypto::TAG_LEN {
             return bad(c.index, "sealed size does not match plaintext size");
@@ -84,7 +120,10 @@ fn check_chunk_list(row: &RecordingRow, chunks: &[ChunkRow]) -> Result<()> {
         total += u64::from(c.plaintext_size);
     }
     if total != row.size_bytes {
-        return bad(row.chunk_count, "chunk sizes do not add up to the recording size");
+        return bad(
+            row.chunk_count,
+            "chunk sizes do not add up to the recording size",
+        );
     }
     Ok(())
 }
@@ -103,23 +142,46 @@ async fn fetch_and_open(
     };
     let index = chunk.index;
     if sealed.len() != chunk.sealed_size as usize {
-        return Err(Error::integrity(rec, CryptoError::ChunkMalformed { index, reason: "object size differs from the catalog" }));
+        return Err(Error::integrity(
+            rec,
+            CryptoError::ChunkMalformed {
+                index,
+                reason: "object size differs from the catalog",
+            },
+        ));
     }
-    let plain = tokio::task::spawn_blocking(move || cipher.open_chunk(index, is_final, sealed.to_vec()))
-        .await
-        .map_err(|e| Error::Internal(format!("open task failed: {e}")))?
-        .map_err(|e| Error::integrity(rec, e))?;
+    let plain =
+        tokio::task::spawn_blocking(move || cipher.open_chunk(index, is_final, sealed.to_vec()))
+            .await
+            .map_err(|e| Error::Internal(format!("open task failed: {e}")))?
+            .map_err(|e| Error::integrity(rec, e))?;
     if plain.len() != chunk.plaintext_size as usize {
-        return Err(Error::integrity(rec, CryptoError::ChunkMalformed { index, reason: "plaintext size differs from the catalog" }));
+        return Err(Error::integrity(
+            rec,
+            CryptoError::ChunkMalformed {
+                index,
+                reason: "plaintext size differs from the catalog",
+            },
+        ));
     }
     Ok(plain)
 }
 
 async fn fetch(archive: &Archive, rec: &RecordingId, chunk: &ChunkRow) -> Result<Bytes> {
-    archive.store.get(&chunk.object_key).await.map_err(|e| match e {
-        Error::NotFound(_) => Error::integrity(rec, CryptoError::ChunkMalformed { index: chunk.index, reason: "object is missing" }),
-        other => other,
-    })
+    archive
+        .store
+        .get(&chunk.object_key)
+        .await
+        .map_err(|e| match e {
+            Error::NotFound(_) => Error::integrity(
+                rec,
+                CryptoError::ChunkMalformed {
+                    index: chunk.index,
+                    reason: "object is missing",
+                },
+            ),
+            other => other,
+        })
 }
 
 /// Starts playback of `rec` from `offset`. Errors that can be known before the
@@ -132,7 +194,10 @@ pub async fn play(
     offset: u64,
 ) -> Result<BoxStream<'static, Result<PlayChunk>>> {
     require_reader(principal)?;
-    let row = archive.catalog.get_recording(&principal.tenant, &rec).await?;
+    let row = archive
+        .catalog
+        .get_recording(&principal.tenant, &rec)
+        .await?;
     if offset >= row.size_bytes {
         return Err(Error::OutOfRange(format!(
             "offset_bytes {offset} is past the end of the recording ({} bytes)",
@@ -158,7 +223,14 @@ pub async fn play(
         .map(move |chunk| {
             let prefetched = head.take();
             let is_final = chunk.index as usize == last;
-            fetch_and_open(archive.clone(), cipher.clone(), rec, chunk, is_final, prefetched)
+            fetch_and_open(
+                archive.clone(),
+                cipher.clone(),
+                rec,
+                chunk,
+                is_final,
+                prefetched,
+            )
         })
         .buffered(read_ahead)
         .enumerate()
@@ -167,9 +239,15 @@ pub async fn play(
                 let chunk_start = (first + i) as u64 * u64::from(row.chunk_size);
                 if i == 0 && skip > 0 {
                     plain.drain(..skip);
-                    PlayChunk { offset: chunk_start + skip as u64, data: Bytes::from(plain) }
+                    PlayChunk {
+                        offset: chunk_start + skip as u64,
+                        data: Bytes::from(plain),
+                    }
                 } else {
-                    PlayChunk { offset: chunk_start, data: Bytes::from(plain) }
+                    PlayChunk {
+                        offset: chunk_start,
+                        data: Bytes::from(plain),
+                    }
                 }
             })
         })
@@ -185,15 +263,25 @@ pub struct RecordingView {
 }
 
 /// Metadata of one recording; labels are decrypted (one cached unwrap).
-pub async fn get(archive: &Archive, principal: &Principal, rec: RecordingId) -> Result<RecordingView> {
+pub async fn get(
+    archive: &Archive,
+    principal: &Principal,
+    rec: RecordingId,
+) -> Result<RecordingView> {
     require_reader(principal)?;
-    let row = archive.catalog.get_recording(&principal.tenant, &rec).await?;
+    let row = archive
+        .catalog
+        .get_recording(&principal.tenant, &rec)
+        .await?;
     let labels = match &row.labels_sealed {
         None => BTreeMap::new(),
         Some(sealed) => {
             let cipher = cipher_for(archive, &row).await?;
-            let json = cipher.open_metadata(sealed).map_err(|e| Error::integrity(rec, e))?;
-            serde_json::from_slice(&json).map_err(|_| Error::integrity(rec, CryptoError::MetadataAuthentication))?
+            let json = cipher
+                .open_metadata(sealed)
+                .map_err(|e| Error::integrity(rec, e))?;
+            serde_json::from_slice(&json)
+                .map_err(|_| Error::integrity(rec, CryptoError::MetadataAuthentication))?
         }
     };
     Ok(RecordingView { row, labels })
@@ -214,8 +302,15 @@ pub async fn list(
     if page_size > MAX_PAGE_SIZE {
         return Err(Error::invalid("page_size", "must be at most 1000"));
     }
-    let size = if page_size == 0 { DEFAULT_PAGE_SIZE } else { page_size };
-    let mut rows = archive.catalog.list_recordings(&principal.tenant, after.as_ref(), size + 1).await?;
+    let size = if page_size == 0 {
+        DEFAULT_PAGE_SIZE
+    } else {
+        page_size
+    };
+    let mut rows = archive
+        .catalog
+        .list_recordings(&principal.tenant, after.as_ref(), size + 1)
+        .await?;
     let next = if rows.len() > size as usize {
         rows.truncate(size as usize);
         rows.last().map(|r| r.id)

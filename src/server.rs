@@ -21,10 +21,16 @@ pub struct Roles {
 }
 
 impl Roles {
-    pub const ALL: Roles = Roles { ingest: true, playback: true };
+    pub const ALL: Roles = Roles {
+        ingest: true,
+        playback: true,
+    };
 
     pub fn parse(s: &str) -> Result<Self> {
-        let mut roles = Roles { ingest: false, playback: false };
+        let mut roles = Roles {
+            ingest: false,
+            playback: false,
+        };
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part {
                 "ingest" => roles.ingest = true,
@@ -36,7 +42,10 @@ impl Roles {
             }
         }
         if !roles.ingest && !roles.playback {
-            return Err(Error::invalid("roles", "name at least one of ingest, playback"));
+            return Err(Error::invalid(
+                "roles",
+                "name at least one of ingest, playback",
+            ));
         }
         Ok(roles)
     }
@@ -65,8 +74,10 @@ pub async fn run(
                 .max_decoding_message_size(api::MAX_MESSAGE_BYTES)
         }))
         .add_optional_service(roles.playback.then(|| {
-            pb::playback_service_server::PlaybackServiceServer::new(PlaybackApi::new(archive.clone()))
-                .max_decoding_message_size(api::MAX_MESSAGE_BYTES)
+            pb::playback_service_server::PlaybackServiceServer::new(PlaybackApi::new(
+                archive.clone(),
+            ))
+            .max_decoding_message_size(api::MAX_MESSAGE_BYTES)
         }));
     if roles.ingest {
         health_reporter

@@ -40,13 +40,18 @@ impl ChunkStore {
             }
             let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
             if let Some(ep) = &s3.endpoint {
-                b = b.with_endpoint(ep).with_allow_http(ep.starts_with("http://"));
+                b = b
+                    .with_endpoint(ep)
+                    .with_allow_http(ep.starts_with("http://"));
             }
             if let Some(r) = &s3.region {
                 b = b.with_region(r);
             }
             let store = b.build()?;
-            return Ok(Self { inner: Arc::new(store), prefix: Path::from(prefix) });
+            return Ok(Self {
+                inner: Arc::new(store),
+                prefix: Path::from(prefix),
+            });
         }
         let dir = url.strip_prefix("file://").unwrap_or(url);
         Self::local(FsPath::new(dir))
@@ -57,11 +62,17 @@ impl ChunkStore {
             .map_err(|e| Error::Internal(format!("cannot create store directory: {e}")))?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?
             .with_automatic_cleanup(true);
-        Ok(Self { inner: Arc::new(store), prefix: Path::default() })
+        Ok(Self {
+            inner: Arc::new(store),
+            prefix: Path::default(),
+        })
     }
 
     pub fn in_memory() -> Self {
-        Self { inner: Arc::new(object_store::memory::InMemory::new()), prefix: Path::default() }
+        Self {
+            inner: Arc::new(object_store::memory::InMemory::new()),
+            prefix: Path::default(),
+        }
     }
 
     fn join(&self, rel: &str) -> Path {
@@ -82,7 +93,9 @@ impl ChunkStore {
     }
 
     pub async fn put(&self, key: &str, sealed: Bytes) -> Result<()> {
-        self.inner.put(&self.join(key), PutPayload::from(sealed)).await?;
+        self.inner
+            .put(&self.join(key), PutPayload::from(sealed))
+            .await?;
         Ok(())
     }
 
@@ -92,24 +105,42 @@ impl ChunkStore {
         let res = self.inner.get(&self.join(key)).await;
         match res {
             Ok(r) => Ok(r.bytes().await?),
-            Err(object_store::Error::NotFound { .. }) => Err(Error::NotFound(format!("object {key}"))),
+            Err(object_store::Error::NotFound { .. }) => {
+                Err(Error::NotFound(format!("object {key}")))
+            }
             Err(e) => Err(e.into()),
         }
     }
 
     /// Deletes every object of a recording (cleanup of failed uploads and,
     /// later, crypto-shredding).
-    pub async fn delete_recording(&self, tenant: &TenantId, recording: &RecordingId) -> Result<usize> {
+    pub async fn delete_recording(
+        &self,
+        tenant: &TenantId,
+        recording: &RecordingId,
+    ) -> Result<usize> {
         let prefix = self.recording_prefix(tenant, recording);
-        let locations = self.inner.list(Some(&prefix)).map_ok(|m| m.location).boxed();
+        let locations = self
+            .inner
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .boxed();
         let deleted: Vec<Path> = self.inner.delete_stream(locations).try_collect().await?;
         Ok(deleted.len())
     }
 
     /// Every object key under a recording, relative to the store root.
-    pub async fn list_recording(&self, tenant: &TenantId, recording: &RecordingId) -> Result<Vec<String>> {
+    pub async fn list_recording(
+        &self,
+        tenant: &TenantId,
+        recording: &RecordingId,
+    ) -> Result<Vec<String>> {
         let prefix = self.recording_prefix(tenant, recording);
-        let strip = if self.prefix.as_ref().is_empty() { 0 } else { self.prefix.as_ref().len() + 1 };
+        let strip = if self.prefix.as_ref().is_empty() {
+            0
+        } else {
+            self.prefix.as_ref().len() + 1
+        };
         let mut keys: Vec<String> = self
             .inner
             .list(Some(&prefix))
@@ -132,7 +163,10 @@ mod tests {
         let k0 = ChunkStore::chunk_key(&t, &r, 0);
         assert_eq!(k0, format!("t/{t}/r/{r}/0000000000"));
         store.put(&k0, Bytes::from_static(b"sealed")).await.unwrap();
-        store.put(&ChunkStore::chunk_key(&t, &r, 1), Bytes::from_static(b"x")).await.unwrap();
+        store
+            .put(&ChunkStore::chunk_key(&t, &r, 1), Bytes::from_static(b"x"))
+            .await
+            .unwrap();
         assert_eq!(store.get(&k0).await.unwrap(), Bytes::from_static(b"sealed"));
         assert_eq!(store.list_recording(&t, &r).await.unwrap().len(), 2);
         assert_eq!(store.delete_recording(&t, &r).await.unwrap(), 2);

@@ -31,12 +31,18 @@ impl AwsKms {
             loader = loader.endpoint_url(ep);
         }
         let conf = loader.load().await;
-        Self { client: Client::new(&conf), region: region.to_owned() }
+        Self {
+            client: Client::new(&conf),
+            region: region.to_owned(),
+        }
     }
 
     /// Wraps an existing client (used with modeled responses in tests).
     pub fn from_client(client: Client, region: &str) -> Self {
-        Self { client, region: region.to_owned() }
+        Self {
+            client,
+            region: region.to_owned(),
+        }
     }
 }
 
@@ -121,13 +127,22 @@ impl Kms for AwsKms {
             .send()
             .await
             .map_err(|e| map_sdk_error(e, key_id))?;
-        let missing = |what: &str| KmsError::Other(format!("GenerateDataKey response lacks {what}"));
+        let missing =
+            |what: &str| KmsError::Other(format!("GenerateDataKey response lacks {what}"));
         let plaintext = out.plaintext().ok_or_else(|| missing("Plaintext"))?;
         let plaintext =
             DataKey::from_slice(plaintext.as_ref()).map_err(|_| missing("a 32-byte Plaintext"))?;
-        let wrapped = out.ciphertext_blob().ok_or_else(|| missing("CiphertextBlob"))?.as_ref().to_vec();
+        let wrapped = out
+            .ciphertext_blob()
+            .ok_or_else(|| missing("CiphertextBlob"))?
+            .as_ref()
+            .to_vec();
         let key_arn = out.key_id().ok_or_else(|| missing("KeyId"))?.to_owned();
-        Ok(GeneratedDataKey { plaintext, wrapped, key_arn })
+        Ok(GeneratedDataKey {
+            plaintext,
+            wrapped,
+            key_arn,
+        })
     }
 
     async fn decrypt(
@@ -147,7 +162,9 @@ impl Kms for AwsKms {
             .await
             .map_err(|e| map_sdk_error(e, key_arn))?;
         if out.key_id() != Some(key_arn) {
-            return Err(KmsError::InvalidCiphertext { arn: key_arn.to_owned() });
+            return Err(KmsError::InvalidCiphertext {
+                arn: key_arn.to_owned(),
+            });
         }
         let plain = out
             .plaintext()
@@ -195,7 +212,9 @@ impl Kms for AwsKms {
         let meta = out
             .key_metadata()
             .ok_or_else(|| KmsError::Other("DescribeKey response lacks KeyMetadata".into()))?;
-        let deletion_date_ms = meta.deletion_date().map(|d| d.to_millis().unwrap_or_default());
+        let deletion_date_ms = meta
+            .deletion_date()
+            .map(|d| d.to_millis().unwrap_or_default());
         Ok(KeyDescription {
             arn: meta.arn().unwrap_or(key_id).to_owned(),
             state: state_from_aws(meta.key_state()),

@@ -59,7 +59,12 @@ pub struct KeyCache {
 
 fn cache_id(key_arn: &str, wrapped: &[u8], ctx: &EncryptionContext) -> CacheId {
     let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for part in [b"SYMMETRIC_DEFAULT/AES_256".as_slice(), key_arn.as_bytes(), wrapped, &ctx.canonical_bytes()] {
+    for part in [
+        b"SYMMETRIC_DEFAULT/AES_256".as_slice(),
+        key_arn.as_bytes(),
+        wrapped,
+        &ctx.canonical_bytes(),
+    ] {
         h.update(&(part.len() as u64).to_be_bytes());
         h.update(part);
     }
@@ -80,7 +85,12 @@ impl KeyCache {
             .max_capacity(config.capacity)
             .time_to_live(config.negative_ttl)
             .build();
-        Self { kms, entries, denied, metrics }
+        Self {
+            kms,
+            entries,
+            denied,
+            metrics,
+        }
     }
 
     /// Returns the unwrapped data key, calling KMS at most once for any number
@@ -101,12 +111,19 @@ impl KeyCache {
             .entry(id)
             .or_try_insert_with(async move {
                 let key = kms.decrypt(key_arn, wrapped, ctx).await?;
-                Ok::<_, KmsError>(Arc::new(CachedKey { key_arn: key_arn.to_owned(), key }))
+                Ok::<_, KmsError>(Arc::new(CachedKey {
+                    key_arn: key_arn.to_owned(),
+                    key,
+                }))
             })
             .await;
         match entry {
             Ok(e) => {
-                let counter = if e.is_fresh() { &self.metrics.cache_misses } else { &self.metrics.cache_hits };
+                let counter = if e.is_fresh() {
+                    &self.metrics.cache_misses
+                } else {
+                    &self.metrics.cache_hits
+                };
                 counter.fetch_add(1, Ordering::Relaxed);
                 Ok(e.into_value())
             }
@@ -118,7 +135,9 @@ impl KeyCache {
                 }
                 if matches!(
                     err,
-                    KmsError::Disabled { .. } | KmsError::PendingDeletion { .. } | KmsError::AccessDenied { .. }
+                    KmsError::Disabled { .. }
+                        | KmsError::PendingDeletion { .. }
+                        | KmsError::AccessDenied { .. }
                 ) {
                     self.purge_key(key_arn);
                 }
@@ -130,7 +149,11 @@ impl KeyCache {
     /// Drops every cached data key unwrapped by `key_arn` (revocation).
     pub fn purge_key(&self, key_arn: &str) {
         let arn = key_arn.to_owned();
-        if self.entries.invalidate_entries_if(move |_, v| v.key_arn == arn).is_err() {
+        if self
+            .entries
+            .invalidate_entries_if(move |_, v| v.key_arn == arn)
+            .is_err()
+        {
             // Invalidation closures are enabled at build time; should that ever
             // fail, dropping everything is the safe direction.
             self.entries.invalidate_all();
@@ -153,14 +176,27 @@ mod tests {
         let ring = Arc::new(LocalKeyring::open(dir.path(), "local").unwrap());
         let arn = ring.create_key().unwrap();
         let metrics = Arc::new(KmsMetrics::default());
-        let metered: Arc<dyn Kms> = Arc::new(crate::kms::MeteredKms::new(ring.clone(), metrics.clone()));
-        let ctx = EncryptionContext { tenant: "t".into(), recording: "r".into() };
+        let metered: Arc<dyn Kms> =
+            Arc::new(crate::kms::MeteredKms::new(ring.clone(), metrics.clone()));
+        let ctx = EncryptionContext {
+            tenant: "t".into(),
+            recording: "r".into(),
+        };
         let generated = metered.generate_data_key(&arn, &ctx).await.unwrap();
-        let cache = Arc::new(KeyCache::new(metered.clone(), &KeyCacheConfig::default(), metrics.clone()));
+        let cache = Arc::new(KeyCache::new(
+            metered.clone(),
+            &KeyCacheConfig::default(),
+            metrics.clone(),
+        ));
 
         let tasks: Vec<_> = (0..32)
             .map(|_| {
-                let (cache, arn, wrapped, ctx) = (cache.clone(), arn.clone(), generated.wrapped.clone(), ctx.clone());
+                let (cache, arn, wrapped, ctx) = (
+                    cache.clone(),
+                    arn.clone(),
+                    generated.wrapped.clone(),
+                    ctx.clone(),
+                );
                 tokio::spawn(async move { cache.unwrap(&arn, &wrapped, &ctx).await })
             })
             .collect();
@@ -168,14 +204,21 @@ mod tests {
             let k = t.await.unwrap().unwrap();
             assert_eq!(k.key.expose(), generated.plaintext.expose());
         }
-        assert_eq!(metrics.calls("Decrypt"), 1, "32 concurrent cold unwraps share one KMS call");
+        assert_eq!(
+            metrics.calls("Decrypt"),
+            1,
+            "32 concurrent cold unwraps share one KMS call"
+        );
 
         ring.set_enabled(&arn, false).unwrap();
         // Still cached: revocation without a signal waits for the TTL...
         assert!(cache.unwrap(&arn, &generated.wrapped, &ctx).await.is_ok());
         // ...a purge makes the next unwrap ask KMS, which refuses.
         cache.purge_key(&arn);
-        let err = cache.unwrap(&arn, &generated.wrapped, &ctx).await.unwrap_err();
+        let err = cache
+            .unwrap(&arn, &generated.wrapped, &ctx)
+            .await
+            .unwrap_err();
         assert_eq!(err, KmsError::Disabled { arn: arn.clone() });
     }
 
@@ -184,13 +227,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ring = Arc::new(LocalKeyring::open(dir.path(), "local").unwrap());
         let arn = ring.create_key().unwrap();
-        let ctx = EncryptionContext { tenant: "t".into(), recording: "r".into() };
+        let ctx = EncryptionContext {
+            tenant: "t".into(),
+            recording: "r".into(),
+        };
         let g = ring.generate_data_key(&arn, &ctx).await.unwrap();
-        let config = KeyCacheConfig { ttl: Duration::from_millis(300), ..Default::default() };
+        let config = KeyCacheConfig {
+            ttl: Duration::from_millis(300),
+            ..Default::default()
+        };
         let cache = KeyCache::new(ring.clone(), &config, Arc::new(KmsMetrics::default()));
         cache.unwrap(&arn, &g.wrapped, &ctx).await.unwrap();
         ring.set_enabled(&arn, false).unwrap();
         tokio::time::sleep(Duration::from_millis(600)).await;
-        assert!(matches!(cache.unwrap(&arn, &g.wrapped, &ctx).await, Err(KmsError::Disabled { .. })));
+        assert!(matches!(
+            cache.unwrap(&arn, &g.wrapped, &ctx).await,
+            Err(KmsError::Disabled { .. })
+        ));
     }
 }

@@ -52,10 +52,12 @@ impl Drop for LocalKey {
 
 impl LocalKey {
     fn kek(&self, version: u32) -> Result<LessSafeKey, KmsError> {
-        let b64 = self
-            .versions
-            .get(version as usize)
-            .ok_or_else(|| KmsError::InvalidCiphertext { arn: self.arn.clone() })?;
+        let b64 =
+            self.versions
+                .get(version as usize)
+                .ok_or_else(|| KmsError::InvalidCiphertext {
+                    arn: self.arn.clone(),
+                })?;
         let mut raw = B64
             .decode(b64)
             .map_err(|_| KmsError::Other(format!("keyring entry for {} is corrupt", self.arn)))?;
@@ -68,9 +70,16 @@ impl LocalKey {
     fn check_usable(&self) -> Result<(), KmsError> {
         match self.state.as_str() {
             "Enabled" => Ok(()),
-            "Disabled" => Err(KmsError::Disabled { arn: self.arn.clone() }),
-            "PendingDeletion" => Err(KmsError::PendingDeletion { arn: self.arn.clone() }),
-            other => Err(KmsError::InvalidState { arn: self.arn.clone(), state: other.to_owned() }),
+            "Disabled" => Err(KmsError::Disabled {
+                arn: self.arn.clone(),
+            }),
+            "PendingDeletion" => Err(KmsError::PendingDeletion {
+                arn: self.arn.clone(),
+            }),
+            other => Err(KmsError::InvalidState {
+                arn: self.arn.clone(),
+                state: other.to_owned(),
+            }),
         }
     }
 
@@ -81,7 +90,11 @@ impl LocalKey {
             "PendingDeletion" => KeyState::PendingDeletion,
             other => KeyState::Other(other.to_owned()),
         };
-        KeyDescription { arn: self.arn.clone(), state, deletion_date_ms: self.deletion_date_ms }
+        KeyDescription {
+            arn: self.arn.clone(),
+            state,
+            deletion_date_ms: self.deletion_date_ms,
+        }
     }
 }
 
@@ -125,7 +138,9 @@ impl LocalKeyring {
     fn save(&self, file: &KeyringFile) -> Result<(), KmsError> {
         use std::io::Write;
         let err = |e: std::io::Error| KmsError::Other(format!("cannot write keyring: {e}"));
-        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
+        let tmp = self
+            .path
+            .with_extension(format!("tmp{}", std::process::id()));
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);
         #[cfg(unix)]
@@ -140,33 +155,55 @@ impl LocalKeyring {
         std::fs::rename(&tmp, &self.path).map_err(err)
     }
 
-    fn with_key<T>(&self, key_id: &str, f: impl FnOnce(&LocalKey) -> Result<T, KmsError>) -> Result<T, KmsError> {
+    fn with_key<T>(
+        &self,
+        key_id: &str,
+        f: impl FnOnce(&LocalKey) -> Result<T, KmsError>,
+    ) -> Result<T, KmsError> {
         let file = self.load()?;
         let key = file
             .keys
             .iter()
             .find(|k| k.arn == key_id)
-            .ok_or_else(|| KmsError::NotFound { arn: key_id.to_owned() })?;
+            .ok_or_else(|| KmsError::NotFound {
+                arn: key_id.to_owned(),
+            })?;
         f(key)
     }
 
-    fn modify(&self, key_arn: &str, f: impl FnOnce(&mut LocalKey) -> Result<(), KmsError>) -> Result<(), KmsError> {
-        let _guard = self.write_lock.lock().map_err(|_| KmsError::Other("keyring lock poisoned".into()))?;
+    fn modify(
+        &self,
+        key_arn: &str,
+        f: impl FnOnce(&mut LocalKey) -> Result<(), KmsError>,
+    ) -> Result<(), KmsError> {
+        let _guard = self
+            .write_lock
+            .lock()
+            .map_err(|_| KmsError::Other("keyring lock poisoned".into()))?;
         let mut file = self.load()?;
         let key = file
             .keys
             .iter_mut()
             .find(|k| k.arn == key_arn)
-            .ok_or_else(|| KmsError::NotFound { arn: key_arn.to_owned() })?;
+            .ok_or_else(|| KmsError::NotFound {
+                arn: key_arn.to_owned(),
+            })?;
         f(key)?;
         self.save(&file)
     }
 
     /// Creates a new enabled key and returns its ARN.
     pub fn create_key(&self) -> Result<String, KmsError> {
-        let _guard = self.write_lock.lock().map_err(|_| KmsError::Other("keyring lock poisoned".into()))?;
+        let _guard = self
+            .write_lock
+            .lock()
+            .map_err(|_| KmsError::Other("keyring lock poisoned".into()))?;
         let mut file = self.load()?;
-        let arn = format!("arn:callvault:kms:{}:local:key/{}", self.region, uuid::Uuid::new_v4());
+        let arn = format!(
+            "arn:callvault:kms:{}:local:key/{}",
+            self.region,
+            uuid::Uuid::new_v4()
+        );
         let mut kek = [0u8; 32];
         fill_random(&mut kek).map_err(|e| KmsError::Other(e.to_string()))?;
         file.keys.push(LocalKey {
@@ -218,15 +255,23 @@ impl LocalKeyring {
         })
     }
 
-    fn wrap(key: &LocalKey, data_key: &DataKey, ctx: &EncryptionContext) -> Result<Vec<u8>, KmsError> {
+    fn wrap(
+        key: &LocalKey,
+        data_key: &DataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<Vec<u8>, KmsError> {
         let version = u32::try_from(key.versions.len().saturating_sub(1))
             .map_err(|_| KmsError::Other("too many key versions".into()))?;
         let kek = key.kek(version)?;
         let mut nonce = [0u8; 12];
         fill_random(&mut nonce).map_err(|e| KmsError::Other(e.to_string()))?;
         let mut buf = data_key.expose().to_vec();
-        kek.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad(&key.arn, ctx)), &mut buf)
-            .map_err(|_| KmsError::Other("local wrap failed".into()))?;
+        kek.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad(&key.arn, ctx)),
+            &mut buf,
+        )
+        .map_err(|_| KmsError::Other("local wrap failed".into()))?;
         let mut out = Vec::with_capacity(WRAPPED_LEN);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&version.to_be_bytes());
@@ -236,8 +281,14 @@ impl LocalKeyring {
         Ok(out)
     }
 
-    fn unwrap_key(key: &LocalKey, wrapped: &[u8], ctx: &EncryptionContext) -> Result<DataKey, KmsError> {
-        let bad = || KmsError::InvalidCiphertext { arn: key.arn.clone() };
+    fn unwrap_key(
+        key: &LocalKey,
+        wrapped: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
+        let bad = || KmsError::InvalidCiphertext {
+            arn: key.arn.clone(),
+        };
         if wrapped.len() != WRAPPED_LEN || &wrapped[..4] != MAGIC {
             return Err(bad());
         }
@@ -246,7 +297,11 @@ impl LocalKeyring {
         let kek = key.kek(version)?;
         let mut buf = wrapped[20..].to_vec();
         let res = kek
-            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad(&key.arn, ctx)), &mut buf)
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(&key.arn, ctx)),
+                &mut buf,
+            )
             .map_err(|_| bad())
             .and_then(|plain| DataKey::from_slice(plain).map_err(|_| bad()));
         buf.zeroize();
@@ -269,7 +324,11 @@ impl Kms for LocalKeyring {
             key.check_usable()?;
             let plaintext = DataKey::generate().map_err(|e| KmsError::Other(e.to_string()))?;
             let wrapped = Self::wrap(key, &plaintext, ctx)?;
-            Ok(GeneratedDataKey { plaintext, wrapped, key_arn: key.arn.clone() })
+            Ok(GeneratedDataKey {
+                plaintext,
+                wrapped,
+                key_arn: key.arn.clone(),
+            })
         })
     }
 
@@ -294,7 +353,10 @@ impl Kms for LocalKeyring {
     ) -> Result<(String, Vec<u8>), KmsError> {
         let file = self.load()?;
         let find = |id: &str| {
-            file.keys.iter().find(|k| k.arn == id).ok_or_else(|| KmsError::NotFound { arn: id.to_owned() })
+            file.keys
+                .iter()
+                .find(|k| k.arn == id)
+                .ok_or_else(|| KmsError::NotFound { arn: id.to_owned() })
         };
         let (src, dst) = (find(source_arn)?, find(destination_key_id)?);
         src.check_usable()?;

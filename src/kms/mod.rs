@@ -48,8 +48,11 @@ impl EncryptionContext {
     /// Canonical, unambiguous bytes (sorted keys, length-prefixed), used for
     /// AAD and cache keys.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let sorted: BTreeMap<&str, &str> =
-            [("recording", self.recording.as_str()), ("tenant", self.tenant.as_str())].into();
+        let sorted: BTreeMap<&str, &str> = [
+            ("recording", self.recording.as_str()),
+            ("tenant", self.tenant.as_str()),
+        ]
+        .into();
         let mut out = Vec::new();
         for (k, v) in sorted {
             for part in [k, v] {
@@ -178,7 +181,14 @@ pub struct KmsMetrics {
 }
 
 impl KmsMetrics {
-    fn record(&self, op: &'static str, region: &str, tenant: Option<&str>, took: Duration, ok: bool) {
+    fn record(
+        &self,
+        op: &'static str,
+        region: &str,
+        tenant: Option<&str>,
+        took: Duration,
+        ok: bool,
+    ) {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         // A std mutex is right here: the critical section is a map update with
         // no await inside.
@@ -198,12 +208,20 @@ impl KmsMetrics {
     pub fn calls(&self, op: &str) -> u64 {
         self.latency
             .lock()
-            .map(|m| m.iter().filter(|((o, _), _)| *o == op).map(|(_, s)| s.count).sum())
+            .map(|m| {
+                m.iter()
+                    .filter(|((o, _), _)| *o == op)
+                    .map(|(_, s)| s.count)
+                    .sum()
+            })
             .unwrap_or(0)
     }
 
     pub fn total_calls(&self) -> u64 {
-        self.latency.lock().map(|m| m.values().map(|s| s.count).sum()).unwrap_or(0)
+        self.latency
+            .lock()
+            .map(|m| m.values().map(|s| s.count).sum())
+            .unwrap_or(0)
     }
 
     pub fn render_prometheus(&self) -> String {
@@ -218,8 +236,16 @@ impl KmsMetrics {
                 let l = format!("operation=\"{op}\",region=\"{region}\"");
                 let _ = writeln!(out, "callvault_kms_requests_total{{{l}}} {}", s.count);
                 let _ = writeln!(out, "callvault_kms_errors_total{{{l}}} {}", s.errors);
-                let _ = writeln!(out, "callvault_kms_latency_seconds_sum{{{l}}} {}", s.total_us as f64 / 1e6);
-                let _ = writeln!(out, "callvault_kms_latency_seconds_max{{{l}}} {}", s.max_us as f64 / 1e6);
+                let _ = writeln!(
+                    out,
+                    "callvault_kms_latency_seconds_sum{{{l}}} {}",
+                    s.total_us as f64 / 1e6
+                );
+                let _ = writeln!(
+                    out,
+                    "callvault_kms_latency_seconds_max{{{l}}} {}",
+                    s.max_us as f64 / 1e6
+                );
             }
         }
         let _ = writeln!(out, "# TYPE callvault_kms_tenant_requests_total counter");
@@ -232,9 +258,17 @@ impl KmsMetrics {
             }
         }
         let _ = writeln!(out, "# TYPE callvault_key_cache_hits_total counter");
-        let _ = writeln!(out, "callvault_key_cache_hits_total {}", self.cache_hits.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "callvault_key_cache_hits_total {}",
+            self.cache_hits.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# TYPE callvault_key_cache_misses_total counter");
-        let _ = writeln!(out, "callvault_key_cache_misses_total {}", self.cache_misses.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "callvault_key_cache_misses_total {}",
+            self.cache_misses.load(Ordering::Relaxed)
+        );
         out
     }
 }
@@ -259,7 +293,13 @@ impl MeteredKms {
         started: Instant,
         res: &Result<T, KmsError>,
     ) {
-        self.metrics.record(op, self.inner.region(), tenant, started.elapsed(), res.is_ok());
+        self.metrics.record(
+            op,
+            self.inner.region(),
+            tenant,
+            started.elapsed(),
+            res.is_ok(),
+        );
     }
 }
 
@@ -300,7 +340,10 @@ impl Kms for MeteredKms {
         destination_key_id: &str,
     ) -> Result<(String, Vec<u8>), KmsError> {
         let t = Instant::now();
-        let res = self.inner.re_encrypt(source_arn, wrapped, ctx, destination_key_id).await;
+        let res = self
+            .inner
+            .re_encrypt(source_arn, wrapped, ctx, destination_key_id)
+            .await;
         self.observe("ReEncrypt", Some(&ctx.tenant), t, &res);
         res
     }

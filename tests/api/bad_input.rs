@@ -14,17 +14,29 @@ fn data(b: &[u8]) -> pb::IngestRequest {
 }
 
 fn head(h: pb::IngestHeader) -> pb::IngestRequest {
-    pb::IngestRequest { payload: Some(pb::ingest_request::Payload::Header(h)) }
+    pb::IngestRequest {
+        payload: Some(pb::ingest_request::Payload::Header(h)),
+    }
 }
 
 /// Sends raw messages with a given token (or none), bypassing the CLI client's
 /// own limits so oversized messages reach the server.
-async fn raw_ingest(app: &TestApp, token: Option<&str>, msgs: Vec<pb::IngestRequest>) -> tonic::Status {
-    let channel = tonic::transport::Channel::from_shared(app.addr.clone()).unwrap().connect().await.unwrap();
-    let mut client = pb::ingest_service_client::IngestServiceClient::new(channel).max_encoding_message_size(64 << 20);
+async fn raw_ingest(
+    app: &TestApp,
+    token: Option<&str>,
+    msgs: Vec<pb::IngestRequest>,
+) -> tonic::Status {
+    let channel = tonic::transport::Channel::from_shared(app.addr.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = pb::ingest_service_client::IngestServiceClient::new(channel)
+        .max_encoding_message_size(64 << 20);
     let mut req = tonic::Request::new(futures::stream::iter(msgs));
     if let Some(t) = token {
-        req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
     }
     match client.ingest(req).await {
         Ok(r) => panic!("expected an error, got {:?}", r.into_inner()),
@@ -32,11 +44,26 @@ async fn raw_ingest(app: &TestApp, token: Option<&str>, msgs: Vec<pb::IngestRequ
     }
 }
 
+/// (name, token, messages, expected code, text the message must contain)
+type Case<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Vec<pb::IngestRequest>,
+    Code,
+    &'a str,
+);
+
 #[tokio::test]
 async fn bad_inputs_get_precise_statuses_and_leave_nothing_behind() {
     let app = spawn_app(CatalogKind::Postgres).await;
     let audio = fixture("speech_mulaw.wav");
-    let good = app.ingest("good", audio.clone()).await.unwrap().recording.unwrap().recording_id;
+    let good = app
+        .ingest("good", audio.clone())
+        .await
+        .unwrap()
+        .recording
+        .unwrap()
+        .recording_id;
     let mut random = vec![0u8; 300_000];
     callvault::crypto::fill_random(&mut random).unwrap();
     let mut pdf = b"%PDF-1.7\n".to_vec();
@@ -47,26 +74,116 @@ async fn bad_inputs_get_precise_statuses_and_leave_nothing_behind() {
     let mut labels_header = header("labels");
     labels_header.labels = (0..65).map(|i| (format!("k{i}"), "v".to_owned())).collect();
 
-    let cases: Vec<(&str, Option<&str>, Vec<pb::IngestRequest>, Code, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("empty stream", tok, vec![], Code::InvalidArgument, "header"),
-        ("no header", tok, vec![data(&audio[..1000])], Code::InvalidArgument, "first message must carry the header"),
-        ("header only", tok, vec![head(header("h-only"))], Code::InvalidArgument, "without any audio"),
-        ("non-audio (PDF)", tok, vec![head(header("pdf")), data(&pdf)], Code::InvalidArgument, "PDF document"),
-        ("random bytes", tok, vec![head(header("rnd")), data(&random)], Code::InvalidArgument, "unrecognised binary data"),
-        ("text", tok, vec![head(header("txt")), data(b"hello, this is not audio at all")], Code::InvalidArgument, "text"),
-        ("second header", tok, vec![head(header("two")), data(&audio[..70_000]), head(header("two")), data(&audio[70_000..])], Code::InvalidArgument, "only the first message"),
-        ("empty call id", tok, vec![head(header("")), data(&audio)], Code::InvalidArgument, "external_call_id"),
-        ("chunk size too large", tok, vec![head(big_header), data(&audio)], Code::InvalidArgument, "chunk_size_bytes"),
-        ("too many labels", tok, vec![head(labels_header), data(&audio)], Code::InvalidArgument, "labels"),
-        ("oversized message", tok, vec![head(header("big")), data(&vec![0u8; 5 << 20])], Code::OutOfRange, ""),
-        ("missing token", None, vec![head(header("x")), data(&audio)], Code::Unauthenticated, "bearer"),
-        ("wrong token", Some("cv_not-a-real-token"), vec![head(header("x")), data(&audio)], Code::Unauthenticated, "token"),
-        ("wrong role", Some(app.supervisor_token.as_str()), vec![head(header("x")), data(&audio)], Code::PermissionDenied, "may not ingest"),
+        (
+            "no header",
+            tok,
+            vec![data(&audio[..1000])],
+            Code::InvalidArgument,
+            "first message must carry the header",
+        ),
+        (
+            "header only",
+            tok,
+            vec![head(header("h-only"))],
+            Code::InvalidArgument,
+            "without any audio",
+        ),
+        (
+            "non-audio (PDF)",
+            tok,
+            vec![head(header("pdf")), data(&pdf)],
+            Code::InvalidArgument,
+            "PDF document",
+        ),
+        (
+            "random bytes",
+            tok,
+            vec![head(header("rnd")), data(&random)],
+            Code::InvalidArgument,
+            "unrecognised binary data",
+        ),
+        (
+            "text",
+            tok,
+            vec![
+                head(header("txt")),
+                data(b"hello, this is not audio at all"),
+            ],
+            Code::InvalidArgument,
+            "text",
+        ),
+        (
+            "second header",
+            tok,
+            vec![
+                head(header("two")),
+                data(&audio[..70_000]),
+                head(header("two")),
+                data(&audio[70_000..]),
+            ],
+            Code::InvalidArgument,
+            "only the first message",
+        ),
+        (
+            "empty call id",
+            tok,
+            vec![head(header("")), data(&audio)],
+            Code::InvalidArgument,
+            "external_call_id",
+        ),
+        (
+            "chunk size too large",
+            tok,
+            vec![head(big_header), data(&audio)],
+            Code::InvalidArgument,
+            "chunk_size_bytes",
+        ),
+        (
+            "too many labels",
+            tok,
+            vec![head(labels_header), data(&audio)],
+            Code::InvalidArgument,
+            "labels",
+        ),
+        (
+            "oversized message",
+            tok,
+            vec![head(header("big")), data(&vec![0u8; 5 << 20])],
+            Code::OutOfRange,
+            "",
+        ),
+        (
+            "missing token",
+            None,
+            vec![head(header("x")), data(&audio)],
+            Code::Unauthenticated,
+            "bearer",
+        ),
+        (
+            "wrong token",
+            Some("cv_not-a-real-token"),
+            vec![head(header("x")), data(&audio)],
+            Code::Unauthenticated,
+            "token",
+        ),
+        (
+            "wrong role",
+            Some(app.supervisor_token.as_str()),
+            vec![head(header("x")), data(&audio)],
+            Code::PermissionDenied,
+            "may not ingest",
+        ),
     ];
     for (name, token, msgs, code, needle) in cases {
         let status = raw_ingest(&app, token, msgs).await;
         assert_eq!(status.code(), code, "{name}: {status:?}");
-        assert!(status.message().contains(needle), "{name}: message `{}` lacks `{needle}`", status.message());
+        assert!(
+            status.message().contains(needle),
+            "{name}: message `{}` lacks `{needle}`",
+            status.message()
+        );
     }
 
     // Reads with the wrong role, another tenant's id, malformed ids.
@@ -75,8 +192,17 @@ async fn bad_inputs_get_precise_statuses_and_leave_nothing_behind() {
     assert_eq!(s.code(), Code::PermissionDenied);
     let (_, _, other_sup) = app.other_tenant("initech").await;
     let mut other = Client::connect(&app.addr, &other_sup).await.unwrap();
-    assert_eq!(other.play_all(&good, 0).await.unwrap_err().code(), Code::NotFound);
-    let s = other.playback.get_recording(pb::GetRecordingRequest { recording_id: good.clone() }).await.unwrap_err();
+    assert_eq!(
+        other.play_all(&good, 0).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let s = other
+        .playback
+        .get_recording(pb::GetRecordingRequest {
+            recording_id: good.clone(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::NotFound);
     let mut sup = app.client(&app.supervisor_token).await;
     let s = sup.play_all("not-an-id", 0).await.unwrap_err();
@@ -84,13 +210,19 @@ async fn bad_inputs_get_precise_statuses_and_leave_nothing_behind() {
     assert!(s.message().contains("recording_id"));
     let s = sup
         .playback
-        .list_recordings(pb::ListRecordingsRequest { page_size: 10, page_token: "garbage!".into() })
+        .list_recordings(pb::ListRecordingsRequest {
+            page_size: 10,
+            page_token: "garbage!".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
     let s = sup
         .playback
-        .list_recordings(pb::ListRecordingsRequest { page_size: 5000, page_token: String::new() })
+        .list_recordings(pb::ListRecordingsRequest {
+            page_size: 5000,
+            page_token: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
@@ -104,13 +236,26 @@ async fn bad_inputs_get_precise_statuses_and_leave_nothing_behind() {
         .unwrap()
         .get("n");
     assert_eq!(n, 0, "no upload left behind");
-    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM recordings").fetch_one(app.archive.catalog.pool()).await.unwrap().get("n");
+    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM recordings")
+        .fetch_one(app.archive.catalog.pool())
+        .await
+        .unwrap()
+        .get("n");
     assert_eq!(n, 1);
     let objects = walk_objects(&app);
-    assert_eq!(objects, audio.len().div_ceil(64 * 1024), "only the good recording's objects exist");
+    assert_eq!(
+        objects,
+        audio.len().div_ceil(64 * 1024),
+        "only the good recording's objects exist"
+    );
 
     // Still serving.
-    let again = app.ingest("good-2", audio.clone()).await.unwrap().recording.unwrap();
+    let again = app
+        .ingest("good-2", audio.clone())
+        .await
+        .unwrap()
+        .recording
+        .unwrap();
     assert!(app.play(&again.recording_id).await.unwrap() == audio);
     app.shutdown().await;
 }
@@ -118,7 +263,17 @@ async fn bad_inputs_get_precise_statuses_and_leave_nothing_behind() {
 fn walk_objects(app: &TestApp) -> usize {
     fn count(p: &std::path::Path) -> usize {
         std::fs::read_dir(p)
-            .map(|rd| rd.flatten().map(|e| if e.path().is_dir() { count(&e.path()) } else { 1 }).sum())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            count(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
             .unwrap_or(0)
     }
     count(&app.dir.path().join("objects"))
@@ -149,7 +304,11 @@ async fn client_disconnect_mid_upload_leaves_nothing() {
     let app = spawn_app(CatalogKind::Sqlite).await;
     let audio = fixture("speech_pcm.wav");
     let (proxy, cut) = cuttable_proxy(&app.addr).await;
-    let channel = tonic::transport::Channel::from_shared(proxy).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(proxy)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut client = pb::ingest_service_client::IngestServiceClient::new(channel);
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let mut h = header("dropped");
@@ -159,7 +318,10 @@ async fn client_disconnect_mid_upload_leaves_nothing() {
         tx.send(data(piece)).await.unwrap();
     }
     let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx).boxed());
-    req.metadata_mut().insert("authorization", format!("Bearer {}", app.ingest_token).parse().unwrap());
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", app.ingest_token).parse().unwrap(),
+    );
     let call = async {
         // Keep the sender alive: the stream never ends cleanly.
         let _keep = &tx;
@@ -173,7 +335,10 @@ async fn client_disconnect_mid_upload_leaves_nothing() {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        assert!(walk_objects(&app) >= 2, "chunks were written before the cut");
+        assert!(
+            walk_objects(&app) >= 2,
+            "chunks were written before the cut"
+        );
         cut.abort();
     };
     let (res, ()) = tokio::join!(call, cutter);
@@ -189,7 +354,11 @@ async fn client_disconnect_mid_upload_leaves_nothing() {
     }
     assert_eq!(left, 0, "objects of the dropped upload were removed");
     use sqlx::Row;
-    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM recordings").fetch_one(app.archive.catalog.pool()).await.unwrap().get("n");
+    let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM recordings")
+        .fetch_one(app.archive.catalog.pool())
+        .await
+        .unwrap()
+        .get("n");
     assert_eq!(n, 0, "no row of the dropped upload remains");
     app.shutdown().await;
 }

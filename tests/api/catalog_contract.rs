@@ -26,7 +26,13 @@ fn new_recording(tenant: &TenantId, call: &str) -> NewRecording {
 }
 
 fn chunk(i: u32) -> ChunkRow {
-    ChunkRow { index: i, plaintext_size: 65536, sealed_size: 65552, sealed_sha256: "ab".repeat(32), object_key: format!("k/{i}") }
+    ChunkRow {
+        index: i,
+        plaintext_size: 65536,
+        sealed_size: 65552,
+        sealed_sha256: "ab".repeat(32),
+        object_key: format!("k/{i}"),
+    }
 }
 
 fn completion() -> Completion {
@@ -34,14 +40,27 @@ fn completion() -> Completion {
         chunk_count: 2,
         size_bytes: 131072,
         sha256: "cd".repeat(32),
-        audio: AudioInfo { container: "wav".into(), codec: "pcm_s16le".into(), sample_rate_hz: 8000, channels: 1, duration_ms: 8192, warning: None },
+        audio: AudioInfo {
+            container: "wav".into(),
+            codec: "pcm_s16le".into(),
+            sample_rate_hz: 8000,
+            channels: 1,
+            duration_ms: 8192,
+            warning: None,
+        },
     }
 }
 
 async fn contract(c: Catalog) {
     let a = c.create_tenant("acme", "arn:a", "us-east-1").await.unwrap();
-    let b = c.create_tenant("globex", "arn:b", "eu-west-1").await.unwrap();
-    assert!(c.create_tenant("acme", "arn:x", "r").await.is_err(), "tenant names are unique");
+    let b = c
+        .create_tenant("globex", "arn:b", "eu-west-1")
+        .await
+        .unwrap();
+    assert!(
+        c.create_tenant("acme", "arn:x", "r").await.is_err(),
+        "tenant names are unique"
+    );
     assert!(c.create_tenant("bad name!", "arn:x", "r").await.is_err());
     assert_eq!(c.tenant_by_name("acme").await.unwrap().id, a.id);
     assert_eq!(c.active_key(&b.id).await.unwrap().key_arn, "arn:b");
@@ -55,14 +74,28 @@ async fn contract(c: Catalog) {
     let r = new_recording(&a.id, "call-1");
     c.begin_upload(&r).await.unwrap();
     c.add_chunk(&a.id, &r.id, &chunk(0)).await.unwrap();
-    assert!(c.get_recording(&a.id, &r.id).await.is_err(), "uploading is not visible");
+    assert!(
+        c.get_recording(&a.id, &r.id).await.is_err(),
+        "uploading is not visible"
+    );
     assert!(c.list_recordings(&a.id, None, 10).await.unwrap().is_empty());
     let call = ExternalCallId::parse("call-1").unwrap();
-    assert_eq!(c.commit_upload(&a.id, &r.id, &call, &chunk(1), &completion()).await.unwrap(), CommitOutcome::Committed);
+    assert_eq!(
+        c.commit_upload(&a.id, &r.id, &call, &chunk(1), &completion())
+            .await
+            .unwrap(),
+        CommitOutcome::Committed
+    );
     let got = c.get_recording(&a.id, &r.id).await.unwrap();
-    assert_eq!((got.chunk_count, got.size_bytes, got.audio.clone()), (2, 131072, completion().audio));
+    assert_eq!(
+        (got.chunk_count, got.size_bytes, got.audio.clone()),
+        (2, 131072, completion().audio)
+    );
     assert_eq!(got.labels_sealed, Some(vec![7; 40]));
-    assert_eq!(c.chunks(&a.id, &r.id).await.unwrap(), vec![chunk(0), chunk(1)]);
+    assert_eq!(
+        c.chunks(&a.id, &r.id).await.unwrap(),
+        vec![chunk(0), chunk(1)]
+    );
 
     // Tenant isolation: the other tenant sees nothing.
     assert!(c.get_recording(&b.id, &r.id).await.is_err());
@@ -74,22 +107,35 @@ async fn contract(c: Catalog) {
     let r2 = new_recording(&a.id, "call-1");
     c.begin_upload(&r2).await.unwrap();
     assert_eq!(
-        c.commit_upload(&a.id, &r2.id, &call, &chunk(0), &completion()).await.unwrap(),
+        c.commit_upload(&a.id, &r2.id, &call, &chunk(0), &completion())
+            .await
+            .unwrap(),
         CommitOutcome::Duplicate(r.id)
     );
     c.abort_upload(&a.id, &r2.id).await.unwrap();
     // The same call id in another tenant is a different call.
     let r3 = new_recording(&b.id, "call-1");
     c.begin_upload(&r3).await.unwrap();
-    assert_eq!(c.commit_upload(&b.id, &r3.id, &call, &chunk(0), &completion()).await.unwrap(), CommitOutcome::Committed);
+    assert_eq!(
+        c.commit_upload(&b.id, &r3.id, &call, &chunk(0), &completion())
+            .await
+            .unwrap(),
+        CommitOutcome::Committed
+    );
 
     // Abandoned uploads are found by age and removed.
     let r4 = new_recording(&a.id, "call-4");
     c.begin_upload(&r4).await.unwrap();
     c.add_chunk(&a.id, &r4.id, &chunk(0)).await.unwrap();
-    assert!(c.stale_uploads(60_000).await.unwrap().is_empty(), "fresh uploads are live");
+    assert!(
+        c.stale_uploads(60_000).await.unwrap().is_empty(),
+        "fresh uploads are live"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    assert_eq!(c.stale_uploads(10).await.unwrap(), vec![(a.id.clone(), r4.id)]);
+    assert_eq!(
+        c.stale_uploads(10).await.unwrap(),
+        vec![(a.id.clone(), r4.id)]
+    );
     c.abort_upload(&a.id, &r4.id).await.unwrap();
     assert!(c.stale_uploads(0).await.unwrap().is_empty());
     assert!(c.chunks(&a.id, &r4.id).await.unwrap().is_empty());
@@ -99,7 +145,12 @@ async fn contract(c: Catalog) {
 #[tokio::test]
 async fn catalog_contract_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    contract(Catalog::connect(&format!("sqlite://{}", dir.path().join("c.db").display())).await.unwrap()).await;
+    contract(
+        Catalog::connect(&format!("sqlite://{}", dir.path().join("c.db").display()))
+            .await
+            .unwrap(),
+    )
+    .await;
 }
 
 #[tokio::test]

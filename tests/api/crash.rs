@@ -21,7 +21,11 @@ fn cli(data_dir: &std::path::Path, args: &[&str]) -> String {
         .env("CALLVAULT_LOG", "warn")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -32,7 +36,11 @@ struct Server {
 
 impl Server {
     async fn start(data_dir: &std::path::Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new(BIN)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
@@ -44,7 +52,10 @@ impl Server {
             .unwrap();
         let addr = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
             assert!(Instant::now() < deadline, "server did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -69,14 +80,34 @@ impl Server {
 fn bootstrap(dir: &std::path::Path) -> (String, String) {
     let out = cli(dir, &["tenant", "create", "acme"]);
     assert!(out.contains("tenant acme"), "{out}");
-    let ingest = cli(dir, &["token", "create", "--tenant", "acme", "--role", "ingest"]).trim().to_owned();
-    let sup = cli(dir, &["token", "create", "--tenant", "acme", "--role", "supervisor"]).trim().to_owned();
+    let ingest = cli(
+        dir,
+        &["token", "create", "--tenant", "acme", "--role", "ingest"],
+    )
+    .trim()
+    .to_owned();
+    let sup = cli(
+        dir,
+        &[
+            "token",
+            "create",
+            "--tenant",
+            "acme",
+            "--role",
+            "supervisor",
+        ],
+    )
+    .trim()
+    .to_owned();
     assert!(ingest.starts_with("cv_") && sup.starts_with("cv_"));
     (ingest, sup)
 }
 
 /// A PCM WAV of `total` bytes, generated piece by piece (never held whole).
-fn wav_stream(total: usize, piece: usize) -> (impl futures::Stream<Item = Bytes> + Send + 'static, String) {
+fn wav_stream(
+    total: usize,
+    piece: usize,
+) -> (impl futures::Stream<Item = Bytes> + Send + 'static, String) {
     let mut header = callvault::cli::synth_wav(0, 8000, 1);
     let data_len = (total - header.len()) as u32;
     header[4..8].copy_from_slice(&(data_len + 36).to_le_bytes());
@@ -116,16 +147,35 @@ async fn killed_mid_ingest_leaves_nothing_visible_and_retry_succeeds() {
     });
     tokio::time::sleep(Duration::from_millis(250)).await;
     server.kill();
-    assert!(upload.await.unwrap().is_err(), "the upload must fail when the server dies");
+    assert!(
+        upload.await.unwrap().is_err(),
+        "the upload must fail when the server dies"
+    );
 
     // Nothing is visible; the abandoned upload is recorded as such.
-    let (archive, _) = callvault::archive::Archive::embedded(dir.path()).await.unwrap();
+    let (archive, _) = callvault::archive::Archive::embedded(dir.path())
+        .await
+        .unwrap();
     let tenant = archive.catalog.tenant_by_name("acme").await.unwrap();
-    assert!(archive.catalog.list_recordings(&tenant.id, None, 100).await.unwrap().is_empty());
+    assert!(
+        archive
+            .catalog
+            .list_recordings(&tenant.id, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let stale = archive.catalog.stale_uploads(0).await.unwrap();
     assert_eq!(stale.len(), 1, "the killed upload is an abandoned row");
-    let orphan_objects = archive.store.list_recording(&stale[0].0, &stale[0].1).await.unwrap();
-    assert!(!orphan_objects.is_empty(), "the kill happened after some chunks were stored");
+    let orphan_objects = archive
+        .store
+        .list_recording(&stale[0].0, &stale[0].1)
+        .await
+        .unwrap();
+    assert!(
+        !orphan_objects.is_empty(),
+        "the kill happened after some chunks were stored"
+    );
 
     // Restart; a retry with the same call id succeeds and plays back.
     let server = Server::start(dir.path()).await;
@@ -137,13 +187,37 @@ async fn killed_mid_ingest_leaves_nothing_visible_and_retry_succeeds() {
     assert_eq!(rec.sha256, sha);
     let mut p = Client::connect(&server.addr, &sup_token).await.unwrap();
     let (bytes, _) = p.play_all(&rec.recording_id, 0).await.unwrap();
-    assert_eq!(hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes)), sha);
+    assert_eq!(
+        hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            &bytes
+        )),
+        sha
+    );
 
     // The sweeper removes the abandoned upload's objects and row.
-    assert_eq!(archive.sweep_stale_uploads(Duration::ZERO).await.unwrap(), 1);
-    assert!(archive.store.list_recording(&stale[0].0, &stale[0].1).await.unwrap().is_empty());
+    assert_eq!(
+        archive.sweep_stale_uploads(Duration::ZERO).await.unwrap(),
+        1
+    );
+    assert!(
+        archive
+            .store
+            .list_recording(&stale[0].0, &stale[0].1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(archive.catalog.stale_uploads(0).await.unwrap().is_empty());
-    assert_eq!(archive.catalog.list_recordings(&tenant.id, None, 100).await.unwrap().len(), 1);
+    assert_eq!(
+        archive
+            .catalog
+            .list_recordings(&tenant.id, None, 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     server.kill();
 }
 
@@ -156,7 +230,12 @@ async fn a_256_mb_recording_ingests_with_bounded_server_memory() {
     let total = 256 << 20;
     let (stream, sha) = wav_stream(total, 256 << 10);
     let mut c = Client::connect(&server.addr, &ingest_token).await.unwrap();
-    let rec = c.ingest_stream(header("call-big"), stream).await.unwrap().recording.unwrap();
+    let rec = c
+        .ingest_stream(header("call-big"), stream)
+        .await
+        .unwrap()
+        .recording
+        .unwrap();
     assert_eq!(rec.size_bytes, total as u64);
     assert_eq!(rec.sha256, sha);
     assert_eq!(rec.chunk_count, 256);
@@ -170,7 +249,10 @@ async fn a_256_mb_recording_ingests_with_bounded_server_memory() {
     let mut p = Client::connect(&server.addr, &sup_token).await.unwrap();
     let mut s = p
         .playback
-        .play(pb::PlayRequest { recording_id: rec.recording_id.clone(), offset_bytes: 0 })
+        .play(pb::PlayRequest {
+            recording_id: rec.recording_id.clone(),
+            offset_bytes: 0,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -184,15 +266,26 @@ async fn a_256_mb_recording_ingests_with_bounded_server_memory() {
     assert_eq!(hex::encode(h.finish()), sha);
     let peak = server.peak_rss_kib();
     eprintln!("server peak RSS after streaming it back: {peak} KiB");
-    assert!(peak < 128 * 1024, "peak RSS {peak} KiB after playback is not bounded");
+    assert!(
+        peak < 128 * 1024,
+        "peak RSS {peak} KiB after playback is not bounded"
+    );
     server.kill();
 }
 
 #[tokio::test]
 async fn demo_command_verifies_the_whole_path() {
-    let out = Command::new(BIN).arg("demo").env("CALLVAULT_LOG", "warn").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("demo")
+        .env("CALLVAULT_LOG", "warn")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("demo passed"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
 }

@@ -35,7 +35,9 @@ pub const FIXTURES: &[(&str, &str, &str)] = &[
 ];
 
 pub fn fixture(name: &str) -> Bytes {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display())))
 }
 
@@ -87,7 +89,8 @@ pub enum Remote {
 }
 
 pub fn pg_base() -> String {
-    std::env::var("CALLVAULT_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("CALLVAULT_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 /// A fresh, empty PostgreSQL database for one test.
@@ -96,13 +99,20 @@ pub async fn fresh_pg_database() -> (String, String) {
     let mut conn = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base()))
         .await
         .expect("PostgreSQL must be running (see README)");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     (format!("{}/{name}", pg_base()), name)
 }
 
 pub async fn drop_pg_database(name: &str) {
     if let Ok(mut conn) = sqlx::PgConnection::connect(&format!("{}/postgres", pg_base())).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
     }
 }
 
@@ -153,7 +163,10 @@ async fn reqwest_put(url: &str) -> bool {
     let u = url::Url::parse(url).unwrap();
     let host = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap());
     let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
-    let req = format!("PUT {} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", u.path());
+    let req = format!(
+        "PUT {} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        u.path()
+    );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).await.unwrap();
@@ -181,7 +194,10 @@ pub async fn spawn_app_with(kind: CatalogKind, remote: Remote, cache: KeyCacheCo
     init_logging();
     let dir = tempfile::tempdir().unwrap();
     let (db_url, pg_db) = match kind {
-        CatalogKind::Sqlite => (format!("sqlite://{}", dir.path().join("catalog.db").display()), None),
+        CatalogKind::Sqlite => (
+            format!("sqlite://{}", dir.path().join("catalog.db").display()),
+            None,
+        ),
         CatalogKind::Postgres => {
             let (url, name) = fresh_pg_database().await;
             (url, Some(name))
@@ -192,7 +208,12 @@ pub async fn spawn_app_with(kind: CatalogKind, remote: Remote, cache: KeyCacheCo
         Remote::Local => {
             let ring = Arc::new(LocalKeyring::open(dir.path(), "local").unwrap());
             let arn = ring.create_key().unwrap();
-            (ChunkStore::local(&dir.path().join("objects")).unwrap(), ring.clone(), Some(ring), arn)
+            (
+                ChunkStore::local(&dir.path().join("objects")).unwrap(),
+                ring.clone(),
+                Some(ring),
+                arn,
+            )
         }
         Remote::Moto => {
             let kms = moto_kms().await;
@@ -200,17 +221,36 @@ pub async fn spawn_app_with(kind: CatalogKind, remote: Remote, cache: KeyCacheCo
             let bucket = moto_bucket().await;
             let store = ChunkStore::from_url(
                 &format!("s3://{bucket}/archive"),
-                &S3Options { endpoint: Some(moto_endpoint()), region: Some("us-east-1".into()) },
+                &S3Options {
+                    endpoint: Some(moto_endpoint()),
+                    region: Some("us-east-1".into()),
+                },
             )
             .unwrap();
             (store, Arc::new(kms), None, arn)
         }
     };
-    let region = if remote == Remote::Moto { "us-east-1" } else { "local" };
+    let region = if remote == Remote::Moto {
+        "us-east-1"
+    } else {
+        "local"
+    };
     let archive = Arc::new(Archive::new(catalog, store, kms, &cache, Limits::default()));
-    let tenant = archive.catalog.create_tenant("acme", &key_arn, region).await.unwrap();
-    let ingest_token = archive.catalog.create_token(&tenant.id, Role::Ingest).await.unwrap();
-    let supervisor_token = archive.catalog.create_token(&tenant.id, Role::Supervisor).await.unwrap();
+    let tenant = archive
+        .catalog
+        .create_tenant("acme", &key_arn, region)
+        .await
+        .unwrap();
+    let ingest_token = archive
+        .catalog
+        .create_token(&tenant.id, Role::Ingest)
+        .await
+        .unwrap();
+    let supervisor_token = archive
+        .catalog
+        .create_token(&tenant.id, Role::Supervisor)
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -232,7 +272,12 @@ pub async fn spawn_app_with(kind: CatalogKind, remote: Remote, cache: KeyCacheCo
 }
 
 pub fn header(call_id: &str) -> pb::IngestHeader {
-    pb::IngestHeader { external_call_id: call_id.into(), start_time: None, labels: Default::default(), chunk_size_bytes: 0 }
+    pb::IngestHeader {
+        external_call_id: call_id.into(),
+        start_time: None,
+        labels: Default::default(),
+        chunk_size_bytes: 0,
+    }
 }
 
 impl TestApp {
@@ -242,25 +287,58 @@ impl TestApp {
 
     /// Ingests `audio` in 64 KiB messages with the minimum chunk size, so
     /// even small fixtures span several chunks.
-    pub async fn ingest(&self, call_id: &str, audio: Bytes) -> Result<pb::IngestResponse, tonic::Status> {
+    pub async fn ingest(
+        &self,
+        call_id: &str,
+        audio: Bytes,
+    ) -> Result<pb::IngestResponse, tonic::Status> {
         let mut h = header(call_id);
         h.chunk_size_bytes = 64 * 1024;
-        self.client(&self.ingest_token).await.ingest_stream(h, callvault::cli::pieces(audio, 64 * 1024)).await
+        self.client(&self.ingest_token)
+            .await
+            .ingest_stream(h, callvault::cli::pieces(audio, 64 * 1024))
+            .await
     }
 
     pub async fn play(&self, id: &str) -> Result<Vec<u8>, tonic::Status> {
-        self.client(&self.supervisor_token).await.play_all(id, 0).await.map(|(b, _)| b)
+        self.client(&self.supervisor_token)
+            .await
+            .play_all(id, 0)
+            .await
+            .map(|(b, _)| b)
     }
 
     /// Creates a second tenant on the same server.
     pub async fn other_tenant(&self, name: &str) -> (Tenant, String, String) {
         let arn = match &self.ring {
             Some(r) => r.create_key().unwrap(),
-            None => self.archive.catalog.active_key(&self.tenant.id).await.unwrap().key_arn,
+            None => {
+                self.archive
+                    .catalog
+                    .active_key(&self.tenant.id)
+                    .await
+                    .unwrap()
+                    .key_arn
+            }
         };
-        let t = self.archive.catalog.create_tenant(name, &arn, "local").await.unwrap();
-        let i = self.archive.catalog.create_token(&t.id, Role::Ingest).await.unwrap();
-        let s = self.archive.catalog.create_token(&t.id, Role::Supervisor).await.unwrap();
+        let t = self
+            .archive
+            .catalog
+            .create_tenant(name, &arn, "local")
+            .await
+            .unwrap();
+        let i = self
+            .archive
+            .catalog
+            .create_token(&t.id, Role::Ingest)
+            .await
+            .unwrap();
+        let s = self
+            .archive
+            .catalog
+            .create_token(&t.id, Role::Supervisor)
+            .await
+            .unwrap();
         (t, i, s)
     }
 
@@ -282,14 +360,25 @@ impl TestApp {
     pub async fn persisted_bytes(&self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         for entry in walk(self.dir.path()) {
-            if entry.extension().is_some_and(|e| e == "json") && entry.file_name().is_some_and(|n| n == "keyring.json") {
+            if entry.extension().is_some_and(|e| e == "json")
+                && entry.file_name().is_some_and(|n| n == "keyring.json")
+            {
                 continue; // the keyring holds KEKs by design; data keys are checked separately
             }
             out.push(std::fs::read(&entry).unwrap_or_default());
         }
         use sqlx::Row;
-        for table in ["tenants", "tenant_keys", "recordings", "chunks", "api_tokens"] {
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}"))).fetch_all(self.archive.catalog.pool()).await.unwrap();
+        for table in [
+            "tenants",
+            "tenant_keys",
+            "recordings",
+            "chunks",
+            "api_tokens",
+        ] {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}")))
+                .fetch_all(self.archive.catalog.pool())
+                .await
+                .unwrap();
             for row in rows {
                 for i in 0..row.len() {
                     if let Ok(Some(b)) = row.try_get::<Option<Vec<u8>>, _>(i) {

@@ -23,11 +23,21 @@ fn derive(dk: &[u8], salt: &[u8], purpose: u8, tenant: &str, rec: &str) -> [u8; 
     lp(&mut info, tenant.as_bytes());
     lp(&mut info, rec.as_bytes());
     let mut out = [0u8; 32];
-    Hkdf::<Sha256>::new(Some(salt), dk).expand(&info, &mut out).unwrap();
+    Hkdf::<Sha256>::new(Some(salt), dk)
+        .expand(&info, &mut out)
+        .unwrap();
     out
 }
 
-fn open(key: &[u8; 32], prefix: &[u8], tenant: &str, rec: &str, index: u32, fin: bool, sealed: &[u8]) -> Option<Vec<u8>> {
+fn open(
+    key: &[u8; 32],
+    prefix: &[u8],
+    tenant: &str,
+    rec: &str,
+    index: u32,
+    fin: bool,
+    sealed: &[u8],
+) -> Option<Vec<u8>> {
     let mut nonce = prefix.to_vec();
     nonce.extend_from_slice(&index.to_be_bytes());
     nonce.push(u8::from(fin));
@@ -36,10 +46,27 @@ fn open(key: &[u8; 32], prefix: &[u8], tenant: &str, rec: &str, index: u32, fin:
     lp(&mut aad, rec.as_bytes());
     aad.extend_from_slice(&index.to_be_bytes());
     aad.push(u8::from(fin));
-    Aes256Gcm::new_from_slice(key).unwrap().decrypt(Nonce::from_slice(&nonce), Payload { msg: sealed, aad: &aad }).ok()
+    Aes256Gcm::new_from_slice(key)
+        .unwrap()
+        .decrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: sealed,
+                aad: &aad,
+            },
+        )
+        .ok()
 }
 
-fn seal(key: &[u8; 32], prefix: &[u8], tenant: &str, rec: &str, index: u32, fin: bool, plain: &[u8]) -> Vec<u8> {
+fn seal(
+    key: &[u8; 32],
+    prefix: &[u8],
+    tenant: &str,
+    rec: &str,
+    index: u32,
+    fin: bool,
+    plain: &[u8],
+) -> Vec<u8> {
     let mut nonce = prefix.to_vec();
     nonce.extend_from_slice(&index.to_be_bytes());
     nonce.push(u8::from(fin));
@@ -48,27 +75,67 @@ fn seal(key: &[u8; 32], prefix: &[u8], tenant: &str, rec: &str, index: u32, fin:
     lp(&mut aad, rec.as_bytes());
     aad.extend_from_slice(&index.to_be_bytes());
     aad.push(u8::from(fin));
-    Aes256Gcm::new_from_slice(key).unwrap().encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad: &aad }).unwrap()
+    Aes256Gcm::new_from_slice(key)
+        .unwrap()
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plain,
+                aad: &aad,
+            },
+        )
+        .unwrap()
 }
 
 #[tokio::test]
 async fn rustcrypto_decrypts_what_the_service_wrote() {
     let app = spawn_app(CatalogKind::Sqlite).await;
     let audio = fixture("speech_alaw.wav");
-    let id = app.ingest("indep", audio.clone()).await.unwrap().recording.unwrap().recording_id;
-    let rec = app.archive.catalog.get_recording(&app.tenant.id, &RecordingId::parse("id", &id).unwrap()).await.unwrap();
+    let id = app
+        .ingest("indep", audio.clone())
+        .await
+        .unwrap()
+        .recording
+        .unwrap()
+        .recording_id;
+    let rec = app
+        .archive
+        .catalog
+        .get_recording(&app.tenant.id, &RecordingId::parse("id", &id).unwrap())
+        .await
+        .unwrap();
     let tenant = app.tenant.id.to_string();
     // Unwrapping the data key is KMS's job; the format is what is independent.
-    let ctx = EncryptionContext { tenant: tenant.clone(), recording: id.clone() };
-    let dk = app.archive.kms.decrypt(&rec.key_arn, &rec.wrapped_key, &ctx).await.unwrap();
-    assert_eq!(derive(dk.expose(), &rec.salt, 2, &tenant, &id).to_vec(), rec.commitment, "key commitment");
+    let ctx = EncryptionContext {
+        tenant: tenant.clone(),
+        recording: id.clone(),
+    };
+    let dk = app
+        .archive
+        .kms
+        .decrypt(&rec.key_arn, &rec.wrapped_key, &ctx)
+        .await
+        .unwrap();
+    assert_eq!(
+        derive(dk.expose(), &rec.salt, 2, &tenant, &id).to_vec(),
+        rec.commitment,
+        "key commitment"
+    );
     let key = derive(dk.expose(), &rec.salt, 1, &tenant, &id);
-    let chunks = app.archive.catalog.chunks(&app.tenant.id, &rec.id).await.unwrap();
+    let chunks = app
+        .archive
+        .catalog
+        .chunks(&app.tenant.id, &rec.id)
+        .await
+        .unwrap();
     let mut plain = Vec::new();
     for c in &chunks {
         let sealed = app.archive.store.get(&c.object_key).await.unwrap();
         let fin = c.index + 1 == rec.chunk_count;
-        plain.extend(open(&key, &rec.nonce_prefix, &tenant, &id, c.index, fin, &sealed).expect("authentic chunk"));
+        plain.extend(
+            open(&key, &rec.nonce_prefix, &tenant, &id, c.index, fin, &sealed)
+                .expect("authentic chunk"),
+        );
     }
     assert!(plain == audio);
     app.shutdown().await;
@@ -85,17 +152,30 @@ fn doc_value(doc: &str, name: &str) -> Vec<u8> {
 
 #[test]
 fn format_doc_vectors_hold_for_an_independent_implementation() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/FORMAT.md")).unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/FORMAT.md")).unwrap();
     let dk = doc_value(&doc, "data_key");
     let salt = doc_value(&doc, "salt");
     let prefix = doc_value(&doc, "nonce_prefix");
     let (t, r) = ("tenant-a", "rec-1");
-    assert_eq!(derive(&dk, &salt, 2, t, r).to_vec(), doc_value(&doc, "commitment"));
+    assert_eq!(
+        derive(&dk, &salt, 2, t, r).to_vec(),
+        doc_value(&doc, "commitment")
+    );
     let key = derive(&dk, &salt, 1, t, r);
     assert_eq!(key.to_vec(), doc_value(&doc, "chunk_key"));
-    assert_eq!(seal(&key, &prefix, t, r, 0, false, b"hello, "), doc_value(&doc, "chunk_0"));
-    assert_eq!(seal(&key, &prefix, t, r, 1, true, b"world"), doc_value(&doc, "chunk_1"));
-    assert_eq!(open(&key, &prefix, t, r, 1, true, &doc_value(&doc, "chunk_1")).unwrap(), b"world");
+    assert_eq!(
+        seal(&key, &prefix, t, r, 0, false, b"hello, "),
+        doc_value(&doc, "chunk_0")
+    );
+    assert_eq!(
+        seal(&key, &prefix, t, r, 1, true, b"world"),
+        doc_value(&doc, "chunk_1")
+    );
+    assert_eq!(
+        open(&key, &prefix, t, r, 1, true, &doc_value(&doc, "chunk_1")).unwrap(),
+        b"world"
+    );
     // The final flag is authenticated: chunk 1 does not open as non-final.
     assert!(open(&key, &prefix, t, r, 1, false, &doc_value(&doc, "chunk_1")).is_none());
 }

@@ -32,7 +32,10 @@ enum Tamper {
 /// recording as a whole (nothing may be released).
 fn first_bad(t: Tamper, chunks: usize) -> Option<usize> {
     match t {
-        Tamper::BitFlip | Tamper::SwapObjects | Tamper::SpliceOtherRecording | Tamper::SpliceOtherTenant => Some(1),
+        Tamper::BitFlip
+        | Tamper::SwapObjects
+        | Tamper::SpliceOtherRecording
+        | Tamper::SpliceOtherTenant => Some(1),
         Tamper::ReorderRows | Tamper::DuplicateChunk => Some(1),
         Tamper::DropLastObject | Tamper::BytesAfterFinal => Some(chunks - 1),
         Tamper::TruncateLastChunk => Some(chunks - 2),
@@ -42,18 +45,36 @@ fn first_bad(t: Tamper, chunks: usize) -> Option<usize> {
 }
 
 async fn object(app: &TestApp, t: &TenantId, r: &RecordingId, i: u32) -> Bytes {
-    app.archive.store.get(&ChunkStore::chunk_key(t, r, i)).await.unwrap()
+    app.archive
+        .store
+        .get(&ChunkStore::chunk_key(t, r, i))
+        .await
+        .unwrap()
 }
 
 async fn put(app: &TestApp, t: &TenantId, r: &RecordingId, i: u32, b: Bytes) {
-    app.archive.store.put(&ChunkStore::chunk_key(t, r, i), b).await.unwrap()
+    app.archive
+        .store
+        .put(&ChunkStore::chunk_key(t, r, i), b)
+        .await
+        .unwrap()
 }
 
 async fn sql(app: &TestApp, q: &str) {
-    sqlx::query(sqlx::AssertSqlSafe(q.to_owned())).execute(app.archive.catalog.pool()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(q.to_owned()))
+        .execute(app.archive.catalog.pool())
+        .await
+        .unwrap();
 }
 
-async fn apply(app: &TestApp, t: Tamper, victim: &RecordingId, other: &RecordingId, foreign: (&TenantId, &RecordingId), chunks: u32) {
+async fn apply(
+    app: &TestApp,
+    t: Tamper,
+    victim: &RecordingId,
+    other: &RecordingId,
+    foreign: (&TenantId, &RecordingId),
+    chunks: u32,
+) {
     let tenant = &app.tenant.id;
     let last = chunks - 1;
     let rec = victim.to_string();
@@ -64,19 +85,29 @@ async fn apply(app: &TestApp, t: Tamper, victim: &RecordingId, other: &Recording
             put(app, tenant, victim, 1, b.into()).await;
         }
         Tamper::SwapObjects => {
-            let (a, b) = (object(app, tenant, victim, 1).await, object(app, tenant, victim, 2).await);
+            let (a, b) = (
+                object(app, tenant, victim, 1).await,
+                object(app, tenant, victim, 2).await,
+            );
             put(app, tenant, victim, 1, b).await;
             put(app, tenant, victim, 2, a).await;
         }
         Tamper::ReorderRows => {
             // Point catalog rows 1 and 2 at each other's objects.
-            let (k1, k2) = (ChunkStore::chunk_key(tenant, victim, 1), ChunkStore::chunk_key(tenant, victim, 2));
+            let (k1, k2) = (
+                ChunkStore::chunk_key(tenant, victim, 1),
+                ChunkStore::chunk_key(tenant, victim, 2),
+            );
             sql(app, &format!("UPDATE chunks SET object_key = 'tmp' WHERE recording_id = '{rec}' AND chunk_index = 1")).await;
             sql(app, &format!("UPDATE chunks SET object_key = '{k1}' WHERE recording_id = '{rec}' AND chunk_index = 2")).await;
             sql(app, &format!("UPDATE chunks SET object_key = '{k2}' WHERE recording_id = '{rec}' AND chunk_index = 1")).await;
         }
         Tamper::DropLastObject => {
-            app.archive.store.put(&ChunkStore::chunk_key(tenant, victim, last), Bytes::new()).await.unwrap();
+            app.archive
+                .store
+                .put(&ChunkStore::chunk_key(tenant, victim, last), Bytes::new())
+                .await
+                .unwrap();
             // An empty object is as good as a missing one to an attacker; also
             // test the truly missing case through the store's delete.
             let key = ChunkStore::chunk_key(tenant, victim, last);
@@ -87,7 +118,13 @@ async fn apply(app: &TestApp, t: Tamper, victim: &RecordingId, other: &Recording
             // Remove the final chunk and rewrite the catalog to match: the
             // classic truncation attack. Chunk last-1 was sealed as non-final.
             let size: i64 = (CHUNK as i64) * i64::from(last);
-            sql(app, &format!("DELETE FROM chunks WHERE recording_id = '{rec}' AND chunk_index = {last}")).await;
+            sql(
+                app,
+                &format!(
+                    "DELETE FROM chunks WHERE recording_id = '{rec}' AND chunk_index = {last}"
+                ),
+            )
+            .await;
             sql(app, &format!("UPDATE recordings SET chunk_count = {last}, size_bytes = {size} WHERE recording_id = '{rec}'")).await;
         }
         Tamper::AppendChunk => {
@@ -107,7 +144,14 @@ async fn apply(app: &TestApp, t: Tamper, victim: &RecordingId, other: &Recording
             // The previous final chunk is now a non-final chunk whose size is
             // short; pad the catalog claim so the size check passes and the
             // tag check is what fails.
-            sql(app, &format!("UPDATE recordings SET size_bytes = {} WHERE recording_id = '{rec}'", CHUNK * (chunks as usize + 1))).await;
+            sql(
+                app,
+                &format!(
+                    "UPDATE recordings SET size_bytes = {} WHERE recording_id = '{rec}'",
+                    CHUNK * (chunks as usize + 1)
+                ),
+            )
+            .await;
             let mut b = object(app, tenant, victim, last).await.to_vec();
             b.resize(CHUNK + 16, 0);
             put(app, tenant, victim, last, b.into()).await;
@@ -137,18 +181,36 @@ async fn apply(app: &TestApp, t: Tamper, victim: &RecordingId, other: &Recording
             )).await;
         }
         Tamper::WrongCommitment => {
-            let row = app.archive.catalog.get_recording(tenant, victim).await.unwrap();
+            let row = app
+                .archive
+                .catalog
+                .get_recording(tenant, victim)
+                .await
+                .unwrap();
             let mut c = row.commitment.clone();
             c[0] ^= 0x80;
             sqlx::query("UPDATE recordings SET commitment = $1 WHERE recording_id = $2")
-                .bind(c).bind(&rec).execute(app.archive.catalog.pool()).await.unwrap();
+                .bind(c)
+                .bind(&rec)
+                .execute(app.archive.catalog.pool())
+                .await
+                .unwrap();
         }
         Tamper::WrongSalt => {
-            let row = app.archive.catalog.get_recording(tenant, victim).await.unwrap();
+            let row = app
+                .archive
+                .catalog
+                .get_recording(tenant, victim)
+                .await
+                .unwrap();
             let mut s = row.salt.clone();
             s[5] ^= 0x01;
             sqlx::query("UPDATE recordings SET salt = $1 WHERE recording_id = $2")
-                .bind(s).bind(&rec).execute(app.archive.catalog.pool()).await.unwrap();
+                .bind(s)
+                .bind(&rec)
+                .execute(app.archive.catalog.pool())
+                .await
+                .unwrap();
         }
     }
 }
@@ -157,7 +219,14 @@ async fn apply(app: &TestApp, t: Tamper, victim: &RecordingId, other: &Recording
 async fn play_partial(app: &TestApp, id: &str) -> (Vec<u8>, Option<tonic::Status>) {
     let mut c = app.client(&app.supervisor_token).await;
     let mut out = Vec::new();
-    let mut stream = match c.playback.play(pb::PlayRequest { recording_id: id.into(), offset_bytes: 0 }).await {
+    let mut stream = match c
+        .playback
+        .play(pb::PlayRequest {
+            recording_id: id.into(),
+            offset_bytes: 0,
+        })
+        .await
+    {
         Ok(s) => s.into_inner(),
         Err(s) => return (out, Some(s)),
     };
@@ -176,7 +245,13 @@ async fn every_tamper_case_is_detected_and_releases_nothing_unauthenticated() {
     let audio = fixture("speech_pcm.wav"); // 231606 bytes: 4 chunks of 64 KiB
     let chunks = audio.len().div_ceil(CHUNK) as u32;
     assert!(chunks >= 4);
-    let other = app.ingest("other", audio.clone()).await.unwrap().recording.unwrap().recording_id;
+    let other = app
+        .ingest("other", audio.clone())
+        .await
+        .unwrap()
+        .recording
+        .unwrap()
+        .recording_id;
     let other = RecordingId::parse("id", &other).unwrap();
     let (foreign_tenant, foreign_ingest, _) = app.other_tenant("globex").await;
     let mut h = header("foreign");
@@ -208,21 +283,51 @@ async fn every_tamper_case_is_detected_and_releases_nothing_unauthenticated() {
         Tamper::WrongSalt,
     ];
     for case in cases {
-        let id = app.ingest(&format!("victim-{case:?}"), audio.clone()).await.unwrap().recording.unwrap().recording_id;
+        let id = app
+            .ingest(&format!("victim-{case:?}"), audio.clone())
+            .await
+            .unwrap()
+            .recording
+            .unwrap()
+            .recording_id;
         let victim = RecordingId::parse("id", &id).unwrap();
-        assert!(app.play(&id).await.unwrap() == audio, "{case:?}: intact before tampering");
-        apply(&app, case, &victim, &other, (&foreign_tenant.id, &foreign), chunks).await;
+        assert!(
+            app.play(&id).await.unwrap() == audio,
+            "{case:?}: intact before tampering"
+        );
+        apply(
+            &app,
+            case,
+            &victim,
+            &other,
+            (&foreign_tenant.id, &foreign),
+            chunks,
+        )
+        .await;
         app.archive.keys.purge_all();
         let (got, status) = play_partial(&app, &id).await;
         let status = status.unwrap_or_else(|| panic!("{case:?}: tampering went undetected"));
         assert_eq!(status.code(), tonic::Code::DataLoss, "{case:?}: {status:?}");
         assert!(!status.message().is_empty());
         let limit = first_bad(case, chunks as usize).map_or(0, |i| i * CHUNK);
-        assert!(got.len() <= limit, "{case:?}: {} bytes released, authentic prefix ends at {limit}", got.len());
-        assert!(got[..] == audio[..got.len()], "{case:?}: released bytes are not authentic");
+        assert!(
+            got.len() <= limit,
+            "{case:?}: {} bytes released, authentic prefix ends at {limit}",
+            got.len()
+        );
+        assert!(
+            got[..] == audio[..got.len()],
+            "{case:?}: released bytes are not authentic"
+        );
     }
     // The server is still serving.
-    let ok = app.ingest("after-tamper", audio.clone()).await.unwrap().recording.unwrap().recording_id;
+    let ok = app
+        .ingest("after-tamper", audio.clone())
+        .await
+        .unwrap()
+        .recording
+        .unwrap()
+        .recording_id;
     assert!(app.play(&ok).await.unwrap() == audio);
     app.shutdown().await;
 }

@@ -18,11 +18,10 @@ use callvault::archive::{Archive, Limits};
 use callvault::catalog::Catalog;
 use callvault::cli::{Client, pieces, synth_wav};
 use callvault::crypto::DataKey;
-use callvault::domain::Role;
 use callvault::kms::cache::KeyCacheConfig;
 use callvault::kms::local::LocalKeyring;
 use callvault::kms::{EncryptionContext, GeneratedDataKey, KeyDescription, Kms, KmsError};
-use callvault::server::{self, Roles};
+use callvault::server::{LocalServer, Roles};
 use callvault::store::ChunkStore;
 use sqlx::Connection;
 
@@ -105,31 +104,20 @@ async fn main() {
         &KeyCacheConfig::default(),
         Limits::default(),
     ));
-    let tenant = archive
+    let boot = archive
         .catalog
-        .create_tenant("bench", &key, "bench")
+        .bootstrap_tenant("bench", &key, "bench")
         .await
         .unwrap();
-    let ingest_token = archive
-        .catalog
-        .create_token(&tenant.id, Role::Ingest)
+    let server = LocalServer::start(archive.clone(), Roles::ALL)
         .await
         .unwrap();
-    let play_token = archive
-        .catalog
-        .create_token(&tenant.id, Role::Supervisor)
+    let mut up = Client::connect(&server.addr, &boot.ingest_token)
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(server::run(
-        listener,
-        archive.clone(),
-        Roles::ALL,
-        std::future::pending(),
-    ));
-    let mut up = Client::connect(&addr, &ingest_token).await.unwrap();
-    let mut play = Client::connect(&addr, &play_token).await.unwrap();
+    let mut play = Client::connect(&server.addr, &boot.supervisor_token)
+        .await
+        .unwrap();
     println!(
         "catalog: {which}; injected KMS round trip: 50 ms; chunk size 1 MiB; 256 KiB messages"
     );

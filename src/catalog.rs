@@ -37,6 +37,14 @@ pub struct Tenant {
     pub name: String,
 }
 
+/// A freshly created tenant and its first tokens (printed once, never stored).
+#[derive(Debug, Clone)]
+pub struct TenantBootstrap {
+    pub tenant: Tenant,
+    pub ingest_token: String,
+    pub supervisor_token: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct TenantKey {
     pub key_arn: String,
@@ -323,6 +331,24 @@ impl Catalog {
             region: row.try_get("region")?,
             status: row.try_get("status")?,
             activated_at_ms: row.try_get("activated_at_ms")?,
+        })
+    }
+
+    /// A tenant with its first key and one ingest and one supervisor token:
+    /// what the demo, the tests and the benches start from.
+    pub async fn bootstrap_tenant(
+        &self,
+        name: &str,
+        key_arn: &str,
+        region: &str,
+    ) -> Result<TenantBootstrap> {
+        let tenant = self.create_tenant(name, key_arn, region).await?;
+        let ingest_token = self.create_token(&tenant.id, Role::Ingest).await?;
+        let supervisor_token = self.create_token(&tenant.id, Role::Supervisor).await?;
+        Ok(TenantBootstrap {
+            tenant,
+            ingest_token,
+            supervisor_token,
         })
     }
 

@@ -23,7 +23,7 @@ use crate::kms::Kms;
 use crate::kms::aws::AwsKms;
 use crate::kms::cache::KeyCacheConfig;
 use crate::kms::local::LocalKeyring;
-use crate::server::{self, Roles};
+use crate::server::{self, LocalServer, Roles};
 use crate::store::{ChunkStore, S3Options};
 
 #[derive(Debug, Parser)]
@@ -672,28 +672,18 @@ pub async fn demo() -> Result<()> {
     );
     let (archive, ring) = Archive::embedded(dir.path()).await?;
     let key = ring.create_key()?;
-    let tenant = archive.catalog.create_tenant("demo", &key, "local").await?;
-    let ingest_token = archive
+    let boot = archive
         .catalog
-        .create_token(&tenant.id, Role::Ingest)
-        .await?;
-    let play_token = archive
-        .catalog
-        .create_token(&tenant.id, Role::Supervisor)
+        .bootstrap_tenant("demo", &key, "local")
         .await?;
     println!("  tenant `demo` with local KMS key {key}");
 
     let archive = Arc::new(archive);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::run(listener, archive.clone(), Roles::ALL, async {
-        let _ = stop_rx.await;
-    }));
-    println!("  server listening on {addr}");
+    let server = LocalServer::start(archive.clone(), Roles::ALL).await?;
+    println!("  server listening on {}", server.addr);
 
-    let mut uploader = Client::connect(&addr, &ingest_token).await?;
-    let mut player = Client::connect(&addr, &play_token).await?;
+    let mut uploader = Client::connect(&server.addr, &boot.ingest_token).await?;
+    let mut player = Client::connect(&server.addr, &boot.supervisor_token).await?;
     let mut failures = Vec::new();
 
     let recordings: [(&str, Bytes); 2] = [
@@ -767,8 +757,7 @@ pub async fn demo() -> Result<()> {
             }
         }
     }
-    let _ = stop_tx.send(());
-    server.await??;
+    server.stop().await?;
     println!("\n  KMS calls in total: {}", archive.metrics.total_calls());
     if failures.is_empty() {
         println!("demo passed: every recording encrypted, stored, played back and verified");

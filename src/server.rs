@@ -111,3 +111,40 @@ async fn sweep_loop(archive: Arc<Archive>) {
         }
     }
 }
+
+/// A server on an ephemeral loopback port: the demo, the tests and the
+/// benches all start one the same way.
+#[derive(Debug)]
+pub struct LocalServer {
+    pub addr: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl LocalServer {
+    pub async fn start(archive: Arc<Archive>, roles: Roles) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::Internal(format!("cannot bind loopback: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(format!("no local address: {e}")))?;
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(run(listener, archive, roles, async {
+            let _ = rx.await;
+        }));
+        Ok(Self {
+            addr: format!("http://{addr}"),
+            stop,
+            handle,
+        })
+    }
+
+    /// Stops accepting, drains in-flight calls and returns the server's result.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        self.handle
+            .await
+            .map_err(|e| Error::Internal(format!("server task failed: {e}")))?
+    }
+}

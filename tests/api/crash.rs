@@ -77,6 +77,22 @@ impl Server {
     }
 }
 
+fn count_files(p: &std::path::Path) -> usize {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        count_files(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 fn bootstrap(dir: &std::path::Path) -> (String, String) {
     let out = cli(dir, &["tenant", "create", "acme"]);
     assert!(out.contains("tenant acme"), "{out}");
@@ -134,10 +150,10 @@ async fn killed_mid_ingest_leaves_nothing_visible_and_retry_succeeds() {
     let server = Server::start(dir.path()).await;
     let addr = server.addr.clone();
 
-    // A slow upload: 24 MB at ~1 MB per 20 ms.
+    // A slow upload: 24 MB at ~1 MB per 30 ms.
     let (stream, _) = wav_stream(24 << 20, 1 << 20);
     let slow = stream.then(|b| async move {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
         b
     });
     let token = ingest_token.clone();
@@ -145,7 +161,15 @@ async fn killed_mid_ingest_leaves_nothing_visible_and_retry_succeeds() {
         let mut c = Client::connect(&addr, &token).await.unwrap();
         c.ingest_stream(header("call-crash"), slow).await
     });
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Kill the server once chunks of the upload are on disk, mid-stream.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count_files(&dir.path().join("objects")) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the upload never started writing"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     server.kill();
     assert!(
         upload.await.unwrap().is_err(),

@@ -16,7 +16,7 @@ use callvault::kms::Kms;
 use callvault::kms::aws::AwsKms;
 use callvault::kms::cache::KeyCacheConfig;
 use callvault::kms::local::LocalKeyring;
-use callvault::server::{self, Roles};
+use callvault::server::{LocalServer, Roles};
 use callvault::store::{ChunkStore, S3Options};
 use sqlx::Connection;
 
@@ -182,8 +182,7 @@ pub struct TestApp {
     pub ingest_token: String,
     pub supervisor_token: String,
     pg_db: Option<String>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    handle: Option<tokio::task::JoinHandle<callvault::error::Result<()>>>,
+    server: Option<LocalServer>,
 }
 
 pub async fn spawn_app(kind: CatalogKind) -> TestApp {
@@ -236,38 +235,24 @@ pub async fn spawn_app_with(kind: CatalogKind, remote: Remote, cache: KeyCacheCo
         "local"
     };
     let archive = Arc::new(Archive::new(catalog, store, kms, &cache, Limits::default()));
-    let tenant = archive
+    let boot = archive
         .catalog
-        .create_tenant("acme", &key_arn, region)
+        .bootstrap_tenant("acme", &key_arn, region)
         .await
         .unwrap();
-    let ingest_token = archive
-        .catalog
-        .create_token(&tenant.id, Role::Ingest)
+    let server = LocalServer::start(archive.clone(), Roles::ALL)
         .await
         .unwrap();
-    let supervisor_token = archive
-        .catalog
-        .create_token(&tenant.id, Role::Supervisor)
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(server::run(listener, archive.clone(), Roles::ALL, async {
-        let _ = rx.await;
-    }));
     TestApp {
-        addr,
+        addr: server.addr.clone(),
         archive,
         ring,
         dir,
-        tenant,
-        ingest_token,
-        supervisor_token,
+        tenant: boot.tenant,
+        ingest_token: boot.ingest_token,
+        supervisor_token: boot.supervisor_token,
         pg_db,
-        stop: Some(stop),
-        handle: Some(handle),
+        server: Some(server),
     }
 }
 
@@ -343,11 +328,8 @@ impl TestApp {
     }
 
     pub async fn shutdown(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(h) = self.handle.take() {
-            h.await.unwrap().unwrap();
+        if let Some(server) = self.server.take() {
+            server.stop().await.unwrap();
         }
         self.archive.catalog.close().await;
         if let Some(db) = &self.pg_db {

@@ -29,62 +29,51 @@ fn derive(dk: &[u8], salt: &[u8], purpose: u8, tenant: &str, rec: &str) -> [u8; 
     out
 }
 
-fn open(
-    key: &[u8; 32],
-    prefix: &[u8],
-    tenant: &str,
-    rec: &str,
-    index: u32,
-    fin: bool,
-    sealed: &[u8],
-) -> Option<Vec<u8>> {
-    let mut nonce = prefix.to_vec();
-    nonce.extend_from_slice(&index.to_be_bytes());
-    nonce.push(u8::from(fin));
-    let mut aad = vec![1u8];
-    lp(&mut aad, tenant.as_bytes());
-    lp(&mut aad, rec.as_bytes());
-    aad.extend_from_slice(&index.to_be_bytes());
-    aad.push(u8::from(fin));
-    Aes256Gcm::new_from_slice(key)
-        .unwrap()
-        .decrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: sealed,
-                aad: &aad,
-            },
-        )
-        .ok()
+/// One recording's chunk parameters, as FORMAT.md names them.
+struct Rec<'a> {
+    key: [u8; 32],
+    prefix: &'a [u8],
+    tenant: &'a str,
+    rec: &'a str,
 }
 
-fn seal(
-    key: &[u8; 32],
-    prefix: &[u8],
-    tenant: &str,
-    rec: &str,
-    index: u32,
-    fin: bool,
-    plain: &[u8],
-) -> Vec<u8> {
-    let mut nonce = prefix.to_vec();
-    nonce.extend_from_slice(&index.to_be_bytes());
-    nonce.push(u8::from(fin));
-    let mut aad = vec![1u8];
-    lp(&mut aad, tenant.as_bytes());
-    lp(&mut aad, rec.as_bytes());
-    aad.extend_from_slice(&index.to_be_bytes());
-    aad.push(u8::from(fin));
-    Aes256Gcm::new_from_slice(key)
-        .unwrap()
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: plain,
-                aad: &aad,
-            },
-        )
-        .unwrap()
+impl Rec<'_> {
+    /// The nonce and associated data of chunk `index`.
+    fn nonce_aad(&self, index: u32, fin: bool) -> (Vec<u8>, Vec<u8>) {
+        let mut nonce = self.prefix.to_vec();
+        nonce.extend_from_slice(&index.to_be_bytes());
+        nonce.push(u8::from(fin));
+        let mut aad = vec![1u8];
+        lp(&mut aad, self.tenant.as_bytes());
+        lp(&mut aad, self.rec.as_bytes());
+        aad.extend_from_slice(&index.to_be_bytes());
+        aad.push(u8::from(fin));
+        (nonce, aad)
+    }
+
+    fn open(&self, index: u32, fin: bool, sealed: &[u8]) -> Option<Vec<u8>> {
+        let (nonce, aad) = self.nonce_aad(index, fin);
+        let payload = Payload {
+            msg: sealed,
+            aad: &aad,
+        };
+        Aes256Gcm::new_from_slice(&self.key)
+            .unwrap()
+            .decrypt(Nonce::from_slice(&nonce), payload)
+            .ok()
+    }
+
+    fn seal(&self, index: u32, fin: bool, plain: &[u8]) -> Vec<u8> {
+        let (nonce, aad) = self.nonce_aad(index, fin);
+        let payload = Payload {
+            msg: plain,
+            aad: &aad,
+        };
+        Aes256Gcm::new_from_slice(&self.key)
+            .unwrap()
+            .encrypt(Nonce::from_slice(&nonce), payload)
+            .unwrap()
+    }
 }
 
 #[tokio::test]
@@ -121,7 +110,12 @@ async fn rustcrypto_decrypts_what_the_service_wrote() {
         rec.commitment,
         "key commitment"
     );
-    let key = derive(dk.expose(), &rec.salt, 1, &tenant, &id);
+    let cipher = Rec {
+        key: derive(dk.expose(), &rec.salt, 1, &tenant, &id),
+        prefix: &rec.nonce_prefix,
+        tenant: &tenant,
+        rec: &id,
+    };
     let chunks = app
         .archive
         .catalog
@@ -132,10 +126,7 @@ async fn rustcrypto_decrypts_what_the_service_wrote() {
     for c in &chunks {
         let sealed = app.archive.store.get(&c.object_key).await.unwrap();
         let fin = c.index + 1 == rec.chunk_count;
-        plain.extend(
-            open(&key, &rec.nonce_prefix, &tenant, &id, c.index, fin, &sealed)
-                .expect("authentic chunk"),
-        );
+        plain.extend(cipher.open(c.index, fin, &sealed).expect("authentic chunk"));
     }
     assert!(plain == audio);
     app.shutdown().await;
@@ -163,19 +154,22 @@ fn format_doc_vectors_hold_for_an_independent_implementation() {
         doc_value(&doc, "commitment")
     );
     let key = derive(&dk, &salt, 1, t, r);
+    let cipher = Rec {
+        key,
+        prefix: &prefix,
+        tenant: t,
+        rec: r,
+    };
     assert_eq!(key.to_vec(), doc_value(&doc, "chunk_key"));
     assert_eq!(
-        seal(&key, &prefix, t, r, 0, false, b"hello, "),
+        cipher.seal(0, false, b"hello, "),
         doc_value(&doc, "chunk_0")
     );
+    assert_eq!(cipher.seal(1, true, b"world"), doc_value(&doc, "chunk_1"));
     assert_eq!(
-        seal(&key, &prefix, t, r, 1, true, b"world"),
-        doc_value(&doc, "chunk_1")
-    );
-    assert_eq!(
-        open(&key, &prefix, t, r, 1, true, &doc_value(&doc, "chunk_1")).unwrap(),
+        cipher.open(1, true, &doc_value(&doc, "chunk_1")).unwrap(),
         b"world"
     );
     // The final flag is authenticated: chunk 1 does not open as non-final.
-    assert!(open(&key, &prefix, t, r, 1, false, &doc_value(&doc, "chunk_1")).is_none());
+    assert!(cipher.open(1, false, &doc_value(&doc, "chunk_1")).is_none());
 }

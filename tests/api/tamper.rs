@@ -180,39 +180,30 @@ async fn apply(
                 "UPDATE recordings SET wrapped_key = (SELECT wrapped_key FROM recordings WHERE recording_id = '{o}') WHERE recording_id = '{rec}'"
             )).await;
         }
-        Tamper::WrongCommitment => {
-            let row = app
-                .archive
-                .catalog
-                .get_recording(tenant, victim)
-                .await
-                .unwrap();
-            let mut c = row.commitment.clone();
-            c[0] ^= 0x80;
-            sqlx::query("UPDATE recordings SET commitment = $1 WHERE recording_id = $2")
-                .bind(c)
-                .bind(&rec)
-                .execute(app.archive.catalog.pool())
-                .await
-                .unwrap();
-        }
-        Tamper::WrongSalt => {
-            let row = app
-                .archive
-                .catalog
-                .get_recording(tenant, victim)
-                .await
-                .unwrap();
-            let mut s = row.salt.clone();
-            s[5] ^= 0x01;
-            sqlx::query("UPDATE recordings SET salt = $1 WHERE recording_id = $2")
-                .bind(s)
-                .bind(&rec)
-                .execute(app.archive.catalog.pool())
-                .await
-                .unwrap();
-        }
+        Tamper::WrongCommitment => flip_column_byte(app, &rec, "commitment", 0).await,
+        Tamper::WrongSalt => flip_column_byte(app, &rec, "salt", 5).await,
     }
+}
+
+/// Flips one bit of a blob column of the victim's catalog row.
+async fn flip_column_byte(app: &TestApp, rec: &str, column: &str, at: usize) {
+    use sqlx::Row;
+    let pool = app.archive.catalog.pool();
+    let select = format!("SELECT {column} AS v FROM recordings WHERE recording_id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(select))
+        .bind(rec)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let mut v: Vec<u8> = row.get("v");
+    v[at] ^= 0x80;
+    let update = format!("UPDATE recordings SET {column} = $1 WHERE recording_id = $2");
+    sqlx::query(sqlx::AssertSqlSafe(update))
+        .bind(v)
+        .bind(rec)
+        .execute(pool)
+        .await
+        .unwrap();
 }
 
 /// Plays, keeping whatever arrived before an error.

@@ -98,6 +98,9 @@ pub struct ServeArgs {
     /// working on this node without a revocation signal.
     #[arg(long, env = "CALLVAULT_KEY_CACHE_TTL_SECS", default_value_t = 300)]
     pub key_cache_ttl_secs: u64,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address.
+    #[arg(long, env = "CALLVAULT_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -379,11 +382,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, ?roles, "callvault serving");
+    let archive = Arc::new(archive);
+    if let Some(addr) = &args.metrics_listen {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        tracing::info!(address = %metrics.local_addr()?, "metrics at GET /metrics");
+        tokio::spawn(server::serve_metrics(metrics, archive.clone()));
+    }
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        server::shutdown_signal().await;
         tracing::info!("shutting down, draining in-flight calls");
     };
-    server::run(listener, Arc::new(archive), roles, shutdown).await?;
+    server::run(listener, archive, roles, shutdown).await?;
     Ok(())
 }
 

@@ -148,3 +148,64 @@ impl LocalServer {
             .map_err(|e| Error::Internal(format!("server task failed: {e}")))?
     }
 }
+
+/// Serves the Prometheus text exposition of KMS and key-cache metrics on
+/// `GET /metrics`. A deliberately tiny HTTP/1.1 responder: one request per
+/// connection, no body, bounded header size.
+pub async fn serve_metrics(listener: TcpListener, archive: Arc<Archive>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let archive = archive.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let mut len = 0;
+            // Read until the end of the request head (or give up quietly).
+            while len < buf.len() {
+                match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf[len..])).await
+                {
+                    Ok(Ok(n)) if n > 0 => len += n,
+                    _ => return,
+                }
+                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let (status, body) = if buf[..len].starts_with(b"GET /metrics ") {
+                ("200 OK", archive.metrics.render_prometheus())
+            } else {
+                ("404 Not Found", String::from("not found\n"))
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what container runtimes send).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -36,6 +36,10 @@ struct Server {
 
 impl Server {
     async fn start(data_dir: &std::path::Path) -> Self {
+        Self::start_with(data_dir, &[]).await
+    }
+
+    async fn start_with(data_dir: &std::path::Path, extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -45,6 +49,7 @@ impl Server {
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data_dir)
+            .args(extra)
             .env("CALLVAULT_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -312,4 +317,63 @@ async fn demo_command_verifies_the_whole_path() {
     );
     assert!(stdout.contains("demo passed"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
+}
+
+#[tokio::test]
+async fn metrics_endpoint_and_graceful_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ingest_token, _) = bootstrap(dir.path());
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Server::start_with(
+        dir.path(),
+        &["--metrics-listen", &format!("127.0.0.1:{metrics_port}")],
+    )
+    .await;
+    let mut c = Client::connect(&server.addr, &ingest_token).await.unwrap();
+    let audio = crate::helpers::fixture("speech_mulaw.wav");
+    c.ingest_stream(header("call-metrics"), callvault::cli::pieces(audio, 65536))
+        .await
+        .unwrap();
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", metrics_port))
+        .await
+        .unwrap();
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    sock.read_to_string(&mut body).await.unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(
+        body.contains(
+            "callvault_kms_requests_total{operation=\"GenerateDataKey\",region=\"local\"} 1"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains("callvault_kms_tenant_requests_total{tenant="),
+        "{body}"
+    );
+
+    // SIGTERM drains and exits cleanly.
+    let mut child = server.child;
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "server exited with {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -47,8 +47,45 @@ async fn every_format_round_trips(app: TestApp) {
         );
         inputs.push(audio);
     }
-    // Nothing the archive persisted or logged contains plaintext audio.
+    // Nothing the archive persisted or logged contains plaintext audio or a
+    // plaintext data key.
     let persisted = app.persisted_bytes().await;
+    let unfinished = app.archive.catalog.stale_uploads(-1_000_000).await.unwrap();
+    assert!(
+        unfinished.is_empty(),
+        "uploads left unfinished: {unfinished:?}"
+    );
+    let rows = app
+        .archive
+        .catalog
+        .list_recordings(&app.tenant.id, None, 1000)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), FIXTURES.len());
+    for row in rows {
+        let ctx = callvault::kms::EncryptionContext {
+            tenant: row.tenant.to_string(),
+            recording: row.id.to_string(),
+        };
+        let dk = app
+            .archive
+            .kms
+            .decrypt(&row.key_arn, &row.wrapped_key, &ctx)
+            .await
+            .unwrap();
+        for blob in &persisted {
+            assert!(
+                !blob.windows(32).any(|w| w == dk.expose()),
+                "a data key was persisted or logged"
+            );
+            assert!(
+                !blob
+                    .windows(64)
+                    .any(|w| w == hex::encode(dk.expose()).as_bytes()),
+                "a data key was logged in hex"
+            );
+        }
+    }
     for audio in &inputs {
         for blob in &persisted {
             assert!(
@@ -209,5 +246,102 @@ async fn concurrent_cold_plays_make_one_kms_call() {
         assert!(t.await.unwrap() == audio);
     }
     assert_eq!(app.archive.metrics.calls("Decrypt") - before, 1);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_and_reflection_are_served() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let app = spawn_app(CatalogKind::Sqlite).await;
+    let channel = tonic::transport::Channel::from_shared(app.addr.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["callvault.v1.IngestService", "callvault.v1.PlaybackService"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service}");
+    }
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection
+        .server_reflection_info(futures::stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list")
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"callvault.v1.PlaybackService".to_owned()),
+        "{names:?}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_disabled_key_fails_playback_precisely_and_re_enabling_restores_it() {
+    let app = spawn_app(CatalogKind::Sqlite).await;
+    let audio = fixture("speech_mulaw.wav");
+    let id = app
+        .ingest("call-revoke", audio.clone())
+        .await
+        .unwrap()
+        .recording
+        .unwrap()
+        .recording_id;
+    let ring = app.ring.clone().unwrap();
+    let arn = app
+        .archive
+        .catalog
+        .active_key(&app.tenant.id)
+        .await
+        .unwrap()
+        .key_arn;
+    ring.set_enabled(&arn, false).unwrap();
+    app.archive.keys.purge_all();
+    let err = app.play(&id).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message().contains("disabled") && err.message().contains(&arn),
+        "{}",
+        err.message()
+    );
+    // New uploads under a disabled key fail the same way and leave nothing.
+    let err = app
+        .ingest("call-revoke-2", audio.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    ring.set_enabled(&arn, true).unwrap();
+    assert!(app.play(&id).await.unwrap() == audio);
+    ring.schedule_deletion(&arn, 7).unwrap();
+    app.archive.keys.purge_all();
+    let err = app.play(&id).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message().contains("pending deletion"),
+        "{}",
+        err.message()
+    );
     app.shutdown().await;
 }

@@ -480,7 +480,7 @@ fn analyze_stream(source: ChannelSource, detected: Detected) -> AudioInfo {
         // A header that promises more audio than arrived: truncated upload.
         if info.warning.is_none() && declared > end_ts && to_ms(declared - end_ts) > 100 {
             info.warning = Some(format!(
-                "truncated audio: header declares {} ms, stream holds {} ms",
+                "incomplete audio (truncated or damaged): header declares {} ms, stream holds {} ms",
                 to_ms(declared),
                 info.duration_ms
             ));

@@ -377,3 +377,130 @@ async fn metrics_endpoint_and_graceful_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+fn client_cli(server: &str, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("CALLVAULT_SERVER", server)
+        .env("CALLVAULT_TOKEN", token)
+        .env("CALLVAULT_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn client_commands_round_trip_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ingest_token, sup_token) = bootstrap(dir.path());
+    let server = Server::start(dir.path()).await;
+    let input = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/speech.flac");
+
+    let out = client_cli(
+        &server.addr,
+        &ingest_token,
+        &[
+            "ingest",
+            input,
+            "--call-id",
+            "cli-1",
+            "--label",
+            "agent=alex",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected_sha = hex::encode(aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        &std::fs::read(input).unwrap(),
+    ));
+    assert_eq!(v["sha256"], expected_sha.as_str());
+    assert_eq!(v["bytes"], std::fs::metadata(input).unwrap().len());
+    assert_eq!(
+        (v["container"].as_str(), v["codec"].as_str()),
+        (Some("flac"), Some("flac"))
+    );
+    assert!(v["chunks"].as_u64().unwrap() >= 1 && v["duration_ms"].as_u64().unwrap() > 14_000);
+    let id = v["recording_id"].as_str().unwrap().to_owned();
+
+    // Same call id again: the existing recording, flagged as such.
+    let again = client_cli(
+        &server.addr,
+        &ingest_token,
+        &["ingest", input, "--call-id", "cli-1", "--json"],
+    );
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["recording_id"], id.as_str());
+    assert_eq!(again["deduplicated"], true);
+
+    let out_file = dir.path().join("played.flac");
+    let out = client_cli(
+        &server.addr,
+        &sup_token,
+        &["play", &id, "-o", out_file.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(&out_file).unwrap() == std::fs::read(input).unwrap());
+    let out = client_cli(
+        &server.addr,
+        &sup_token,
+        &[
+            "play",
+            &id,
+            "-o",
+            out_file.to_str().unwrap(),
+            "--offset",
+            "1000",
+        ],
+    );
+    assert!(out.status.success());
+    assert!(std::fs::read(&out_file).unwrap()[..] == std::fs::read(input).unwrap()[1000..]);
+
+    let out = client_cli(&server.addr, &sup_token, &["recordings", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["recording_id"], id.as_str());
+    let out = client_cli(
+        &server.addr,
+        &sup_token,
+        &["recordings", "get", &id, "--json"],
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["labels"]["agent"], "alex");
+    let human = client_cli(&server.addr, &sup_token, &["recordings", "get", &id]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains(&id));
+
+    // Errors: a clear message and a non-zero exit, never a partial output file.
+    let out = client_cli(
+        &server.addr,
+        &ingest_token,
+        &["play", &id, "-o", out_file.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PermissionDenied")
+            || String::from_utf8_lossy(&out.stderr).contains("may not read")
+    );
+    let not_audio = dir.path().join("notes.txt");
+    std::fs::write(&not_audio, "meeting notes, not a recording").unwrap();
+    let out = client_cli(
+        &server.addr,
+        &ingest_token,
+        &["ingest", not_audio.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not audio: text"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.kill();
+}

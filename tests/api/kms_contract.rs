@@ -59,7 +59,8 @@ async fn contract(kms: Arc<dyn Kms>, key_a: &str, key_b: &str) {
     let d = kms.describe_key(key_a).await.unwrap();
     assert_eq!(d.state, KeyState::Enabled);
     assert_eq!(d.arn, g.key_arn);
-    let missing = format!("{}0", &key_a[..key_a.len() - 1]);
+    let (key_prefix, _) = key_a.rsplit_once('/').unwrap();
+    let missing = format!("{key_prefix}/{}", uuid::Uuid::new_v4());
     let err = kms.describe_key(&missing).await.unwrap_err();
     assert!(matches!(err, KmsError::NotFound { .. }), "{err:?}");
 }

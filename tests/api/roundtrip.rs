@@ -345,3 +345,44 @@ async fn a_disabled_key_fails_playback_precisely_and_re_enabling_restores_it() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn damaged_audio_is_kept_and_flagged() {
+    let app = spawn_app(CatalogKind::Sqlite).await;
+    // A WAV cut short: the header promises 14.5 s, the stream holds about 7.
+    let wav = fixture("speech_pcm.wav");
+    let truncated = wav.slice(..wav.len() / 2);
+    // An MP3 with a run of garbage in the middle of its frames.
+    let mut mp3 = fixture("speech.mp3").to_vec();
+    let mid = mp3.len() / 2;
+    for b in &mut mp3[mid..mid + 4000] {
+        *b = 0xFF;
+    }
+    for (name, audio) in [
+        ("truncated-wav", truncated),
+        ("garbled-mp3", bytes::Bytes::from(mp3)),
+    ] {
+        let rec = app
+            .ingest(name, audio.clone())
+            .await
+            .unwrap()
+            .recording
+            .unwrap();
+        let meta = rec.audio.unwrap();
+        assert!(
+            app.play(&rec.recording_id).await.unwrap() == audio,
+            "{name}: kept byte for byte"
+        );
+        assert!(
+            meta.warning.contains("incomplete audio"),
+            "{name}: {meta:?}"
+        );
+        let expected_ms = if name == "truncated-wav" {
+            7_000..7_500
+        } else {
+            10_000..14_500
+        };
+        assert!(expected_ms.contains(&meta.duration_ms), "{name}: {meta:?}");
+    }
+    app.shutdown().await;
+}

@@ -151,7 +151,7 @@ async fn fetch_and_open(
         ));
     }
     let plain =
-        tokio::task::spawn_blocking(move || cipher.open_chunk(index, is_final, sealed.to_vec()))
+        tokio::task::spawn_blocking(move || cipher.open_chunk(index, is_final, Vec::from(sealed)))
             .await
             .map_err(|e| Error::Internal(format!("open task failed: {e}")))?
             .map_err(|e| Error::integrity(rec, e))?;

@@ -16,7 +16,7 @@ pg_isready -h 127.0.0.1 -p 5432 >/dev/null || { echo "PostgreSQL is not reachabl
 
 # The S3 + KMS emulator (moto) from PyPI, in a venv under target/.
 mkdir -p target
-VENV=target/moto-venv
+VENV="${CALLVAULT_MOTO_VENV:-target/moto-venv}"
 if [ ! -x "$VENV/bin/moto_server" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]'

@@ -257,6 +257,8 @@ impl Client {
     pub async fn connect(server: &str, token: &str) -> Result<Self> {
         let channel = Channel::from_shared(server.to_owned())
             .context("invalid server URL")?
+            .initial_stream_window_size(server::HTTP2_STREAM_WINDOW)
+            .initial_connection_window_size(server::HTTP2_CONNECTION_WINDOW)
             .connect()
             .await
             .with_context(|| format!("cannot connect to {server}"))?;

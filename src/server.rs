@@ -67,6 +67,11 @@ pub async fn run(
 
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        // HTTP/2's default 64 KiB window stalls a bulk upload on every window
+        // update; a few MiB per stream keeps loopback and LAN links full while
+        // still bounding what one client can make the server buffer.
+        .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
+        .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
         .add_service(health_service)
         .add_service(reflection)
         .add_optional_service(roles.ingest.then(|| {
@@ -98,6 +103,10 @@ pub async fn run(
     sweeper.abort();
     res
 }
+
+/// HTTP/2 flow-control windows, shared by the server and the CLI client.
+pub const HTTP2_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+pub const HTTP2_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// An upload with no progress for this long is considered abandoned.
 pub const STALE_UPLOAD_AFTER: Duration = Duration::from_secs(15 * 60);

@@ -46,31 +46,90 @@ impl AwsKms {
     }
 }
 
-/// Maps any KMS operation's error by its error code, which is uniform across
-/// operations (AccessDeniedException, for instance, is not modeled per
-/// operation but arrives with the same code).
+/// The KMS error code of a modeled error variant. Modeled errors do not
+/// always carry their code in the error metadata (a client built with
+/// modeled responses leaves it empty), so the variant itself is the first
+/// source of truth and the metadata code the fallback for unmodeled errors
+/// such as AccessDeniedException.
+pub trait ModeledKmsError: ProvideErrorMetadata + std::fmt::Display {
+    fn modeled_code(&self) -> Option<&'static str>;
+}
+
+macro_rules! modeled_codes {
+    ($ty:ty: $($variant:ident => $code:literal),+ $(,)?) => {
+        impl ModeledKmsError for $ty {
+            fn modeled_code(&self) -> Option<&'static str> {
+                match self {
+                    $(Self::$variant(_) => Some($code),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+modeled_codes!(aws_sdk_kms::operation::generate_data_key::GenerateDataKeyError:
+    DependencyTimeoutException => "DependencyTimeoutException",
+    DisabledException => "DisabledException",
+    KeyUnavailableException => "KeyUnavailableException",
+    KmsInternalException => "KMSInternalException",
+    KmsInvalidStateException => "KMSInvalidStateException",
+    NotFoundException => "NotFoundException",
+);
+modeled_codes!(aws_sdk_kms::operation::decrypt::DecryptError:
+    DependencyTimeoutException => "DependencyTimeoutException",
+    DisabledException => "DisabledException",
+    IncorrectKeyException => "IncorrectKeyException",
+    InvalidCiphertextException => "InvalidCiphertextException",
+    KeyUnavailableException => "KeyUnavailableException",
+    KmsInternalException => "KMSInternalException",
+    KmsInvalidStateException => "KMSInvalidStateException",
+    NotFoundException => "NotFoundException",
+);
+modeled_codes!(aws_sdk_kms::operation::re_encrypt::ReEncryptError:
+    DependencyTimeoutException => "DependencyTimeoutException",
+    DisabledException => "DisabledException",
+    IncorrectKeyException => "IncorrectKeyException",
+    InvalidCiphertextException => "InvalidCiphertextException",
+    KeyUnavailableException => "KeyUnavailableException",
+    KmsInternalException => "KMSInternalException",
+    KmsInvalidStateException => "KMSInvalidStateException",
+    NotFoundException => "NotFoundException",
+);
+modeled_codes!(aws_sdk_kms::operation::describe_key::DescribeKeyError:
+    DependencyTimeoutException => "DependencyTimeoutException",
+    KmsInternalException => "KMSInternalException",
+    NotFoundException => "NotFoundException",
+);
+
+/// Maps any KMS operation's error to the outcome callers act on. The code
+/// comes from the modeled variant or, for errors KMS does not model per
+/// operation (AccessDeniedException, throttling), from the error metadata.
 pub fn map_sdk_error<E, R>(err: SdkError<E, R>, arn: &str) -> KmsError
 where
-    E: ProvideErrorMetadata + std::fmt::Debug,
+    E: ModeledKmsError + std::fmt::Debug,
     R: std::fmt::Debug,
 {
     let arn = arn.to_owned();
     match &err {
         SdkError::ServiceError(se) => {
             let e = se.err();
-            match e.code() {
+            // Display carries the message whether or not metadata does.
+            let text = e
+                .message()
+                .map(str::to_owned)
+                .unwrap_or_else(|| e.to_string());
+            match e.modeled_code().or_else(|| e.code()) {
                 Some("DisabledException") => KmsError::Disabled { arn },
                 Some("KMSInvalidStateException") => {
-                    let msg = e.message().unwrap_or_default().to_ascii_lowercase();
+                    let msg = text.to_ascii_lowercase();
                     if msg.contains("pending deletion") || msg.contains("pendingdeletion") {
                         KmsError::PendingDeletion { arn }
                     } else if msg.contains("disabled") {
                         KmsError::Disabled { arn }
                     } else {
-                        KmsError::InvalidState {
-                            arn,
-                            state: e.message().unwrap_or("unknown").to_owned(),
-                        }
+                        let state = text.rsplit(": ").next().unwrap_or("unknown").to_owned();
+                        KmsError::InvalidState { arn, state }
                     }
                 }
                 Some("AccessDeniedException") => KmsError::AccessDenied { arn },
@@ -81,9 +140,12 @@ where
                 Some("ThrottlingException") | Some("LimitExceededException") => KmsError::Throttled,
                 Some("KMSInternalException")
                 | Some("DependencyTimeoutException")
-                | Some("KeyUnavailableException") => {
-                    KmsError::Unavailable(e.code().unwrap_or_default().to_owned())
-                }
+                | Some("KeyUnavailableException") => KmsError::Unavailable(
+                    e.modeled_code()
+                        .or_else(|| e.code())
+                        .unwrap_or_default()
+                        .to_owned(),
+                ),
                 Some(code) => KmsError::Other(code.to_owned()),
                 None => KmsError::Other("unrecognised KMS error".into()),
             }

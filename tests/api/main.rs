@@ -10,5 +10,6 @@ mod crash;
 mod helpers;
 mod independent;
 mod kms_contract;
+mod kms_errors;
 mod roundtrip;
 mod tamper;

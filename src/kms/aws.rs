@@ -76,26 +76,23 @@ modeled_codes!(aws_sdk_kms::operation::generate_data_key::GenerateDataKeyError:
     KmsInvalidStateException => "KMSInvalidStateException",
     NotFoundException => "NotFoundException",
 );
-modeled_codes!(aws_sdk_kms::operation::decrypt::DecryptError:
-    DependencyTimeoutException => "DependencyTimeoutException",
-    DisabledException => "DisabledException",
-    IncorrectKeyException => "IncorrectKeyException",
-    InvalidCiphertextException => "InvalidCiphertextException",
-    KeyUnavailableException => "KeyUnavailableException",
-    KmsInternalException => "KMSInternalException",
-    KmsInvalidStateException => "KMSInvalidStateException",
-    NotFoundException => "NotFoundException",
-);
-modeled_codes!(aws_sdk_kms::operation::re_encrypt::ReEncryptError:
-    DependencyTimeoutException => "DependencyTimeoutException",
-    DisabledException => "DisabledException",
-    IncorrectKeyException => "IncorrectKeyException",
-    InvalidCiphertextException => "InvalidCiphertextException",
-    KeyUnavailableException => "KeyUnavailableException",
-    KmsInternalException => "KMSInternalException",
-    KmsInvalidStateException => "KMSInvalidStateException",
-    NotFoundException => "NotFoundException",
-);
+/// Decrypt and ReEncrypt model the same errors.
+macro_rules! unwrap_operation_codes {
+    ($ty:ty) => {
+        modeled_codes!($ty:
+            DependencyTimeoutException => "DependencyTimeoutException",
+            DisabledException => "DisabledException",
+            IncorrectKeyException => "IncorrectKeyException",
+            InvalidCiphertextException => "InvalidCiphertextException",
+            KeyUnavailableException => "KeyUnavailableException",
+            KmsInternalException => "KMSInternalException",
+            KmsInvalidStateException => "KMSInvalidStateException",
+            NotFoundException => "NotFoundException",
+        );
+    };
+}
+unwrap_operation_codes!(aws_sdk_kms::operation::decrypt::DecryptError);
+unwrap_operation_codes!(aws_sdk_kms::operation::re_encrypt::ReEncryptError);
 modeled_codes!(aws_sdk_kms::operation::describe_key::DescribeKeyError:
     DependencyTimeoutException => "DependencyTimeoutException",
     KmsInternalException => "KMSInternalException",

@@ -206,10 +206,7 @@ fn recording_from_row(row: &AnyRow) -> Result<RecordingRow> {
 
 /// SHA-256 hex of a bearer token, the only form in which tokens are stored.
 pub fn hash_token(token: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        token.as_bytes(),
-    ))
+    crate::crypto::sha256_hex(token.as_bytes())
 }
 
 impl Catalog {

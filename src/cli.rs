@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 use crate::api::pb;
 use crate::archive::{Archive, Limits};
 use crate::catalog::Catalog;
+use crate::crypto;
 use crate::domain::Role;
 use crate::kms::Kms;
 use crate::kms::aws::AwsKms;
@@ -417,12 +418,12 @@ async fn ingest_file(args: IngestArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot open {}", args.file.display()))?;
     let size = file.metadata().await?.len();
+    // One pass to hash: the digest names the call when no id is given and
+    // checks the server's SHA-256 afterwards.
+    let local = hex::encode(sha256_file(&args.file).await?);
     let call_id = match args.call_id {
         Some(c) => c,
-        None => format!(
-            "file-{}",
-            hex::encode(&sha256_file(&args.file).await?[..16])
-        ),
+        None => format!("file-{}", &local[..32]),
     };
     let header = pb::IngestHeader {
         external_call_id: call_id,
@@ -464,7 +465,6 @@ async fn ingest_file(args: IngestArgs) -> Result<()> {
     bar.finish_and_clear();
     let res = res.map_err(|s| anyhow::anyhow!("ingest failed: {}: {}", s.code(), s.message()))?;
     let rec = res.recording.context("server returned no recording")?;
-    let local = hex::encode(sha256_file(&args.file).await?);
     if rec.sha256 != local {
         bail!(
             "server SHA-256 {} differs from the file's {local}",
@@ -672,10 +672,6 @@ pub fn synth_wav(seconds: u32, sample_rate: u32, channels: u16) -> Vec<u8> {
     out
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
-}
-
 /// `callvault demo`: every step verified, exit code 0 only if all pass.
 pub async fn demo() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -707,7 +703,7 @@ pub async fn demo() -> Result<()> {
         ),
     ];
     for (i, (what, audio)) in recordings.into_iter().enumerate() {
-        let expected = sha256_hex(&audio);
+        let expected = crypto::sha256_hex(&audio);
         let size = audio.len();
         let header = pb::IngestHeader {
             external_call_id: format!("demo-call-{i}"),
@@ -755,11 +751,11 @@ pub async fn demo() -> Result<()> {
             ("server SHA-256 matches input", rec.sha256 == expected),
             (
                 "cold playback SHA-256 matches",
-                sha256_hex(&cold) == expected,
+                crypto::sha256_hex(&cold) == expected,
             ),
             (
                 "warm playback SHA-256 matches",
-                sha256_hex(&warm) == expected,
+                crypto::sha256_hex(&warm) == expected,
             ),
             ("one KMS call on ingest", ingest_kms == 1),
             ("at most one KMS call on cold playback", cold_kms <= 1),

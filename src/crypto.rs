@@ -109,6 +109,11 @@ impl RecordingParams {
     }
 }
 
+/// Lowercase hex SHA-256: the catalog's form for plaintext, object and token digests.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
+}
+
 pub fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
     aws_lc_rs::rand::fill(buf).map_err(|_| CryptoError::Random)
 }

@@ -92,10 +92,6 @@ struct Upload {
     next_index: u32,
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
-}
-
 /// Seals, writes and records one non-final chunk.
 async fn write_chunk(
     archive: Arc<Archive>,
@@ -116,7 +112,7 @@ async fn write_chunk(
         plaintext_size,
         sealed_size: u32::try_from(sealed.len())
             .map_err(|_| Error::Internal("chunk too large".into()))?,
-        sealed_sha256: sha256_hex(&sealed),
+        sealed_sha256: crypto::sha256_hex(&sealed),
         object_key: ChunkStore::chunk_key(&principal.tenant, &id, index),
     };
     archive

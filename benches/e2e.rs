@@ -20,7 +20,10 @@ use callvault::cli::{Client, pieces, synth_wav};
 use callvault::crypto::DataKey;
 use callvault::kms::cache::KeyCacheConfig;
 use callvault::kms::local::LocalKeyring;
-use callvault::kms::{EncryptionContext, GeneratedDataKey, KeyDescription, Kms, KmsError};
+use callvault::kms::{
+    EncryptionContext, GeneratedDataKey, KeyDescription, Kms, KmsError, PublicKeyInfo,
+    WrapAlgorithm,
+};
 use callvault::server::{LocalServer, Roles};
 use callvault::store::ChunkStore;
 use sqlx::Connection;
@@ -45,22 +48,31 @@ impl Kms for DelayedKms {
         tokio::time::sleep(self.delay).await;
         self.inner.generate_data_key(k, c).await
     }
-    async fn decrypt(&self, k: &str, w: &[u8], c: &EncryptionContext) -> Result<DataKey, KmsError> {
+    async fn decrypt(
+        &self,
+        k: &str,
+        a: WrapAlgorithm,
+        w: &[u8],
+        c: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
         tokio::time::sleep(self.delay).await;
-        self.inner.decrypt(k, w, c).await
+        self.inner.decrypt(k, a, w, c).await
     }
     async fn re_encrypt(
         &self,
-        s: &str,
+        s: (&str, WrapAlgorithm),
         w: &[u8],
         c: &EncryptionContext,
-        d: &str,
+        d: (&str, WrapAlgorithm),
     ) -> Result<(String, Vec<u8>), KmsError> {
         tokio::time::sleep(self.delay).await;
         self.inner.re_encrypt(s, w, c, d).await
     }
-    async fn describe_key(&self, k: &str) -> Result<KeyDescription, KmsError> {
-        self.inner.describe_key(k).await
+    async fn describe_key(&self, k: &str, t: &str) -> Result<KeyDescription, KmsError> {
+        self.inner.describe_key(k, t).await
+    }
+    async fn get_public_key(&self, k: &str, t: &str) -> Result<PublicKeyInfo, KmsError> {
+        self.inner.get_public_key(k, t).await
     }
 }
 

@@ -13,11 +13,11 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::archive::Archive;
-use crate::catalog::RecordingRow;
+use crate::catalog::{KeyUsage, RecordingRow, RewrapJob, TenantKey};
 use crate::domain::{Principal, RecordingId};
 use crate::error::Error;
 use crate::kms::KmsError;
-use crate::{ingest, playback};
+use crate::{ingest, keys, playback};
 
 #[allow(clippy::all, clippy::pedantic, missing_debug_implementations)]
 pub mod pb {
@@ -46,6 +46,16 @@ impl From<Error> for Status {
             Error::Integrity { .. } => {
                 tracing::error!(error = %err, "integrity failure");
                 Status::data_loss(err.to_string())
+            }
+            Error::KeyCheck { permission, source } => {
+                let msg = format!("registration refused: {permission} failed: {source}");
+                match source {
+                    KmsError::AccessDenied { .. } => Status::permission_denied(format!(
+                        "{msg}; grant callvault {permission} on this key for the tenant's encryption context"
+                    )),
+                    KmsError::Throttled | KmsError::Unavailable(_) => Status::unavailable(msg),
+                    _ => Status::failed_precondition(msg),
+                }
             }
             Error::Kms(k) => match k {
                 KmsError::Disabled { .. }
@@ -281,6 +291,199 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
                 .map(|n| URL_SAFE_NO_PAD.encode(n.to_string()))
                 .unwrap_or_default(),
         }))
+    }
+}
+
+fn key_to_pb(key: &TenantKey, usage: &KeyUsage) -> pb::TenantKey {
+    pb::TenantKey {
+        key_arn: key.key_arn.clone(),
+        region: key.region.clone(),
+        status: key.status.clone(),
+        key_spec: key.key_spec.clone(),
+        wrap_algorithm: key.algorithm.as_str().to_owned(),
+        replica_key_arns: key.replicas.clone().into_iter().collect(),
+        register_time: Some(timestamp(key.registered_at_ms)),
+        activate_time: Some(timestamp(key.activated_at_ms)),
+        deactivate_time: key.deactivated_at_ms.map(timestamp),
+        retire_time: key.retired_at_ms.map(timestamp),
+        recording_count: usage.recordings,
+        size_bytes: usage.bytes,
+        legal_hold_count: usage.legal_hold,
+        health: key.health.as_ref().map(|h| pb::KeyHealthCheck {
+            state: h.state.clone(),
+            detail: h.detail.clone().unwrap_or_default(),
+            deletion_time: h.deletion_date_ms.map(timestamp),
+            check_time: Some(timestamp(h.checked_at_ms)),
+        }),
+    }
+}
+
+fn job_to_pb(job: &RewrapJob) -> pb::RewrapJob {
+    pb::RewrapJob {
+        job_id: job.id.clone(),
+        source_key_arn: job.source_arn.clone(),
+        destination_key_arn: job.destination_arn.clone(),
+        state: job.status.clone(),
+        total_count: job.total,
+        rewrapped_count: job.rewrapped,
+        max_kms_requests_per_second: job.max_kms_per_sec,
+        error: job.error.clone().unwrap_or_default(),
+        create_time: Some(timestamp(job.created_at_ms)),
+        update_time: Some(timestamp(job.updated_at_ms)),
+        finish_time: job.finished_at_ms.map(timestamp),
+    }
+}
+
+/// Job ids are UUIDs; anything else is refused before it reaches the catalog.
+fn job_id(s: &str) -> Result<&str, Error> {
+    uuid::Uuid::try_parse(s)
+        .map(|_| s)
+        .map_err(|_| Error::invalid("job_id", "is not a rewrap job id"))
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyApi {
+    archive: Arc<Archive>,
+}
+
+impl KeyApi {
+    pub fn new(archive: Arc<Archive>) -> Self {
+        Self { archive }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::key_service_server::KeyService for KeyApi {
+    async fn register_key(
+        &self,
+        request: Request<pb::RegisterKeyRequest>,
+    ) -> Result<Response<pb::TenantKey>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let req = request.into_inner();
+        let reg =
+            keys::Registration::parse(&req.key_arn, req.replica_key_arns.into_iter().collect())?;
+        let key = keys::register(&self.archive, &principal, &reg).await?;
+        Ok(Response::new(key_to_pb(&key, &KeyUsage::default())))
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let keys = keys::list(&self.archive, &principal).await?;
+        Ok(Response::new(pb::ListKeysResponse {
+            keys: keys.iter().map(|(k, u)| key_to_pb(k, u)).collect(),
+        }))
+    }
+
+    async fn retire_key(
+        &self,
+        request: Request<pb::RetireKeyRequest>,
+    ) -> Result<Response<pb::TenantKey>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let key = keys::retire(&self.archive, &principal, &request.get_ref().key_arn).await?;
+        Ok(Response::new(key_to_pb(&key, &KeyUsage::default())))
+    }
+
+    async fn get_key_health(
+        &self,
+        request: Request<pb::GetKeyHealthRequest>,
+    ) -> Result<Response<pb::KeyHealth>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let h = keys::health(&self.archive, &principal, request.get_ref().refresh).await?;
+        Ok(Response::new(pb::KeyHealth {
+            keys: h.keys.iter().map(|(k, u)| key_to_pb(k, u)).collect(),
+            incidents: h
+                .incidents
+                .iter()
+                .map(|i| pb::KeyIncident {
+                    key_arn: i.key_arn.clone(),
+                    state: i.state.clone(),
+                    recording_count: i.recordings,
+                    legal_hold_count: i.legal_hold,
+                    unreadable_time: Some(timestamp(i.unreadable_at_ms)),
+                    message: i.message.clone(),
+                })
+                .collect(),
+            rotation: Some(pb::RotationCompliance {
+                active_key_age_days: h.rotation.active_key_age_days,
+                policy_days: h.rotation.policy_days,
+                compliant: h.rotation.compliant,
+            }),
+        }))
+    }
+
+    async fn set_rotation_policy(
+        &self,
+        request: Request<pb::SetRotationPolicyRequest>,
+    ) -> Result<Response<pb::RotationCompliance>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        keys::set_rotation_policy(&self.archive, &principal, request.get_ref().policy_days).await?;
+        let h = keys::health(&self.archive, &principal, false).await?;
+        Ok(Response::new(pb::RotationCompliance {
+            active_key_age_days: h.rotation.active_key_age_days,
+            policy_days: h.rotation.policy_days,
+            compliant: h.rotation.compliant,
+        }))
+    }
+
+    async fn start_rewrap(
+        &self,
+        request: Request<pb::StartRewrapRequest>,
+    ) -> Result<Response<pb::RewrapJob>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let req = request.into_inner();
+        let job = keys::start_rewrap(
+            &self.archive,
+            &principal,
+            &req.source_key_arn,
+            &req.destination_key_arn,
+            req.max_kms_requests_per_second,
+        )
+        .await?;
+        Ok(Response::new(job_to_pb(&job)))
+    }
+
+    async fn get_rewrap_job(
+        &self,
+        request: Request<pb::GetRewrapJobRequest>,
+    ) -> Result<Response<pb::RewrapJob>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let id = job_id(&request.get_ref().job_id)?;
+        let job = keys::rewrap_job(&self.archive, &principal, id).await?;
+        Ok(Response::new(job_to_pb(&job)))
+    }
+
+    async fn list_rewrap_jobs(
+        &self,
+        request: Request<pb::ListRewrapJobsRequest>,
+    ) -> Result<Response<pb::ListRewrapJobsResponse>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let jobs = keys::rewrap_jobs(&self.archive, &principal).await?;
+        Ok(Response::new(pb::ListRewrapJobsResponse {
+            jobs: jobs.iter().map(job_to_pb).collect(),
+        }))
+    }
+
+    async fn resume_rewrap(
+        &self,
+        request: Request<pb::GetRewrapJobRequest>,
+    ) -> Result<Response<pb::RewrapJob>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let id = job_id(&request.get_ref().job_id)?;
+        let job = keys::resume_rewrap(&self.archive, &principal, id).await?;
+        Ok(Response::new(job_to_pb(&job)))
+    }
+
+    async fn cancel_rewrap(
+        &self,
+        request: Request<pb::GetRewrapJobRequest>,
+    ) -> Result<Response<pb::RewrapJob>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let id = job_id(&request.get_ref().job_id)?;
+        let job = keys::cancel_rewrap(&self.archive, &principal, id).await?;
+        Ok(Response::new(job_to_pb(&job)))
     }
 }
 

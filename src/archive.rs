@@ -1,9 +1,10 @@
 //! The components a node composes: catalog, object store, KMS and key cache.
 //! Use cases (`ingest`, `playback`) take an `&Archive`; nothing else is shared.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::catalog::Catalog;
 use crate::kms::cache::{KeyCache, KeyCacheConfig};
@@ -32,6 +33,24 @@ impl Default for Limits {
     }
 }
 
+/// How often a node's background work runs.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// DescribeKey health check of every tenant key.
+    pub key_health: Duration,
+    /// Poll for running rewrap jobs (admin nodes).
+    pub rewrap_poll: Duration,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            key_health: Duration::from_secs(300),
+            rewrap_poll: Duration::from_secs(2),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Archive {
     pub catalog: Catalog,
@@ -41,6 +60,10 @@ pub struct Archive {
     pub keys: KeyCache,
     pub metrics: Arc<KmsMetrics>,
     pub limits: Limits,
+    pub schedule: Schedule,
+    /// When this node last announced each revoked key, so a burst of failing
+    /// plays does not become a burst of NOTIFYs.
+    announced: Mutex<HashMap<String, Instant>>,
 }
 
 impl Archive {
@@ -61,6 +84,34 @@ impl Archive {
             keys,
             metrics,
             limits,
+            schedule: Schedule::default(),
+            announced: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// KMS refused `key_arn` (disabled, pending deletion, access denied):
+    /// drop this node's cached data keys under it now and tell the other
+    /// nodes through the catalog.
+    pub async fn key_revoked(&self, key_arn: &str) {
+        self.keys.purge_key(key_arn);
+        let announce = match self.announced.lock() {
+            Ok(mut m) => {
+                let now = Instant::now();
+                let recent = m
+                    .get(key_arn)
+                    .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(2));
+                if !recent {
+                    m.insert(key_arn.to_owned(), now);
+                }
+                !recent
+            }
+            Err(_) => true,
+        };
+        if announce {
+            tracing::warn!(key_arn = %key_arn, event = "key_revoked", "KMS key refused; cached data keys purged on every node");
+            if let Err(e) = self.catalog.notify_key_revoked(key_arn).await {
+                tracing::warn!(key_arn = %key_arn, error = %e, "could not announce the revoked key; other nodes fall back to the cache TTL");
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 //! Tenant isolation: every query that touches tenant data takes the
 //! `TenantId` and filters on it; there is no query by recording id alone.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -15,6 +16,7 @@ use sqlx::{AnyPool, Row};
 
 use crate::domain::{ExternalCallId, Principal, RecordingId, Role, TenantId, now_ms};
 use crate::error::{Error, Result};
+use crate::kms::WrapAlgorithm;
 
 static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -29,7 +31,13 @@ pub enum Backend {
 pub struct Catalog {
     pool: AnyPool,
     backend: Backend,
+    /// Kept for the LISTEN connection (PostgreSQL), which the pool cannot lend.
+    url: String,
 }
+
+/// The PostgreSQL NOTIFY channel on which nodes announce a revoked KMS key
+/// (payload: the key ARN), so every node drops its cached data keys at once.
+pub const REVOCATION_CHANNEL: &str = "callvault_key_revoked";
 
 #[derive(Debug, Clone)]
 pub struct Tenant {
@@ -43,14 +51,142 @@ pub struct TenantBootstrap {
     pub tenant: Tenant,
     pub ingest_token: String,
     pub supervisor_token: String,
+    pub admin_token: String,
 }
 
-#[derive(Debug, Clone)]
+/// One entry of a tenant's key history.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantKey {
     pub key_arn: String,
     pub region: String,
+    /// `active`, `previous` or `retired`.
     pub status: String,
+    /// KMS KeySpec (`SYMMETRIC_DEFAULT`, `RSA_2048`, …).
+    pub key_spec: String,
+    pub algorithm: WrapAlgorithm,
+    /// DER SubjectPublicKeyInfo, pinned at registration (asymmetric keys).
+    pub public_key: Option<Vec<u8>>,
+    /// Multi-Region replicas: region -> replica ARN.
+    pub replicas: BTreeMap<String, String>,
+    pub registered_at_ms: i64,
     pub activated_at_ms: i64,
+    pub deactivated_at_ms: Option<i64>,
+    pub retired_at_ms: Option<i64>,
+    pub health: Option<KeyHealthRecord>,
+}
+
+impl TenantKey {
+    /// The ARN to unwrap with from `region`: the replica there, if the key
+    /// has one, else the key itself.
+    pub fn arn_for_region(&self, region: &str) -> &str {
+        if self.region == region {
+            return &self.key_arn;
+        }
+        self.replicas
+            .get(region)
+            .map(String::as_str)
+            .unwrap_or(&self.key_arn)
+    }
+}
+
+/// The outcome of the last DescribeKey health check of a tenant key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHealthRecord {
+    /// `enabled`, `disabled`, `pending_deletion`, `access_denied`,
+    /// `not_found`, `unreachable` or `invalid_state`.
+    pub state: String,
+    pub detail: Option<String>,
+    pub deletion_date_ms: Option<i64>,
+    pub checked_at_ms: i64,
+}
+
+/// What a key protects: committed and in-flight recordings wrapped under it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyUsage {
+    pub recordings: u64,
+    pub bytes: u64,
+    pub legal_hold: u64,
+}
+
+/// A key to make active (registration has already proven it usable).
+#[derive(Debug, Clone)]
+pub struct NewTenantKey {
+    pub key_arn: String,
+    pub region: String,
+    pub key_spec: String,
+    pub public_key: Option<Vec<u8>>,
+    pub replicas: BTreeMap<String, String>,
+}
+
+impl NewTenantKey {
+    pub fn symmetric(key_arn: &str, region: &str) -> Self {
+        Self {
+            key_arn: key_arn.to_owned(),
+            region: region.to_owned(),
+            key_spec: "SYMMETRIC_DEFAULT".into(),
+            public_key: None,
+            replicas: BTreeMap::new(),
+        }
+    }
+}
+
+/// A background job moving a tenant's wrapped data keys from one KMS key to
+/// another with ReEncrypt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewrapJob {
+    pub id: String,
+    pub tenant: TenantId,
+    pub source_arn: String,
+    pub destination_arn: String,
+    /// `running`, `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    pub max_kms_per_sec: u32,
+    /// Recordings under the source key when the job started.
+    pub total: u64,
+    /// Recordings moved so far (committed, exact).
+    pub rewrapped: u64,
+    pub error: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+}
+
+/// A wrapped data key leased for rewrapping.
+#[derive(Debug, Clone)]
+pub struct LeasedKey {
+    pub recording: RecordingId,
+    pub wrapped_key: Vec<u8>,
+    pub algorithm: WrapAlgorithm,
+}
+
+/// The new wrapping of one leased key.
+#[derive(Debug, Clone)]
+pub struct Rewrapped {
+    pub recording: RecordingId,
+    pub old_wrapped_key: Vec<u8>,
+    pub key_arn: String,
+    pub region: String,
+    pub algorithm: WrapAlgorithm,
+    pub wrapped_key: Vec<u8>,
+}
+
+/// A batch of recordings leased to one worker. On PostgreSQL the rows stay
+/// locked (`FOR UPDATE SKIP LOCKED`) until `commit` or drop, so concurrent
+/// workers on other nodes take other rows; dropping the lease (a crash)
+/// rolls back and the rows become available again.
+pub struct RewrapLease {
+    tx: Option<sqlx::Transaction<'static, sqlx::Any>>,
+    job: RewrapJob,
+    pub items: Vec<LeasedKey>,
+}
+
+impl std::fmt::Debug for RewrapLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RewrapLease")
+            .field("job", &self.job.id)
+            .field("items", &self.items.len())
+            .finish()
+    }
 }
 
 /// What ingest writes when an upload starts.
@@ -62,6 +198,7 @@ pub struct NewRecording {
     pub format_version: u8,
     pub key_arn: String,
     pub kms_region: String,
+    pub wrap_algorithm: WrapAlgorithm,
     pub wrapped_key: Vec<u8>,
     pub encryption_context: String,
     pub salt: Vec<u8>,
@@ -109,6 +246,8 @@ pub struct RecordingRow {
     pub format_version: u8,
     pub key_arn: String,
     pub kms_region: String,
+    pub wrap_algorithm: WrapAlgorithm,
+    pub legal_hold: bool,
     pub wrapped_key: Vec<u8>,
     pub salt: Vec<u8>,
     pub nonce_prefix: Vec<u8>,
@@ -139,7 +278,7 @@ macro_rules! recording_select {
             "SELECT tenant_id, recording_id, external_call_id, format_version, key_arn, \
              kms_region, wrapped_key, salt, nonce_prefix, commitment, chunk_size, chunk_count, size_bytes, \
              sha256, container, codec, sample_rate_hz, channels, duration_ms, audio_warning, labels_sealed, \
-             start_time_ms, created_at_ms FROM recordings ",
+             start_time_ms, created_at_ms, wrap_algorithm, legal_hold FROM recordings ",
             $rest
         )
     };
@@ -164,6 +303,8 @@ fn recording_from_row(row: &AnyRow) -> Result<RecordingRow> {
             .map_err(|_| corrupt("format version"))?,
         key_arn: row.try_get("key_arn")?,
         kms_region: row.try_get("kms_region")?,
+        wrap_algorithm: algorithm_of(&row.try_get::<String, _>("wrap_algorithm")?)?,
+        legal_hold: row.try_get::<i64, _>("legal_hold")? != 0,
         wrapped_key: row.try_get("wrapped_key")?,
         salt: row.try_get("salt")?,
         nonce_prefix: row.try_get("nonce_prefix")?,
@@ -201,6 +342,82 @@ fn recording_from_row(row: &AnyRow) -> Result<RecordingRow> {
         labels_sealed: row.try_get("labels_sealed")?,
         start_time_ms: row.try_get("start_time_ms")?,
         created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+fn algorithm_of(s: &str) -> Result<WrapAlgorithm> {
+    WrapAlgorithm::parse(s).ok_or_else(|| corrupt("wrap algorithm"))
+}
+
+/// The tenant_keys columns every key read selects.
+macro_rules! key_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT key_arn, region, status, key_spec, public_key, replicas, registered_at_ms, \
+             activated_at_ms, deactivated_at_ms, retired_at_ms, health_state, health_detail, \
+             deletion_date_ms, health_checked_at_ms FROM tenant_keys ",
+            $rest
+        )
+    };
+}
+
+fn key_from_row(row: &AnyRow) -> Result<TenantKey> {
+    let key_spec: String = row.try_get("key_spec")?;
+    let replicas: String = row.try_get("replicas")?;
+    let health = match row.try_get::<Option<String>, _>("health_state")? {
+        Some(state) => Some(KeyHealthRecord {
+            state,
+            detail: row.try_get("health_detail")?,
+            deletion_date_ms: row.try_get("deletion_date_ms")?,
+            checked_at_ms: row
+                .try_get::<Option<i64>, _>("health_checked_at_ms")?
+                .unwrap_or(0),
+        }),
+        None => None,
+    };
+    Ok(TenantKey {
+        key_arn: row.try_get("key_arn")?,
+        region: row.try_get("region")?,
+        status: row.try_get("status")?,
+        algorithm: WrapAlgorithm::for_key_spec(&key_spec).ok_or_else(|| corrupt("key spec"))?,
+        key_spec,
+        public_key: row.try_get("public_key")?,
+        replicas: serde_json::from_str(&replicas).map_err(|_| corrupt("replica list"))?,
+        registered_at_ms: row.try_get("registered_at_ms")?,
+        activated_at_ms: row.try_get("activated_at_ms")?,
+        deactivated_at_ms: row.try_get("deactivated_at_ms")?,
+        retired_at_ms: row.try_get("retired_at_ms")?,
+        health,
+    })
+}
+
+macro_rules! job_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT job_id, tenant_id, source_arn, destination_arn, status, max_kms_per_sec, total, \
+             rewrapped, error, created_at_ms, updated_at_ms, finished_at_ms FROM rewrap_jobs ",
+            $rest
+        )
+    };
+}
+
+fn job_from_row(row: &AnyRow) -> Result<RewrapJob> {
+    let count = |col: &str| -> Result<u64> {
+        u64::try_from(row.try_get::<i64, _>(col)?).map_err(|_| corrupt("job counter"))
+    };
+    Ok(RewrapJob {
+        id: row.try_get("job_id")?,
+        tenant: TenantId::from_catalog(row.try_get("tenant_id")?),
+        source_arn: row.try_get("source_arn")?,
+        destination_arn: row.try_get("destination_arn")?,
+        status: row.try_get("status")?,
+        max_kms_per_sec: to_u32(row.try_get("max_kms_per_sec")?, "job rate")?,
+        total: count("total")?,
+        rewrapped: count("rewrapped")?,
+        error: row.try_get("error")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+        finished_at_ms: row.try_get("finished_at_ms")?,
     })
 }
 
@@ -245,7 +462,30 @@ impl Catalog {
             Backend::Postgres => PG_MIGRATIONS.run(&pool).await?,
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        Ok(Self { pool, backend, url })
+    }
+
+    /// Tells every node that `key_arn` was found revoked. A no-op on SQLite,
+    /// whose catalog serves a single node.
+    pub async fn notify_key_revoked(&self, key_arn: &str) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(REVOCATION_CHANNEL)
+                .bind(key_arn)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A LISTEN connection on the revocation channel (PostgreSQL only).
+    pub async fn revocation_listener(&self) -> Result<Option<sqlx::postgres::PgListener>> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
+        listener.listen(REVOCATION_CHANNEL).await?;
+        Ok(Some(listener))
     }
 
     pub fn backend(&self) -> Backend {
@@ -287,15 +527,7 @@ impl Catalog {
                 "tenant `{name}` already exists"
             )));
         }
-        sqlx::query(
-            "INSERT INTO tenant_keys (tenant_id, key_arn, region, status, activated_at_ms) VALUES ($1, $2, $3, 'active', $4)",
-        )
-        .bind(id.as_str())
-        .bind(key_arn)
-        .bind(region)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        insert_active_key(&mut tx, &id, &NewTenantKey::symmetric(key_arn, region), now).await?;
         tx.commit().await?;
         Ok(Tenant {
             id,
@@ -316,22 +548,414 @@ impl Catalog {
     }
 
     pub async fn active_key(&self, tenant: &TenantId) -> Result<TenantKey> {
-        let row = sqlx::query(
-            "SELECT key_arn, region, status, activated_at_ms FROM tenant_keys WHERE tenant_id = $1 AND status = 'active'",
+        let row = sqlx::query(key_select!("WHERE tenant_id = $1 AND status = 'active'"))
+            .bind(tenant.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::FailedPrecondition("tenant has no active KMS key".into()))?;
+        key_from_row(&row)
+    }
+
+    /// One key of the tenant's history.
+    pub async fn tenant_key(&self, tenant: &TenantId, key_arn: &str) -> Result<Option<TenantKey>> {
+        let row = sqlx::query(key_select!("WHERE tenant_id = $1 AND key_arn = $2"))
+            .bind(tenant.as_str())
+            .bind(key_arn)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    /// The tenant's whole key history, oldest activation first, with what
+    /// each key protects.
+    pub async fn tenant_keys(&self, tenant: &TenantId) -> Result<Vec<(TenantKey, KeyUsage)>> {
+        let rows = sqlx::query(key_select!(
+            "WHERE tenant_id = $1 ORDER BY activated_at_ms, key_arn"
+        ))
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let usage = self.key_usage(tenant).await?;
+        rows.iter()
+            .map(|row| {
+                let key = key_from_row(row)?;
+                let u = usage.get(&key.key_arn).copied().unwrap_or_default();
+                Ok((key, u))
+            })
+            .collect()
+    }
+
+    /// Recordings (any status: an upload in flight is protected too), bytes
+    /// and legal holds per key ARN.
+    pub async fn key_usage(&self, tenant: &TenantId) -> Result<BTreeMap<String, KeyUsage>> {
+        let rows = sqlx::query(
+            "SELECT key_arn, COUNT(*) AS recordings, \
+             CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) AS bytes, \
+             CAST(COALESCE(SUM(legal_hold), 0) AS BIGINT) AS held \
+             FROM recordings WHERE tenant_id = $1 GROUP BY key_arn",
         )
         .bind(tenant.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
+        .await?;
+        let n = |v: i64| u64::try_from(v).map_err(|_| corrupt("count"));
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("key_arn")?,
+                    KeyUsage {
+                        recordings: n(row.try_get("recordings")?)?,
+                        bytes: n(row.try_get("bytes")?)?,
+                        legal_hold: n(row.try_get("held")?)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Makes `key` the tenant's active key; the previous active key stays in
+    /// the history as `previous` (it still protects its recordings). A key
+    /// that is already in the history is re-activated.
+    pub async fn activate_key(&self, tenant: &TenantId, key: &NewTenantKey) -> Result<TenantKey> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE tenant_keys SET status = 'previous', deactivated_at_ms = $2 \
+             WHERE tenant_id = $1 AND status = 'active'",
+        )
+        .bind(tenant.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        insert_active_key(&mut tx, tenant, key, now).await?;
+        tx.commit().await?;
+        self.tenant_key(tenant, &key.key_arn)
+            .await?
+            .ok_or_else(|| Error::Internal("activated key vanished".into()))
+    }
+
+    /// Marks a key retired. Refused while it is active or still protects a
+    /// recording (including an upload in flight).
+    pub async fn retire_key(&self, tenant: &TenantId, key_arn: &str) -> Result<TenantKey> {
+        let mut tx = self.pool.begin().await?;
+        let key =
+            sqlx::query("SELECT status FROM tenant_keys WHERE tenant_id = $1 AND key_arn = $2")
+                .bind(tenant.as_str())
+                .bind(key_arn)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("key {key_arn}")))?;
+        if key.try_get::<String, _>("status")? == "active" {
+            return Err(Error::FailedPrecondition(format!(
+                "key {key_arn} is the active key; register another key first"
+            )));
+        }
+        let protected: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM recordings WHERE tenant_id = $1 AND key_arn = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(key_arn)
+        .fetch_one(&mut *tx)
         .await?
-        .ok_or_else(|| Error::FailedPrecondition("tenant has no active KMS key".into()))?;
-        Ok(TenantKey {
-            key_arn: row.try_get("key_arn")?,
-            region: row.try_get("region")?,
-            status: row.try_get("status")?,
-            activated_at_ms: row.try_get("activated_at_ms")?,
+        .try_get("n")?;
+        if protected > 0 {
+            return Err(Error::FailedPrecondition(format!(
+                "key {key_arn} still protects {protected} recordings; rewrap them first"
+            )));
+        }
+        sqlx::query(
+            "UPDATE tenant_keys SET status = 'retired', retired_at_ms = $3 \
+             WHERE tenant_id = $1 AND key_arn = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(key_arn)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.tenant_key(tenant, key_arn)
+            .await?
+            .ok_or_else(|| Error::Internal("retired key vanished".into()))
+    }
+
+    /// Every key a health check should look at: all tenants, all keys not
+    /// retired.
+    pub async fn keys_to_check(&self) -> Result<Vec<(TenantId, TenantKey)>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, key_arn, region, status, key_spec, public_key, replicas, registered_at_ms, \
+             activated_at_ms, deactivated_at_ms, retired_at_ms, health_state, health_detail, \
+             deletion_date_ms, health_checked_at_ms FROM tenant_keys \
+             WHERE status <> 'retired' ORDER BY tenant_id, activated_at_ms",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    TenantId::from_catalog(row.try_get("tenant_id")?),
+                    key_from_row(row)?,
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn record_key_health(
+        &self,
+        tenant: &TenantId,
+        key_arn: &str,
+        health: &KeyHealthRecord,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE tenant_keys SET health_state = $3, health_detail = $4, deletion_date_ms = $5, \
+             health_checked_at_ms = $6 WHERE tenant_id = $1 AND key_arn = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(key_arn)
+        .bind(&health.state)
+        .bind(&health.detail)
+        .bind(health.deletion_date_ms)
+        .bind(health.checked_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The tenant's key-rotation policy, in days.
+    pub async fn rotation_policy_days(&self, tenant: &TenantId) -> Result<u32> {
+        let row = sqlx::query("SELECT key_rotation_days FROM tenants WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound("tenant".into()))?;
+        to_u32(row.try_get("key_rotation_days")?, "rotation policy")
+    }
+
+    pub async fn set_rotation_policy_days(&self, tenant: &TenantId, days: u32) -> Result<()> {
+        sqlx::query("UPDATE tenants SET key_rotation_days = $2 WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .bind(i64::from(days))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- rewrap jobs ----
+
+    /// Records a running rewrap job. Both keys must be in the tenant's
+    /// history; one job per tenant runs at a time.
+    pub async fn start_rewrap(
+        &self,
+        tenant: &TenantId,
+        source_arn: &str,
+        destination_arn: &str,
+        max_kms_per_sec: u32,
+    ) -> Result<RewrapJob> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let total: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM recordings WHERE tenant_id = $1 AND key_arn = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(source_arn)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        let res = sqlx::query(
+            "INSERT INTO rewrap_jobs (job_id, tenant_id, source_arn, destination_arn, status, \
+             max_kms_per_sec, total, rewrapped, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, 'running', $5, $6, 0, $7, $7)",
+        )
+        .bind(&id)
+        .bind(tenant.as_str())
+        .bind(source_arn)
+        .bind(destination_arn)
+        .bind(i64::from(max_kms_per_sec))
+        .bind(total)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(Error::FailedPrecondition(
+                    "a rewrap job is already running for this tenant".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        self.rewrap_job(tenant, &id).await
+    }
+
+    pub async fn rewrap_job(&self, tenant: &TenantId, id: &str) -> Result<RewrapJob> {
+        let row = sqlx::query(job_select!("WHERE tenant_id = $1 AND job_id = $2"))
+            .bind(tenant.as_str())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("rewrap job {id}")))?;
+        job_from_row(&row)
+    }
+
+    pub async fn rewrap_jobs(&self, tenant: &TenantId) -> Result<Vec<RewrapJob>> {
+        let rows = sqlx::query(job_select!(
+            "WHERE tenant_id = $1 ORDER BY created_at_ms DESC LIMIT 100"
+        ))
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Running jobs of every tenant: what each node's worker picks up.
+    pub async fn running_rewrap_jobs(&self) -> Result<Vec<RewrapJob>> {
+        let rows = sqlx::query(job_select!(
+            "WHERE status = 'running' ORDER BY created_at_ms"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Leases up to `limit` recordings still wrapped under the job's source
+    /// key. On PostgreSQL the rows are locked with `FOR UPDATE SKIP LOCKED`
+    /// until the lease commits or drops, so workers on several nodes never
+    /// take the same recording. SQLite (single node) has no row locks; the
+    /// compare-and-set in `commit` is what keeps a key from moving twice.
+    pub async fn lease_rewrap_batch(&self, job: &RewrapJob, limit: u32) -> Result<RewrapLease> {
+        let (tx, rows) = match self.backend {
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                let rows = sqlx::query(
+                    "SELECT recording_id, wrapped_key, wrap_algorithm FROM recordings \
+                     WHERE tenant_id = $1 AND key_arn = $2 ORDER BY recording_id LIMIT $3 \
+                     FOR UPDATE SKIP LOCKED",
+                )
+                .bind(job.tenant.as_str())
+                .bind(&job.source_arn)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+                (Some(tx), rows)
+            }
+            Backend::Sqlite => {
+                let rows = sqlx::query(
+                    "SELECT recording_id, wrapped_key, wrap_algorithm FROM recordings \
+                     WHERE tenant_id = $1 AND key_arn = $2 ORDER BY recording_id LIMIT $3",
+                )
+                .bind(job.tenant.as_str())
+                .bind(&job.source_arn)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                (None, rows)
+            }
+        };
+        let items = rows
+            .iter()
+            .map(|row| {
+                let id: String = row.try_get("recording_id")?;
+                Ok(LeasedKey {
+                    recording: RecordingId::parse("recording_id", &id)
+                        .map_err(|_| corrupt("recording id"))?,
+                    wrapped_key: row.try_get("wrapped_key")?,
+                    algorithm: algorithm_of(&row.try_get::<String, _>("wrap_algorithm")?)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RewrapLease {
+            tx,
+            job: job.clone(),
+            items,
         })
     }
 
-    /// A tenant with its first key and one ingest and one supervisor token:
+    /// Reserves `n` KMS requests of the job's per-second budget, shared by
+    /// every node working on it (a fixed one-second window in the job row).
+    /// Returns false when this window is spent.
+    pub async fn reserve_rewrap_budget(&self, job: &RewrapJob, n: u32) -> Result<bool> {
+        let now = now_ms();
+        let res = sqlx::query(
+            "UPDATE rewrap_jobs SET \
+             budget_used = CASE WHEN budget_window_ms <= $2 - 1000 THEN $3 ELSE budget_used + $3 END, \
+             budget_window_ms = CASE WHEN budget_window_ms <= $2 - 1000 THEN $2 ELSE budget_window_ms END \
+             WHERE job_id = $1 AND status = 'running' \
+             AND (budget_window_ms <= $2 - 1000 OR budget_used + $3 <= max_kms_per_sec)",
+        )
+        .bind(&job.id)
+        .bind(now)
+        .bind(i64::from(n))
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Recordings still under the job's source key, locked or not.
+    pub async fn remaining_under(&self, tenant: &TenantId, key_arn: &str) -> Result<u64> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM recordings WHERE tenant_id = $1 AND key_arn = $2",
+        )
+        .bind(tenant.as_str())
+        .bind(key_arn)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        u64::try_from(n).map_err(|_| corrupt("count"))
+    }
+
+    /// Ends a running job (`succeeded`, `failed` or `cancelled`). Returns
+    /// false if it was no longer running (another node ended it).
+    pub async fn finish_rewrap(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let res = sqlx::query(
+            "UPDATE rewrap_jobs SET status = $3, error = $4, updated_at_ms = $5, finished_at_ms = $5 \
+             WHERE tenant_id = $1 AND job_id = $2 AND status = 'running'",
+        )
+        .bind(tenant.as_str())
+        .bind(id)
+        .bind(status)
+        .bind(error)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Sets a failed job running again; it resumes where it stopped.
+    pub async fn resume_rewrap(&self, tenant: &TenantId, id: &str) -> Result<RewrapJob> {
+        let res = sqlx::query(
+            "UPDATE rewrap_jobs SET status = 'running', error = NULL, finished_at_ms = NULL, updated_at_ms = $3 \
+             WHERE tenant_id = $1 AND job_id = $2 AND status = 'failed'",
+        )
+        .bind(tenant.as_str())
+        .bind(id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(r) if r.rows_affected() == 1 => self.rewrap_job(tenant, id).await,
+            Ok(_) => {
+                let job = self.rewrap_job(tenant, id).await?;
+                Err(Error::FailedPrecondition(format!(
+                    "rewrap job {id} is {}, only a failed job can resume",
+                    job.status
+                )))
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(
+                Error::FailedPrecondition("another rewrap job is running for this tenant".into()),
+            ),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A tenant with its first key and one ingest    /// A tenant with its first key and one ingest, one supervisor and one
+    /// admin token:
     /// what the demo, the tests and the benches start from.
     pub async fn bootstrap_tenant(
         &self,
@@ -342,10 +966,12 @@ impl Catalog {
         let tenant = self.create_tenant(name, key_arn, region).await?;
         let ingest_token = self.create_token(&tenant.id, Role::Ingest).await?;
         let supervisor_token = self.create_token(&tenant.id, Role::Supervisor).await?;
+        let admin_token = self.create_token(&tenant.id, Role::Admin).await?;
         Ok(TenantBootstrap {
             tenant,
             ingest_token,
             supervisor_token,
+            admin_token,
         })
     }
 
@@ -396,8 +1022,8 @@ impl Catalog {
         sqlx::query(
             "INSERT INTO recordings (tenant_id, recording_id, external_call_id, status, format_version, key_arn, \
              kms_region, wrapped_key, encryption_context, salt, nonce_prefix, commitment, chunk_size, \
-             labels_sealed, start_time_ms, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, 'uploading', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)",
+             labels_sealed, start_time_ms, created_at_ms, updated_at_ms, wrap_algorithm) \
+             VALUES ($1, $2, $3, 'uploading', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16)",
         )
         .bind(r.tenant.as_str())
         .bind(r.id.to_string())
@@ -414,6 +1040,7 @@ impl Catalog {
         .bind(&r.labels_sealed)
         .bind(r.start_time_ms)
         .bind(now)
+        .bind(r.wrap_algorithm.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -610,6 +1237,78 @@ impl Catalog {
     }
 }
 
+async fn insert_active_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tenant: &TenantId,
+    key: &NewTenantKey,
+    now: i64,
+) -> Result<()> {
+    let replicas =
+        serde_json::to_string(&key.replicas).map_err(|e| Error::Internal(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO tenant_keys (tenant_id, key_arn, region, status, key_spec, public_key, replicas, \
+         registered_at_ms, activated_at_ms) VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $7) \
+         ON CONFLICT (tenant_id, key_arn) DO UPDATE SET status = 'active', region = $3, key_spec = $4, \
+         public_key = $5, replicas = $6, activated_at_ms = $7, deactivated_at_ms = NULL, retired_at_ms = NULL",
+    )
+    .bind(tenant.as_str())
+    .bind(&key.key_arn)
+    .bind(&key.region)
+    .bind(&key.key_spec)
+    .bind(&key.public_key)
+    .bind(replicas)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl RewrapLease {
+    pub fn job(&self) -> &RewrapJob {
+        &self.job
+    }
+
+    /// Stores the new wrappings and advances the job's progress in one
+    /// transaction. Each update is a compare-and-set on the old wrapped key,
+    /// so a key is moved at most once whatever happens concurrently. Returns
+    /// how many recordings moved.
+    pub async fn commit(self, catalog: &Catalog, done: &[Rewrapped]) -> Result<u64> {
+        let mut tx = match self.tx {
+            Some(tx) => tx,
+            None => catalog.pool.begin().await?,
+        };
+        let mut moved = 0u64;
+        for r in done {
+            let res = sqlx::query(
+                "UPDATE recordings SET key_arn = $3, kms_region = $4, wrap_algorithm = $5, wrapped_key = $6, \
+                 updated_at_ms = $7 WHERE tenant_id = $1 AND recording_id = $2 AND key_arn = $8 AND wrapped_key = $9",
+            )
+            .bind(self.job.tenant.as_str())
+            .bind(r.recording.to_string())
+            .bind(&r.key_arn)
+            .bind(&r.region)
+            .bind(r.algorithm.as_str())
+            .bind(&r.wrapped_key)
+            .bind(now_ms())
+            .bind(&self.job.source_arn)
+            .bind(&r.old_wrapped_key)
+            .execute(&mut *tx)
+            .await?;
+            moved += res.rows_affected();
+        }
+        sqlx::query(
+            "UPDATE rewrap_jobs SET rewrapped = rewrapped + $2, updated_at_ms = $3 WHERE job_id = $1",
+        )
+        .bind(&self.job.id)
+        .bind(i64::try_from(moved).unwrap_or(i64::MAX))
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+}
+
 async fn insert_chunk(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     tenant: &TenantId,
@@ -630,4 +1329,28 @@ async fn insert_chunk(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The SQLite migrations are the PostgreSQL ones with two type names
+    /// changed; this keeps the two dialects from drifting.
+    #[test]
+    fn sqlite_migrations_track_postgres() {
+        for (pg, lite) in [
+            (
+                include_str!("../migrations/postgres/0001_core.sql"),
+                include_str!("../migrations/sqlite/0001_core.sql"),
+            ),
+            (
+                include_str!("../migrations/postgres/0002_key_lifecycle.sql"),
+                include_str!("../migrations/sqlite/0002_key_lifecycle.sql"),
+            ),
+        ] {
+            assert_eq!(
+                pg.replace("BIGINT", "INTEGER").replace("BYTEA", "BLOB"),
+                lite
+            );
+        }
+    }
 }

@@ -60,6 +60,121 @@ pub enum Command {
     /// List or show recordings.
     #[command(subcommand)]
     Recordings(RecordingsCmd),
+    /// Tenant KMS keys: register, history, health, rewrap (admin token).
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Prove a KMS key works for the tenant, then make it the active key.
+    Register {
+        key_arn: String,
+        /// Multi-Region replica as region=ARN (repeatable).
+        #[arg(long = "replica")]
+        replicas: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The key history: state, activation and what each key protects.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Key health, incidents and rotation compliance.
+    Health {
+        /// Check every key with KMS now.
+        #[arg(long)]
+        refresh: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Retire a key that protects no recording.
+    Retire {
+        key_arn: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set the tenant's key-rotation policy.
+    Policy {
+        #[arg(long)]
+        days: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Move every wrapped data key from one key to another (KMS ReEncrypt).
+    Rewrap {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// KMS requests per second for the whole job (0: server default).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+        /// Return once the job is started instead of following it.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Follow (or show) a rewrap job; with --resume or --cancel, change it.
+    Job {
+        job_id: String,
+        #[arg(long, conflicts_with = "cancel")]
+        resume: bool,
+        #[arg(long)]
+        cancel: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Operate the built-in local keyring (works directly on the data dir),
+    /// the embedded default's stand-in for the AWS KMS console.
+    #[command(subcommand)]
+    Local(LocalKeyCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LocalKeyCmd {
+    /// Create a key; prints its ARN.
+    Create {
+        /// RSA_2048 or RSA_3072 for write-only ingest; default symmetric.
+        #[arg(long)]
+        spec: Option<String>,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    Disable {
+        key_arn: String,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    Enable {
+        key_arn: String,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    ScheduleDeletion {
+        key_arn: String,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    CancelDeletion {
+        key_arn: String,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
 }
 
 /// Where state lives. Shared by `serve` and the operator commands.
@@ -99,6 +214,13 @@ pub struct ServeArgs {
     /// working on this node without a revocation signal.
     #[arg(long, env = "CALLVAULT_KEY_CACHE_TTL_SECS", default_value_t = 300)]
     pub key_cache_ttl_secs: u64,
+    /// Seconds between DescribeKey health checks of every tenant key.
+    #[arg(
+        long,
+        env = "CALLVAULT_KEY_HEALTH_INTERVAL_SECS",
+        default_value_t = 300
+    )]
+    pub key_health_interval_secs: u64,
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     #[arg(long, env = "CALLVAULT_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
@@ -252,6 +374,7 @@ impl tonic::service::Interceptor for BearerAuth {
 pub struct Client {
     pub ingest: pb::ingest_service_client::IngestServiceClient<Authed>,
     pub playback: pb::playback_service_client::PlaybackServiceClient<Authed>,
+    pub keys: pb::key_service_client::KeyServiceClient<Authed>,
 }
 
 impl Client {
@@ -275,9 +398,11 @@ impl Client {
             )
             .max_encoding_message_size(crate::api::MAX_MESSAGE_BYTES),
             playback: pb::playback_service_client::PlaybackServiceClient::with_interceptor(
-                channel, auth,
+                channel.clone(),
+                auth.clone(),
             )
             .max_decoding_message_size(64 * 1024 * 1024),
+            keys: pb::key_service_client::KeyServiceClient::with_interceptor(channel, auth),
         })
     }
 
@@ -371,7 +496,346 @@ pub async fn main(cli: Cli) -> Result<()> {
         Command::Ingest(args) => ingest_file(args).await,
         Command::Play(args) => play_file(args).await,
         Command::Recordings(cmd) => recordings(cmd).await,
+        Command::Keys(KeysCmd::Local(cmd)) => local_keys(cmd).await,
+        Command::Keys(cmd) => keys_cmd(cmd).await,
     }
+}
+
+fn failed(what: &str) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
+    move |s| anyhow::anyhow!("{what} failed: {:?}: {}", s.code(), s.message())
+}
+
+fn time_of(t: &Option<prost_types::Timestamp>) -> String {
+    t.as_ref()
+        .map(|t| crate::domain::format_ms(t.seconds * 1000 + i64::from(t.nanos / 1_000_000)))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn key_json(k: &pb::TenantKey) -> serde_json::Value {
+    let health = k.health.clone().unwrap_or_default();
+    serde_json::json!({
+        "key_arn": k.key_arn,
+        "region": k.region,
+        "status": k.status,
+        "key_spec": k.key_spec,
+        "wrap_algorithm": k.wrap_algorithm,
+        "replica_key_arns": k.replica_key_arns,
+        "registered": time_of(&k.register_time),
+        "activated": time_of(&k.activate_time),
+        "deactivated": k.deactivate_time.as_ref().map(|_| time_of(&k.deactivate_time)),
+        "retired": k.retire_time.as_ref().map(|_| time_of(&k.retire_time)),
+        "recordings": k.recording_count,
+        "bytes": k.size_bytes,
+        "legal_hold": k.legal_hold_count,
+        "health": if health.state.is_empty() { serde_json::Value::Null } else { serde_json::json!({
+            "state": health.state,
+            "detail": health.detail,
+            "deletion": health.deletion_time.as_ref().map(|_| time_of(&health.deletion_time)),
+            "checked": time_of(&health.check_time),
+        })},
+    })
+}
+
+fn print_key(k: &pb::TenantKey) {
+    let health = k.health.clone().unwrap_or_default();
+    println!(
+        "{:<8} {}  {} {}  activated {}  {} recordings, {} bytes{}  health: {}{}",
+        k.status,
+        k.key_arn,
+        k.key_spec,
+        k.region,
+        time_of(&k.activate_time),
+        k.recording_count,
+        k.size_bytes,
+        if k.legal_hold_count > 0 {
+            format!(" ({} on legal hold)", k.legal_hold_count)
+        } else {
+            String::new()
+        },
+        if health.state.is_empty() {
+            "not checked yet"
+        } else {
+            &health.state
+        },
+        if health.deletion_time.is_some() {
+            format!(" (deletion {})", time_of(&health.deletion_time))
+        } else {
+            String::new()
+        }
+    );
+}
+
+fn job_json(j: &pb::RewrapJob) -> serde_json::Value {
+    serde_json::json!({
+        "job_id": j.job_id,
+        "source_key_arn": j.source_key_arn,
+        "destination_key_arn": j.destination_key_arn,
+        "state": j.state,
+        "total": j.total_count,
+        "rewrapped": j.rewrapped_count,
+        "max_kms_requests_per_second": j.max_kms_requests_per_second,
+        "error": if j.error.is_empty() { serde_json::Value::Null } else { j.error.clone().into() },
+        "created": time_of(&j.create_time),
+        "finished": j.finish_time.as_ref().map(|_| time_of(&j.finish_time)),
+    })
+}
+
+fn print_job(j: &pb::RewrapJob, json: bool) {
+    if json {
+        println!("{}", job_json(j));
+        return;
+    }
+    println!(
+        "rewrap job {}: {}  {}/{} recordings  {} -> {}{}",
+        j.job_id,
+        j.state,
+        j.rewrapped_count,
+        j.total_count,
+        j.source_key_arn,
+        j.destination_key_arn,
+        if j.error.is_empty() {
+            String::new()
+        } else {
+            format!("\n  error: {}", j.error)
+        }
+    );
+}
+
+/// Polls a rewrap job until it stops, with a progress bar on a terminal.
+async fn follow_job(c: &mut Client, mut job: pb::RewrapJob, json: bool) -> Result<pb::RewrapJob> {
+    use std::io::IsTerminal;
+    let bar = if !json && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(job.total_count);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} rewrap [{bar:40}] {pos}/{len} recordings {per_sec} eta {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    while job.state == "running" {
+        bar.set_length(job.total_count.max(job.rewrapped_count));
+        bar.set_position(job.rewrapped_count);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        job = c
+            .keys
+            .get_rewrap_job(pb::GetRewrapJobRequest {
+                job_id: job.job_id.clone(),
+            })
+            .await
+            .map_err(failed("rewrap status"))?
+            .into_inner();
+    }
+    bar.finish_and_clear();
+    Ok(job)
+}
+
+async fn keys_cmd(cmd: KeysCmd) -> Result<()> {
+    match cmd {
+        KeysCmd::Register {
+            key_arn,
+            replicas,
+            json,
+            client,
+        } => {
+            let mut c = Client::connect(&client.server, &client.token).await?;
+            let key = c
+                .keys
+                .register_key(pb::RegisterKeyRequest {
+                    key_arn,
+                    replica_key_arns: parse_labels(&replicas)?,
+                })
+                .await
+                .map_err(failed("register"))?
+                .into_inner();
+            if json {
+                println!("{}", key_json(&key));
+            } else {
+                println!("key passed its round trip and is now active:");
+                print_key(&key);
+            }
+        }
+        KeysCmd::List { json, client } => {
+            let mut c = Client::connect(&client.server, &client.token).await?;
+            let keys = c
+                .keys
+                .list_keys(pb::ListKeysRequest {})
+                .await
+                .map_err(failed("list"))?
+                .into_inner()
+                .keys;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::Value::Array(keys.iter().map(key_json).collect())
+                );
+            } else {
+                keys.iter().for_each(print_key);
+            }
+        }
+        KeysCmd::Health {
+            refresh,
+            json,
+            client,
+        } => {
+            let mut c = Client::connect(&client.server, &client.token).await?;
+            let h = c
+                .keys
+                .get_key_health(pb::GetKeyHealthRequest { refresh })
+                .await
+                .map_err(failed("health"))?
+                .into_inner();
+            let rotation = h.rotation.unwrap_or_default();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "keys": h.keys.iter().map(key_json).collect::<Vec<_>>(),
+                        "incidents": h.incidents.iter().map(|i| serde_json::json!({
+                            "key_arn": i.key_arn,
+                            "state": i.state,
+                            "recordings": i.recording_count,
+                            "legal_hold": i.legal_hold_count,
+                            "unreadable": time_of(&i.unreadable_time),
+                            "message": i.message,
+                        })).collect::<Vec<_>>(),
+                        "rotation": {
+                            "active_key_age_days": rotation.active_key_age_days,
+                            "policy_days": rotation.policy_days,
+                            "compliant": rotation.compliant,
+                        },
+                    })
+                );
+            } else {
+                h.keys.iter().for_each(print_key);
+                for i in &h.incidents {
+                    println!("INCIDENT: {}", i.message);
+                }
+                println!(
+                    "rotation: active key is {} days old, policy {} days: {}",
+                    rotation.active_key_age_days,
+                    rotation.policy_days,
+                    if rotation.compliant {
+                        "compliant"
+                    } else {
+                        "OVERDUE"
+                    }
+                );
+            }
+        }
+        KeysCmd::Retire { key_arn, client } => {
+            let mut c = Client::connect(&client.server, &client.token).await?;
+            let key = c
+                .keys
+                .retire_key(pb::RetireKeyRequest { key_arn })
+                .await
+                .map_err(failed("retire"))?
+                .into_inner();
+            print_key(&key);
+        }
+        KeysCmd::Policy { days, client } => {
+            let mut c = Client::connect(&client.server, &client.token).await?;
+            let r = c
+                .keys
+                .set_rotation_policy(pb::SetRotationPolicyRequest { policy_days: days })
+                .await
+                .map_err(failed("policy"))?
+                .into_inner();
+            println!(
+                "rotation policy {} days; active key {} days old ({})",
+                r.policy_days,
+                r.active_key_age_days,
+                if r.compliant { "compliant" } else { "overdue" }
+            );
+        }
+        KeysCmd::Rewrap {
+            from,
+            to,
+            rate,
+            no_wait,
+            json,
+            client,
+        } => {
+            let mut c = Client::connect(&client.server, &client.token).await?;
+            let job = c
+                .keys
+                .start_rewrap(pb::StartRewrapRequest {
+                    source_key_arn: from,
+                    destination_key_arn: to,
+                    max_kms_requests_per_second: rate,
+                })
+                .await
+                .map_err(failed("rewrap"))?
+                .into_inner();
+            let job = if no_wait {
+                job
+            } else {
+                follow_job(&mut c, job, json).await?
+            };
+            print_job(&job, json);
+            if job.state == "failed" {
+                bail!("rewrap job {} failed: {}", job.job_id, job.error);
+            }
+        }
+        KeysCmd::Job {
+            job_id,
+            resume,
+            cancel,
+            json,
+            client,
+        } => {
+            let mut c = Client::connect(&client.server, &client.token).await?;
+            let req = pb::GetRewrapJobRequest { job_id };
+            let job = if resume {
+                c.keys.resume_rewrap(req).await
+            } else if cancel {
+                c.keys.cancel_rewrap(req).await
+            } else {
+                c.keys.get_rewrap_job(req).await
+            }
+            .map_err(failed("rewrap job"))?
+            .into_inner();
+            let job = if cancel {
+                job
+            } else {
+                follow_job(&mut c, job, json).await?
+            };
+            print_job(&job, json);
+        }
+        KeysCmd::Local(_) => unreachable!("dispatched to local_keys"),
+    }
+    Ok(())
+}
+
+async fn local_keys(cmd: LocalKeyCmd) -> Result<()> {
+    let ring = |b: &BackendArgs| -> Result<LocalKeyring> {
+        Ok(LocalKeyring::open(&b.data_dir, &b.region)?)
+    };
+    match cmd {
+        LocalKeyCmd::Create { spec, backend } => {
+            let ring = ring(&backend)?;
+            let arn = match spec.as_deref() {
+                None | Some("SYMMETRIC_DEFAULT") => ring.create_key()?,
+                Some(s) => ring.create_rsa_key(s)?,
+            };
+            println!("{arn}");
+        }
+        LocalKeyCmd::Disable { key_arn, backend } => {
+            ring(&backend)?.set_enabled(&key_arn, false)?
+        }
+        LocalKeyCmd::Enable { key_arn, backend } => ring(&backend)?.set_enabled(&key_arn, true)?,
+        LocalKeyCmd::ScheduleDeletion {
+            key_arn,
+            days,
+            backend,
+        } => ring(&backend)?.schedule_deletion(&key_arn, days)?,
+        LocalKeyCmd::CancelDeletion { key_arn, backend } => {
+            ring(&backend)?.cancel_deletion(&key_arn)?
+        }
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
@@ -380,7 +844,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         ttl: Duration::from_secs(args.key_cache_ttl_secs.max(1)),
         ..Default::default()
     };
-    let (archive, _) = open_archive(&args.backend, &cache).await?;
+    let (mut archive, _) = open_archive(&args.backend, &cache).await?;
+    archive.schedule.key_health = Duration::from_secs(args.key_health_interval_secs.max(1));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -463,7 +928,7 @@ async fn ingest_file(args: IngestArgs) -> Result<()> {
         .await;
     reader.await??;
     bar.finish_and_clear();
-    let res = res.map_err(|s| anyhow::anyhow!("ingest failed: {}: {}", s.code(), s.message()))?;
+    let res = res.map_err(failed("ingest"))?;
     let rec = res.recording.context("server returned no recording")?;
     if rec.sha256 != local {
         bail!(
@@ -555,19 +1020,13 @@ async fn play_file(args: PlayArgs) -> Result<()> {
             offset_bytes: args.offset,
         })
         .await;
-    let mut stream = res
-        .map_err(|s| anyhow::anyhow!("play failed: {}: {}", s.code(), s.message()))?
-        .into_inner();
+    let mut stream = res.map_err(failed("play"))?.into_inner();
     let mut out = tokio::fs::File::create(&args.output)
         .await
         .with_context(|| format!("cannot create {}", args.output.display()))?;
     let mut written = 0u64;
     let result: Result<()> = async {
-        while let Some(msg) = stream
-            .message()
-            .await
-            .map_err(|s| anyhow::anyhow!("play failed: {}: {}", s.code(), s.message()))?
-        {
+        while let Some(msg) = stream.message().await.map_err(failed("play"))? {
             out.write_all(&msg.data).await?;
             written += msg.data.len() as u64;
         }
@@ -599,7 +1058,7 @@ async fn recordings(cmd: RecordingsCmd) -> Result<()> {
                         page_token: token,
                     })
                     .await
-                    .map_err(|s| anyhow::anyhow!("list failed: {}: {}", s.code(), s.message()))?
+                    .map_err(failed("list"))?
                     .into_inner();
                 all.extend(page.recordings);
                 if page.next_page_token.is_empty() {
@@ -624,7 +1083,7 @@ async fn recordings(cmd: RecordingsCmd) -> Result<()> {
                 .playback
                 .get_recording(pb::GetRecordingRequest { recording_id: id })
                 .await
-                .map_err(|s| anyhow::anyhow!("get failed: {}: {}", s.code(), s.message()))?
+                .map_err(failed("get"))?
                 .into_inner();
             print_recording(&rec, json, None);
             Ok(())
@@ -672,6 +1131,112 @@ pub fn synth_wav(seconds: u32, sample_rate: u32, channels: u16) -> Vec<u8> {
     out
 }
 
+/// The BYOK part of the demo: rotate to a new key, rewrap the old one away,
+/// revoke and restore.
+async fn demo_keys(
+    admin: &mut Client,
+    player: &mut Client,
+    ring: &LocalKeyring,
+    key_a: &str,
+    archived: &[(String, String)],
+    failures: &mut Vec<String>,
+) -> Result<()> {
+    println!("\n  bring your own key");
+    let key_b = ring.create_key()?;
+    let registered = admin
+        .keys
+        .register_key(pb::RegisterKeyRequest {
+            key_arn: key_b.clone(),
+            replica_key_arns: Default::default(),
+        })
+        .await
+        .map_err(failed("register"))?
+        .into_inner();
+    println!(
+        "    registered {key_b}: round trip passed, now {}",
+        registered.status
+    );
+    let job = admin
+        .keys
+        .start_rewrap(pb::StartRewrapRequest {
+            source_key_arn: key_a.to_owned(),
+            destination_key_arn: key_b.clone(),
+            max_kms_requests_per_second: 50,
+        })
+        .await
+        .map_err(failed("rewrap"))?
+        .into_inner();
+    let job = follow_job(admin, job, true).await?;
+    println!(
+        "    rewrap {} -> new key: {}, {}/{} recordings moved with KMS ReEncrypt",
+        key_a, job.state, job.rewrapped_count, job.total_count
+    );
+    let keys = admin
+        .keys
+        .list_keys(pb::ListKeysRequest {})
+        .await
+        .map_err(failed("list keys"))?
+        .into_inner()
+        .keys;
+    let protected = |arn: &str| {
+        keys.iter()
+            .find(|k| k.key_arn == arn)
+            .map(|k| k.recording_count)
+    };
+    let mut plays_ok = true;
+    for (id, sha) in archived {
+        let (audio, _) = player.play_all(id, 0).await?;
+        plays_ok &= crypto::sha256_hex(&audio) == *sha;
+    }
+    ring.set_enabled(&key_b, false)?;
+    let health = admin
+        .keys
+        .get_key_health(pb::GetKeyHealthRequest { refresh: true })
+        .await
+        .map_err(failed("key health"))?
+        .into_inner();
+    for i in &health.incidents {
+        println!("    key disabled in KMS -> incident: {}", i.message);
+    }
+    let revoked = player.play_all(&archived[0].0, 0).await;
+    if let Err(s) = &revoked {
+        println!(
+            "    playback under the disabled key: {:?}: {}",
+            s.code(),
+            s.message()
+        );
+    }
+    ring.set_enabled(&key_b, true)?;
+    let restored = player.play_all(&archived[0].0, 0).await;
+    for (label, ok) in [
+        (
+            "new key registered and active",
+            registered.status == "active",
+        ),
+        ("rewrap succeeded", job.state == "succeeded"),
+        ("old key protects no recording", protected(key_a) == Some(0)),
+        ("every recording plays after the rewrap", plays_ok),
+        (
+            "disabled key reported as an incident",
+            health.incidents.len() == 1,
+        ),
+        (
+            "playback under a disabled key is refused (failed precondition)",
+            matches!(&revoked, Err(s) if s.code() == tonic::Code::FailedPrecondition),
+        ),
+        (
+            "re-enabling the key restores playback",
+            restored.is_ok_and(|(a, _)| crypto::sha256_hex(&a) == archived[0].1),
+        ),
+    ] {
+        println!("    [{}] {label}", if ok { "ok" } else { "FAIL" });
+        if !ok {
+            failures.push(format!("keys: {label}"));
+        }
+    }
+    Ok(())
+}
+
 /// `callvault demo`: every step verified, exit code 0 only if all pass.
 pub async fn demo() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -694,6 +1259,7 @@ pub async fn demo() -> Result<()> {
     let mut uploader = Client::connect(&server.addr, &boot.ingest_token).await?;
     let mut player = Client::connect(&server.addr, &boot.supervisor_token).await?;
     let mut failures = Vec::new();
+    let mut archived: Vec<(String, String)> = Vec::new();
 
     let recordings: [(&str, Bytes); 2] = [
         ("speech (G.711 μ-law WAV)", Bytes::from_static(DEMO_SPEECH)),
@@ -716,7 +1282,7 @@ pub async fn demo() -> Result<()> {
         let res = uploader
             .ingest_stream(header, pieces(audio, 256 * 1024))
             .await
-            .map_err(|s| anyhow::anyhow!("ingest: {}: {}", s.code(), s.message()))?;
+            .map_err(failed("ingest"))?;
         let ingest_secs = t.elapsed().as_secs_f64();
         let rec = res.recording.context("no recording in response")?;
         let audio_meta = rec.audio.clone().unwrap_or_default();
@@ -747,6 +1313,7 @@ pub async fn demo() -> Result<()> {
             warm_ttfb.as_secs_f64() * 1e3,
             size as f64 / play_secs / 1e6
         );
+        archived.push((rec.recording_id.clone(), expected.clone()));
         for (label, ok) in [
             ("server SHA-256 matches input", rec.sha256 == expected),
             (
@@ -766,6 +1333,16 @@ pub async fn demo() -> Result<()> {
             }
         }
     }
+    let mut admin = Client::connect(&server.addr, &boot.admin_token).await?;
+    demo_keys(
+        &mut admin,
+        &mut player,
+        &ring,
+        &key,
+        &archived,
+        &mut failures,
+    )
+    .await?;
     server.stop().await?;
     println!("\n  KMS calls in total: {}", archive.metrics.total_calls());
     if failures.is_empty() {

@@ -34,6 +34,14 @@ pub enum Error {
     },
     #[error(transparent)]
     Kms(#[from] KmsError),
+    /// A key failed the registration round trip at `permission` (the KMS
+    /// operation and IAM action, e.g. `kms:GenerateDataKey`).
+    #[error("key check failed at {permission}: {source}")]
+    KeyCheck {
+        permission: &'static str,
+        #[source]
+        source: KmsError,
+    },
     #[error("catalog error")]
     Catalog(#[from] sqlx::Error),
     #[error("catalog migration failed")]

@@ -20,7 +20,7 @@ use crate::catalog::{ChunkRow, CommitOutcome, Completion, NewRecording, Recordin
 use crate::crypto::{self, RecordingCipher, RecordingParams};
 use crate::domain::{ExternalCallId, Principal, RecordingId, Role};
 use crate::error::{Error, Result};
-use crate::kms::EncryptionContext;
+use crate::kms::{EncryptionContext, PublicWrapKey, WrapAlgorithm};
 use crate::store::ChunkStore;
 
 pub const MAX_LABELS: usize = 64;
@@ -196,7 +196,22 @@ async fn begin(
         tenant: principal.tenant.to_string(),
         recording: id.to_string(),
     };
-    let generated = archive.kms.generate_data_key(&key.key_arn, &ctx).await?;
+    // A symmetric key asks KMS for the data key. An RSA key (write-only
+    // mode) wraps a locally generated data key with its pinned public key:
+    // no KMS call, and nothing this node holds could unwrap it again.
+    let (generated, kms_region) = match key.algorithm {
+        WrapAlgorithm::SymmetricDefault => (
+            archive.kms.generate_data_key(&key.key_arn, &ctx).await?,
+            archive.kms.region().to_owned(),
+        ),
+        WrapAlgorithm::RsaesOaepSha256 => {
+            let spki = key.public_key.as_deref().ok_or_else(|| {
+                Error::Internal("asymmetric tenant key has no pinned public key".into())
+            })?;
+            let wrap_key = PublicWrapKey::from_spki(&key.key_arn, spki)?;
+            (wrap_key.generate_data_key()?, key.region.clone())
+        }
+    };
     let params = RecordingParams::generate()?;
     let cipher = RecordingCipher::new(
         &generated.plaintext,
@@ -219,7 +234,8 @@ async fn begin(
             external_call_id: header.external_call_id.clone(),
             format_version: crypto::FORMAT_VERSION,
             key_arn: generated.key_arn.clone(),
-            kms_region: archive.kms.region().to_owned(),
+            kms_region,
+            wrap_algorithm: key.algorithm,
             wrapped_key: generated.wrapped.clone(),
             encryption_context: ctx.to_json(),
             salt: params.salt.to_vec(),

@@ -1,7 +1,7 @@
 //! callvault: an encrypted-at-rest archive for contact-center call recordings.
 //!
 //! Layers, bottom up (see ARCHITECTURE.md): `crypto` (pure format), `kms`,
-//! `store`, `catalog`, `audio`; the use cases `ingest` and `playback` composed
+//! `store`, `catalog`, `audio`; the use cases `ingest`, `playback` and `keys` composed
 //! over an `archive::Archive`; `api` (gRPC edge) and `server`; `cli` for the
 //! binary.
 
@@ -14,6 +14,7 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod ingest;
+pub mod keys;
 pub mod kms;
 pub mod playback;
 pub mod server;

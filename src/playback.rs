@@ -63,16 +63,38 @@ async fn cipher_for(archive: &Archive, row: &RecordingRow) -> Result<RecordingCi
         tenant: row.tenant.to_string(),
         recording: row.id.to_string(),
     };
-    let key = archive
+    // A node outside the key's region unwraps with the multi-Region replica
+    // in its own region when the key has one.
+    let region = archive.kms.region();
+    let replica = if row.kms_region == region {
+        None
+    } else {
+        archive
+            .catalog
+            .tenant_key(&row.tenant, &row.key_arn)
+            .await?
+            .map(|k| k.arn_for_region(region).to_owned())
+    };
+    let arn = replica.as_deref().unwrap_or(&row.key_arn);
+    let key = match archive
         .keys
-        .unwrap(&row.key_arn, &row.wrapped_key, &ctx)
+        .unwrap(arn, row.wrap_algorithm, &row.wrapped_key, &ctx)
         .await
-        .map_err(|e| match e {
-            KmsError::InvalidCiphertext { .. } => {
-                Error::integrity(row.id, CryptoError::CommitmentMismatch)
-            }
-            other => Error::Kms(other),
-        })?;
+    {
+        Ok(k) => k,
+        Err(KmsError::InvalidCiphertext { .. }) => {
+            return Err(Error::integrity(row.id, CryptoError::CommitmentMismatch));
+        }
+        Err(
+            e @ (KmsError::Disabled { .. }
+            | KmsError::PendingDeletion { .. }
+            | KmsError::AccessDenied { .. }),
+        ) => {
+            archive.key_revoked(arn).await;
+            return Err(Error::Kms(e));
+        }
+        Err(e) => return Err(Error::Kms(e)),
+    };
     let params = params_of(row)?;
     RecordingCipher::new_checked(
         &key.key,

@@ -8,43 +8,48 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::api::{self, IngestApi, PlaybackApi, pb};
+use crate::api::{self, IngestApi, KeyApi, PlaybackApi, pb};
 use crate::archive::Archive;
 use crate::error::{Error, Result};
 
 /// Which services this node serves (least privilege: an ingest-only node
 /// needs no `kms:Decrypt`, a playback-only node no `kms:GenerateDataKey`).
+/// The admin role serves `KeyService` and runs the rewrap worker (it needs
+/// kms:DescribeKey, GenerateDataKey/Decrypt for the registration round trip,
+/// GetPublicKey and ReEncrypt).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roles {
     pub ingest: bool,
     pub playback: bool,
+    pub admin: bool,
 }
 
 impl Roles {
     pub const ALL: Roles = Roles {
         ingest: true,
         playback: true,
+        admin: true,
+    };
+    pub const NONE: Roles = Roles {
+        ingest: false,
+        playback: false,
+        admin: false,
     };
 
     pub fn parse(s: &str) -> Result<Self> {
-        let mut roles = Roles {
-            ingest: false,
-            playback: false,
-        };
+        let mut roles = Roles::NONE;
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part {
                 "ingest" => roles.ingest = true,
                 "playback" => roles.playback = true,
-                // Admin services arrive with the key-management work; accepted
-                // now so deployments can name the role already.
-                "admin" => {}
+                "admin" => roles.admin = true,
                 other => return Err(Error::invalid("roles", &format!("unknown role `{other}`"))),
             }
         }
-        if !roles.ingest && !roles.playback {
+        if roles == Roles::NONE {
             return Err(Error::invalid(
                 "roles",
-                "name at least one of ingest, playback",
+                "name at least one of ingest, playback, admin",
             ));
         }
         Ok(roles)
@@ -65,25 +70,34 @@ pub async fn run(
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
-    let router = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        // HTTP/2's default 64 KiB window stalls a bulk upload on every window
-        // update; a few MiB per stream keeps loopback and LAN links full while
-        // still bounding what one client can make the server buffer.
-        .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
-        .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_optional_service(roles.ingest.then(|| {
-            pb::ingest_service_server::IngestServiceServer::new(IngestApi::new(archive.clone()))
+    let router =
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            // HTTP/2's default 64 KiB window stalls a bulk upload on every window
+            // update; a few MiB per stream keeps loopback and LAN links full while
+            // still bounding what one client can make the server buffer.
+            .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
+            .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_optional_service(roles.ingest.then(|| {
+                pb::ingest_service_server::IngestServiceServer::new(IngestApi::new(archive.clone()))
+                    .max_decoding_message_size(api::MAX_MESSAGE_BYTES)
+            }))
+            .add_optional_service(roles.playback.then(|| {
+                pb::playback_service_server::PlaybackServiceServer::new(PlaybackApi::new(
+                    archive.clone(),
+                ))
                 .max_decoding_message_size(api::MAX_MESSAGE_BYTES)
-        }))
-        .add_optional_service(roles.playback.then(|| {
-            pb::playback_service_server::PlaybackServiceServer::new(PlaybackApi::new(
-                archive.clone(),
-            ))
-            .max_decoding_message_size(api::MAX_MESSAGE_BYTES)
-        }));
+            }))
+            .add_optional_service(roles.admin.then(|| {
+                pb::key_service_server::KeyServiceServer::new(KeyApi::new(archive.clone()))
+            }));
+    if roles.admin {
+        health_reporter
+            .set_serving::<pb::key_service_server::KeyServiceServer<KeyApi>>()
+            .await;
+    }
     if roles.ingest {
         health_reporter
             .set_serving::<pb::ingest_service_server::IngestServiceServer<IngestApi>>()
@@ -94,14 +108,78 @@ pub async fn run(
             .set_serving::<pb::playback_service_server::PlaybackServiceServer<PlaybackApi>>()
             .await;
     }
+    let mut background = tokio::task::JoinSet::new();
     // Remove abandoned uploads left by crashed nodes, now and periodically.
-    let sweeper = tokio::spawn(sweep_loop(archive.clone()));
+    background.spawn(sweep_loop(archive.clone()));
+    // Nodes that unwrap data keys check every tenant key's health and drop
+    // cached data keys when another node announces a revoked key. An
+    // ingest-only node does neither: in write-only mode it holds no KMS
+    // permission, and its failed checks would read as revocations.
+    if roles.playback || roles.admin {
+        background.spawn(key_health_loop(archive.clone()));
+        background.spawn(revocation_listener(archive.clone()));
+    }
+    if roles.admin {
+        background.spawn(rewrap_loop(archive.clone()));
+    }
     let res = router
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .map_err(|e| Error::Internal(format!("server: {e}")));
-    sweeper.abort();
+    background.abort_all();
     res
+}
+
+async fn key_health_loop(archive: Arc<Archive>) {
+    let mut tick = tokio::time::interval(archive.schedule.key_health);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = crate::keys::check_all(&archive).await {
+            tracing::warn!(error = %e, "key health check failed");
+        }
+    }
+}
+
+async fn rewrap_loop(archive: Arc<Archive>) {
+    let mut tick = tokio::time::interval(archive.schedule.rewrap_poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = crate::keys::run_rewrap_jobs(&archive).await {
+            tracing::warn!(error = %e, "rewrap worker pass failed");
+        }
+    }
+}
+
+/// Purges cached data keys of every key another node announces as revoked
+/// (PostgreSQL LISTEN). When the connection drops, notifications may have
+/// been missed, so the whole cache is purged before listening again.
+async fn revocation_listener(archive: Arc<Archive>) {
+    loop {
+        match archive.catalog.revocation_listener().await {
+            Ok(None) => return,
+            Ok(Some(mut listener)) => loop {
+                match listener.try_recv().await {
+                    Ok(Some(n)) => {
+                        tracing::info!(key_arn = %n.payload(), event = "key_revoked_remote", "purging cached data keys of a key revoked on another node");
+                        archive.keys.purge_key(n.payload());
+                    }
+                    Ok(None) => {
+                        tracing::warn!("revocation channel reconnecting; purging the key cache");
+                        archive.keys.purge_all();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "revocation listener failed; purging the key cache");
+                        archive.keys.purge_all();
+                        break;
+                    }
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot listen for key revocations"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }
 
 /// HTTP/2 flow-control windows, shared by the server and the CLI client.

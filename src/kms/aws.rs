@@ -12,7 +12,10 @@ use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, EncryptionAlgorithmSpec, KeyState as AwsKeyState};
 
-use super::{EncryptionContext, GeneratedDataKey, KeyDescription, KeyState, Kms, KmsError};
+use super::{
+    EncryptionContext, GeneratedDataKey, KeyDescription, KeyState, Kms, KmsError, PublicKeyInfo,
+    WrapAlgorithm,
+};
 use crate::crypto::DataKey;
 
 #[derive(Debug, Clone)]
@@ -93,6 +96,16 @@ macro_rules! unwrap_operation_codes {
 }
 unwrap_operation_codes!(aws_sdk_kms::operation::decrypt::DecryptError);
 unwrap_operation_codes!(aws_sdk_kms::operation::re_encrypt::ReEncryptError);
+modeled_codes!(aws_sdk_kms::operation::get_public_key::GetPublicKeyError:
+    DependencyTimeoutException => "DependencyTimeoutException",
+    DisabledException => "DisabledException",
+    InvalidKeyUsageException => "InvalidKeyUsageException",
+    KeyUnavailableException => "KeyUnavailableException",
+    KmsInternalException => "KMSInternalException",
+    KmsInvalidStateException => "KMSInvalidStateException",
+    NotFoundException => "NotFoundException",
+    UnsupportedOperationException => "UnsupportedOperationException",
+);
 modeled_codes!(aws_sdk_kms::operation::describe_key::DescribeKeyError:
     DependencyTimeoutException => "DependencyTimeoutException",
     KmsInternalException => "KMSInternalException",
@@ -166,6 +179,21 @@ fn state_from_aws(s: Option<&AwsKeyState>) -> KeyState {
     }
 }
 
+fn spec(alg: WrapAlgorithm) -> EncryptionAlgorithmSpec {
+    match alg {
+        WrapAlgorithm::SymmetricDefault => EncryptionAlgorithmSpec::SymmetricDefault,
+        WrapAlgorithm::RsaesOaepSha256 => EncryptionAlgorithmSpec::RsaesOaepSha256,
+    }
+}
+
+/// KMS accepts an encryption context only with symmetric keys.
+fn context_for(
+    alg: WrapAlgorithm,
+    ctx: &EncryptionContext,
+) -> Option<std::collections::HashMap<String, String>> {
+    (alg == WrapAlgorithm::SymmetricDefault).then(|| ctx.to_map())
+}
+
 #[async_trait]
 impl Kms for AwsKms {
     fn region(&self) -> &str {
@@ -207,6 +235,7 @@ impl Kms for AwsKms {
     async fn decrypt(
         &self,
         key_arn: &str,
+        algorithm: WrapAlgorithm,
         wrapped: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<DataKey, KmsError> {
@@ -215,8 +244,8 @@ impl Kms for AwsKms {
             .decrypt()
             .key_id(key_arn)
             .ciphertext_blob(Blob::new(wrapped))
-            .encryption_algorithm(EncryptionAlgorithmSpec::SymmetricDefault)
-            .set_encryption_context(Some(ctx.to_map()))
+            .encryption_algorithm(spec(algorithm))
+            .set_encryption_context(context_for(algorithm, ctx))
             .send()
             .await
             .map_err(|e| map_sdk_error(e, key_arn))?;
@@ -234,19 +263,21 @@ impl Kms for AwsKms {
 
     async fn re_encrypt(
         &self,
-        source_arn: &str,
+        (source_arn, source_alg): (&str, WrapAlgorithm),
         wrapped: &[u8],
         ctx: &EncryptionContext,
-        destination_key_id: &str,
+        (destination_key_id, destination_alg): (&str, WrapAlgorithm),
     ) -> Result<(String, Vec<u8>), KmsError> {
         let out = self
             .client
             .re_encrypt()
             .ciphertext_blob(Blob::new(wrapped))
             .source_key_id(source_arn)
-            .set_source_encryption_context(Some(ctx.to_map()))
+            .source_encryption_algorithm(spec(source_alg))
+            .set_source_encryption_context(context_for(source_alg, ctx))
             .destination_key_id(destination_key_id)
-            .set_destination_encryption_context(Some(ctx.to_map()))
+            .destination_encryption_algorithm(spec(destination_alg))
+            .set_destination_encryption_context(context_for(destination_alg, ctx))
             .send()
             .await
             .map_err(|e| map_sdk_error(e, source_arn))?;
@@ -260,7 +291,7 @@ impl Kms for AwsKms {
         Ok((arn, blob.as_ref().to_vec()))
     }
 
-    async fn describe_key(&self, key_id: &str) -> Result<KeyDescription, KmsError> {
+    async fn describe_key(&self, key_id: &str, _tenant: &str) -> Result<KeyDescription, KmsError> {
         let out = self
             .client
             .describe_key()
@@ -278,6 +309,42 @@ impl Kms for AwsKms {
             arn: meta.arn().unwrap_or(key_id).to_owned(),
             state: state_from_aws(meta.key_state()),
             deletion_date_ms,
+            key_spec: meta
+                .key_spec()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_else(|| "SYMMETRIC_DEFAULT".into()),
+            key_usage: meta
+                .key_usage()
+                .map(|u| u.as_str().to_owned())
+                .unwrap_or_else(|| "ENCRYPT_DECRYPT".into()),
+            encryption_algorithms: meta
+                .encryption_algorithms()
+                .iter()
+                .map(|a| a.as_str().to_owned())
+                .collect(),
+        })
+    }
+
+    async fn get_public_key(&self, key_id: &str, _tenant: &str) -> Result<PublicKeyInfo, KmsError> {
+        let out = self
+            .client
+            .get_public_key()
+            .key_id(key_id)
+            .send()
+            .await
+            .map_err(|e| map_sdk_error(e, key_id))?;
+        let missing = |what: &str| KmsError::Other(format!("GetPublicKey response lacks {what}"));
+        Ok(PublicKeyInfo {
+            arn: out.key_id().ok_or_else(|| missing("KeyId"))?.to_owned(),
+            spki_der: out
+                .public_key()
+                .ok_or_else(|| missing("PublicKey"))?
+                .as_ref()
+                .to_vec(),
+            key_spec: out
+                .key_spec()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
         })
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
-use super::{EncryptionContext, Kms, KmsError, KmsMetrics};
+use super::{EncryptionContext, Kms, KmsError, KmsMetrics, WrapAlgorithm};
 use crate::crypto::DataKey;
 
 /// Cache tuning. `ttl` is the documented revocation bound.
@@ -57,10 +57,15 @@ pub struct KeyCache {
     metrics: Arc<KmsMetrics>,
 }
 
-fn cache_id(key_arn: &str, wrapped: &[u8], ctx: &EncryptionContext) -> CacheId {
+fn cache_id(
+    key_arn: &str,
+    algorithm: WrapAlgorithm,
+    wrapped: &[u8],
+    ctx: &EncryptionContext,
+) -> CacheId {
     let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for part in [
-        b"SYMMETRIC_DEFAULT/AES_256".as_slice(),
+        algorithm.as_str().as_bytes(),
         key_arn.as_bytes(),
         wrapped,
         &ctx.canonical_bytes(),
@@ -98,10 +103,11 @@ impl KeyCache {
     pub async fn unwrap(
         &self,
         key_arn: &str,
+        algorithm: WrapAlgorithm,
         wrapped: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<Arc<CachedKey>, KmsError> {
-        let id = cache_id(key_arn, wrapped, ctx);
+        let id = cache_id(key_arn, algorithm, wrapped, ctx);
         if let Some(err) = self.denied.get(&id).await {
             return Err(err);
         }
@@ -110,7 +116,7 @@ impl KeyCache {
             .entries
             .entry(id)
             .or_try_insert_with(async move {
-                let key = kms.decrypt(key_arn, wrapped, ctx).await?;
+                let key = kms.decrypt(key_arn, algorithm, wrapped, ctx).await?;
                 Ok::<_, KmsError>(Arc::new(CachedKey {
                     key_arn: key_arn.to_owned(),
                     key,
@@ -170,6 +176,8 @@ mod tests {
     use super::*;
     use crate::kms::local::LocalKeyring;
 
+    const SYM: WrapAlgorithm = WrapAlgorithm::SymmetricDefault;
+
     #[tokio::test]
     async fn single_flight_and_purge() {
         let dir = tempfile::tempdir().unwrap();
@@ -197,7 +205,7 @@ mod tests {
                     generated.wrapped.clone(),
                     ctx.clone(),
                 );
-                tokio::spawn(async move { cache.unwrap(&arn, &wrapped, &ctx).await })
+                tokio::spawn(async move { cache.unwrap(&arn, SYM, &wrapped, &ctx).await })
             })
             .collect();
         for t in tasks {
@@ -212,11 +220,16 @@ mod tests {
 
         ring.set_enabled(&arn, false).unwrap();
         // Still cached: revocation without a signal waits for the TTL...
-        assert!(cache.unwrap(&arn, &generated.wrapped, &ctx).await.is_ok());
+        assert!(
+            cache
+                .unwrap(&arn, SYM, &generated.wrapped, &ctx)
+                .await
+                .is_ok()
+        );
         // ...a purge makes the next unwrap ask KMS, which refuses.
         cache.purge_key(&arn);
         let err = cache
-            .unwrap(&arn, &generated.wrapped, &ctx)
+            .unwrap(&arn, SYM, &generated.wrapped, &ctx)
             .await
             .unwrap_err();
         assert_eq!(err, KmsError::Disabled { arn: arn.clone() });
@@ -237,11 +250,11 @@ mod tests {
             ..Default::default()
         };
         let cache = KeyCache::new(ring.clone(), &config, Arc::new(KmsMetrics::default()));
-        cache.unwrap(&arn, &g.wrapped, &ctx).await.unwrap();
+        cache.unwrap(&arn, SYM, &g.wrapped, &ctx).await.unwrap();
         ring.set_enabled(&arn, false).unwrap();
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert!(matches!(
-            cache.unwrap(&arn, &g.wrapped, &ctx).await,
+            cache.unwrap(&arn, SYM, &g.wrapped, &ctx).await,
             Err(KmsError::Disabled { .. })
         ));
     }

@@ -6,9 +6,13 @@
 //! is re-read on every operation so that operator commands (`callvault keys
 //! disable …`) take effect on a running server at once, as they would in AWS.
 //!
-//! Wrapped data key layout: `"CVK1" || u32be(kek version) || nonce[12] ||
+//! Symmetric keys wrap as `"CVK1" || u32be(kek version) || nonce[12] ||
 //! AES-256-GCM(kek, nonce, aad, data_key) || tag[16]`, where
 //! `aad = u32be(len arn) || arn || encryption_context.canonical_bytes()`.
+//!
+//! Asymmetric keys (`RSA_2048`, `RSA_3072`) hold a PKCS#8 private key and wrap
+//! with RSAES-OAEP-SHA-256, byte-compatible with AWS KMS: the public key from
+//! `get_public_key` wraps locally, `decrypt` unwraps.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -20,7 +24,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
-use super::{EncryptionContext, GeneratedDataKey, KeyDescription, KeyState, Kms, KmsError};
+use super::{
+    EncryptionContext, GeneratedDataKey, KeyDescription, KeyState, Kms, KmsError, PublicKeyInfo,
+    PublicWrapKey, WrapAlgorithm,
+};
 use crate::crypto::{DataKey, fill_random};
 
 const MAGIC: &[u8; 4] = b"CVK1";
@@ -38,8 +45,16 @@ struct LocalKey {
     created_at_ms: i64,
     #[serde(default)]
     deletion_date_ms: Option<i64>,
-    /// Base64 KEK versions; the last one is current. Rotation appends.
+    /// KMS KeySpec: `SYMMETRIC_DEFAULT` or `RSA_2048` / `RSA_3072`.
+    #[serde(default = "symmetric")]
+    spec: String,
+    /// Base64 key material. Symmetric: KEK versions, the last one current
+    /// (rotation appends). RSA: one PKCS#8 private key.
     versions: Vec<String>,
+}
+
+fn symmetric() -> String {
+    "SYMMETRIC_DEFAULT".into()
 }
 
 impl Drop for LocalKey {
@@ -83,6 +98,48 @@ impl LocalKey {
         }
     }
 
+    fn algorithm(&self) -> WrapAlgorithm {
+        WrapAlgorithm::for_key_spec(&self.spec).unwrap_or(WrapAlgorithm::SymmetricDefault)
+    }
+
+    /// Refuses an operation with the wrong algorithm for this key, as KMS does.
+    fn check_algorithm(&self, alg: WrapAlgorithm) -> Result<(), KmsError> {
+        if alg == self.algorithm() {
+            Ok(())
+        } else {
+            Err(KmsError::InvalidCiphertext {
+                arn: self.arn.clone(),
+            })
+        }
+    }
+
+    fn rsa_private(&self) -> Result<aws_lc_rs::rsa::OaepPrivateDecryptingKey, KmsError> {
+        let corrupt = || KmsError::Other(format!("keyring entry for {} is corrupt", self.arn));
+        let mut der = B64
+            .decode(self.versions.first().ok_or_else(corrupt)?)
+            .map_err(|_| corrupt())?;
+        let key = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&der);
+        der.zeroize();
+        aws_lc_rs::rsa::OaepPrivateDecryptingKey::new(key.map_err(|_| corrupt())?)
+            .map_err(|_| corrupt())
+    }
+
+    fn public_spki(&self) -> Result<Vec<u8>, KmsError> {
+        use aws_lc_rs::encoding::AsDer;
+        let corrupt = || KmsError::Other(format!("keyring entry for {} is corrupt", self.arn));
+        let mut der = B64
+            .decode(self.versions.first().ok_or_else(corrupt)?)
+            .map_err(|_| corrupt())?;
+        let key = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&der);
+        der.zeroize();
+        let spki = key
+            .map_err(|_| corrupt())?
+            .public_key()
+            .as_der()
+            .map_err(|_| corrupt())?;
+        Ok(spki.as_ref().to_vec())
+    }
+
     fn description(&self) -> KeyDescription {
         let state = match self.state.as_str() {
             "Enabled" => KeyState::Enabled,
@@ -94,6 +151,9 @@ impl LocalKey {
             arn: self.arn.clone(),
             state,
             deletion_date_ms: self.deletion_date_ms,
+            key_spec: self.spec.clone(),
+            key_usage: "ENCRYPT_DECRYPT".into(),
+            encryption_algorithms: vec![self.algorithm().as_str().to_owned()],
         }
     }
 }
@@ -192,8 +252,33 @@ impl LocalKeyring {
         self.save(&file)
     }
 
-    /// Creates a new enabled key and returns its ARN.
+    /// Creates a new enabled symmetric key and returns its ARN.
     pub fn create_key(&self) -> Result<String, KmsError> {
+        let mut kek = [0u8; 32];
+        fill_random(&mut kek).map_err(|e| KmsError::Other(e.to_string()))?;
+        let material = B64.encode(kek);
+        kek.zeroize();
+        self.insert_key("SYMMETRIC_DEFAULT", material)
+    }
+
+    /// Creates a new enabled RSA key (`RSA_2048` or `RSA_3072`) for
+    /// write-only ingest and returns its ARN.
+    pub fn create_rsa_key(&self, spec: &str) -> Result<String, KmsError> {
+        use aws_lc_rs::encoding::AsDer;
+        let size = match spec {
+            "RSA_2048" => aws_lc_rs::rsa::KeySize::Rsa2048,
+            "RSA_3072" => aws_lc_rs::rsa::KeySize::Rsa3072,
+            other => return Err(KmsError::Other(format!("unsupported key spec {other}"))),
+        };
+        let key = aws_lc_rs::rsa::PrivateDecryptingKey::generate(size)
+            .map_err(|_| KmsError::Other("RSA key generation failed".into()))?;
+        let der = key
+            .as_der()
+            .map_err(|_| KmsError::Other("RSA key encoding failed".into()))?;
+        self.insert_key(spec, B64.encode(der.as_ref()))
+    }
+
+    fn insert_key(&self, spec: &str, material: String) -> Result<String, KmsError> {
         let _guard = self
             .write_lock
             .lock()
@@ -204,16 +289,14 @@ impl LocalKeyring {
             self.region,
             uuid::Uuid::new_v4()
         );
-        let mut kek = [0u8; 32];
-        fill_random(&mut kek).map_err(|e| KmsError::Other(e.to_string()))?;
         file.keys.push(LocalKey {
             arn: arn.clone(),
             state: "Enabled".into(),
             created_at_ms: crate::domain::now_ms(),
             deletion_date_ms: None,
-            versions: vec![B64.encode(kek)],
+            spec: spec.to_owned(),
+            versions: vec![material],
         });
-        kek.zeroize();
         self.save(&file)?;
         Ok(arn)
     }
@@ -245,8 +328,15 @@ impl LocalKeyring {
     }
 
     /// Adds a new KEK version; new wraps use it, old wraps stay decryptable.
+    /// (Like AWS, only symmetric keys rotate.)
     pub fn rotate(&self, arn: &str) -> Result<(), KmsError> {
         self.modify(arn, |k| {
+            if k.algorithm() != WrapAlgorithm::SymmetricDefault {
+                return Err(KmsError::Other(format!(
+                    "{} is asymmetric and cannot rotate",
+                    k.arn
+                )));
+            }
             let mut kek = [0u8; 32];
             fill_random(&mut kek).map_err(|e| KmsError::Other(e.to_string()))?;
             k.versions.push(B64.encode(kek));
@@ -260,6 +350,9 @@ impl LocalKeyring {
         data_key: &DataKey,
         ctx: &EncryptionContext,
     ) -> Result<Vec<u8>, KmsError> {
+        if key.algorithm() == WrapAlgorithm::RsaesOaepSha256 {
+            return PublicWrapKey::from_spki(&key.arn, &key.public_spki()?)?.wrap(data_key);
+        }
         let version = u32::try_from(key.versions.len().saturating_sub(1))
             .map_err(|_| KmsError::Other("too many key versions".into()))?;
         let kek = key.kek(version)?;
@@ -289,6 +382,21 @@ impl LocalKeyring {
         let bad = || KmsError::InvalidCiphertext {
             arn: key.arn.clone(),
         };
+        if key.algorithm() == WrapAlgorithm::RsaesOaepSha256 {
+            let private = key.rsa_private()?;
+            let mut out = vec![0u8; private.min_output_size()];
+            let res = private
+                .decrypt(
+                    &aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256,
+                    wrapped,
+                    &mut out,
+                    None,
+                )
+                .map_err(|_| bad())
+                .and_then(|plain| DataKey::from_slice(plain).map_err(|_| bad()));
+            out.zeroize();
+            return res;
+        }
         if wrapped.len() != WRAPPED_LEN || &wrapped[..4] != MAGIC {
             return Err(bad());
         }
@@ -322,6 +430,13 @@ impl Kms for LocalKeyring {
     ) -> Result<GeneratedDataKey, KmsError> {
         self.with_key(key_id, |key| {
             key.check_usable()?;
+            if key.algorithm() != WrapAlgorithm::SymmetricDefault {
+                // As in AWS: GenerateDataKey needs a symmetric key.
+                return Err(KmsError::Other(format!(
+                    "{} is asymmetric; GenerateDataKey needs a symmetric key",
+                    key.arn
+                )));
+            }
             let plaintext = DataKey::generate().map_err(|e| KmsError::Other(e.to_string()))?;
             let wrapped = Self::wrap(key, &plaintext, ctx)?;
             Ok(GeneratedDataKey {
@@ -335,21 +450,23 @@ impl Kms for LocalKeyring {
     async fn decrypt(
         &self,
         key_arn: &str,
+        algorithm: WrapAlgorithm,
         wrapped: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<DataKey, KmsError> {
         self.with_key(key_arn, |key| {
             key.check_usable()?;
+            key.check_algorithm(algorithm)?;
             Self::unwrap_key(key, wrapped, ctx)
         })
     }
 
     async fn re_encrypt(
         &self,
-        source_arn: &str,
+        (source_arn, source_alg): (&str, WrapAlgorithm),
         wrapped: &[u8],
         ctx: &EncryptionContext,
-        destination_key_id: &str,
+        (destination_key_id, destination_alg): (&str, WrapAlgorithm),
     ) -> Result<(String, Vec<u8>), KmsError> {
         let file = self.load()?;
         let find = |id: &str| {
@@ -361,11 +478,30 @@ impl Kms for LocalKeyring {
         let (src, dst) = (find(source_arn)?, find(destination_key_id)?);
         src.check_usable()?;
         dst.check_usable()?;
+        src.check_algorithm(source_alg)?;
+        dst.check_algorithm(destination_alg)?;
         let plain = Self::unwrap_key(src, wrapped, ctx)?;
         Ok((dst.arn.clone(), Self::wrap(dst, &plain, ctx)?))
     }
 
-    async fn describe_key(&self, key_id: &str) -> Result<KeyDescription, KmsError> {
+    async fn describe_key(&self, key_id: &str, _tenant: &str) -> Result<KeyDescription, KmsError> {
         self.with_key(key_id, |k| Ok(k.description()))
+    }
+
+    async fn get_public_key(&self, key_id: &str, _tenant: &str) -> Result<PublicKeyInfo, KmsError> {
+        self.with_key(key_id, |k| {
+            k.check_usable()?;
+            if k.algorithm() != WrapAlgorithm::RsaesOaepSha256 {
+                return Err(KmsError::Other(format!(
+                    "{} is symmetric and has no public key",
+                    k.arn
+                )));
+            }
+            Ok(PublicKeyInfo {
+                arn: k.arn.clone(),
+                spki_der: k.public_spki()?,
+                key_spec: k.spec.clone(),
+            })
+        })
     }
 }

@@ -12,7 +12,15 @@
 //!   context; anything else is [`KmsError::InvalidCiphertext`].
 //! * A disabled key fails with [`KmsError::Disabled`], a key pending deletion with
 //!   [`KmsError::PendingDeletion`]; both are checked before any cryptography.
-//! * `describe_key` reports the key's state without using it.
+//! * `describe_key` reports the key's state, spec and usage without using it.
+//! * Asymmetric keys (RSA, `ENCRYPT_DECRYPT`) wrap with
+//!   [`WrapAlgorithm::RsaesOaepSha256`]: `get_public_key` returns the key's
+//!   SubjectPublicKeyInfo so ingest can wrap locally ([`PublicWrapKey`]) and
+//!   `decrypt` unwraps inside the KMS. KMS takes no encryption context for
+//!   asymmetric keys; the recording binding then rests on the format's key
+//!   commitment (`docs/FORMAT.md`).
+//! * Operations that concern one tenant take its id, so every call is
+//!   attributed to a tenant in the metrics (KMS cost per tenant).
 //!
 //! `tests/api/kms_contract.rs` runs one suite against every backend.
 
@@ -68,6 +76,117 @@ impl EncryptionContext {
     }
 }
 
+/// How a data key is wrapped under a KMS key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WrapAlgorithm {
+    /// A symmetric KMS key (AES-256-GCM inside KMS), with encryption context.
+    SymmetricDefault,
+    /// An RSA KMS key; anyone with the public key can wrap, only KMS unwraps.
+    RsaesOaepSha256,
+}
+
+impl WrapAlgorithm {
+    /// The AWS KMS `EncryptionAlgorithmSpec` name, also the catalog spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WrapAlgorithm::SymmetricDefault => "SYMMETRIC_DEFAULT",
+            WrapAlgorithm::RsaesOaepSha256 => "RSAES_OAEP_SHA_256",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "SYMMETRIC_DEFAULT" => Some(WrapAlgorithm::SymmetricDefault),
+            "RSAES_OAEP_SHA_256" => Some(WrapAlgorithm::RsaesOaepSha256),
+            _ => None,
+        }
+    }
+
+    /// The algorithm a key of this KMS `KeySpec` wraps with, if callvault
+    /// supports it.
+    pub fn for_key_spec(spec: &str) -> Option<Self> {
+        match spec {
+            "SYMMETRIC_DEFAULT" => Some(WrapAlgorithm::SymmetricDefault),
+            "RSA_2048" | "RSA_3072" | "RSA_4096" => Some(WrapAlgorithm::RsaesOaepSha256),
+            _ => None,
+        }
+    }
+}
+
+/// An RSA public key pinned to one KMS key ARN: wraps data keys with
+/// RSAES-OAEP-SHA-256 without calling KMS.
+pub struct PublicWrapKey {
+    key_arn: String,
+    key: aws_lc_rs::rsa::OaepPublicEncryptingKey,
+}
+
+impl std::fmt::Debug for PublicWrapKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublicWrapKey")
+            .field("key_arn", &self.key_arn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PublicWrapKey {
+    /// Parses a DER SubjectPublicKeyInfo (what KMS GetPublicKey returns).
+    /// Keys below 2048 bits are refused.
+    pub fn from_spki(key_arn: &str, spki_der: &[u8]) -> Result<Self, KmsError> {
+        let bad = |why: &str| KmsError::Other(format!("public key of {key_arn} {why}"));
+        let public = aws_lc_rs::rsa::PublicEncryptingKey::from_der(spki_der)
+            .map_err(|_| bad("is not a DER RSA SubjectPublicKeyInfo"))?;
+        if public.key_size_bits() < 2048 {
+            return Err(bad("is shorter than 2048 bits"));
+        }
+        let key = aws_lc_rs::rsa::OaepPublicEncryptingKey::new(public)
+            .map_err(|_| bad("cannot be used for RSAES-OAEP"))?;
+        Ok(Self {
+            key_arn: key_arn.to_owned(),
+            key,
+        })
+    }
+
+    pub fn key_arn(&self) -> &str {
+        &self.key_arn
+    }
+
+    /// A fresh data key and its RSAES-OAEP-SHA-256 wrapping.
+    pub fn generate_data_key(&self) -> Result<GeneratedDataKey, KmsError> {
+        let plaintext = DataKey::generate().map_err(|e| KmsError::Other(e.to_string()))?;
+        let wrapped = self.wrap(&plaintext)?;
+        Ok(GeneratedDataKey {
+            plaintext,
+            wrapped,
+            key_arn: self.key_arn.clone(),
+        })
+    }
+
+    pub fn wrap(&self, key: &DataKey) -> Result<Vec<u8>, KmsError> {
+        let mut out = vec![0u8; self.key.ciphertext_size()];
+        let n = self
+            .key
+            .encrypt(
+                &aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256,
+                key.expose(),
+                &mut out,
+                None,
+            )
+            .map_err(|_| KmsError::Other("RSAES-OAEP wrap failed".into()))?
+            .len();
+        out.truncate(n);
+        Ok(out)
+    }
+}
+
+/// What KMS GetPublicKey returns for an asymmetric key.
+#[derive(Debug, Clone)]
+pub struct PublicKeyInfo {
+    pub arn: String,
+    /// DER SubjectPublicKeyInfo.
+    pub spki_der: Vec<u8>,
+    pub key_spec: String,
+}
+
 #[derive(Debug)]
 pub struct GeneratedDataKey {
     pub plaintext: DataKey,
@@ -101,6 +220,12 @@ pub struct KeyDescription {
     pub state: KeyState,
     /// Unix ms, for keys pending deletion.
     pub deletion_date_ms: Option<i64>,
+    /// KMS `KeySpec`: `SYMMETRIC_DEFAULT`, `RSA_2048`, …
+    pub key_spec: String,
+    /// KMS `KeyUsage`: `ENCRYPT_DECRYPT`, `SIGN_VERIFY`, …
+    pub key_usage: String,
+    /// The `EncryptionAlgorithmSpec`s the key supports.
+    pub encryption_algorithms: Vec<String>,
 }
 
 /// Outcomes of a KMS call that callers act on. Messages never carry key
@@ -141,24 +266,30 @@ pub trait Kms: Send + Sync + std::fmt::Debug {
         ctx: &EncryptionContext,
     ) -> Result<GeneratedDataKey, KmsError>;
 
+    /// Unwraps `wrapped`. `ctx` is sent for symmetric keys (and must match
+    /// the one used to wrap); KMS takes none for asymmetric keys.
     async fn decrypt(
         &self,
         key_arn: &str,
+        algorithm: WrapAlgorithm,
         wrapped: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<DataKey, KmsError>;
 
-    /// Moves a wrapped key from `source_arn` to `destination_key_id` inside KMS;
+    /// Moves a wrapped key from `source` to `destination_key_id` inside KMS;
     /// the plaintext never leaves it. Returns (destination ARN, new wrapped key).
     async fn re_encrypt(
         &self,
-        source_arn: &str,
+        source: (&str, WrapAlgorithm),
         wrapped: &[u8],
         ctx: &EncryptionContext,
-        destination_key_id: &str,
+        destination: (&str, WrapAlgorithm),
     ) -> Result<(String, Vec<u8>), KmsError>;
 
-    async fn describe_key(&self, key_id: &str) -> Result<KeyDescription, KmsError>;
+    async fn describe_key(&self, key_id: &str, tenant: &str) -> Result<KeyDescription, KmsError>;
+
+    /// The public half of an asymmetric key (DER SubjectPublicKeyInfo).
+    async fn get_public_key(&self, key_id: &str, tenant: &str) -> Result<PublicKeyInfo, KmsError>;
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -174,8 +305,10 @@ struct LatencyStats {
 pub struct KmsMetrics {
     /// (operation, region) -> latency
     latency: Mutex<BTreeMap<(&'static str, String), LatencyStats>>,
-    /// (tenant, operation) -> calls, for per-tenant KMS cost.
-    per_tenant: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// (tenant, operation, region) -> calls, for per-tenant KMS cost.
+    per_tenant: Mutex<BTreeMap<(String, &'static str, String), u64>>,
+    /// (tenant, key ARN) -> last observed key health, as gauges.
+    key_health: Mutex<BTreeMap<(String, String), KeyHealthGauge>>,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
 }
@@ -200,7 +333,27 @@ impl KmsMetrics {
             s.max_us = s.max_us.max(us);
         }
         if let (Some(t), Ok(mut m)) = (tenant, self.per_tenant.lock()) {
-            *m.entry((t.to_owned(), op)).or_default() += 1;
+            *m.entry((t.to_owned(), op, region.to_owned())).or_default() += 1;
+        }
+    }
+
+    /// KMS calls attributed to one tenant, all operations and regions.
+    pub fn tenant_calls(&self, tenant: &str) -> u64 {
+        self.per_tenant
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|((t, _, _), _)| t == tenant)
+                    .map(|(_, n)| *n)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Publishes the latest health check of one tenant key.
+    pub fn set_key_health(&self, tenant: &str, key_arn: &str, gauge: KeyHealthGauge) {
+        if let Ok(mut m) = self.key_health.lock() {
+            m.insert((tenant.to_owned(), key_arn.to_owned()), gauge);
         }
     }
 
@@ -250,10 +403,36 @@ impl KmsMetrics {
         }
         let _ = writeln!(out, "# TYPE callvault_kms_tenant_requests_total counter");
         if let Ok(m) = self.per_tenant.lock() {
-            for ((tenant, op), n) in m.iter() {
+            for ((tenant, op, region), n) in m.iter() {
                 let _ = writeln!(
                     out,
-                    "callvault_kms_tenant_requests_total{{tenant=\"{tenant}\",operation=\"{op}\"}} {n}"
+                    "callvault_kms_tenant_requests_total{{tenant=\"{tenant}\",operation=\"{op}\",region=\"{region}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(out, "# TYPE callvault_tenant_key_state gauge");
+        let _ = writeln!(
+            out,
+            "# TYPE callvault_tenant_key_protected_recordings gauge"
+        );
+        let _ = writeln!(out, "# TYPE callvault_tenant_key_incident gauge");
+        if let Ok(m) = self.key_health.lock() {
+            for ((tenant, arn), g) in m.iter() {
+                let l = format!("tenant=\"{tenant}\",key_arn=\"{arn}\"");
+                let _ = writeln!(
+                    out,
+                    "callvault_tenant_key_state{{{l},state=\"{}\"}} 1",
+                    g.state
+                );
+                let _ = writeln!(
+                    out,
+                    "callvault_tenant_key_protected_recordings{{{l}}} {}",
+                    g.recordings
+                );
+                let _ = writeln!(
+                    out,
+                    "callvault_tenant_key_incident{{{l}}} {}",
+                    u8::from(g.incident)
                 );
             }
         }
@@ -271,6 +450,15 @@ impl KmsMetrics {
         );
         out
     }
+}
+
+/// One tenant key's health as exported in metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHealthGauge {
+    /// `enabled`, `disabled`, `pending_deletion`, `access_denied`, `not_found`, `unreachable`, …
+    pub state: String,
+    pub recordings: u64,
+    pub incident: bool,
 }
 
 /// Decorates any backend with per-operation, per-region latency and
@@ -323,35 +511,43 @@ impl Kms for MeteredKms {
     async fn decrypt(
         &self,
         key_arn: &str,
+        algorithm: WrapAlgorithm,
         wrapped: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<DataKey, KmsError> {
         let t = Instant::now();
-        let res = self.inner.decrypt(key_arn, wrapped, ctx).await;
+        let res = self.inner.decrypt(key_arn, algorithm, wrapped, ctx).await;
         self.observe("Decrypt", Some(&ctx.tenant), t, &res);
         res
     }
 
     async fn re_encrypt(
         &self,
-        source_arn: &str,
+        source: (&str, WrapAlgorithm),
         wrapped: &[u8],
         ctx: &EncryptionContext,
-        destination_key_id: &str,
+        destination: (&str, WrapAlgorithm),
     ) -> Result<(String, Vec<u8>), KmsError> {
         let t = Instant::now();
         let res = self
             .inner
-            .re_encrypt(source_arn, wrapped, ctx, destination_key_id)
+            .re_encrypt(source, wrapped, ctx, destination)
             .await;
         self.observe("ReEncrypt", Some(&ctx.tenant), t, &res);
         res
     }
 
-    async fn describe_key(&self, key_id: &str) -> Result<KeyDescription, KmsError> {
+    async fn describe_key(&self, key_id: &str, tenant: &str) -> Result<KeyDescription, KmsError> {
         let t = Instant::now();
-        let res = self.inner.describe_key(key_id).await;
-        self.observe("DescribeKey", None, t, &res);
+        let res = self.inner.describe_key(key_id, tenant).await;
+        self.observe("DescribeKey", Some(tenant), t, &res);
+        res
+    }
+
+    async fn get_public_key(&self, key_id: &str, tenant: &str) -> Result<PublicKeyInfo, KmsError> {
+        let t = Instant::now();
+        let res = self.inner.get_public_key(key_id, tenant).await;
+        self.observe("GetPublicKey", Some(tenant), t, &res);
         res
     }
 }

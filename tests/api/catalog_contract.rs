@@ -1,8 +1,12 @@
 //! One contract suite for the catalog, run on SQLite and on a fresh
 //! PostgreSQL database.
 
-use callvault::catalog::{AudioInfo, Catalog, ChunkRow, CommitOutcome, Completion, NewRecording};
+use callvault::catalog::{
+    AudioInfo, Backend, Catalog, ChunkRow, CommitOutcome, Completion, KeyHealthRecord,
+    NewRecording, NewTenantKey, Rewrapped,
+};
 use callvault::domain::{ExternalCallId, RecordingId, Role, TenantId};
+use callvault::kms::WrapAlgorithm;
 
 use crate::helpers::*;
 
@@ -14,6 +18,7 @@ fn new_recording(tenant: &TenantId, call: &str) -> NewRecording {
         format_version: 1,
         key_arn: "arn:aws:kms:us-east-1:111122223333:key/k".into(),
         kms_region: "us-east-1".into(),
+        wrap_algorithm: WrapAlgorithm::SymmetricDefault,
         wrapped_key: vec![1, 2, 3],
         encryption_context: "{}".into(),
         salt: vec![0; 32],
@@ -139,7 +144,164 @@ async fn contract(c: Catalog) {
     c.abort_upload(&a.id, &r4.id).await.unwrap();
     assert!(c.stale_uploads(0).await.unwrap().is_empty());
     assert!(c.chunks(&a.id, &r4.id).await.unwrap().is_empty());
+
+    keys_contract(&c, &a.id, &b.id, &r.id).await;
     c.close().await;
+}
+
+/// Key history, health records and rewrap leases. `rec` is tenant `a`'s one
+/// committed recording, wrapped under KEY_K.
+async fn keys_contract(c: &Catalog, a: &TenantId, b: &TenantId, rec: &RecordingId) {
+    const KEY_K: &str = "arn:aws:kms:us-east-1:111122223333:key/k";
+    // Activating a key keeps the old one in the history as `previous`.
+    let k2 = c
+        .activate_key(a, &NewTenantKey::symmetric("arn:k2", "us-east-1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (k2.status.as_str(), k2.algorithm),
+        ("active", WrapAlgorithm::SymmetricDefault)
+    );
+    assert_eq!(c.active_key(a).await.unwrap().key_arn, "arn:k2");
+    let history = c.tenant_keys(a).await.unwrap();
+    let statuses: Vec<_> = history
+        .iter()
+        .map(|(k, _)| (k.key_arn.as_str(), k.status.as_str()))
+        .collect();
+    assert_eq!(statuses, vec![("arn:a", "previous"), ("arn:k2", "active")]);
+    assert!(history[0].0.deactivated_at_ms.is_some());
+    assert_eq!(
+        c.active_key(b).await.unwrap().key_arn,
+        "arn:b",
+        "other tenants are untouched"
+    );
+    // Usage counts what each key protects, per tenant.
+    let usage = c.key_usage(a).await.unwrap();
+    let u = usage.get(KEY_K).copied().unwrap_or_default();
+    assert_eq!((u.recordings, u.bytes, u.legal_hold), (1, 131072, 0));
+    // Re-activating an older key works; the active one steps back.
+    c.activate_key(a, &NewTenantKey::symmetric("arn:a", "us-east-1"))
+        .await
+        .unwrap();
+    assert_eq!(c.active_key(a).await.unwrap().key_arn, "arn:a");
+    assert!(
+        c.retire_key(a, "arn:a").await.is_err(),
+        "the active key cannot retire"
+    );
+    assert_eq!(c.retire_key(a, "arn:k2").await.unwrap().status, "retired");
+    assert!(c.retire_key(a, "arn:none").await.is_err());
+    assert!(
+        c.keys_to_check()
+            .await
+            .unwrap()
+            .iter()
+            .all(|(_, k)| k.key_arn != "arn:k2"),
+        "retired keys are not checked"
+    );
+    let health = KeyHealthRecord {
+        state: "pending_deletion".into(),
+        detail: None,
+        deletion_date_ms: Some(1_900_000_000_000),
+        checked_at_ms: 1_800_000_000_000,
+    };
+    c.record_key_health(a, "arn:a", &health).await.unwrap();
+    assert_eq!(
+        c.tenant_key(a, "arn:a").await.unwrap().unwrap().health,
+        Some(health)
+    );
+    assert!(
+        c.tenant_key(b, "arn:a").await.unwrap().is_none(),
+        "keys are per tenant"
+    );
+
+    // Rewrap: one running job per tenant, budget windows, leases and
+    // compare-and-set commits.
+    let job = c.start_rewrap(a, KEY_K, "arn:k3", 100).await.unwrap();
+    assert_eq!(
+        (job.status.as_str(), job.total, job.rewrapped),
+        ("running", 1, 0)
+    );
+    assert!(
+        c.start_rewrap(a, KEY_K, "arn:k4", 100).await.is_err(),
+        "one running job per tenant"
+    );
+    assert!(
+        c.rewrap_job(b, &job.id).await.is_err(),
+        "jobs are per tenant"
+    );
+    assert!(c.reserve_rewrap_budget(&job, 60).await.unwrap());
+    assert!(
+        !c.reserve_rewrap_budget(&job, 60).await.unwrap(),
+        "the window's budget is spent"
+    );
+    assert!(c.reserve_rewrap_budget(&job, 40).await.unwrap());
+
+    let first = c.lease_rewrap_batch(&job, 10).await.unwrap();
+    assert_eq!(first.items.len(), 1);
+    assert_eq!(
+        (first.items[0].recording, first.items[0].wrapped_key.clone()),
+        (*rec, vec![1, 2, 3])
+    );
+    let second = c.lease_rewrap_batch(&job, 10).await.unwrap();
+    let expected = if c.backend() == Backend::Postgres {
+        0
+    } else {
+        1
+    };
+    assert_eq!(
+        second.items.len(),
+        expected,
+        "PostgreSQL skips rows another lease holds"
+    );
+    let moved = Rewrapped {
+        recording: *rec,
+        old_wrapped_key: vec![1, 2, 3],
+        key_arn: "arn:k3".into(),
+        region: "us-east-1".into(),
+        algorithm: WrapAlgorithm::RsaesOaepSha256,
+        wrapped_key: vec![4, 5, 6],
+    };
+    assert_eq!(
+        first.commit(c, std::slice::from_ref(&moved)).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        second.commit(c, &[moved]).await.unwrap(),
+        0,
+        "a key moves at most once"
+    );
+    let job = c.rewrap_job(a, &job.id).await.unwrap();
+    assert_eq!(job.rewrapped, 1);
+    let row = c.get_recording(a, rec).await.unwrap();
+    assert_eq!(
+        (
+            row.key_arn.as_str(),
+            row.wrapped_key.clone(),
+            row.wrap_algorithm
+        ),
+        ("arn:k3", vec![4, 5, 6], WrapAlgorithm::RsaesOaepSha256)
+    );
+    assert_eq!(c.remaining_under(a, KEY_K).await.unwrap(), 0);
+    assert_eq!(
+        c.remaining_under(b, KEY_K).await.unwrap(),
+        1,
+        "tenant b's recording stays"
+    );
+    assert!(
+        c.finish_rewrap(a, &job.id, "succeeded", None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !c.finish_rewrap(a, &job.id, "failed", Some("late"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        c.resume_rewrap(a, &job.id).await.is_err(),
+        "only failed jobs resume"
+    );
+    assert_eq!(c.rewrap_job(a, &job.id).await.unwrap().status, "succeeded");
 }
 
 #[tokio::test]

@@ -504,3 +504,124 @@ async fn client_commands_round_trip_through_the_binary() {
     );
     server.kill();
 }
+
+#[tokio::test]
+async fn key_commands_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ingest_token, sup_token) = bootstrap(dir.path());
+    let admin = cli(
+        dir.path(),
+        &["token", "create", "--tenant", "acme", "--role", "admin"],
+    )
+    .trim()
+    .to_owned();
+    let server = Server::start(dir.path()).await;
+    let input = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/speech_mulaw.wav"
+    );
+    let json = |out: std::process::Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let rec = json(client_cli(
+        &server.addr,
+        &ingest_token,
+        &["ingest", input, "--call-id", "keys-cli-1", "--json"],
+    ));
+    let id = rec["recording_id"].as_str().unwrap().to_owned();
+    let key_a = rec["kms_key_arn"].as_str().unwrap().to_owned();
+
+    // The operator creates a key in the local keyring; the admin registers it.
+    let key_b = cli(dir.path(), &["keys", "local", "create"])
+        .trim()
+        .to_owned();
+    let reg = json(client_cli(
+        &server.addr,
+        &admin,
+        &["keys", "register", &key_b, "--json"],
+    ));
+    assert_eq!(reg["status"], "active");
+    let keys = json(client_cli(
+        &server.addr,
+        &admin,
+        &["keys", "list", "--json"],
+    ));
+    assert_eq!(keys.as_array().unwrap().len(), 2);
+    assert_eq!(keys[0]["key_arn"], key_a.as_str());
+    assert_eq!(
+        (keys[0]["status"].as_str(), keys[0]["recordings"].as_u64()),
+        (Some("previous"), Some(1))
+    );
+
+    // Rewrap A -> B, followed to the end by the CLI.
+    let job = json(client_cli(
+        &server.addr,
+        &admin,
+        &[
+            "keys", "rewrap", "--from", &key_a, "--to", &key_b, "--rate", "5", "--json",
+        ],
+    ));
+    assert_eq!(
+        (job["state"].as_str(), job["rewrapped"].as_u64()),
+        (Some("succeeded"), Some(1))
+    );
+    let out = client_cli(&server.addr, &admin, &["keys", "retire", &key_a]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The key is disabled in the keyring: health reports the incident and
+    // playback is refused with the state named.
+    cli(dir.path(), &["keys", "local", "disable", &key_b]);
+    let health = json(client_cli(
+        &server.addr,
+        &admin,
+        &["keys", "health", "--refresh", "--json"],
+    ));
+    assert_eq!(health["incidents"].as_array().unwrap().len(), 1, "{health}");
+    assert_eq!(health["incidents"][0]["state"], "disabled");
+    assert_eq!(health["incidents"][0]["recordings"], 1);
+    assert_eq!(health["rotation"]["compliant"], true);
+    let out_file = dir.path().join("played.wav");
+    let out = client_cli(
+        &server.addr,
+        &sup_token,
+        &["play", &id, "-o", out_file.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("FailedPrecondition") && err.contains("disabled"),
+        "{err}"
+    );
+    assert!(!out_file.exists(), "no partial output");
+
+    cli(dir.path(), &["keys", "local", "enable", &key_b]);
+    let out = client_cli(
+        &server.addr,
+        &sup_token,
+        &["play", &id, "-o", out_file.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::read(&out_file).unwrap() == std::fs::read(input).unwrap());
+
+    // Refusals are clear and exit non-zero.
+    let out = client_cli(&server.addr, &sup_token, &["keys", "list"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PermissionDenied"));
+    let out = client_cli(&server.addr, &admin, &["keys", "register", "alias/mine"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("InvalidArgument"));
+    server.kill();
+}

@@ -11,11 +11,15 @@ use callvault::api::pb;
 use callvault::archive::{Archive, Limits};
 use callvault::catalog::{Catalog, Tenant};
 use callvault::cli::Client;
+use callvault::crypto::DataKey;
 use callvault::domain::Role;
-use callvault::kms::Kms;
 use callvault::kms::aws::AwsKms;
 use callvault::kms::cache::KeyCacheConfig;
 use callvault::kms::local::LocalKeyring;
+use callvault::kms::{
+    EncryptionContext, GeneratedDataKey, KeyDescription, Kms, KmsError, PublicKeyInfo,
+    WrapAlgorithm,
+};
 use callvault::server::{LocalServer, Roles};
 use callvault::store::{ChunkStore, S3Options};
 use sqlx::Connection;
@@ -181,8 +185,127 @@ pub struct TestApp {
     pub tenant: Tenant,
     pub ingest_token: String,
     pub supervisor_token: String,
+    pub admin_token: String,
+    /// The catalog URL, for further nodes over the same catalog.
+    pub db_url: String,
     pg_db: Option<String>,
     server: Option<LocalServer>,
+}
+
+/// Another callvault node over the same catalog and object store as a
+/// `TestApp`, with its own KMS client, key cache and roles.
+pub struct Node {
+    pub addr: String,
+    pub archive: Arc<Archive>,
+    server: Option<LocalServer>,
+}
+
+impl Node {
+    pub async fn client(&self, token: &str) -> Client {
+        Client::connect(&self.addr, token).await.unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.unwrap();
+        }
+        self.archive.catalog.close().await;
+    }
+}
+
+/// Wraps a KMS backend to inject what a test needs: a fixed round trip, a
+/// stall after N ReEncrypt calls (to crash a rewrap mid-batch), or no
+/// permissions at all (a write-only ingest node). Counts what reached it.
+#[derive(Debug)]
+pub struct FaultKms {
+    pub inner: Option<Arc<dyn Kms>>,
+    pub delay: std::time::Duration,
+    pub stall_after_re_encrypts: Option<usize>,
+    pub re_encrypts: std::sync::atomic::AtomicUsize,
+    pub calls: std::sync::atomic::AtomicUsize,
+}
+
+impl FaultKms {
+    /// A KMS client with no permission for anything.
+    pub fn denying() -> Self {
+        Self {
+            inner: None,
+            delay: std::time::Duration::ZERO,
+            stall_after_re_encrypts: None,
+            re_encrypts: Default::default(),
+            calls: Default::default(),
+        }
+    }
+
+    pub fn over(inner: Arc<dyn Kms>) -> Self {
+        Self {
+            inner: Some(inner),
+            ..Self::denying()
+        }
+    }
+
+    async fn enter(&self, arn: &str) -> Result<&Arc<dyn Kms>, KmsError> {
+        use std::sync::atomic::Ordering;
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        self.inner.as_ref().ok_or_else(|| KmsError::AccessDenied {
+            arn: arn.to_owned(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Kms for FaultKms {
+    fn region(&self) -> &str {
+        self.inner.as_ref().map(|k| k.region()).unwrap_or("local")
+    }
+    async fn generate_data_key(
+        &self,
+        key_id: &str,
+        ctx: &EncryptionContext,
+    ) -> Result<GeneratedDataKey, KmsError> {
+        self.enter(key_id)
+            .await?
+            .generate_data_key(key_id, ctx)
+            .await
+    }
+    async fn decrypt(
+        &self,
+        key_arn: &str,
+        alg: WrapAlgorithm,
+        wrapped: &[u8],
+        ctx: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
+        self.enter(key_arn)
+            .await?
+            .decrypt(key_arn, alg, wrapped, ctx)
+            .await
+    }
+    async fn re_encrypt(
+        &self,
+        source: (&str, WrapAlgorithm),
+        wrapped: &[u8],
+        ctx: &EncryptionContext,
+        destination: (&str, WrapAlgorithm),
+    ) -> Result<(String, Vec<u8>), KmsError> {
+        use std::sync::atomic::Ordering;
+        let inner = self.enter(source.0).await?;
+        let n = self.re_encrypts.fetch_add(1, Ordering::SeqCst);
+        if self.stall_after_re_encrypts.is_some_and(|limit| n >= limit) {
+            // The node "crashes" here: the caller aborts the task.
+            std::future::pending::<()>().await;
+        }
+        inner.re_encrypt(source, wrapped, ctx, destination).await
+    }
+    async fn describe_key(&self, key_id: &str, tenant: &str) -> Result<KeyDescription, KmsError> {
+        self.enter(key_id).await?.describe_key(key_id, tenant).await
+    }
+    async fn get_public_key(&self, key_id: &str, tenant: &str) -> Result<PublicKeyInfo, KmsError> {
+        self.enter(key_id)
+            .await?
+            .get_public_key(key_id, tenant)
+            .await
+    }
 }
 
 pub async fn spawn_app(kind: CatalogKind) -> TestApp {
@@ -203,6 +326,7 @@ pub async fn spawn_app_with(kind: CatalogKind, remote: Remote, cache: KeyCacheCo
         }
     };
     let catalog = Catalog::connect(&db_url).await.unwrap();
+    #[allow(clippy::type_complexity)]
     let (store, kms, ring, key_arn): (ChunkStore, Arc<dyn Kms>, _, String) = match remote {
         Remote::Local => {
             let ring = Arc::new(LocalKeyring::open(dir.path(), "local").unwrap());
@@ -251,6 +375,8 @@ pub async fn spawn_app_with(kind: CatalogKind, remote: Remote, cache: KeyCacheCo
         tenant: boot.tenant,
         ingest_token: boot.ingest_token,
         supervisor_token: boot.supervisor_token,
+        admin_token: boot.admin_token,
+        db_url,
         pg_db,
         server: Some(server),
     }
@@ -268,6 +394,38 @@ pub fn header(call_id: &str) -> pb::IngestHeader {
 impl TestApp {
     pub async fn client(&self, token: &str) -> Client {
         Client::connect(&self.addr, token).await.unwrap()
+    }
+
+    /// The components of another node over this app's catalog and local
+    /// object store, with `kms` as its KMS client.
+    pub async fn node_archive(&self, kms: Arc<dyn Kms>, cache: &KeyCacheConfig) -> Arc<Archive> {
+        let catalog = Catalog::connect(&self.db_url).await.unwrap();
+        let store = ChunkStore::local(&self.dir.path().join("objects")).unwrap();
+        Arc::new(Archive::new(catalog, store, kms, cache, Limits::default()))
+    }
+
+    /// Starts another node serving `roles`.
+    pub async fn node(&self, kms: Arc<dyn Kms>, roles: Roles, cache: &KeyCacheConfig) -> Node {
+        let archive = self.node_archive(kms, cache).await;
+        let server = LocalServer::start(archive.clone(), roles).await.unwrap();
+        Node {
+            addr: server.addr.clone(),
+            archive,
+            server: Some(server),
+        }
+    }
+
+    /// Stops this app's server (and with it its background workers); the
+    /// archive stays usable directly.
+    pub async fn stop_server(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await.unwrap();
+        }
+    }
+
+    /// The local keyring (Remote::Local apps).
+    pub fn ring(&self) -> &Arc<LocalKeyring> {
+        self.ring.as_ref().expect("this app runs the local keyring")
     }
 
     /// Ingests `audio` in 64 KiB messages with the minimum chunk size, so
@@ -356,6 +514,7 @@ impl TestApp {
             "recordings",
             "chunks",
             "api_tokens",
+            "rewrap_jobs",
         ] {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table}")))
                 .fetch_all(self.archive.catalog.pool())

@@ -5,7 +5,7 @@
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use callvault::domain::RecordingId;
-use callvault::kms::EncryptionContext;
+use callvault::kms::{EncryptionContext, WrapAlgorithm};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
@@ -102,7 +102,12 @@ async fn rustcrypto_decrypts_what_the_service_wrote() {
     let dk = app
         .archive
         .kms
-        .decrypt(&rec.key_arn, &rec.wrapped_key, &ctx)
+        .decrypt(
+            &rec.key_arn,
+            WrapAlgorithm::SymmetricDefault,
+            &rec.wrapped_key,
+            &ctx,
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use callvault::kms::local::LocalKeyring;
-use callvault::kms::{EncryptionContext, KeyState, Kms, KmsError};
+use callvault::kms::{EncryptionContext, KeyState, Kms, KmsError, WrapAlgorithm};
 
 use crate::helpers::*;
 
@@ -29,39 +29,70 @@ async fn contract(kms: Arc<dyn Kms>, key_a: &str, key_b: &str) {
     );
 
     let dk = kms
-        .decrypt(&g.key_arn, &g.wrapped, &ctx("r1"))
+        .decrypt(
+            &g.key_arn,
+            WrapAlgorithm::SymmetricDefault,
+            &g.wrapped,
+            &ctx("r1"),
+        )
         .await
         .unwrap();
     assert_eq!(dk.expose(), g.plaintext.expose());
 
     // The encryption context is bound to the wrapped key.
     let err = kms
-        .decrypt(&g.key_arn, &g.wrapped, &ctx("r2"))
+        .decrypt(
+            &g.key_arn,
+            WrapAlgorithm::SymmetricDefault,
+            &g.wrapped,
+            &ctx("r2"),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, KmsError::InvalidCiphertext { .. }), "{err:?}");
     let mut bad = g.wrapped.clone();
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    let err = kms.decrypt(&g.key_arn, &bad, &ctx("r1")).await.unwrap_err();
+    let err = kms
+        .decrypt(
+            &g.key_arn,
+            WrapAlgorithm::SymmetricDefault,
+            &bad,
+            &ctx("r1"),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, KmsError::InvalidCiphertext { .. }), "{err:?}");
 
     // ReEncrypt moves the wrap to key B; the plaintext is unchanged.
-    let desc_b = kms.describe_key(key_b).await.unwrap();
+    let desc_b = kms.describe_key(key_b, "t").await.unwrap();
     let (arn_b, wrapped_b) = kms
-        .re_encrypt(&g.key_arn, &g.wrapped, &ctx("r1"), key_b)
+        .re_encrypt(
+            (&g.key_arn, WrapAlgorithm::SymmetricDefault),
+            &g.wrapped,
+            &ctx("r1"),
+            (key_b, WrapAlgorithm::SymmetricDefault),
+        )
         .await
         .unwrap();
     assert_eq!(arn_b, desc_b.arn);
-    let dk_b = kms.decrypt(&arn_b, &wrapped_b, &ctx("r1")).await.unwrap();
+    let dk_b = kms
+        .decrypt(
+            &arn_b,
+            WrapAlgorithm::SymmetricDefault,
+            &wrapped_b,
+            &ctx("r1"),
+        )
+        .await
+        .unwrap();
     assert_eq!(dk_b.expose(), g.plaintext.expose());
 
-    let d = kms.describe_key(key_a).await.unwrap();
+    let d = kms.describe_key(key_a, "t").await.unwrap();
     assert_eq!(d.state, KeyState::Enabled);
     assert_eq!(d.arn, g.key_arn);
     let (key_prefix, _) = key_a.rsplit_once('/').unwrap();
     let missing = format!("{key_prefix}/{}", uuid::Uuid::new_v4());
-    let err = kms.describe_key(&missing).await.unwrap_err();
+    let err = kms.describe_key(&missing, "t").await.unwrap_err();
     assert!(matches!(err, KmsError::NotFound { .. }), "{err:?}");
 }
 
@@ -76,7 +107,9 @@ async fn local_keyring_meets_the_contract() {
     let g = ring.generate_data_key(&a, &ctx("r")).await.unwrap();
     ring.set_enabled(&a, false).unwrap();
     assert_eq!(
-        ring.decrypt(&a, &g.wrapped, &ctx("r")).await.unwrap_err(),
+        ring.decrypt(&a, WrapAlgorithm::SymmetricDefault, &g.wrapped, &ctx("r"))
+            .await
+            .unwrap_err(),
         KmsError::Disabled { arn: a.clone() }
     );
     assert_eq!(
@@ -84,13 +117,21 @@ async fn local_keyring_meets_the_contract() {
         KmsError::Disabled { arn: a.clone() }
     );
     ring.set_enabled(&a, true).unwrap();
-    assert!(ring.decrypt(&a, &g.wrapped, &ctx("r")).await.is_ok());
+    assert!(
+        ring.decrypt(&a, WrapAlgorithm::SymmetricDefault, &g.wrapped, &ctx("r"))
+            .await
+            .is_ok()
+    );
     // Rotation: old wraps still open, new ones use the new version.
     ring.rotate(&a).unwrap();
-    assert!(ring.decrypt(&a, &g.wrapped, &ctx("r")).await.is_ok());
+    assert!(
+        ring.decrypt(&a, WrapAlgorithm::SymmetricDefault, &g.wrapped, &ctx("r"))
+            .await
+            .is_ok()
+    );
     let g2 = ring.generate_data_key(&a, &ctx("r")).await.unwrap();
     assert_eq!(
-        ring.decrypt(&a, &g2.wrapped, &ctx("r"))
+        ring.decrypt(&a, WrapAlgorithm::SymmetricDefault, &g2.wrapped, &ctx("r"))
             .await
             .unwrap()
             .expose(),
@@ -98,10 +139,12 @@ async fn local_keyring_meets_the_contract() {
     );
     ring.schedule_deletion(&a, 7).unwrap();
     assert_eq!(
-        ring.decrypt(&a, &g.wrapped, &ctx("r")).await.unwrap_err(),
+        ring.decrypt(&a, WrapAlgorithm::SymmetricDefault, &g.wrapped, &ctx("r"))
+            .await
+            .unwrap_err(),
         KmsError::PendingDeletion { arn: a.clone() }
     );
-    let d = ring.describe_key(&a).await.unwrap();
+    let d = ring.describe_key(&a, "t").await.unwrap();
     assert_eq!(d.state, KeyState::PendingDeletion);
     assert!(d.deletion_date_ms.is_some());
 

@@ -9,6 +9,7 @@ mod catalog_contract;
 mod crash;
 mod helpers;
 mod independent;
+mod keys;
 mod kms_contract;
 mod kms_errors;
 mod roundtrip;

@@ -1,6 +1,7 @@
 //! Byte-exact round trips through the real gRPC server, for every format, on
 //! both catalogs and on the S3 + AWS KMS backends (moto on the wire).
 
+use callvault::kms::WrapAlgorithm;
 use callvault::kms::cache::KeyCacheConfig;
 
 use crate::helpers::*;
@@ -70,7 +71,12 @@ async fn every_format_round_trips(app: TestApp) {
         let dk = app
             .archive
             .kms
-            .decrypt(&row.key_arn, &row.wrapped_key, &ctx)
+            .decrypt(
+                &row.key_arn,
+                WrapAlgorithm::SymmetricDefault,
+                &row.wrapped_key,
+                &ctx,
+            )
             .await
             .unwrap();
         for blob in &persisted {

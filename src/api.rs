@@ -363,7 +363,9 @@ impl pb::key_service_server::KeyService for KeyApi {
         let reg =
             keys::Registration::parse(&req.key_arn, req.replica_key_arns.into_iter().collect())?;
         let key = keys::register(&self.archive, &principal, &reg).await?;
-        Ok(Response::new(key_to_pb(&key, &KeyUsage::default())))
+        let usage = self.archive.catalog.key_usage(&principal.tenant).await?;
+        let usage = usage.get(&key.key_arn).copied().unwrap_or_default();
+        Ok(Response::new(key_to_pb(&key, &usage)))
     }
 
     async fn list_keys(

@@ -615,22 +615,56 @@ impl Catalog {
     /// Makes `key` the tenant's active key; the previous active key stays in
     /// the history as `previous` (it still protects its recordings). A key
     /// that is already in the history is re-activated.
+    ///
+    /// Registering the key that is already active only refreshes its
+    /// details (replicas, pinned public key): its activation time, which
+    /// rotation compliance measures, stays.
     pub async fn activate_key(&self, tenant: &TenantId, key: &NewTenantKey) -> Result<TenantKey> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE tenant_keys SET status = 'previous', deactivated_at_ms = $2 \
-             WHERE tenant_id = $1 AND status = 'active'",
+        let replicas =
+            serde_json::to_string(&key.replicas).map_err(|e| Error::Internal(e.to_string()))?;
+        let refreshed = sqlx::query(
+            "UPDATE tenant_keys SET region = $3, key_spec = $4, public_key = $5, replicas = $6 \
+             WHERE tenant_id = $1 AND key_arn = $2 AND status = 'active'",
         )
         .bind(tenant.as_str())
-        .bind(now)
+        .bind(&key.key_arn)
+        .bind(&key.region)
+        .bind(&key.key_spec)
+        .bind(&key.public_key)
+        .bind(&replicas)
         .execute(&mut *tx)
         .await?;
-        insert_active_key(&mut tx, tenant, key, now).await?;
+        if refreshed.rows_affected() == 0 {
+            sqlx::query(
+                "UPDATE tenant_keys SET status = 'previous', deactivated_at_ms = $2 \
+                 WHERE tenant_id = $1 AND status = 'active'",
+            )
+            .bind(tenant.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            insert_active_key(&mut tx, tenant, key, now).await?;
+        }
         tx.commit().await?;
         self.tenant_key(tenant, &key.key_arn)
             .await?
             .ok_or_else(|| Error::Internal("activated key vanished".into()))
+    }
+
+    /// True if another tenant's key history holds `key_arn`: one KMS key
+    /// serves one tenant, so a tenant's KMS audit log is its own.
+    pub async fn key_held_by_other_tenant(&self, tenant: &TenantId, key_arn: &str) -> Result<bool> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM tenant_keys WHERE key_arn = $1 AND tenant_id <> $2",
+        )
+        .bind(key_arn)
+        .bind(tenant.as_str())
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        Ok(n > 0)
     }
 
     /// Marks a key retired. Refused while it is active or still protects a

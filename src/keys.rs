@@ -133,6 +133,15 @@ pub async fn register(
     require_admin(principal)?;
     let tenant = &principal.tenant;
     let arn = reg.key_arn.as_str();
+    if archive
+        .catalog
+        .key_held_by_other_tenant(tenant, arn)
+        .await?
+    {
+        return Err(Error::FailedPrecondition(format!(
+            "key {arn} belongs to another tenant's key history; each tenant brings its own key"
+        )));
+    }
     let desc = archive
         .kms
         .describe_key(arn, tenant.as_str())
@@ -536,11 +545,17 @@ pub async fn start_rewrap(
         }
         n => n,
     };
-    archive
+    let src = archive
         .catalog
         .tenant_key(tenant, source)
         .await?
         .ok_or_else(|| Error::NotFound(format!("source key {source} in the key history")))?;
+    if src.status == "active" {
+        return Err(Error::FailedPrecondition(format!(
+            "source key {source} is the active key and still wraps new recordings; \
+             register the new key first"
+        )));
+    }
     let dest = archive
         .catalog
         .tenant_key(tenant, destination)

@@ -163,6 +163,23 @@ async fn rotation_keeps_old_calls_playable_and_rewrap_empties_the_old_key() {
         vec![key_a.clone(), key_b.clone(), key_c.clone()]
     );
 
+    // The active key cannot be rewrapped away: it still wraps new calls.
+    let err = admin
+        .keys
+        .start_rewrap(pb::StartRewrapRequest {
+            source_key_arn: key_c.clone(),
+            destination_key_arn: key_a.clone(),
+            max_kms_requests_per_second: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("is the active key"),
+        "{}",
+        err.message()
+    );
+
     let before = objects(&app);
     let re_encrypts_before = app.archive.metrics.calls("ReEncrypt");
     let job = admin
@@ -693,6 +710,39 @@ async fn registration_refuses_unusable_keys_and_keeps_the_old_one() {
             );
         }
     }
+    // Another tenant's key is refused: each tenant brings its own.
+    let (_, _, _) = app.other_tenant("globex").await;
+    let globex_key = app
+        .archive
+        .catalog
+        .active_key(
+            &app.archive
+                .catalog
+                .tenant_by_name("globex")
+                .await
+                .unwrap()
+                .id,
+        )
+        .await
+        .unwrap()
+        .key_arn;
+    let err = register(&mut admin, &globex_key).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("another tenant"),
+        "{}",
+        err.message()
+    );
+    // Registering the active key again passes its round trip and changes
+    // nothing, not even its activation time (rotation compliance).
+    let before = list_keys(&mut admin).await[0].activate_time;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = register(&mut admin, &old).await.unwrap();
+    assert_eq!(
+        (again.status.as_str(), again.activate_time),
+        ("active", before)
+    );
+
     // Only admins manage keys.
     let mut supervisor = app.client(&app.supervisor_token).await;
     let fresh = app.ring().create_key().unwrap();

@@ -38,7 +38,7 @@ struct DelayedKms {
 #[async_trait]
 impl Kms for DelayedKms {
     fn region(&self) -> &str {
-        "bench"
+        self.inner.region()
     }
     async fn generate_data_key(
         &self,

@@ -12,6 +12,13 @@ use crate::kms::local::LocalKeyring;
 use crate::kms::{Kms, KmsMetrics, MeteredKms};
 use crate::store::ChunkStore;
 
+pub(crate) fn no_replica(key_arn: &str, node: &str) -> crate::error::Error {
+    crate::error::Error::FailedPrecondition(format!(
+        "KMS key {key_arn} has no multi-Region replica in this node's region {node}; \
+         serve it from the key's region or register a replica"
+    ))
+}
+
 /// Limits applied to every upload.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -87,6 +94,28 @@ impl Archive {
             schedule: Schedule::default(),
             announced: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The ARN this node calls KMS with for `key_arn` of the tenant's key
+    /// history: the key itself in its home region, else its multi-Region
+    /// replica in this node's region. Without one, the node cannot use the
+    /// key (a regional KMS endpoint does not know other regions' keys).
+    pub async fn kms_arn(
+        &self,
+        tenant: &crate::domain::TenantId,
+        key_arn: &str,
+    ) -> crate::error::Result<String> {
+        let node = self.kms.region();
+        match crate::kms::arn_region(key_arn) {
+            None => return Ok(key_arn.to_owned()),
+            Some(home) if home == node => return Ok(key_arn.to_owned()),
+            Some(_) => {}
+        }
+        let key = self.catalog.tenant_key(tenant, key_arn).await?;
+        key.as_ref()
+            .and_then(|k| k.arn_in(node))
+            .map(str::to_owned)
+            .ok_or_else(|| no_replica(key_arn, node))
     }
 
     /// KMS refused `key_arn` (disabled, pending deletion, access denied):

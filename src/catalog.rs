@@ -76,16 +76,15 @@ pub struct TenantKey {
 }
 
 impl TenantKey {
-    /// The ARN to unwrap with from `region`: the replica there, if the key
-    /// has one, else the key itself.
-    pub fn arn_for_region(&self, region: &str) -> &str {
-        if self.region == region {
-            return &self.key_arn;
+    /// The ARN a node in `region` calls KMS with: the key itself in its home
+    /// region, its multi-Region replica elsewhere, or none (a regional KMS
+    /// endpoint cannot use a key of another region).
+    pub fn arn_in(&self, region: &str) -> Option<&str> {
+        match crate::kms::arn_region(&self.key_arn) {
+            None => Some(&self.key_arn),
+            Some(home) if home == region => Some(&self.key_arn),
+            Some(_) => self.replicas.get(region).map(String::as_str),
         }
-        self.replicas
-            .get(region)
-            .map(String::as_str)
-            .unwrap_or(&self.key_arn)
     }
 }
 

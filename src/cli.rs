@@ -348,15 +348,6 @@ pub async fn open_archive(
     ))
 }
 
-/// Region named in a KMS key ARN (`arn:<partition>:kms:<region>:…`).
-pub fn region_of_arn(arn: &str) -> Option<&str> {
-    let mut parts = arn.split(':');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("arn"), Some(_), Some("kms"), Some(region)) if !region.is_empty() => Some(region),
-        _ => None,
-    }
-}
-
 pub type Authed = InterceptedService<Channel, BearerAuth>;
 
 #[derive(Debug, Clone)]
@@ -469,7 +460,7 @@ pub async fn main(cli: Cli) -> Result<()> {
                 (None, Some(ring)) => ring.create_key()?,
                 (None, None) => bail!("--kms-key ARN is required with --kms aws"),
             };
-            let region = region_of_arn(&key_arn)
+            let region = crate::kms::arn_region(&key_arn)
                 .unwrap_or(&backend.region)
                 .to_owned();
             let tenant = archive

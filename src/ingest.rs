@@ -200,10 +200,22 @@ async fn begin(
     // mode) wraps a locally generated data key with its pinned public key:
     // no KMS call, and nothing this node holds could unwrap it again.
     let (generated, kms_region) = match key.algorithm {
-        WrapAlgorithm::SymmetricDefault => (
-            archive.kms.generate_data_key(&key.key_arn, &ctx).await?,
-            archive.kms.region().to_owned(),
-        ),
+        WrapAlgorithm::SymmetricDefault => {
+            // Outside the key's region, the multi-Region replica here wraps.
+            let node = archive.kms.region();
+            let call_arn = key
+                .arn_in(node)
+                .ok_or_else(|| crate::archive::no_replica(&key.key_arn, node))?;
+            let generated = archive.kms.generate_data_key(call_arn, &ctx).await?;
+            if generated.key_arn != call_arn {
+                return Err(Error::Internal(format!(
+                    "KMS wrapped the data key under {}, not {call_arn}",
+                    generated.key_arn
+                )));
+            }
+            let region = crate::kms::arn_region(call_arn).unwrap_or(node).to_owned();
+            (generated, region)
+        }
         WrapAlgorithm::RsaesOaepSha256 => {
             let spki = key.public_key.as_deref().ok_or_else(|| {
                 Error::Internal("asymmetric tenant key has no pinned public key".into())
@@ -233,7 +245,9 @@ async fn begin(
             id,
             external_call_id: header.external_call_id.clone(),
             format_version: crypto::FORMAT_VERSION,
-            key_arn: generated.key_arn.clone(),
+            // The key of the tenant's history; `kms_region` says where it
+            // (or its replica) wrapped.
+            key_arn: key.key_arn.clone(),
             kms_region,
             wrap_algorithm: key.algorithm,
             wrapped_key: generated.wrapped.clone(),

@@ -399,7 +399,16 @@ async fn check_key(
     key: &TenantKey,
     usage: &KeyUsage,
 ) -> Result<KeyHealthRecord> {
-    let arn = key.arn_for_region(archive.kms.region());
+    // A node outside the key's region checks the replica it would use; with
+    // no replica here it has nothing to check (the key's own region does).
+    let Some(arn) = key.arn_in(archive.kms.region()) else {
+        return Ok(key.health.clone().unwrap_or(KeyHealthRecord {
+            state: "no_replica_here".into(),
+            detail: None,
+            deletion_date_ms: None,
+            checked_at_ms: now_ms(),
+        }));
+    };
     let health = health_of(archive.kms.describe_key(arn, tenant.as_str()).await);
     archive
         .catalog
@@ -618,6 +627,16 @@ pub async fn work_on(archive: &Archive, job_id: &str, tenant: &TenantId) -> Resu
             .tenant_key(tenant, &job.destination_arn)
             .await?
             .ok_or_else(|| Error::Internal("rewrap destination left the key history".into()))?;
+        let node = archive.kms.region();
+        let source_call = match archive.kms_arn(tenant, &job.source_arn).await {
+            Ok(arn) => arn,
+            Err(Error::FailedPrecondition(_)) => return Ok(JobPass::Yield),
+            Err(e) => return Err(e),
+        };
+        let Some(dest_call) = dest.arn_in(node).map(str::to_owned) else {
+            // Another node, in a region the destination lives in, can work on it.
+            return Ok(JobPass::Yield);
+        };
         let n = batch_size(job.max_kms_per_sec);
         if !archive.catalog.reserve_rewrap_budget(&job, n).await? {
             return Ok(JobPass::Yield);
@@ -652,15 +671,15 @@ pub async fn work_on(archive: &Archive, job_id: &str, tenant: &TenantId) -> Resu
             let res = archive
                 .kms
                 .re_encrypt(
-                    (&job.source_arn, item.algorithm),
+                    (&source_call, item.algorithm),
                     &item.wrapped_key,
                     &ctx,
-                    (&job.destination_arn, dest.algorithm),
+                    (&dest_call, dest.algorithm),
                 )
                 .await;
             match res {
                 Ok((arn, wrapped)) => {
-                    if arn != job.destination_arn {
+                    if arn != dest_call {
                         return fail(
                             archive,
                             &job,
@@ -671,8 +690,10 @@ pub async fn work_on(archive: &Archive, job_id: &str, tenant: &TenantId) -> Resu
                     done.push(Rewrapped {
                         recording: item.recording,
                         old_wrapped_key: item.wrapped_key.clone(),
-                        key_arn: arn,
-                        region: dest.region.clone(),
+                        key_arn: job.destination_arn.clone(),
+                        region: crate::kms::arn_region(&dest_call)
+                            .unwrap_or(&dest.region)
+                            .to_owned(),
                         algorithm: dest.algorithm,
                         wrapped_key: wrapped,
                     })

@@ -64,18 +64,9 @@ async fn cipher_for(archive: &Archive, row: &RecordingRow) -> Result<RecordingCi
         recording: row.id.to_string(),
     };
     // A node outside the key's region unwraps with the multi-Region replica
-    // in its own region when the key has one.
-    let region = archive.kms.region();
-    let replica = if row.kms_region == region {
-        None
-    } else {
-        archive
-            .catalog
-            .tenant_key(&row.tenant, &row.key_arn)
-            .await?
-            .map(|k| k.arn_for_region(region).to_owned())
-    };
-    let arn = replica.as_deref().unwrap_or(&row.key_arn);
+    // in its own region.
+    let arn = archive.kms_arn(&row.tenant, &row.key_arn).await?;
+    let arn = arn.as_str();
     let key = match archive
         .keys
         .unwrap(arn, row.wrap_algorithm, &row.wrapped_key, &ctx)

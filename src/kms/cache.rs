@@ -152,12 +152,14 @@ impl KeyCache {
         }
     }
 
-    /// Drops every cached data key unwrapped by `key_arn` (revocation).
+    /// Drops every cached data key unwrapped by `key_arn` or by one of its
+    /// multi-Region relatives (same key id): revocation errs on the side of
+    /// asking KMS again.
     pub fn purge_key(&self, key_arn: &str) {
-        let arn = key_arn.to_owned();
+        let id = super::arn_key_id(key_arn).to_owned();
         if self
             .entries
-            .invalidate_entries_if(move |_, v| v.key_arn == arn)
+            .invalidate_entries_if(move |_, v| super::arn_key_id(&v.key_arn) == id)
             .is_err()
         {
             // Invalidation closures are enabled at build time; should that ever

@@ -8,7 +8,12 @@
 //!
 //! Symmetric keys wrap as `"CVK1" || u32be(kek version) || nonce[12] ||
 //! AES-256-GCM(kek, nonce, aad, data_key) || tag[16]`, where
-//! `aad = u32be(len arn) || arn || encryption_context.canonical_bytes()`.
+//! `aad = u32be(len id) || id || encryption_context.canonical_bytes()` and `id`
+//! is the key id (the ARN after `key/`), which a key shares with its
+//! multi-Region replicas, as in AWS KMS.
+//!
+//! Like a regional KMS endpoint, a keyring opened for one region only sees
+//! the keys of that region; `replicate_key` makes a multi-Region replica.
 //!
 //! Asymmetric keys (`RSA_2048`, `RSA_3072`) hold a PKCS#8 private key and wrap
 //! with RSAES-OAEP-SHA-256, byte-compatible with AWS KMS: the public key from
@@ -26,7 +31,7 @@ use zeroize::Zeroize;
 
 use super::{
     EncryptionContext, GeneratedDataKey, KeyDescription, KeyState, Kms, KmsError, PublicKeyInfo,
-    PublicWrapKey, WrapAlgorithm,
+    PublicWrapKey, WrapAlgorithm, arn_key_id, arn_region,
 };
 use crate::crypto::{DataKey, fill_random};
 
@@ -159,8 +164,9 @@ impl LocalKey {
 }
 
 fn aad(arn: &str, ctx: &EncryptionContext) -> Vec<u8> {
-    let mut out = (arn.len() as u32).to_be_bytes().to_vec();
-    out.extend_from_slice(arn.as_bytes());
+    let id = arn_key_id(arn);
+    let mut out = (id.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(id.as_bytes());
     out.extend_from_slice(&ctx.canonical_bytes());
     out
 }
@@ -221,14 +227,45 @@ impl LocalKeyring {
         f: impl FnOnce(&LocalKey) -> Result<T, KmsError>,
     ) -> Result<T, KmsError> {
         let file = self.load()?;
-        let key = file
-            .keys
-            .iter()
-            .find(|k| k.arn == key_id)
-            .ok_or_else(|| KmsError::NotFound {
-                arn: key_id.to_owned(),
-            })?;
+        let key = self.find(&file, key_id)?;
         f(key)
+    }
+
+    /// A key of this keyring's region; keys of other regions are not found,
+    /// as a regional KMS endpoint does not know them.
+    fn find<'f>(&self, file: &'f KeyringFile, arn: &str) -> Result<&'f LocalKey, KmsError> {
+        file.keys
+            .iter()
+            .find(|k| k.arn == arn && arn_region(arn) == Some(self.region.as_str()))
+            .ok_or_else(|| KmsError::NotFound {
+                arn: arn.to_owned(),
+            })
+    }
+
+    /// Creates a multi-Region replica of `arn` in `region` (same key id and
+    /// key material, its own state) and returns the replica's ARN.
+    pub fn replicate_key(&self, arn: &str, region: &str) -> Result<String, KmsError> {
+        let _guard = self
+            .write_lock
+            .lock()
+            .map_err(|_| KmsError::Other("keyring lock poisoned".into()))?;
+        let mut file = self.load()?;
+        let primary = self.find(&file, arn)?;
+        let replica_arn = format!("arn:callvault:kms:{region}:local:key/{}", arn_key_id(arn));
+        if file.keys.iter().any(|k| k.arn == replica_arn) {
+            return Err(KmsError::Other(format!("{replica_arn} already exists")));
+        }
+        let replica = LocalKey {
+            arn: replica_arn.clone(),
+            state: "Enabled".into(),
+            created_at_ms: crate::domain::now_ms(),
+            deletion_date_ms: None,
+            spec: primary.spec.clone(),
+            versions: primary.versions.clone(),
+        };
+        file.keys.push(replica);
+        self.save(&file)?;
+        Ok(replica_arn)
     }
 
     fn modify(
@@ -469,13 +506,10 @@ impl Kms for LocalKeyring {
         (destination_key_id, destination_alg): (&str, WrapAlgorithm),
     ) -> Result<(String, Vec<u8>), KmsError> {
         let file = self.load()?;
-        let find = |id: &str| {
-            file.keys
-                .iter()
-                .find(|k| k.arn == id)
-                .ok_or_else(|| KmsError::NotFound { arn: id.to_owned() })
-        };
-        let (src, dst) = (find(source_arn)?, find(destination_key_id)?);
+        let (src, dst) = (
+            self.find(&file, source_arn)?,
+            self.find(&file, destination_key_id)?,
+        );
         src.check_usable()?;
         dst.check_usable()?;
         src.check_algorithm(source_alg)?;

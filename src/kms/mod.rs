@@ -37,6 +37,21 @@ use async_trait::async_trait;
 
 use crate::crypto::DataKey;
 
+/// The region named in a KMS key ARN (`arn:<partition>:kms:<region>:…`).
+pub fn arn_region(arn: &str) -> Option<&str> {
+    let mut parts = arn.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("arn"), Some(_), Some("kms"), Some(region)) if !region.is_empty() => Some(region),
+        _ => None,
+    }
+}
+
+/// The key id of a key ARN (what follows `key/`), which a multi-Region key
+/// shares with its replicas.
+pub fn arn_key_id(arn: &str) -> &str {
+    arn.rsplit_once(":key/").map(|(_, id)| id).unwrap_or(arn)
+}
+
 /// `{tenant, recording}`: sent on every KMS call so the tenant's own audit log
 /// (CloudTrail) names the recording each operation served.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

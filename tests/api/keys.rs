@@ -931,3 +931,102 @@ async fn registration_and_rewrap_on_aws_kms_over_the_wire() {
     assert_eq!(err.code(), Code::InvalidArgument);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_node_in_another_region_uses_the_multi_region_replica() {
+    let app = spawn_app(CatalogKind::Postgres).await;
+    let mut admin = app.client(&app.admin_token).await;
+    let single_region_key = app
+        .archive
+        .catalog
+        .active_key(&app.tenant.id)
+        .await
+        .unwrap()
+        .key_arn;
+    let audio0 = fixture("speech_alaw.wav");
+    let rec0 = app
+        .ingest("mrk-0", audio0.clone())
+        .await
+        .unwrap()
+        .recording
+        .unwrap();
+
+    // A multi-Region key: primary in the app's region, replica in eu-west-1.
+    let primary = app.ring().create_key().unwrap();
+    let replica = app.ring().replicate_key(&primary, "eu-west-1").unwrap();
+    let k = admin
+        .keys
+        .register_key(pb::RegisterKeyRequest {
+            key_arn: primary.clone(),
+            replica_key_arns: [("eu-west-1".to_owned(), replica.clone())].into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(k.replica_key_arns.get("eu-west-1"), Some(&replica));
+    let audio1 = fixture("speech_mulaw.wav");
+    let rec1 = app
+        .ingest("mrk-1", audio1.clone())
+        .await
+        .unwrap()
+        .recording
+        .unwrap();
+
+    // Nodes in eu-west-1: their KMS endpoint only knows eu-west-1 keys.
+    let eu_kms: Arc<dyn Kms> =
+        Arc::new(callvault::kms::local::LocalKeyring::open(app.dir.path(), "eu-west-1").unwrap());
+    let eu = app
+        .node(eu_kms.clone(), Roles::ALL, &KeyCacheConfig::default())
+        .await;
+    let mut eu_player = eu.client(&app.supervisor_token).await;
+    assert_eq!(
+        eu_player.play_all(&rec1.recording_id, 0).await.unwrap().0,
+        audio1.as_ref()
+    );
+    let metrics = eu.archive.metrics.render_prometheus();
+    assert!(
+        metrics
+            .contains("callvault_kms_requests_total{operation=\"Decrypt\",region=\"eu-west-1\"} 1"),
+        "{metrics}"
+    );
+    // A key without a replica there cannot be used from eu-west-1; the
+    // refusal says why instead of a bare KMS error.
+    let err = eu_player.play_all(&rec0.recording_id, 0).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(
+        err.message().contains("no multi-Region replica")
+            && err.message().contains(&single_region_key),
+        "{}",
+        err.message()
+    );
+
+    // Ingest in eu-west-1 wraps with the replica; the recording names the
+    // registered key and the region that wrapped, and plays in both regions.
+    let mut eu_uploader = eu.client(&app.ingest_token).await;
+    let audio2 = fixture("speech.flac");
+    let mut h = crate::helpers::header("mrk-2");
+    h.chunk_size_bytes = 64 * 1024;
+    let rec2 = eu_uploader
+        .ingest_stream(h, callvault::cli::pieces(audio2.clone(), 64 * 1024))
+        .await
+        .unwrap()
+        .recording
+        .unwrap();
+    assert_eq!(
+        (rec2.kms_key_arn.as_str(), rec2.kms_region.as_str()),
+        (primary.as_str(), "eu-west-1")
+    );
+    assert_eq!(app.play(&rec2.recording_id).await.unwrap(), audio2.as_ref());
+    assert_eq!(
+        eu_player.play_all(&rec2.recording_id, 0).await.unwrap().0,
+        audio2.as_ref()
+    );
+    let keys = list_keys(&mut admin).await;
+    assert_eq!(
+        key(&keys, &primary).recording_count,
+        2,
+        "both regions' recordings count for the key"
+    );
+    eu.stop().await;
+    app.shutdown().await;
+}

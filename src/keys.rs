@@ -208,7 +208,7 @@ pub async fn register(
         tenant: tenant.to_string(),
         recording: format!("key-registration-check-{}", uuid::Uuid::new_v4()),
     };
-    let public_key = match algorithm {
+    let (generated, public_key) = match algorithm {
         WrapAlgorithm::SymmetricDefault => {
             let generated = archive
                 .kms
@@ -221,13 +221,7 @@ pub async fn register(
                     &format!("KMS wrapped with {}, not this key", generated.key_arn),
                 ));
             }
-            let back = archive
-                .kms
-                .decrypt(arn, algorithm, &generated.wrapped, &ctx)
-                .await
-                .map_err(|e| check_failed("kms:Decrypt", e))?;
-            same_key(arn, &back, &generated.plaintext)?;
-            None
+            (generated, None)
         }
         WrapAlgorithm::RsaesOaepSha256 => {
             if !desc
@@ -246,16 +240,15 @@ pub async fn register(
                 .await
                 .map_err(|e| check_failed("kms:GetPublicKey", e))?;
             let wrap_key = PublicWrapKey::from_spki(arn, &public.spki_der)?;
-            let generated = wrap_key.generate_data_key()?;
-            let back = archive
-                .kms
-                .decrypt(arn, algorithm, &generated.wrapped, &ctx)
-                .await
-                .map_err(|e| check_failed("kms:Decrypt", e))?;
-            same_key(arn, &back, &generated.plaintext)?;
-            Some(public.spki_der)
+            (wrap_key.generate_data_key()?, Some(public.spki_der))
         }
     };
+    let back = archive
+        .kms
+        .decrypt(arn, algorithm, &generated.wrapped, &ctx)
+        .await
+        .map_err(|e| check_failed("kms:Decrypt", e))?;
+    same_key(arn, &back, &generated.plaintext)?;
     let region = key_arn_region("key_arn", arn)?.to_owned();
     let key = archive
         .catalog

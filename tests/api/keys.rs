@@ -27,6 +27,40 @@ fn small_wav(i: u32) -> Bytes {
     Bytes::from(wav)
 }
 
+async fn active_arn(app: &TestApp) -> String {
+    app.archive
+        .catalog
+        .active_key(&app.tenant.id)
+        .await
+        .unwrap()
+        .key_arn
+}
+
+/// Ingests through the app and returns the committed recording.
+async fn archive_call(app: &TestApp, call: &str, audio: &Bytes) -> pb::Recording {
+    app.ingest(call, audio.clone())
+        .await
+        .unwrap()
+        .recording
+        .unwrap()
+}
+
+async fn start_rewrap(
+    c: &mut Client,
+    from: &str,
+    to: &str,
+    rate: u32,
+) -> Result<pb::RewrapJob, tonic::Status> {
+    c.keys
+        .start_rewrap(pb::StartRewrapRequest {
+            source_key_arn: from.to_owned(),
+            destination_key_arn: to.to_owned(),
+            max_kms_requests_per_second: rate,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
 async fn register(c: &mut Client, arn: &str) -> Result<pb::TenantKey, tonic::Status> {
     c.keys
         .register_key(pb::RegisterKeyRequest {
@@ -96,13 +130,7 @@ async fn wait_for_job(c: &mut Client, id: &str) -> pb::RewrapJob {
 async fn rotation_keeps_old_calls_playable_and_rewrap_empties_the_old_key() {
     let app = spawn_app(CatalogKind::Postgres).await;
     let mut admin = app.client(&app.admin_token).await;
-    let key_a = app
-        .archive
-        .catalog
-        .active_key(&app.tenant.id)
-        .await
-        .unwrap()
-        .key_arn;
+    let key_a = active_arn(&app).await;
     let key_b = app.ring().create_key().unwrap();
     let key_c = app.ring().create_key().unwrap();
 
@@ -164,13 +192,7 @@ async fn rotation_keeps_old_calls_playable_and_rewrap_empties_the_old_key() {
     );
 
     // The active key cannot be rewrapped away: it still wraps new calls.
-    let err = admin
-        .keys
-        .start_rewrap(pb::StartRewrapRequest {
-            source_key_arn: key_c.clone(),
-            destination_key_arn: key_a.clone(),
-            max_kms_requests_per_second: 0,
-        })
+    let err = start_rewrap(&mut admin, &key_c, &key_a, 0)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -182,16 +204,7 @@ async fn rotation_keeps_old_calls_playable_and_rewrap_empties_the_old_key() {
 
     let before = objects(&app);
     let re_encrypts_before = app.archive.metrics.calls("ReEncrypt");
-    let job = admin
-        .keys
-        .start_rewrap(pb::StartRewrapRequest {
-            source_key_arn: key_a.clone(),
-            destination_key_arn: key_c.clone(),
-            max_kms_requests_per_second: 20,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let job = start_rewrap(&mut admin, &key_a, &key_c, 20).await.unwrap();
     assert_eq!((job.state.as_str(), job.total_count), ("running", 3));
     // The server's own rewrap worker runs it.
     let job = wait_for_job(&mut admin, &job.job_id).await;
@@ -289,12 +302,7 @@ async fn rewrap_resumes_after_a_crash_and_two_nodes_share_it_exactly_once() {
     let mut recs = Vec::new();
     for i in 0..N {
         let audio = small_wav(i);
-        let rec = app
-            .ingest(&format!("crash-{i}"), audio.clone())
-            .await
-            .unwrap()
-            .recording
-            .unwrap();
+        let rec = archive_call(&app, &format!("crash-{i}"), &audio).await;
         recs.push((rec, audio));
     }
     let key_a = recs[0].0.kms_key_arn.clone();
@@ -436,29 +444,13 @@ async fn rewrap_resumes_after_a_crash_and_two_nodes_share_it_exactly_once() {
 async fn a_revoked_key_fails_on_every_node_and_never_blocks_other_keys() {
     let app = spawn_app(CatalogKind::Postgres).await;
     let mut admin = app.client(&app.admin_token).await;
-    let key_a = app
-        .archive
-        .catalog
-        .active_key(&app.tenant.id)
-        .await
-        .unwrap()
-        .key_arn;
+    let key_a = active_arn(&app).await;
     let audio_a = fixture("speech_mulaw.wav");
-    let rec_a = app
-        .ingest("rev-a", audio_a.clone())
-        .await
-        .unwrap()
-        .recording
-        .unwrap();
+    let rec_a = archive_call(&app, "rev-a", &audio_a).await;
     let key_b = app.ring().create_key().unwrap();
     register(&mut admin, &key_b).await.unwrap();
     let audio_b = fixture("speech.flac");
-    let rec_b = app
-        .ingest("rev-b", audio_b.clone())
-        .await
-        .unwrap()
-        .recording
-        .unwrap();
+    let rec_b = archive_call(&app, "rev-b", &audio_b).await;
 
     // A second playback node with the default 5-minute cache.
     let node2 = app
@@ -616,20 +608,9 @@ async fn without_a_signal_a_revoked_key_stops_working_within_the_cache_ttl() {
         },
     )
     .await;
-    let arn = app
-        .archive
-        .catalog
-        .active_key(&app.tenant.id)
-        .await
-        .unwrap()
-        .key_arn;
+    let arn = active_arn(&app).await;
     let audio = fixture("speech_mulaw.wav");
-    let rec = app
-        .ingest("ttl-1", audio.clone())
-        .await
-        .unwrap()
-        .recording
-        .unwrap();
+    let rec = archive_call(&app, "ttl-1", &audio).await;
     assert_eq!(app.play(&rec.recording_id).await.unwrap(), audio.as_ref());
     // Disabled behind callvault's back: no health check, no failed call.
     app.ring().set_enabled(&arn, false).unwrap();
@@ -654,13 +635,7 @@ async fn without_a_signal_a_revoked_key_stops_working_within_the_cache_ttl() {
 async fn registration_refuses_unusable_keys_and_keeps_the_old_one() {
     let app = spawn_app(CatalogKind::Sqlite).await;
     let mut admin = app.client(&app.admin_token).await;
-    let old = app
-        .archive
-        .catalog
-        .active_key(&app.tenant.id)
-        .await
-        .unwrap()
-        .key_arn;
+    let old = active_arn(&app).await;
 
     let disabled = app.ring().create_key().unwrap();
     app.ring().set_enabled(&disabled, false).unwrap();
@@ -829,16 +804,7 @@ async fn write_only_ingest_with_an_asymmetric_key_makes_no_kms_call() {
     // Moving off the asymmetric key is a rewrap like any other.
     let sym = app.ring().create_key().unwrap();
     register(&mut admin, &sym).await.unwrap();
-    let job = admin
-        .keys
-        .start_rewrap(pb::StartRewrapRequest {
-            source_key_arn: rsa.clone(),
-            destination_key_arn: sym.clone(),
-            max_kms_requests_per_second: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let job = start_rewrap(&mut admin, &rsa, &sym, 0).await.unwrap();
     let job = wait_for_job(&mut admin, &job.job_id).await;
     assert_eq!(
         (job.state.as_str(), job.rewrapped_count),
@@ -864,20 +830,9 @@ async fn registration_and_rewrap_on_aws_kms_over_the_wire() {
     )
     .await;
     let mut admin = app.client(&app.admin_token).await;
-    let key_a = app
-        .archive
-        .catalog
-        .active_key(&app.tenant.id)
-        .await
-        .unwrap()
-        .key_arn;
+    let key_a = active_arn(&app).await;
     let audio_a = fixture("speech_mulaw.wav");
-    let rec_a = app
-        .ingest("aws-a", audio_a.clone())
-        .await
-        .unwrap()
-        .recording
-        .unwrap();
+    let rec_a = archive_call(&app, "aws-a", &audio_a).await;
 
     let key_b = crate::helpers::moto_create_key(&crate::helpers::moto_kms().await).await;
     let registered = register(&mut admin, &key_b).await.unwrap();
@@ -886,27 +841,13 @@ async fn registration_and_rewrap_on_aws_kms_over_the_wire() {
         ("active", "us-east-1")
     );
     let audio_b = fixture("speech.mp3");
-    let rec_b = app
-        .ingest("aws-b", audio_b.clone())
-        .await
-        .unwrap()
-        .recording
-        .unwrap();
+    let rec_b = archive_call(&app, "aws-b", &audio_b).await;
     assert_eq!(
         (rec_a.kms_key_arn.as_str(), rec_b.kms_key_arn.as_str()),
         (key_a.as_str(), key_b.as_str())
     );
 
-    let job = admin
-        .keys
-        .start_rewrap(pb::StartRewrapRequest {
-            source_key_arn: key_a.clone(),
-            destination_key_arn: key_b.clone(),
-            max_kms_requests_per_second: 10,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let job = start_rewrap(&mut admin, &key_a, &key_b, 10).await.unwrap();
     let job = wait_for_job(&mut admin, &job.job_id).await;
     assert_eq!(
         (job.state.as_str(), job.rewrapped_count),
@@ -936,20 +877,9 @@ async fn registration_and_rewrap_on_aws_kms_over_the_wire() {
 async fn a_node_in_another_region_uses_the_multi_region_replica() {
     let app = spawn_app(CatalogKind::Postgres).await;
     let mut admin = app.client(&app.admin_token).await;
-    let single_region_key = app
-        .archive
-        .catalog
-        .active_key(&app.tenant.id)
-        .await
-        .unwrap()
-        .key_arn;
+    let single_region_key = active_arn(&app).await;
     let audio0 = fixture("speech_alaw.wav");
-    let rec0 = app
-        .ingest("mrk-0", audio0.clone())
-        .await
-        .unwrap()
-        .recording
-        .unwrap();
+    let rec0 = archive_call(&app, "mrk-0", &audio0).await;
 
     // A multi-Region key: primary in the app's region, replica in eu-west-1.
     let primary = app.ring().create_key().unwrap();
@@ -965,12 +895,7 @@ async fn a_node_in_another_region_uses_the_multi_region_replica() {
         .into_inner();
     assert_eq!(k.replica_key_arns.get("eu-west-1"), Some(&replica));
     let audio1 = fixture("speech_mulaw.wav");
-    let rec1 = app
-        .ingest("mrk-1", audio1.clone())
-        .await
-        .unwrap()
-        .recording
-        .unwrap();
+    let rec1 = archive_call(&app, "mrk-1", &audio1).await;
 
     // Nodes in eu-west-1: their KMS endpoint only knows eu-west-1 keys.
     let eu_kms: Arc<dyn Kms> =

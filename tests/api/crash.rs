@@ -625,3 +625,108 @@ async fn key_commands_through_the_binary() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("InvalidArgument"));
     server.kill();
 }
+
+#[tokio::test]
+async fn a_server_killed_mid_rewrap_resumes_without_skipping_or_double_wrapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, db) = crate::helpers::fresh_pg_database().await;
+    let on_pg = |args: &[&str]| cli(dir.path(), &[args, &["--database-url", &url]].concat());
+    assert!(on_pg(&["tenant", "create", "acme"]).contains("tenant acme"));
+    let token = |role: &str| {
+        on_pg(&["token", "create", "--tenant", "acme", "--role", role])
+            .trim()
+            .to_owned()
+    };
+    let (ingest, sup, admin) = (token("ingest"), token("supervisor"), token("admin"));
+    let server = Server::start_with(dir.path(), &["--database-url", &url]).await;
+
+    const N: usize = 8;
+    let mut uploader = Client::connect(&server.addr, &ingest).await.unwrap();
+    let mut recs = Vec::new();
+    for i in 0..N {
+        let mut wav = callvault::cli::synth_wav(1, 8000, 1);
+        let n = wav.len();
+        wav[n - 8..].copy_from_slice(&(i as u64).to_le_bytes());
+        let sha = callvault::crypto::sha256_hex(&wav);
+        let rec = uploader
+            .ingest_stream(
+                header(&format!("kill-rewrap-{i}")),
+                callvault::cli::pieces(Bytes::from(wav), 65536),
+            )
+            .await
+            .unwrap()
+            .recording
+            .unwrap();
+        recs.push((rec.recording_id, sha));
+    }
+    let catalog = callvault::catalog::Catalog::connect(&url).await.unwrap();
+    let tenant = catalog.tenant_by_name("acme").await.unwrap().id;
+    let key_a = catalog.active_key(&tenant).await.unwrap().key_arn;
+    let key_b = cli(dir.path(), &["keys", "local", "create"])
+        .trim()
+        .to_owned();
+    let mut keys = Client::connect(&server.addr, &admin).await.unwrap();
+    keys.keys
+        .register_key(pb::RegisterKeyRequest {
+            key_arn: key_b.clone(),
+            replica_key_arns: Default::default(),
+        })
+        .await
+        .unwrap();
+    // Two KMS requests a second: one recording per lease, slow enough to
+    // kill the server in the middle.
+    let job = keys
+        .keys
+        .start_rewrap(pb::StartRewrapRequest {
+            source_key_arn: key_a.clone(),
+            destination_key_arn: key_b.clone(),
+            max_kms_requests_per_second: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = catalog.rewrap_job(&tenant, &job.job_id).await.unwrap();
+        if j.rewrapped >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rewrap did not progress: {j:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill(); // SIGKILL: no drain, leases die with the connections
+
+    let j = catalog.rewrap_job(&tenant, &job.job_id).await.unwrap();
+    assert_eq!(j.status, "running");
+    assert!(j.rewrapped < N as u64, "killed before the end: {j:?}");
+    assert_eq!(
+        catalog.remaining_under(&tenant, &key_a).await.unwrap(),
+        N as u64 - j.rewrapped,
+        "progress counts exactly the recordings moved"
+    );
+
+    let server = Server::start_with(dir.path(), &["--database-url", &url]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let j = catalog.rewrap_job(&tenant, &job.job_id).await.unwrap();
+        if j.status != "running" {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "the job did not resume: {j:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done.status, "succeeded", "{done:?}");
+    assert_eq!((done.rewrapped, done.total), (N as u64, N as u64));
+    assert_eq!(catalog.remaining_under(&tenant, &key_a).await.unwrap(), 0);
+    let mut player = Client::connect(&server.addr, &sup).await.unwrap();
+    for (id, sha) in &recs {
+        let (audio, _) = player.play_all(id, 0).await.unwrap();
+        assert_eq!(&callvault::crypto::sha256_hex(&audio), sha);
+    }
+    server.kill();
+    catalog.close().await;
+    crate::helpers::drop_pg_database(&db).await;
+}

@@ -955,3 +955,109 @@ async fn a_node_in_another_region_uses_the_multi_region_replica() {
     eu.stop().await;
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_rewrap_stopped_by_a_revoked_key_fails_precisely_and_resumes() {
+    // The embedded default (SQLite) runs the same job without row locks.
+    let mut app = spawn_app(CatalogKind::Sqlite).await;
+    let mut admin = app.client(&app.admin_token).await;
+    let key_a = active_arn(&app).await;
+    let mut recs = Vec::new();
+    for i in 0..4 {
+        let audio = small_wav(100 + i);
+        recs.push((
+            archive_call(&app, &format!("resume-{i}"), &audio).await,
+            audio,
+        ));
+    }
+    let key_b = app.ring().create_key().unwrap();
+    register(&mut admin, &key_b).await.unwrap();
+
+    // The source key is disabled: the job fails naming it, moving nothing.
+    app.ring().set_enabled(&key_a, false).unwrap();
+    let job = start_rewrap(&mut admin, &key_a, &key_b, 0).await.unwrap();
+    let failed = wait_for_job(&mut admin, &job.job_id).await;
+    assert_eq!(failed.state, "failed", "{failed:?}");
+    assert!(
+        failed.error.contains(&key_a) && failed.error.contains("disabled"),
+        "{}",
+        failed.error
+    );
+    assert_eq!(failed.rewrapped_count, 0);
+    // Only one job runs per tenant, and only a failed one resumes.
+    let err = admin
+        .keys
+        .cancel_rewrap(pb::GetRewrapJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // Re-enabled, the job resumes and finishes.
+    app.ring().set_enabled(&key_a, true).unwrap();
+    let resumed = admin
+        .keys
+        .resume_rewrap(pb::GetRewrapJobRequest {
+            job_id: job.job_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resumed.state, "running");
+    let done = wait_for_job(&mut admin, &job.job_id).await;
+    assert_eq!(
+        (done.state.as_str(), done.rewrapped_count, done.total_count),
+        ("succeeded", 4, 4)
+    );
+    for (rec, audio) in &recs {
+        assert_eq!(app.play(&rec.recording_id).await.unwrap(), audio.as_ref());
+    }
+
+    let bad = admin
+        .keys
+        .get_rewrap_job(pb::GetRewrapJobRequest {
+            job_id: "../../etc".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+
+    // A running job can be cancelled; it then stops for good.
+    let key_c = app.ring().create_key().unwrap();
+    register(&mut admin, &key_c).await.unwrap();
+    app.stop_server().await; // no worker takes the job below
+    let admin_principal = callvault::domain::Principal {
+        tenant: app.tenant.id.clone(),
+        role: callvault::domain::Role::Admin,
+    };
+    let job = keys::start_rewrap(&app.archive, &admin_principal, &key_b, &key_c, 0)
+        .await
+        .unwrap();
+    assert_eq!((job.status.as_str(), job.total), ("running", 4));
+    let cancelled = keys::cancel_rewrap(&app.archive, &admin_principal, &job.id)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, "cancelled");
+    assert!(
+        keys::cancel_rewrap(&app.archive, &admin_principal, &job.id)
+            .await
+            .is_err()
+    );
+    assert!(
+        keys::resume_rewrap(&app.archive, &admin_principal, &job.id)
+            .await
+            .is_err()
+    );
+    keys::drain_rewrap_jobs(&app.archive).await.unwrap();
+    assert_eq!(
+        app.archive
+            .catalog
+            .remaining_under(&app.tenant.id, &key_b)
+            .await
+            .unwrap(),
+        4,
+        "a cancelled job moves nothing more"
+    );
+    app.shutdown().await;
+}

@@ -352,7 +352,7 @@ fn algorithm_of(s: &str) -> Result<WrapAlgorithm> {
 macro_rules! key_select {
     ($rest:literal) => {
         concat!(
-            "SELECT key_arn, region, status, key_spec, public_key, replicas, registered_at_ms, \
+            "SELECT tenant_id, key_arn, region, status, key_spec, public_key, replicas, registered_at_ms, \
              activated_at_ms, deactivated_at_ms, retired_at_ms, health_state, health_detail, \
              deletion_date_ms, health_checked_at_ms FROM tenant_keys ",
             $rest
@@ -682,14 +682,7 @@ impl Catalog {
                 "key {key_arn} is the active key; register another key first"
             )));
         }
-        let protected: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM recordings WHERE tenant_id = $1 AND key_arn = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(key_arn)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("n")?;
+        let protected = count_under(&mut *tx, tenant, key_arn).await?;
         if protected > 0 {
             return Err(Error::FailedPrecondition(format!(
                 "key {key_arn} still protects {protected} recordings; rewrap them first"
@@ -713,12 +706,9 @@ impl Catalog {
     /// Every key a health check should look at: all tenants, all keys not
     /// retired.
     pub async fn keys_to_check(&self) -> Result<Vec<(TenantId, TenantKey)>> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, key_arn, region, status, key_spec, public_key, replicas, registered_at_ms, \
-             activated_at_ms, deactivated_at_ms, retired_at_ms, health_state, health_detail, \
-             deletion_date_ms, health_checked_at_ms FROM tenant_keys \
-             WHERE status <> 'retired' ORDER BY tenant_id, activated_at_ms",
-        )
+        let rows = sqlx::query(key_select!(
+            "WHERE status <> 'retired' ORDER BY tenant_id, activated_at_ms"
+        ))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -785,14 +775,7 @@ impl Catalog {
         let id = uuid::Uuid::now_v7().to_string();
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let total: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM recordings WHERE tenant_id = $1 AND key_arn = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(source_arn)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("n")?;
+        let total = count_under(&mut *tx, tenant, source_arn).await?;
         let res = sqlx::query(
             "INSERT INTO rewrap_jobs (job_id, tenant_id, source_arn, destination_arn, status, \
              max_kms_per_sec, total, rewrapped, created_at_ms, updated_at_ms) \
@@ -925,14 +908,7 @@ impl Catalog {
 
     /// Recordings still under the job's source key, locked or not.
     pub async fn remaining_under(&self, tenant: &TenantId, key_arn: &str) -> Result<u64> {
-        let n: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM recordings WHERE tenant_id = $1 AND key_arn = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(key_arn)
-        .fetch_one(&self.pool)
-        .await?
-        .try_get("n")?;
+        let n = count_under(&self.pool, tenant, key_arn).await?;
         u64::try_from(n).map_err(|_| corrupt("count"))
     }
 
@@ -1268,6 +1244,22 @@ impl Catalog {
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
+}
+
+/// Recordings of any status wrapped under `key_arn`: what a key protects.
+async fn count_under<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    tenant: &TenantId,
+    key_arn: &str,
+) -> Result<i64> {
+    Ok(
+        sqlx::query("SELECT COUNT(*) AS n FROM recordings WHERE tenant_id = $1 AND key_arn = $2")
+            .bind(tenant.as_str())
+            .bind(key_arn)
+            .fetch_one(executor)
+            .await?
+            .try_get("n")?,
+    )
 }
 
 async fn insert_active_key(

@@ -391,16 +391,11 @@ async fn check_key(
     tenant: &TenantId,
     key: &TenantKey,
     usage: &KeyUsage,
-) -> Result<KeyHealthRecord> {
+) -> Result<()> {
     // A node outside the key's region checks the replica it would use; with
     // no replica here it has nothing to check (the key's own region does).
     let Some(arn) = key.arn_in(archive.kms.region()) else {
-        return Ok(key.health.clone().unwrap_or(KeyHealthRecord {
-            state: "no_replica_here".into(),
-            detail: None,
-            deletion_date_ms: None,
-            checked_at_ms: now_ms(),
-        }));
+        return Ok(());
     };
     let health = health_of(archive.kms.describe_key(arn, tenant.as_str()).await);
     archive
@@ -441,7 +436,7 @@ async fn check_key(
     if is_revoked(&health.state) {
         archive.key_revoked(&key.key_arn).await;
     }
-    Ok(health)
+    Ok(())
 }
 
 /// One health pass over every tenant key on this node. Returns how many
@@ -610,26 +605,28 @@ fn batch_size(rate: u32) -> u32 {
 
 /// Works on one job until it is done or must yield.
 pub async fn work_on(archive: &Archive, job_id: &str, tenant: &TenantId) -> Result<JobPass> {
+    // What the job moves between is fixed; only its status changes (a
+    // cancel, another node finishing), so that is re-read per batch.
+    let job = archive.catalog.rewrap_job(tenant, job_id).await?;
+    let dest = archive
+        .catalog
+        .tenant_key(tenant, &job.destination_arn)
+        .await?
+        .ok_or_else(|| Error::Internal("rewrap destination left the key history".into()))?;
+    let source_call = match archive.kms_arn(tenant, &job.source_arn).await {
+        Ok(arn) => arn,
+        Err(Error::FailedPrecondition(_)) => return Ok(JobPass::Yield),
+        Err(e) => return Err(e),
+    };
+    let Some(dest_call) = dest.arn_in(archive.kms.region()).map(str::to_owned) else {
+        // Another node, in a region the destination lives in, can work on it.
+        return Ok(JobPass::Yield);
+    };
     loop {
         let job = archive.catalog.rewrap_job(tenant, job_id).await?;
         if job.status != "running" {
             return Ok(JobPass::Stopped);
         }
-        let dest = archive
-            .catalog
-            .tenant_key(tenant, &job.destination_arn)
-            .await?
-            .ok_or_else(|| Error::Internal("rewrap destination left the key history".into()))?;
-        let node = archive.kms.region();
-        let source_call = match archive.kms_arn(tenant, &job.source_arn).await {
-            Ok(arn) => arn,
-            Err(Error::FailedPrecondition(_)) => return Ok(JobPass::Yield),
-            Err(e) => return Err(e),
-        };
-        let Some(dest_call) = dest.arn_in(node).map(str::to_owned) else {
-            // Another node, in a region the destination lives in, can work on it.
-            return Ok(JobPass::Yield);
-        };
         let n = batch_size(job.max_kms_per_sec);
         if !archive.catalog.reserve_rewrap_budget(&job, n).await? {
             return Ok(JobPass::Yield);

@@ -110,17 +110,41 @@ pub async fn run(
     }
     let mut background = tokio::task::JoinSet::new();
     // Remove abandoned uploads left by crashed nodes, now and periodically.
-    background.spawn(sweep_loop(archive.clone()));
+    let a = archive.clone();
+    background.spawn(every(
+        Duration::from_secs(60),
+        "sweep of abandoned uploads",
+        move || {
+            let a = a.clone();
+            async move { a.sweep_stale_uploads(STALE_UPLOAD_AFTER).await }
+        },
+    ));
     // Nodes that unwrap data keys check every tenant key's health and drop
     // cached data keys when another node announces a revoked key. An
     // ingest-only node does neither: in write-only mode it holds no KMS
     // permission, and its failed checks would read as revocations.
     if roles.playback || roles.admin {
-        background.spawn(key_health_loop(archive.clone()));
+        let a = archive.clone();
+        background.spawn(every(
+            archive.schedule.key_health,
+            "key health check",
+            move || {
+                let a = a.clone();
+                async move { crate::keys::check_all(&a).await }
+            },
+        ));
         background.spawn(revocation_listener(archive.clone()));
     }
     if roles.admin {
-        background.spawn(rewrap_loop(archive.clone()));
+        let a = archive.clone();
+        background.spawn(every(
+            archive.schedule.rewrap_poll,
+            "rewrap worker pass",
+            move || {
+                let a = a.clone();
+                async move { crate::keys::run_rewrap_jobs(&a).await }
+            },
+        ));
     }
     let res = router
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
@@ -130,24 +154,19 @@ pub async fn run(
     res
 }
 
-async fn key_health_loop(archive: Arc<Archive>) {
-    let mut tick = tokio::time::interval(archive.schedule.key_health);
+/// Runs `work` now and then every `period` (a slow pass delays the next
+/// one rather than bunching them); a failure is logged and retried next time.
+async fn every<F, Fut, T>(period: Duration, what: &'static str, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = crate::keys::check_all(&archive).await {
-            tracing::warn!(error = %e, "key health check failed");
-        }
-    }
-}
-
-async fn rewrap_loop(archive: Arc<Archive>) {
-    let mut tick = tokio::time::interval(archive.schedule.rewrap_poll);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(e) = crate::keys::run_rewrap_jobs(&archive).await {
-            tracing::warn!(error = %e, "rewrap worker pass failed");
+        if let Err(e) = work().await {
+            tracing::warn!(error = %e, "{what} failed");
         }
     }
 }
@@ -188,16 +207,6 @@ pub const HTTP2_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// An upload with no progress for this long is considered abandoned.
 pub const STALE_UPLOAD_AFTER: Duration = Duration::from_secs(15 * 60);
-
-async fn sweep_loop(archive: Arc<Archive>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tick.tick().await;
-        if let Err(e) = archive.sweep_stale_uploads(STALE_UPLOAD_AFTER).await {
-            tracing::warn!(error = %e, "sweep of abandoned uploads failed");
-        }
-    }
-}
 
 /// A server on an ephemeral loopback port: the demo, the tests and the
 /// benches all start one the same way.

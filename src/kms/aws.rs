@@ -341,10 +341,6 @@ impl Kms for AwsKms {
                 .ok_or_else(|| missing("PublicKey"))?
                 .as_ref()
                 .to_vec(),
-            key_spec: out
-                .key_spec()
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_default(),
         })
     }
 }

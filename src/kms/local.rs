@@ -78,11 +78,8 @@ impl LocalKey {
                 .ok_or_else(|| KmsError::InvalidCiphertext {
                     arn: self.arn.clone(),
                 })?;
-        let mut raw = B64
-            .decode(b64)
-            .map_err(|_| KmsError::Other(format!("keyring entry for {} is corrupt", self.arn)))?;
-        let key = UnboundKey::new(&AES_256_GCM, &raw)
-            .map_err(|_| KmsError::Other(format!("keyring entry for {} is corrupt", self.arn)));
+        let mut raw = B64.decode(b64).map_err(|_| self.corrupt())?;
+        let key = UnboundKey::new(&AES_256_GCM, &raw).map_err(|_| self.corrupt());
         raw.zeroize();
         Ok(LessSafeKey::new(key?))
     }
@@ -118,30 +115,31 @@ impl LocalKey {
         }
     }
 
-    fn rsa_private(&self) -> Result<aws_lc_rs::rsa::OaepPrivateDecryptingKey, KmsError> {
-        let corrupt = || KmsError::Other(format!("keyring entry for {} is corrupt", self.arn));
+    fn corrupt(&self) -> KmsError {
+        KmsError::Other(format!("keyring entry for {} is corrupt", self.arn))
+    }
+
+    /// The RSA private key of an asymmetric key (its one PKCS#8 version).
+    fn rsa_key(&self) -> Result<aws_lc_rs::rsa::PrivateDecryptingKey, KmsError> {
         let mut der = B64
-            .decode(self.versions.first().ok_or_else(corrupt)?)
-            .map_err(|_| corrupt())?;
+            .decode(self.versions.first().ok_or_else(|| self.corrupt())?)
+            .map_err(|_| self.corrupt())?;
         let key = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&der);
         der.zeroize();
-        aws_lc_rs::rsa::OaepPrivateDecryptingKey::new(key.map_err(|_| corrupt())?)
-            .map_err(|_| corrupt())
+        key.map_err(|_| self.corrupt())
+    }
+
+    fn rsa_private(&self) -> Result<aws_lc_rs::rsa::OaepPrivateDecryptingKey, KmsError> {
+        aws_lc_rs::rsa::OaepPrivateDecryptingKey::new(self.rsa_key()?).map_err(|_| self.corrupt())
     }
 
     fn public_spki(&self) -> Result<Vec<u8>, KmsError> {
         use aws_lc_rs::encoding::AsDer;
-        let corrupt = || KmsError::Other(format!("keyring entry for {} is corrupt", self.arn));
-        let mut der = B64
-            .decode(self.versions.first().ok_or_else(corrupt)?)
-            .map_err(|_| corrupt())?;
-        let key = aws_lc_rs::rsa::PrivateDecryptingKey::from_pkcs8(&der);
-        der.zeroize();
-        let spki = key
-            .map_err(|_| corrupt())?
+        let spki = self
+            .rsa_key()?
             .public_key()
             .as_der()
-            .map_err(|_| corrupt())?;
+            .map_err(|_| self.corrupt())?;
         Ok(spki.as_ref().to_vec())
     }
 
@@ -534,7 +532,6 @@ impl Kms for LocalKeyring {
             Ok(PublicKeyInfo {
                 arn: k.arn.clone(),
                 spki_der: k.public_spki()?,
-                key_spec: k.spec.clone(),
             })
         })
     }

@@ -161,10 +161,6 @@ impl PublicWrapKey {
         })
     }
 
-    pub fn key_arn(&self) -> &str {
-        &self.key_arn
-    }
-
     /// A fresh data key and its RSAES-OAEP-SHA-256 wrapping.
     pub fn generate_data_key(&self) -> Result<GeneratedDataKey, KmsError> {
         let plaintext = DataKey::generate().map_err(|e| KmsError::Other(e.to_string()))?;
@@ -199,7 +195,6 @@ pub struct PublicKeyInfo {
     pub arn: String,
     /// DER SubjectPublicKeyInfo.
     pub spki_der: Vec<u8>,
-    pub key_spec: String,
 }
 
 #[derive(Debug)]
@@ -350,19 +345,6 @@ impl KmsMetrics {
         if let (Some(t), Ok(mut m)) = (tenant, self.per_tenant.lock()) {
             *m.entry((t.to_owned(), op, region.to_owned())).or_default() += 1;
         }
-    }
-
-    /// KMS calls attributed to one tenant, all operations and regions.
-    pub fn tenant_calls(&self, tenant: &str) -> u64 {
-        self.per_tenant
-            .lock()
-            .map(|m| {
-                m.iter()
-                    .filter(|((t, _, _), _)| t == tenant)
-                    .map(|(_, n)| *n)
-                    .sum()
-            })
-            .unwrap_or(0)
     }
 
     /// Publishes the latest health check of one tenant key.

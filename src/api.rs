@@ -26,8 +26,10 @@ pub mod pb {
         tonic::include_file_descriptor_set!("callvault_descriptor");
 }
 
-/// The largest gRPC message the server accepts. Clients send audio in pieces
-/// well below this; bigger messages are refused with OUT_OF_RANGE by tonic.
+/// The largest gRPC message the server accepts or sends: 4 MiB, the default
+/// every stock gRPC client accepts. Clients send audio in pieces well below
+/// this; a bigger message is refused with RESOURCE_EXHAUSTED naming the
+/// limit. Play messages carry at most `playback::MAX_PLAY_MESSAGE_BYTES`.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 impl From<Error> for Status {
@@ -43,6 +45,10 @@ impl From<Error> for Status {
             Error::ResourceExhausted(m) => Status::resource_exhausted(m.clone()),
             Error::OutOfRange(m) => Status::out_of_range(m.clone()),
             Error::Cancelled => Status::cancelled(err.to_string()),
+            Error::UploadAbandoned(m) => Status::aborted(format!(
+                "{m}; nothing of it was stored: retry the whole upload"
+            )),
+            Error::UploadIdle { .. } => Status::deadline_exceeded(err.to_string()),
             Error::Integrity { .. } => {
                 tracing::error!(error = %err, "integrity failure");
                 Status::data_loss(err.to_string())
@@ -93,7 +99,10 @@ impl From<Error> for Status {
 fn inbound(status: Status) -> Error {
     match status.code() {
         tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
-            Error::OutOfRange(status.message().to_owned())
+            Error::ResourceExhausted(format!(
+                "message too large ({}); the server accepts messages of at most {MAX_MESSAGE_BYTES} bytes",
+                status.message()
+            ))
         }
         tonic::Code::Cancelled => Error::Cancelled,
         _ => Error::invalid("stream", status.message()),

@@ -6,28 +6,51 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::catalog::Catalog;
+use tokio::sync::Semaphore;
+
+use crate::catalog::{AbortOutcome, Catalog};
+use crate::domain::{RecordingId, TenantId, now_ms};
+use crate::error::{Error, Result};
 use crate::kms::cache::{KeyCache, KeyCacheConfig};
 use crate::kms::local::LocalKeyring;
 use crate::kms::{Kms, KmsMetrics, MeteredKms};
 use crate::store::ChunkStore;
 
-pub(crate) fn no_replica(key_arn: &str, node: &str) -> crate::error::Error {
-    crate::error::Error::FailedPrecondition(format!(
+pub(crate) fn no_replica(key_arn: &str, node: &str) -> Error {
+    Error::FailedPrecondition(format!(
         "KMS key {key_arn} has no multi-Region replica in this node's region {node}; \
          serve it from the key's region or register a replica"
     ))
 }
 
-/// Limits applied to every upload.
+/// What one node allows. Memory per upload in flight is one chunk being
+/// filled plus the audio analyzer's bounded buffer; chunks being sealed and
+/// written are bounded node-wide by `max_chunk_writes` (each holds its
+/// plaintext and its sealed copy while in flight). See ARCHITECTURE.md for
+/// the worst case.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_recording_bytes: u64,
-    /// Sealed chunks being written concurrently per upload. Memory per upload
-    /// is about `(2 + max_uploads_in_flight) * chunk_size`.
+    /// Chunks of one upload being sealed and written concurrently.
     pub max_uploads_in_flight: usize,
+    /// Chunks being sealed and written concurrently on the whole node.
+    pub max_chunk_writes: usize,
+    /// Uploads one tenant may have in flight on this node; the next one is
+    /// refused with RESOURCE_EXHAUSTED.
+    pub max_uploads_per_tenant: usize,
+    /// How long an upload's catalog lease lasts. The node renews it every
+    /// third of this while the client is connected; an upload whose lease
+    /// ran out (its node crashed) is removed by the sweeper.
+    pub upload_lease: Duration,
+    /// An upload with no message at all for this long is abandoned.
+    pub upload_idle_timeout: Duration,
     /// Chunks read ahead during playback.
     pub read_ahead: usize,
+    /// Concurrent HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// The longest a unary RPC may run (streaming RPCs are bounded by their
+    /// idle timeouts instead).
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -35,7 +58,74 @@ impl Default for Limits {
         Self {
             max_recording_bytes: 8 << 30,
             max_uploads_in_flight: 4,
+            max_chunk_writes: 64,
+            max_uploads_per_tenant: 1000,
+            upload_lease: Duration::from_secs(300),
+            upload_idle_timeout: Duration::from_secs(1800),
             read_ahead: 4,
+            max_concurrent_streams: 1024,
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Limits {
+    /// How often the sweeper looks for expired uploads: often enough that
+    /// an abandoned upload goes within about 1.5 leases.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.upload_lease / 2).clamp(Duration::from_millis(100), Duration::from_secs(60))
+    }
+}
+
+/// Uploads in flight on this node, per tenant.
+#[derive(Debug, Default)]
+pub struct UploadSlots {
+    in_flight: Mutex<HashMap<TenantId, usize>>,
+}
+
+/// One tenant's upload slot, released on drop.
+#[derive(Debug)]
+pub struct UploadSlot<'a> {
+    slots: &'a UploadSlots,
+    tenant: TenantId,
+}
+
+impl UploadSlots {
+    /// Takes a slot for `tenant`, or says why not.
+    pub fn acquire(&self, tenant: &TenantId, limit: usize) -> Result<UploadSlot<'_>> {
+        let mut m = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(tenant.clone()).or_insert(0);
+        if *n >= limit {
+            return Err(Error::ResourceExhausted(format!(
+                "this tenant already has {limit} uploads in flight on this node (the limit); \
+                 retry after one finishes"
+            )));
+        }
+        *n += 1;
+        Ok(UploadSlot {
+            slots: self,
+            tenant: tenant.clone(),
+        })
+    }
+
+    pub fn in_flight(&self, tenant: &TenantId) -> usize {
+        let m = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(tenant).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        let mut m = self
+            .slots
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.tenant);
+            }
         }
     }
 }
@@ -68,6 +158,10 @@ pub struct Archive {
     pub metrics: Arc<KmsMetrics>,
     pub limits: Limits,
     pub schedule: Schedule,
+    /// Uploads in flight per tenant (`limits.max_uploads_per_tenant`).
+    pub uploads: UploadSlots,
+    /// Node-wide bound on chunks being sealed and written.
+    pub chunk_writes: Arc<Semaphore>,
     /// When this node last announced each revoked key, so a burst of failing
     /// plays does not become a burst of NOTIFYs.
     announced: Mutex<HashMap<String, Instant>>,
@@ -84,6 +178,7 @@ impl Archive {
         let metrics = Arc::new(KmsMetrics::default());
         let kms: Arc<dyn Kms> = Arc::new(MeteredKms::new(kms, metrics.clone()));
         let keys = KeyCache::new(kms.clone(), cache, metrics.clone());
+        let chunk_writes = Arc::new(Semaphore::new(limits.max_chunk_writes.max(1)));
         Self {
             catalog,
             store,
@@ -92,6 +187,8 @@ impl Archive {
             metrics,
             limits,
             schedule: Schedule::default(),
+            uploads: UploadSlots::default(),
+            chunk_writes,
             announced: Mutex::new(HashMap::new()),
         }
     }
@@ -100,11 +197,7 @@ impl Archive {
     /// history: the key itself in its home region, else its multi-Region
     /// replica in this node's region. Without one, the node cannot use the
     /// key (a regional KMS endpoint does not know other regions' keys).
-    pub async fn kms_arn(
-        &self,
-        tenant: &crate::domain::TenantId,
-        key_arn: &str,
-    ) -> crate::error::Result<String> {
+    pub async fn kms_arn(&self, tenant: &TenantId, key_arn: &str) -> Result<String> {
         let node = self.kms.region();
         match crate::kms::arn_region(key_arn) {
             None => return Ok(key_arn.to_owned()),
@@ -146,9 +239,9 @@ impl Archive {
 
     /// The embedded default over one data directory: SQLite catalog, local
     /// object store and local keyring.
-    pub async fn embedded(data_dir: &Path) -> crate::error::Result<(Self, Arc<LocalKeyring>)> {
+    pub async fn embedded(data_dir: &Path) -> Result<(Self, Arc<LocalKeyring>)> {
         std::fs::create_dir_all(data_dir)
-            .map_err(|e| crate::error::Error::Internal(format!("cannot create data dir: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot create data dir: {e}")))?;
         let catalog = Catalog::connect(&format!(
             "sqlite://{}",
             data_dir.join("catalog.db").display()
@@ -166,18 +259,41 @@ impl Archive {
         Ok((archive, ring))
     }
 
-    /// Removes uploads whose writer is gone: objects first, then rows, so a
-    /// crash in between leaves a row the next sweep finds again.
-    pub async fn sweep_stale_uploads(&self, older_than: Duration) -> crate::error::Result<usize> {
-        let stale = self
-            .catalog
-            .stale_uploads(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX))
-            .await?;
-        for (tenant, rec) in &stale {
-            self.store.delete_recording(tenant, rec).await?;
-            self.catalog.abort_upload(tenant, rec).await?;
-            tracing::info!(tenant = %tenant, recording = %rec, "swept abandoned upload");
+    /// Removes uploads whose lease ran out (their node is gone), then
+    /// deletes the objects of every queued deletion. Returns how many
+    /// uploads were removed.
+    pub async fn sweep_expired_uploads(&self) -> Result<usize> {
+        let now = now_ms();
+        let expired = self.catalog.expired_uploads(now, 1000).await?;
+        let mut removed = 0;
+        for (tenant, rec) in &expired {
+            let mut tx = self.catalog.begin().await?;
+            let outcome =
+                Catalog::abort_upload(&mut tx, tenant, rec, "lease expired", Some(now)).await?;
+            tx.commit().await?;
+            if outcome == AbortOutcome::Removed {
+                removed += 1;
+                tracing::info!(tenant = %tenant, recording = %rec, "swept abandoned upload");
+            }
         }
-        Ok(stale.len())
+        self.delete_queued_objects().await?;
+        Ok(removed)
+    }
+
+    /// Deletes the objects of recordings the catalog queued for deletion
+    /// (never a committed recording's: the queue lists only recordings the
+    /// catalog no longer holds).
+    pub async fn delete_queued_objects(&self) -> Result<usize> {
+        let queued = self.catalog.pending_object_deletions(1000).await?;
+        for (tenant, rec) in &queued {
+            self.delete_objects(tenant, rec).await?;
+        }
+        Ok(queued.len())
+    }
+
+    /// Deletes one queued recording's objects and clears its queue entry.
+    pub async fn delete_objects(&self, tenant: &TenantId, rec: &RecordingId) -> Result<()> {
+        self.store.delete_recording(tenant, rec).await?;
+        self.catalog.object_deletion_done(tenant, rec).await
     }
 }

@@ -35,6 +35,10 @@ pub struct Catalog {
     url: String,
 }
 
+/// A catalog transaction. Use cases begin one with [`Catalog::begin`], pass
+/// it to the catalog functions that must commit together, and commit it.
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
 /// The PostgreSQL NOTIFY channel on which nodes announce a revoked KMS key
 /// (payload: the key ARN), so every node drops its cached data keys at once.
 pub const REVOCATION_CHANNEL: &str = "callvault_key_revoked";
@@ -206,6 +210,9 @@ pub struct NewRecording {
     pub chunk_size: u32,
     pub labels_sealed: Option<Vec<u8>>,
     pub start_time_ms: Option<i64>,
+    pub created_at_ms: i64,
+    /// The upload's first lease: the sweeper leaves it alone until then.
+    pub lease_until_ms: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -261,12 +268,56 @@ pub struct RecordingRow {
     pub created_at_ms: i64,
 }
 
+impl RecordingRow {
+    /// The row a successful commit of `new` with `done` stored, built from
+    /// what the committing node holds: answering an ingest needs no read
+    /// after the commit, so nothing can fail between commit and answer.
+    pub fn committed(new: &NewRecording, done: &Completion) -> Self {
+        Self {
+            tenant: new.tenant.clone(),
+            id: new.id,
+            external_call_id: new.external_call_id.as_str().to_owned(),
+            format_version: new.format_version,
+            key_arn: new.key_arn.clone(),
+            kms_region: new.kms_region.clone(),
+            wrap_algorithm: new.wrap_algorithm,
+            legal_hold: false,
+            wrapped_key: new.wrapped_key.clone(),
+            salt: new.salt.clone(),
+            nonce_prefix: new.nonce_prefix.clone(),
+            commitment: new.commitment.clone(),
+            chunk_size: new.chunk_size,
+            chunk_count: done.chunk_count,
+            size_bytes: done.size_bytes,
+            sha256: done.sha256.clone(),
+            audio: done.audio.clone(),
+            labels_sealed: new.labels_sealed.clone(),
+            start_time_ms: new.start_time_ms,
+            created_at_ms: new.created_at_ms,
+        }
+    }
+}
+
 /// Outcome of committing an upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
     Committed,
-    /// Another attempt with the same call id committed first; this is its id.
-    Duplicate(RecordingId),
+    /// Another attempt with the same call id committed first. The
+    /// transaction is spoiled: roll it back and look the winner up.
+    DuplicateCallId,
+}
+
+/// What removing an upload's catalog rows found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortOutcome {
+    /// The upload's rows were removed and its objects queued for deletion.
+    Removed,
+    /// No row (already swept or removed); its objects, if any, are queued.
+    Absent,
+    /// The recording is committed: nothing was removed, nothing may be.
+    Committed,
+    /// Its lease was renewed in the meantime (sweeps only): left alone.
+    Live,
 }
 
 /// The recording columns every read selects (a macro so queries stay
@@ -485,6 +536,11 @@ impl Catalog {
         let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
         listener.listen(REVOCATION_CHANNEL).await?;
         Ok(Some(listener))
+    }
+
+    /// Begins a transaction for a use case to commit (or drop to roll back).
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(self.pool.begin().await?)
     }
 
     pub fn backend(&self) -> Backend {
@@ -1027,12 +1083,11 @@ impl Catalog {
     // ---- recordings ----
 
     pub async fn begin_upload(&self, r: &NewRecording) -> Result<()> {
-        let now = now_ms();
         sqlx::query(
             "INSERT INTO recordings (tenant_id, recording_id, external_call_id, status, format_version, key_arn, \
              kms_region, wrapped_key, encryption_context, salt, nonce_prefix, commitment, chunk_size, \
-             labels_sealed, start_time_ms, created_at_ms, updated_at_ms, wrap_algorithm) \
-             VALUES ($1, $2, $3, 'uploading', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16)",
+             labels_sealed, start_time_ms, created_at_ms, updated_at_ms, wrap_algorithm, lease_until_ms) \
+             VALUES ($1, $2, $3, 'uploading', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17)",
         )
         .bind(r.tenant.as_str())
         .bind(r.id.to_string())
@@ -1048,47 +1103,63 @@ impl Catalog {
         .bind(i64::from(r.chunk_size))
         .bind(&r.labels_sealed)
         .bind(r.start_time_ms)
-        .bind(now)
+        .bind(r.created_at_ms)
         .bind(r.wrap_algorithm.as_str())
+        .bind(r.lease_until_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// Records an uploaded (not yet visible) chunk and refreshes the upload's
-    /// heartbeat, which the sweeper uses to tell live uploads from dead ones.
+    /// Records an uploaded (not yet visible) chunk. Fails with
+    /// [`Error::UploadAbandoned`] when the upload's row is gone (swept).
     pub async fn add_chunk(
         &self,
         tenant: &TenantId,
         rec: &RecordingId,
         c: &ChunkRow,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        insert_chunk(&mut tx, tenant, rec, c).await?;
-        sqlx::query(
-            "UPDATE recordings SET updated_at_ms = $3 WHERE tenant_id = $1 AND recording_id = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(rec.to_string())
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        insert_chunk(&self.pool, tenant, rec, c)
+            .await
+            .map_err(|e| abandoned_if_orphan(e, rec))
     }
 
-    /// Makes the recording visible: the final chunk row and the completed
-    /// recording row are committed in one transaction.
-    pub async fn commit_upload(
+    /// Extends an upload's lease to `until_ms`. Fails with
+    /// [`Error::UploadAbandoned`] if the upload is no longer in flight.
+    pub async fn renew_upload_lease(
         &self,
         tenant: &TenantId,
         rec: &RecordingId,
-        external_call_id: &ExternalCallId,
+        until_ms: i64,
+    ) -> Result<()> {
+        let res = sqlx::query(
+            "UPDATE recordings SET lease_until_ms = $3 \
+             WHERE tenant_id = $1 AND recording_id = $2 AND status = 'uploading'",
+        )
+        .bind(tenant.as_str())
+        .bind(rec.to_string())
+        .bind(until_ms)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(swept(rec));
+        }
+        Ok(())
+    }
+
+    /// Makes the recording visible: the completed recording row and the
+    /// final chunk row, in the caller's transaction. The row must still be
+    /// an upload in flight; if the sweeper removed it this fails with
+    /// [`Error::UploadAbandoned`]. The status update comes first, so it
+    /// takes the row lock a concurrent sweep would need (PostgreSQL) and the
+    /// two exclude each other.
+    pub async fn commit_upload(
+        tx: &mut Tx,
+        tenant: &TenantId,
+        rec: &RecordingId,
         final_chunk: &ChunkRow,
         done: &Completion,
     ) -> Result<CommitOutcome> {
-        let mut tx = self.pool.begin().await?;
-        insert_chunk(&mut tx, tenant, rec, final_chunk).await?;
         let res = sqlx::query(
             "UPDATE recordings SET status = 'complete', chunk_count = $3, size_bytes = $4, sha256 = $5, \
              container = $6, codec = $7, sample_rate_hz = $8, channels = $9, duration_ms = $10, \
@@ -1107,63 +1178,129 @@ impl Catalog {
         .bind(i64::try_from(done.audio.duration_ms).unwrap_or(i64::MAX))
         .bind(&done.audio.warning)
         .bind(now_ms())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await;
         match res {
-            Ok(r) if r.rows_affected() == 1 => {
-                tx.commit().await?;
-                Ok(CommitOutcome::Committed)
-            }
-            Ok(_) => Err(Error::Internal(
-                "upload row vanished before commit (swept?)".into(),
-            )),
+            Ok(r) if r.rows_affected() == 1 => {}
+            Ok(_) => return Err(swept(rec)),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                tx.rollback().await?;
-                let winner = self
-                    .find_by_call_id(tenant, external_call_id)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::Internal("duplicate call id without a committed recording".into())
-                    })?;
-                Ok(CommitOutcome::Duplicate(winner.id))
+                return Ok(CommitOutcome::DuplicateCallId);
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
+        insert_chunk(&mut **tx, tenant, rec, final_chunk).await?;
+        Ok(CommitOutcome::Committed)
     }
 
-    /// Removes an upload that will not complete (chunks cascade).
-    pub async fn abort_upload(&self, tenant: &TenantId, rec: &RecordingId) -> Result<()> {
-        sqlx::query("DELETE FROM chunks WHERE tenant_id = $1 AND recording_id = $2")
+    /// Removes an upload that will not complete, in the caller's
+    /// transaction: its recording row (only while it is `uploading`; a
+    /// committed recording is never touched), its chunk rows, and queues
+    /// its objects for deletion. With `expired_before`, only an upload
+    /// whose lease ran out before that time is removed (the sweeper's
+    /// check, atomic with the removal).
+    ///
+    /// Delete objects only after this committed and said `Removed` or
+    /// `Absent`, then call [`Catalog::object_deletion_done`].
+    pub async fn abort_upload(
+        tx: &mut Tx,
+        tenant: &TenantId,
+        rec: &RecordingId,
+        reason: &str,
+        expired_before: Option<i64>,
+    ) -> Result<AbortOutcome> {
+        let removed = sqlx::query(
+            "DELETE FROM recordings WHERE tenant_id = $1 AND recording_id = $2 \
+             AND status = 'uploading' AND lease_until_ms < $3",
+        )
+        .bind(tenant.as_str())
+        .bind(rec.to_string())
+        .bind(expired_before.unwrap_or(i64::MAX))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        let outcome = if removed == 1 {
+            // The foreign key cascades; said again so the rule does not
+            // rest on the engine's foreign-key setting.
+            sqlx::query("DELETE FROM chunks WHERE tenant_id = $1 AND recording_id = $2")
+                .bind(tenant.as_str())
+                .bind(rec.to_string())
+                .execute(&mut **tx)
+                .await?;
+            AbortOutcome::Removed
+        } else {
+            let status: Option<String> = sqlx::query(
+                "SELECT status FROM recordings WHERE tenant_id = $1 AND recording_id = $2",
+            )
             .bind(tenant.as_str())
             .bind(rec.to_string())
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("DELETE FROM recordings WHERE tenant_id = $1 AND recording_id = $2 AND status = 'uploading'")
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|row| row.try_get("status"))
+            .transpose()?;
+            match status.as_deref() {
+                None => AbortOutcome::Absent,
+                Some("uploading") => return Ok(AbortOutcome::Live),
+                Some(_) => return Ok(AbortOutcome::Committed),
+            }
+        };
+        sqlx::query(
+            "INSERT INTO object_deletions (tenant_id, recording_id, reason, queued_at_ms) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant.as_str())
+        .bind(rec.to_string())
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+        Ok(outcome)
+    }
+
+    /// Uploads whose lease ran out before `now_ms`: their node is gone
+    /// (crashed, or cut off from the catalog for longer than the lease).
+    pub async fn expired_uploads(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, RecordingId)>> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, recording_id FROM recordings \
+             WHERE status = 'uploading' AND lease_until_ms < $1 ORDER BY lease_until_ms LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tenant_and_recording).collect()
+    }
+
+    /// Queued object deletions. A recording that exists in the catalog is
+    /// never listed, whatever the queue says: objects of a committed
+    /// recording are not deleted by this path.
+    pub async fn pending_object_deletions(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<(TenantId, RecordingId)>> {
+        let rows = sqlx::query(
+            "SELECT d.tenant_id, d.recording_id FROM object_deletions d \
+             WHERE NOT EXISTS (SELECT 1 FROM recordings r \
+             WHERE r.tenant_id = d.tenant_id AND r.recording_id = d.recording_id) \
+             ORDER BY d.queued_at_ms LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tenant_and_recording).collect()
+    }
+
+    /// The objects of a queued deletion are gone.
+    pub async fn object_deletion_done(&self, tenant: &TenantId, rec: &RecordingId) -> Result<()> {
+        sqlx::query("DELETE FROM object_deletions WHERE tenant_id = $1 AND recording_id = $2")
             .bind(tenant.as_str())
             .bind(rec.to_string())
             .execute(&self.pool)
             .await?;
         Ok(())
-    }
-
-    /// Uploads whose heartbeat is older than `older_than_ms` ago: their
-    /// writer is gone (crashed node, dropped stream).
-    pub async fn stale_uploads(&self, older_than_ms: i64) -> Result<Vec<(TenantId, RecordingId)>> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, recording_id FROM recordings WHERE status = 'uploading' AND updated_at_ms < $1",
-        )
-        .bind(now_ms() - older_than_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get("recording_id")?;
-                Ok((
-                    TenantId::from_catalog(row.try_get("tenant_id")?),
-                    RecordingId::parse("recording_id", &id).map_err(|_| corrupt("recording id"))?,
-                ))
-            })
-            .collect()
     }
 
     pub async fn find_by_call_id(
@@ -1243,6 +1380,32 @@ impl Catalog {
     /// tests, plaintext scans). Not used by the service paths.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+}
+
+fn tenant_and_recording(row: &AnyRow) -> Result<(TenantId, RecordingId)> {
+    let id: String = row.try_get("recording_id")?;
+    Ok((
+        TenantId::from_catalog(row.try_get("tenant_id")?),
+        RecordingId::parse("recording_id", &id).map_err(|_| corrupt("recording id"))?,
+    ))
+}
+
+fn swept(rec: &RecordingId) -> Error {
+    Error::UploadAbandoned(format!(
+        "upload {rec} is no longer in flight: its lease expired and the server removed it"
+    ))
+}
+
+/// A chunk row whose recording row is gone: the upload was swept.
+fn abandoned_if_orphan(e: Error, rec: &RecordingId) -> Error {
+    match &e {
+        Error::Catalog(sqlx::Error::Database(d))
+            if d.kind() == sqlx::error::ErrorKind::ForeignKeyViolation =>
+        {
+            swept(rec)
+        }
+        _ => e,
     }
 }
 
@@ -1334,8 +1497,8 @@ impl RewrapLease {
     }
 }
 
-async fn insert_chunk(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+async fn insert_chunk<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
     tenant: &TenantId,
     rec: &RecordingId,
     c: &ChunkRow,
@@ -1351,7 +1514,7 @@ async fn insert_chunk(
     .bind(i64::from(c.sealed_size))
     .bind(&c.sealed_sha256)
     .bind(&c.object_key)
-    .execute(&mut **tx)
+    .execute(executor)
     .await?;
     Ok(())
 }
@@ -1370,6 +1533,10 @@ mod tests {
             (
                 include_str!("../migrations/postgres/0002_key_lifecycle.sql"),
                 include_str!("../migrations/sqlite/0002_key_lifecycle.sql"),
+            ),
+            (
+                include_str!("../migrations/postgres/0003_upload_lease.sql"),
+                include_str!("../migrations/sqlite/0003_upload_lease.sql"),
             ),
         ] {
             assert_eq!(

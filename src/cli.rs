@@ -224,6 +224,30 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     #[arg(long, env = "CALLVAULT_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Seconds an upload's catalog lease lasts. The node renews it every
+    /// third of this while the client is connected; the uploads of a node
+    /// that crashed are removed once their lease ran out.
+    #[arg(long, env = "CALLVAULT_UPLOAD_LEASE_SECS", default_value_t = 300)]
+    pub upload_lease_secs: u64,
+    /// Seconds without any message (not even an empty keep-alive) after
+    /// which an upload is abandoned (DEADLINE_EXCEEDED).
+    #[arg(
+        long,
+        env = "CALLVAULT_UPLOAD_IDLE_TIMEOUT_SECS",
+        default_value_t = 1800
+    )]
+    pub upload_idle_timeout_secs: u64,
+    /// Uploads one tenant may have in flight on this node; more are refused
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CALLVAULT_MAX_UPLOADS_PER_TENANT", default_value_t = 1000)]
+    pub max_uploads_per_tenant: usize,
+    /// Concurrent HTTP/2 streams per client connection.
+    #[arg(long, env = "CALLVAULT_MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
+    pub max_concurrent_streams: u32,
+    /// Seconds a unary RPC may run before DEADLINE_EXCEEDED (streaming RPCs
+    /// are bounded by their idle timeouts instead).
+    #[arg(long, env = "CALLVAULT_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
+    pub request_timeout_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -837,6 +861,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let (mut archive, _) = open_archive(&args.backend, &cache).await?;
     archive.schedule.key_health = Duration::from_secs(args.key_health_interval_secs.max(1));
+    let limits = &mut archive.limits;
+    limits.upload_lease = Duration::from_secs(args.upload_lease_secs.max(1));
+    limits.upload_idle_timeout = Duration::from_secs(args.upload_idle_timeout_secs.max(1));
+    limits.max_uploads_per_tenant = args.max_uploads_per_tenant.max(1);
+    limits.max_concurrent_streams = args.max_concurrent_streams.max(1);
+    limits.request_timeout = Duration::from_secs(args.request_timeout_secs.max(1));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

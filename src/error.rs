@@ -50,6 +50,15 @@ pub enum Error {
     Store(#[from] object_store::Error),
     #[error("crypto error: {0}")]
     Crypto(#[from] CryptoError),
+    /// The upload is no longer in flight on the server: its lease ran out
+    /// (the node could not renew it) and the sweeper removed it.
+    #[error("{0}")]
+    UploadAbandoned(String),
+    /// No message arrived on an upload for `secs` seconds.
+    #[error(
+        "no message received for {secs} s; the upload was abandoned and nothing of it was stored"
+    )]
+    UploadIdle { secs: u64 },
     #[error("client cancelled the request")]
     Cancelled,
     #[error("internal error: {0}")]

@@ -2,23 +2,34 @@
 //! commit the recording atomically.
 //!
 //! Memory is bounded whatever the file size: one chunk being filled, at most
-//! `Limits::max_uploads_in_flight` chunks being sealed and written, and a few
-//! messages queued for the audio analyzer. Nothing is written before the head
-//! of the upload has been recognised as audio, and on any failure everything
-//! written so far is removed (the sweeper catches what a crash leaves).
+//! `Limits::max_uploads_in_flight` chunks of this upload (and
+//! `Limits::max_chunk_writes` of the node) being sealed and written, and the
+//! audio analyzer's bounded buffer. Nothing is written before the head of
+//! the upload has been recognised as audio.
+//!
+//! An upload holds a catalog lease, renewed on a timer while its client is
+//! connected. On a failure everything it wrote is removed, but only after
+//! the catalog confirmed, in the same transaction that removes the rows,
+//! that the recording is not committed: an error after the commit (a lost
+//! reply, a failed read) can never delete an acknowledged recording. The
+//! sweeper removes uploads whose lease ran out (their node crashed).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::archive::Archive;
 use crate::audio::{self, Analyzer};
-use crate::catalog::{ChunkRow, CommitOutcome, Completion, NewRecording, RecordingRow};
+use crate::catalog::{
+    AbortOutcome, Catalog, ChunkRow, CommitOutcome, Completion, NewRecording, RecordingRow,
+};
 use crate::crypto::{self, RecordingCipher, RecordingParams};
-use crate::domain::{ExternalCallId, Principal, RecordingId, Role};
+use crate::domain::{ExternalCallId, Principal, RecordingId, Role, now_ms};
 use crate::error::{Error, Result};
 use crate::kms::{EncryptionContext, PublicWrapKey, WrapAlgorithm};
 use crate::store::ChunkStore;
@@ -83,16 +94,24 @@ pub struct IngestOutcome {
     pub deduplicated: bool,
 }
 
-/// State that exists once the upload has been accepted as audio.
+/// State that exists once the upload has been accepted as audio and its
+/// catalog row written.
 struct Upload {
-    id: RecordingId,
+    new: NewRecording,
     cipher: Arc<RecordingCipher>,
     analyzer: Option<Analyzer>,
     tasks: JoinSet<Result<()>>,
     next_index: u32,
 }
 
-/// Seals, writes and records one non-final chunk.
+impl Upload {
+    fn id(&self) -> RecordingId {
+        self.new.id
+    }
+}
+
+/// Seals and writes one chunk; records it in the catalog unless it is the
+/// final one (which the commit records).
 async fn write_chunk(
     archive: Arc<Archive>,
     principal: Principal,
@@ -143,6 +162,9 @@ where
             "this token's role may not ingest".into(),
         ));
     }
+    let _slot = archive
+        .uploads
+        .acquire(&principal.tenant, archive.limits.max_uploads_per_tenant)?;
     if let Some(existing) = archive
         .catalog
         .find_by_call_id(&principal.tenant, &header.external_call_id)
@@ -155,32 +177,68 @@ where
         });
     }
     let mut upload: Option<Upload> = None;
-    let result = run(&archive, &principal, &header, body, &mut upload).await;
-    match result {
+    match run(&archive, &principal, &header, body, &mut upload).await {
         Ok(outcome) => Ok(outcome),
-        Err(err) => {
-            if let Some(mut up) = upload {
-                up.tasks.abort_all();
-                while up.tasks.join_next().await.is_some() {}
-                // Objects first, then the row: a crash in between leaves a row
-                // for the sweeper, never an untracked object.
-                if let Err(e) = archive
-                    .store
-                    .delete_recording(&principal.tenant, &up.id)
-                    .await
-                {
-                    tracing::warn!(recording = %up.id, error = %e, "cleanup of failed upload deferred to sweeper");
-                } else if let Err(e) = archive
-                    .catalog
-                    .abort_upload(&principal.tenant, &up.id)
-                    .await
-                {
-                    tracing::warn!(recording = %up.id, error = %e, "cleanup of failed upload deferred to sweeper");
+        Err(err) => match upload {
+            None => Err(err),
+            Some(up) => settle_failed(&archive, &principal, up, err).await,
+        },
+    }
+}
+
+/// An upload whose catalog row exists failed with `err`. Ask the catalog
+/// what became of it: if the commit went through after all (its reply was
+/// lost), the recording is durable and the caller gets it; otherwise remove
+/// what the upload wrote. Committed recordings are never touched: the
+/// status check and the row removal are one transaction, and objects go
+/// only after it committed.
+async fn settle_failed(
+    archive: &Archive,
+    principal: &Principal,
+    up: Upload,
+    err: Error,
+) -> Result<IngestOutcome> {
+    let id = up.id();
+    match remove_upload(archive, principal, up, "upload failed").await {
+        Ok(AbortOutcome::Committed) => {
+            match archive.catalog.get_recording(&principal.tenant, &id).await {
+                Ok(recording) => {
+                    tracing::warn!(recording = %id, error = %err, "ingest saw an error after its commit went through; answering with the committed recording");
+                    Ok(IngestOutcome {
+                        recording,
+                        deduplicated: false,
+                    })
                 }
+                Err(_) => Err(err),
             }
+        }
+        Ok(_) => Err(err),
+        Err(e) => {
+            tracing::warn!(recording = %id, error = %e, "cleanup of failed upload deferred to sweeper");
             Err(err)
         }
     }
+}
+
+/// Stops the upload's chunk writes and removes it: catalog rows first (only
+/// if not committed), then its objects. Whatever fails midway is left for
+/// the sweeper: an `uploading` row with its lease, or a queued deletion.
+async fn remove_upload(
+    archive: &Archive,
+    principal: &Principal,
+    mut up: Upload,
+    reason: &str,
+) -> Result<AbortOutcome> {
+    up.tasks.abort_all();
+    while up.tasks.join_next().await.is_some() {}
+    let id = up.id();
+    let mut tx = archive.catalog.begin().await?;
+    let outcome = Catalog::abort_upload(&mut tx, &principal.tenant, &id, reason, None).await?;
+    tx.commit().await?;
+    if matches!(outcome, AbortOutcome::Removed | AbortOutcome::Absent) {
+        archive.delete_objects(&principal.tenant, &id).await?;
+    }
+    Ok(outcome)
 }
 
 async fn begin(
@@ -238,37 +296,60 @@ async fn begin(
             serde_json::to_vec(&header.labels).map_err(|e| Error::Internal(e.to_string()))?;
         Some(cipher.seal_metadata(&json)?)
     };
-    archive
-        .catalog
-        .begin_upload(&NewRecording {
-            tenant: principal.tenant.clone(),
-            id,
-            external_call_id: header.external_call_id.clone(),
-            format_version: crypto::FORMAT_VERSION,
-            // The key of the tenant's history; `kms_region` says where it
-            // (or its replica) wrapped.
-            key_arn: key.key_arn.clone(),
-            kms_region,
-            wrap_algorithm: key.algorithm,
-            wrapped_key: generated.wrapped.clone(),
-            encryption_context: ctx.to_json(),
-            salt: params.salt.to_vec(),
-            nonce_prefix: params.nonce_prefix.to_vec(),
-            commitment: cipher.commitment().to_vec(),
-            chunk_size: header.chunk_size,
-            labels_sealed,
-            start_time_ms: header.start_time_ms,
-        })
-        .await?;
+    let now = now_ms();
+    let new = NewRecording {
+        tenant: principal.tenant.clone(),
+        id,
+        external_call_id: header.external_call_id.clone(),
+        format_version: crypto::FORMAT_VERSION,
+        // The key of the tenant's history; `kms_region` says where it
+        // (or its replica) wrapped.
+        key_arn: key.key_arn.clone(),
+        kms_region,
+        wrap_algorithm: key.algorithm,
+        wrapped_key: generated.wrapped.clone(),
+        encryption_context: ctx.to_json(),
+        salt: params.salt.to_vec(),
+        nonce_prefix: params.nonce_prefix.to_vec(),
+        commitment: cipher.commitment().to_vec(),
+        chunk_size: header.chunk_size,
+        labels_sealed,
+        start_time_ms: header.start_time_ms,
+        created_at_ms: now,
+        lease_until_ms: now.saturating_add(lease_ms(archive)),
+    };
+    archive.catalog.begin_upload(&new).await?;
     let analyzer = Analyzer::start(detected);
     analyzer.feed(Bytes::copy_from_slice(head)).await;
     Ok(Upload {
-        id,
+        new,
         cipher: Arc::new(cipher),
         analyzer: Some(analyzer),
         tasks: JoinSet::new(),
         next_index: 0,
     })
+}
+
+fn lease_ms(archive: &Archive) -> i64 {
+    i64::try_from(archive.limits.upload_lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Extends the upload's lease. A catalog hiccup is not fatal (the lease has
+/// two thirds left and the next tick tries again); a swept upload is.
+async fn renew_lease(archive: &Archive, principal: &Principal, up: &Upload) -> Result<()> {
+    let until = now_ms().saturating_add(lease_ms(archive));
+    match archive
+        .catalog
+        .renew_upload_lease(&principal.tenant, &up.id(), until)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e @ Error::UploadAbandoned(_)) => Err(e),
+        Err(e) => {
+            tracing::warn!(recording = %up.id(), error = %e, "upload lease renewal failed; retrying at the next tick");
+            Ok(())
+        }
+    }
 }
 
 async fn spawn_chunk(
@@ -277,13 +358,20 @@ async fn spawn_chunk(
     up: &mut Upload,
     plain: Vec<u8>,
 ) -> Result<()> {
-    // Backpressure: wait for a slot, surfacing the first failure at once.
+    // Backpressure: wait for a slot of this upload, surfacing the first
+    // failure at once, then for one of the node's.
     while up.tasks.len() >= archive.limits.max_uploads_in_flight {
         join_one(up).await?;
     }
     while let Some(done) = up.tasks.try_join_next() {
         done.map_err(|e| Error::Internal(format!("chunk task failed: {e}")))??;
     }
+    let permit = archive
+        .chunk_writes
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| Error::Internal("chunk write limiter closed".into()))?;
     let index = up.next_index;
     up.next_index = index
         .checked_add(1)
@@ -291,13 +379,16 @@ async fn spawn_chunk(
     let fut = write_chunk(
         archive.clone(),
         principal.clone(),
-        up.id,
+        up.id(),
         up.cipher.clone(),
         index,
         plain,
         false,
     );
-    up.tasks.spawn(async move { fut.await.map(|_| ()) });
+    up.tasks.spawn(async move {
+        let _permit = permit;
+        fut.await.map(|_| ())
+    });
     Ok(())
 }
 
@@ -322,8 +413,30 @@ where
     let mut buf: Vec<u8> = Vec::with_capacity(chunk_size);
     let mut sha = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     let mut total: u64 = 0;
+    let idle_timeout = archive.limits.upload_idle_timeout;
+    let renew_every = (archive.limits.upload_lease / 3).max(Duration::from_millis(10));
+    let mut renew = tokio::time::interval_at(Instant::now() + renew_every, renew_every);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_message = Instant::now();
 
-    while let Some(msg) = body.next().await {
+    loop {
+        // The lease is renewed on a timer while the client is connected,
+        // whether or not it sends anything (a call on hold); a client that
+        // sends nothing at all for the idle timeout is given up on.
+        let msg = tokio::select! {
+            msg = body.next() => msg,
+            _ = renew.tick() => {
+                if let Some(up) = upload.as_ref() {
+                    renew_lease(archive, principal, up).await?;
+                }
+                continue;
+            }
+            () = tokio::time::sleep_until(last_message + idle_timeout) => {
+                return Err(Error::UploadIdle { secs: idle_timeout.as_secs() });
+            }
+        };
+        let Some(msg) = msg else { break };
+        last_message = Instant::now();
         let mut data = msg?;
         total += data.len() as u64;
         if total > archive.limits.max_recording_bytes {
@@ -372,23 +485,30 @@ where
         join_one(up).await?;
     }
     let final_index = up.next_index;
-    let final_row = write_chunk(
-        archive.clone(),
-        principal.clone(),
-        up.id,
-        up.cipher.clone(),
-        final_index,
-        buf,
-        true,
-    )
-    .await?;
+    let final_row = {
+        let _permit = archive
+            .chunk_writes
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("chunk write limiter closed".into()))?;
+        write_chunk(
+            archive.clone(),
+            principal.clone(),
+            up.id(),
+            up.cipher.clone(),
+            final_index,
+            buf,
+            true,
+        )
+        .await?
+    };
     let analyzer = up
         .analyzer
         .take()
         .ok_or_else(|| Error::Internal("analyzer already finished".into()))?;
     let audio = analyzer.finish().await?;
     if let Some(w) = &audio.warning {
-        tracing::warn!(recording = %up.id, warning = %w, "audio kept with probe warning");
+        tracing::warn!(recording = %up.id(), warning = %w, "audio kept with probe warning");
     }
     let completion = Completion {
         chunk_count: final_index + 1,
@@ -396,49 +516,53 @@ where
         sha256: hex::encode(sha.finish()),
         audio,
     };
-    let outcome = archive
-        .catalog
-        .commit_upload(
-            &principal.tenant,
-            &up.id,
-            &header.external_call_id,
-            &final_row,
-            &completion,
-        )
-        .await?;
+    let mut tx = archive.catalog.begin().await?;
+    let outcome = Catalog::commit_upload(
+        &mut tx,
+        &principal.tenant,
+        &up.id(),
+        &final_row,
+        &completion,
+    )
+    .await?;
     match outcome {
         CommitOutcome::Committed => {
-            let recording = archive
-                .catalog
-                .get_recording(&principal.tenant, &up.id)
-                .await?;
+            // If the commit's reply is lost this fails, and `settle_failed`
+            // asks the catalog whether it happened.
+            tx.commit().await?;
+            // Committed: from here on nothing may clean this upload up.
+            let Some(up) = upload.take() else {
+                return Err(Error::Internal("upload state missing".into()));
+            };
             tracing::info!(
-                recording = %up.id,
+                recording = %up.id(),
                 size_bytes = total,
                 chunks = completion.chunk_count,
                 "recording committed"
             );
-            *upload = None;
             Ok(IngestOutcome {
-                recording,
+                recording: RecordingRow::committed(&up.new, &completion),
                 deduplicated: false,
             })
         }
-        CommitOutcome::Duplicate(winner) => {
+        CommitOutcome::DuplicateCallId => {
             // A concurrent attempt with the same call id won; drop ours.
-            let id = up.id;
-            archive
-                .store
-                .delete_recording(&principal.tenant, &id)
-                .await?;
-            archive.catalog.abort_upload(&principal.tenant, &id).await?;
-            *upload = None;
-            let recording = archive
+            tx.rollback().await?;
+            let winner = archive
                 .catalog
-                .get_recording(&principal.tenant, &winner)
-                .await?;
+                .find_by_call_id(&principal.tenant, &header.external_call_id)
+                .await?
+                .ok_or_else(|| {
+                    Error::Internal("duplicate call id without a committed recording".into())
+                })?;
+            if let Some(up) = upload.take() {
+                let id = up.id();
+                if let Err(e) = remove_upload(archive, principal, up, "duplicate call id").await {
+                    tracing::warn!(recording = %id, error = %e, "cleanup of duplicate upload deferred to sweeper");
+                }
+            }
             Ok(IngestOutcome {
-                recording,
+                recording: winner,
                 deduplicated: true,
             })
         }

@@ -20,6 +20,10 @@ use crate::domain::{Principal, RecordingId, Role};
 use crate::error::{Error, Result};
 use crate::kms::{EncryptionContext, KmsError};
 
+/// The most plaintext one Play message carries, whatever the chunk size
+/// (up to 16 MiB): stock gRPC clients refuse messages over 4 MiB.
+pub const MAX_PLAY_MESSAGE_BYTES: usize = 1024 * 1024;
+
 /// A piece of plaintext and where it sits in the recording.
 #[derive(Debug, Clone)]
 pub struct PlayChunk {
@@ -247,25 +251,33 @@ pub async fn play(
         })
         .buffered(read_ahead)
         .enumerate()
-        .map(move |(i, res)| {
-            res.map(|mut plain| {
-                let chunk_start = (first + i) as u64 * u64::from(row.chunk_size);
-                if i == 0 && skip > 0 {
-                    plain.drain(..skip);
-                    PlayChunk {
-                        offset: chunk_start + skip as u64,
-                        data: Bytes::from(plain),
-                    }
-                } else {
-                    PlayChunk {
-                        offset: chunk_start,
-                        data: Bytes::from(plain),
-                    }
+        .flat_map(move |(i, res)| {
+            let pieces = match res {
+                Ok(plain) => {
+                    let chunk_start = (first + i) as u64 * u64::from(row.chunk_size);
+                    let from = if i == 0 { skip } else { 0 };
+                    slices(Bytes::from(plain), from, chunk_start)
                 }
-            })
+                Err(e) => vec![Err(e)],
+            };
+            stream::iter(pieces)
         })
         .boxed();
     Ok(stream)
+}
+
+/// An opened chunk from byte `from` on, as messages of at most
+/// `MAX_PLAY_MESSAGE_BYTES` (zero-copy slices of one buffer).
+fn slices(plain: Bytes, from: usize, chunk_start: u64) -> Vec<Result<PlayChunk>> {
+    (from..plain.len())
+        .step_by(MAX_PLAY_MESSAGE_BYTES)
+        .map(|at| {
+            Ok(PlayChunk {
+                offset: chunk_start + at as u64,
+                data: plain.slice(at..(at + MAX_PLAY_MESSAGE_BYTES).min(plain.len())),
+            })
+        })
+        .collect()
 }
 
 /// A committed recording with its decrypted labels.

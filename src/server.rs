@@ -70,25 +70,34 @@ pub async fn run(
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
+    let limits = &archive.limits;
     let router =
         tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            // A peer that stops answering pings is gone: its streams end and
+            // its uploads are cleaned up instead of waiting for the lease.
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+            .tcp_keepalive(Some(HTTP2_KEEPALIVE_INTERVAL))
+            .max_concurrent_streams(Some(limits.max_concurrent_streams))
             // HTTP/2's default 64 KiB window stalls a bulk upload on every window
             // update; a few MiB per stream keeps loopback and LAN links full while
             // still bounding what one client can make the server buffer.
             .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
             .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
+            .layer(UnaryTimeoutLayer(limits.request_timeout))
             .add_service(health_service)
             .add_service(reflection)
             .add_optional_service(roles.ingest.then(|| {
                 pb::ingest_service_server::IngestServiceServer::new(IngestApi::new(archive.clone()))
                     .max_decoding_message_size(api::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(api::MAX_MESSAGE_BYTES)
             }))
             .add_optional_service(roles.playback.then(|| {
                 pb::playback_service_server::PlaybackServiceServer::new(PlaybackApi::new(
                     archive.clone(),
                 ))
                 .max_decoding_message_size(api::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(api::MAX_MESSAGE_BYTES)
             }))
             .add_optional_service(roles.admin.then(|| {
                 pb::key_service_server::KeyServiceServer::new(KeyApi::new(archive.clone()))
@@ -109,14 +118,15 @@ pub async fn run(
             .await;
     }
     let mut background = tokio::task::JoinSet::new();
-    // Remove abandoned uploads left by crashed nodes, now and periodically.
+    // Remove uploads whose lease ran out (their node crashed) and the
+    // objects of removed uploads, now and periodically.
     let a = archive.clone();
     background.spawn(every(
-        Duration::from_secs(60),
+        archive.limits.sweep_interval(),
         "sweep of abandoned uploads",
         move || {
             let a = a.clone();
-            async move { a.sweep_stale_uploads(STALE_UPLOAD_AFTER).await }
+            async move { a.sweep_expired_uploads().await }
         },
     ));
     // Nodes that unwrap data keys check every tenant key's health and drop
@@ -205,8 +215,79 @@ async fn revocation_listener(archive: Arc<Archive>) {
 pub const HTTP2_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 pub const HTTP2_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
-/// An upload with no progress for this long is considered abandoned.
-pub const STALE_UPLOAD_AFTER: Duration = Duration::from_secs(15 * 60);
+/// HTTP/2 PING every interval; a peer that does not answer within the
+/// timeout is dropped with all its streams.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// RPCs whose request or response is a stream: they run as long as their
+/// stream does (bounded by their own idle timeouts), not by the unary
+/// request timeout.
+const STREAMING_METHODS: &[&str] = &[
+    "/callvault.v1.IngestService/Ingest",
+    "/callvault.v1.PlaybackService/Play",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// Answers a unary RPC that runs longer than the limit with
+/// DEADLINE_EXCEEDED (tonic's own server timeout would also cut off a
+/// client-streaming upload, which lasts as long as the call it records).
+#[derive(Debug, Clone, Copy)]
+struct UnaryTimeoutLayer(Duration);
+
+impl<S> tower::Layer<S> for UnaryTimeoutLayer {
+    type Service = UnaryTimeout<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        UnaryTimeout {
+            inner,
+            limit: self.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct UnaryTimeout<S> {
+    inner: S,
+    limit: Duration,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for UnaryTimeout<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, std::result::Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let streaming = STREAMING_METHODS.contains(&req.uri().path());
+        let limit = self.limit;
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            if streaming {
+                return fut.await;
+            }
+            match tokio::time::timeout(limit, fut).await {
+                Ok(res) => res,
+                Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
+                    "the request ran longer than the server's limit of {} s",
+                    limit.as_secs_f64()
+                ))
+                .into_http()),
+            }
+        })
+    }
+}
 
 /// A server on an ephemeral loopback port: the demo, the tests and the
 /// benches all start one the same way.

@@ -151,8 +151,8 @@ async fn bad_inputs_get_precise_statuses_and_leave_nothing_behind() {
             "oversized message",
             tok,
             vec![head(header("big")), data(&vec![0u8; 5 << 20])],
-            Code::OutOfRange,
-            "",
+            Code::ResourceExhausted,
+            "4194304",
         ),
         (
             "missing token",

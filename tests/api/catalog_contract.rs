@@ -2,10 +2,10 @@
 //! PostgreSQL database.
 
 use callvault::catalog::{
-    AudioInfo, Backend, Catalog, ChunkRow, CommitOutcome, Completion, KeyHealthRecord,
-    NewRecording, NewTenantKey, Rewrapped,
+    AbortOutcome, AudioInfo, Backend, Catalog, ChunkRow, CommitOutcome, Completion,
+    KeyHealthRecord, NewRecording, NewTenantKey, Rewrapped,
 };
-use callvault::domain::{ExternalCallId, RecordingId, Role, TenantId};
+use callvault::domain::{ExternalCallId, RecordingId, Role, TenantId, now_ms};
 use callvault::kms::WrapAlgorithm;
 
 use crate::helpers::*;
@@ -27,7 +27,37 @@ fn new_recording(tenant: &TenantId, call: &str) -> NewRecording {
         chunk_size: 65536,
         labels_sealed: Some(vec![7; 40]),
         start_time_ms: Some(1_700_000_000_000),
+        created_at_ms: now_ms(),
+        lease_until_ms: now_ms() + 60_000,
     }
+}
+
+/// Commits an upload in its own transaction (rolled back on a duplicate).
+async fn commit(c: &Catalog, t: &TenantId, r: &RecordingId, last: &ChunkRow) -> CommitOutcome {
+    let mut tx = c.begin().await.unwrap();
+    let out = Catalog::commit_upload(&mut tx, t, r, last, &completion())
+        .await
+        .unwrap();
+    match out {
+        CommitOutcome::Committed => tx.commit().await.unwrap(),
+        CommitOutcome::DuplicateCallId => tx.rollback().await.unwrap(),
+    }
+    out
+}
+
+/// Removes an upload in its own transaction.
+async fn abort(
+    c: &Catalog,
+    t: &TenantId,
+    r: &RecordingId,
+    expired_before: Option<i64>,
+) -> AbortOutcome {
+    let mut tx = c.begin().await.unwrap();
+    let out = Catalog::abort_upload(&mut tx, t, r, "test", expired_before)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    out
 }
 
 fn chunk(i: u32) -> ChunkRow {
@@ -86,9 +116,7 @@ async fn contract(c: Catalog) {
     assert!(c.list_recordings(&a.id, None, 10).await.unwrap().is_empty());
     let call = ExternalCallId::parse("call-1").unwrap();
     assert_eq!(
-        c.commit_upload(&a.id, &r.id, &call, &chunk(1), &completion())
-            .await
-            .unwrap(),
+        commit(&c, &a.id, &r.id, &chunk(1)).await,
         CommitOutcome::Committed
     );
     let got = c.get_recording(&a.id, &r.id).await.unwrap();
@@ -108,42 +136,87 @@ async fn contract(c: Catalog) {
     assert!(c.list_recordings(&b.id, None, 10).await.unwrap().is_empty());
     assert!(c.find_by_call_id(&b.id, &call).await.unwrap().is_none());
 
+    // A committed recording survives any cleanup: no row, chunk or queued
+    // object deletion results.
+    assert_eq!(abort(&c, &a.id, &r.id, None).await, AbortOutcome::Committed);
+    assert_eq!(c.chunks(&a.id, &r.id).await.unwrap().len(), 2);
+    assert!(c.get_recording(&a.id, &r.id).await.is_ok());
+    assert!(c.pending_object_deletions(10).await.unwrap().is_empty());
+
     // A concurrent attempt with the same call id loses at commit.
     let r2 = new_recording(&a.id, "call-1");
     c.begin_upload(&r2).await.unwrap();
     assert_eq!(
-        c.commit_upload(&a.id, &r2.id, &call, &chunk(0), &completion())
-            .await
-            .unwrap(),
-        CommitOutcome::Duplicate(r.id)
+        commit(&c, &a.id, &r2.id, &chunk(0)).await,
+        CommitOutcome::DuplicateCallId
     );
-    c.abort_upload(&a.id, &r2.id).await.unwrap();
+    assert_eq!(
+        c.find_by_call_id(&a.id, &call).await.unwrap().unwrap().id,
+        r.id
+    );
+    assert_eq!(abort(&c, &a.id, &r2.id, None).await, AbortOutcome::Removed);
+    assert_eq!(
+        c.pending_object_deletions(10).await.unwrap(),
+        vec![(a.id.clone(), r2.id)]
+    );
+    c.object_deletion_done(&a.id, &r2.id).await.unwrap();
     // The same call id in another tenant is a different call.
     let r3 = new_recording(&b.id, "call-1");
     c.begin_upload(&r3).await.unwrap();
     assert_eq!(
-        c.commit_upload(&b.id, &r3.id, &call, &chunk(0), &completion())
-            .await
-            .unwrap(),
+        commit(&c, &b.id, &r3.id, &chunk(0)).await,
         CommitOutcome::Committed
     );
 
-    // Abandoned uploads are found by age and removed.
-    let r4 = new_recording(&a.id, "call-4");
+    // Abandoned uploads are found by their lease and removed.
+    let mut r4 = new_recording(&a.id, "call-4");
+    r4.lease_until_ms = now_ms() + 60_000;
     c.begin_upload(&r4).await.unwrap();
     c.add_chunk(&a.id, &r4.id, &chunk(0)).await.unwrap();
     assert!(
-        c.stale_uploads(60_000).await.unwrap().is_empty(),
-        "fresh uploads are live"
+        c.expired_uploads(now_ms(), 10).await.unwrap().is_empty(),
+        "uploads within their lease are live"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let later = now_ms() + 120_000;
     assert_eq!(
-        c.stale_uploads(10).await.unwrap(),
+        c.expired_uploads(later, 10).await.unwrap(),
         vec![(a.id.clone(), r4.id)]
     );
-    c.abort_upload(&a.id, &r4.id).await.unwrap();
-    assert!(c.stale_uploads(0).await.unwrap().is_empty());
+    // A renewal moves the lease past the sweep's cut-off: left alone.
+    c.renew_upload_lease(&a.id, &r4.id, later + 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        abort(&c, &a.id, &r4.id, Some(later)).await,
+        AbortOutcome::Live
+    );
+    assert_eq!(
+        abort(&c, &a.id, &r4.id, Some(later + 120_000)).await,
+        AbortOutcome::Removed
+    );
+    assert!(c.expired_uploads(i64::MAX, 10).await.unwrap().is_empty());
     assert!(c.chunks(&a.id, &r4.id).await.unwrap().is_empty());
+    // The swept upload's writer learns it precisely, at its next chunk or
+    // renewal, and at its commit.
+    let gone =
+        |e: callvault::error::Error| matches!(e, callvault::error::Error::UploadAbandoned(_));
+    assert!(gone(
+        c.add_chunk(&a.id, &r4.id, &chunk(1)).await.unwrap_err()
+    ));
+    assert!(gone(
+        c.renew_upload_lease(&a.id, &r4.id, later)
+            .await
+            .unwrap_err()
+    ));
+    let mut tx = c.begin().await.unwrap();
+    assert!(gone(
+        Catalog::commit_upload(&mut tx, &a.id, &r4.id, &chunk(1), &completion())
+            .await
+            .unwrap_err()
+    ));
+    drop(tx);
+    // Its own cleanup then finds no row and queues its objects.
+    assert_eq!(abort(&c, &a.id, &r4.id, None).await, AbortOutcome::Absent);
 
     keys_contract(&c, &a.id, &b.id, &r.id).await;
     c.close().await;

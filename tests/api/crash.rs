@@ -152,7 +152,10 @@ fn wav_stream(
 async fn killed_mid_ingest_leaves_nothing_visible_and_retry_succeeds() {
     let dir = tempfile::tempdir().unwrap();
     let (ingest_token, sup_token) = bootstrap(dir.path());
-    let server = Server::start(dir.path()).await;
+    // A short upload lease, so the restarted node sweeps the killed upload
+    // within seconds.
+    const LEASE: &[&str] = &["--upload-lease-secs", "2"];
+    let server = Server::start_with(dir.path(), LEASE).await;
     let addr = server.addr.clone();
 
     // A slow upload: 24 MB at ~1 MB per 30 ms.
@@ -194,7 +197,7 @@ async fn killed_mid_ingest_leaves_nothing_visible_and_retry_succeeds() {
             .unwrap()
             .is_empty()
     );
-    let stale = archive.catalog.stale_uploads(0).await.unwrap();
+    let stale = archive.catalog.expired_uploads(i64::MAX, 10).await.unwrap();
     assert_eq!(stale.len(), 1, "the killed upload is an abandoned row");
     let orphan_objects = archive
         .store
@@ -207,7 +210,7 @@ async fn killed_mid_ingest_leaves_nothing_visible_and_retry_succeeds() {
     );
 
     // Restart; a retry with the same call id succeeds and plays back.
-    let server = Server::start(dir.path()).await;
+    let server = Server::start_with(dir.path(), LEASE).await;
     let (stream, sha) = wav_stream(24 << 20, 1 << 20);
     let mut c = Client::connect(&server.addr, &ingest_token).await.unwrap();
     let res = c.ingest_stream(header("call-crash"), stream).await.unwrap();
@@ -224,20 +227,27 @@ async fn killed_mid_ingest_leaves_nothing_visible_and_retry_succeeds() {
         sha
     );
 
-    // The sweeper removes the abandoned upload's objects and row.
-    assert_eq!(
-        archive.sweep_stale_uploads(Duration::ZERO).await.unwrap(),
-        1
-    );
-    assert!(
-        archive
+    // The restarted node's sweeper removes the abandoned upload's row and
+    // objects once its lease ran out (nobody renews it any more).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let rows = archive.catalog.expired_uploads(i64::MAX, 10).await.unwrap();
+        let objects = archive
             .store
             .list_recording(&stale[0].0, &stale[0].1)
             .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(archive.catalog.stale_uploads(0).await.unwrap().is_empty());
+            .unwrap();
+        if rows.is_empty() && objects.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned upload was not swept: {} rows, {} objects",
+            rows.len(),
+            objects.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         archive
             .catalog

@@ -313,6 +313,49 @@ pub async fn spawn_app(kind: CatalogKind) -> TestApp {
 }
 
 pub async fn spawn_app_with(kind: CatalogKind, remote: Remote, cache: KeyCacheConfig) -> TestApp {
+    spawn_app_opts(AppOptions {
+        kind,
+        remote,
+        cache,
+        ..AppOptions::default()
+    })
+    .await
+}
+
+/// Rewrites a catalog URL (e.g. to route it through a fault proxy).
+pub type RouteCatalog = Box<dyn FnOnce(&str) -> String + Send>;
+
+/// Everything a test may vary about its app.
+pub struct AppOptions {
+    pub kind: CatalogKind,
+    pub remote: Remote,
+    pub cache: KeyCacheConfig,
+    pub limits: Limits,
+    /// Rewrites the catalog URL the server uses (e.g. through a fault proxy);
+    /// the test's own view (`db_url`) stays direct.
+    pub route_catalog: Option<RouteCatalog>,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            kind: CatalogKind::Sqlite,
+            remote: Remote::Local,
+            cache: KeyCacheConfig::default(),
+            limits: Limits::default(),
+            route_catalog: None,
+        }
+    }
+}
+
+pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
+    let AppOptions {
+        kind,
+        remote,
+        cache,
+        limits,
+        route_catalog,
+    } = opts;
     init_logging();
     let dir = tempfile::tempdir().unwrap();
     let (db_url, pg_db) = match kind {
@@ -325,7 +368,11 @@ pub async fn spawn_app_with(kind: CatalogKind, remote: Remote, cache: KeyCacheCo
             (url, Some(name))
         }
     };
-    let catalog = Catalog::connect(&db_url).await.unwrap();
+    let server_db_url = match route_catalog {
+        Some(route) => route(&db_url),
+        None => db_url.clone(),
+    };
+    let catalog = Catalog::connect(&server_db_url).await.unwrap();
     #[allow(clippy::type_complexity)]
     let (store, kms, ring, key_arn): (ChunkStore, Arc<dyn Kms>, _, String) = match remote {
         Remote::Local => {
@@ -358,7 +405,7 @@ pub async fn spawn_app_with(kind: CatalogKind, remote: Remote, cache: KeyCacheCo
     } else {
         "local"
     };
-    let archive = Arc::new(Archive::new(catalog, store, kms, &cache, Limits::default()));
+    let archive = Arc::new(Archive::new(catalog, store, kms, &cache, limits));
     let boot = archive
         .catalog
         .bootstrap_tenant("acme", &key_arn, region)

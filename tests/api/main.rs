@@ -12,5 +12,8 @@ mod independent;
 mod keys;
 mod kms_contract;
 mod kms_errors;
+mod load;
+mod pg_proxy;
 mod roundtrip;
 mod tamper;
+mod upload_safety;

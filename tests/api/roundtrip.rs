@@ -51,7 +51,12 @@ async fn every_format_round_trips(app: TestApp) {
     // Nothing the archive persisted or logged contains plaintext audio or a
     // plaintext data key.
     let persisted = app.persisted_bytes().await;
-    let unfinished = app.archive.catalog.stale_uploads(-1_000_000).await.unwrap();
+    let unfinished = app
+        .archive
+        .catalog
+        .expired_uploads(i64::MAX, 1000)
+        .await
+        .unwrap();
     assert!(
         unfinished.is_empty(),
         "uploads left unfinished: {unfinished:?}"

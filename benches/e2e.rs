@@ -116,9 +116,7 @@ async fn main() {
         &KeyCacheConfig::default(),
         Limits::default(),
     ));
-    let boot = archive
-        .catalog
-        .bootstrap_tenant("bench", &key, "bench")
+    let boot = callvault::operator::bootstrap_tenant(&archive.catalog, "bench", &key, "bench")
         .await
         .unwrap();
     let server = LocalServer::start(archive.clone(), Roles::ALL)

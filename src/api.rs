@@ -13,8 +13,8 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::archive::Archive;
-use crate::catalog::{KeyUsage, RecordingRow, RewrapJob, TenantKey};
-use crate::domain::{Principal, RecordingId};
+use crate::catalog::{KeyUsage, RecordingRow, RewrapJob, TenantKey, keys as catalog_keys, tokens};
+use crate::domain::{JobStatus, KeyHealthState, KeyStatus, Principal, RecordingId};
 use crate::error::Error;
 use crate::kms::KmsError;
 use crate::{ingest, keys, playback};
@@ -120,7 +120,8 @@ async fn authenticate<T>(archive: &Archive, req: &Request<T>) -> Result<Principa
         .and_then(|v| v.strip_prefix("Bearer "))
         .filter(|t| !t.is_empty() && t.len() <= 256)
         .ok_or(Error::Unauthenticated("malformed authorization header"))?;
-    Ok(archive.catalog.authenticate(token).await?)
+    let mut conn = archive.catalog.conn().await?;
+    Ok(tokens::authenticate(&mut conn, token).await?)
 }
 
 fn timestamp(ms: i64) -> prost_types::Timestamp {
@@ -148,7 +149,7 @@ fn to_pb(row: &RecordingRow, labels: BTreeMap<String, String>) -> pb::Recording 
             duration_ms: row.audio.duration_ms,
             warning: row.audio.warning.clone().unwrap_or_default(),
         }),
-        kms_key_arn: row.key_arn.clone(),
+        kms_key_arn: row.key_arn.to_string(),
         kms_region: row.kms_region.clone(),
         create_time: Some(timestamp(row.created_at_ms)),
     }
@@ -257,7 +258,7 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
     ) -> Result<Response<PlayStream>, Status> {
         let principal = authenticate(&self.archive, &request).await?;
         let req = request.into_inner();
-        let id = RecordingId::parse("recording_id", &req.recording_id)?;
+        let id = RecordingId::parse("recording_id", &req.recording_id).map_err(Error::from)?;
         let stream = playback::play(self.archive.clone(), &principal, id, req.offset_bytes).await?;
         let out = stream.map(|item| {
             item.map(|c| pb::PlayResponse {
@@ -274,7 +275,8 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
         request: Request<pb::GetRecordingRequest>,
     ) -> Result<Response<pb::Recording>, Status> {
         let principal = authenticate(&self.archive, &request).await?;
-        let id = RecordingId::parse("recording_id", &request.get_ref().recording_id)?;
+        let id = RecordingId::parse("recording_id", &request.get_ref().recording_id)
+            .map_err(Error::from)?;
         let view = playback::get(&self.archive, &principal, id).await?;
         Ok(Response::new(to_pb(&view.row, view.labels)))
     }
@@ -303,14 +305,48 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
     }
 }
 
+/// The protobuf spelling of each state: here and nowhere else.
+fn key_status_pb(s: KeyStatus) -> &'static str {
+    match s {
+        KeyStatus::Active => "active",
+        KeyStatus::Previous => "previous",
+        KeyStatus::Retired => "retired",
+    }
+}
+
+fn key_health_pb(s: KeyHealthState) -> &'static str {
+    match s {
+        KeyHealthState::Enabled => "enabled",
+        KeyHealthState::Disabled => "disabled",
+        KeyHealthState::PendingDeletion => "pending_deletion",
+        KeyHealthState::AccessDenied => "access_denied",
+        KeyHealthState::NotFound => "not_found",
+        KeyHealthState::Unreachable => "unreachable",
+        KeyHealthState::InvalidState => "invalid_state",
+    }
+}
+
+fn job_status_pb(s: JobStatus) -> &'static str {
+    match s {
+        JobStatus::Running => "running",
+        JobStatus::Succeeded => "succeeded",
+        JobStatus::Failed => "failed",
+        JobStatus::Cancelled => "cancelled",
+    }
+}
+
 fn key_to_pb(key: &TenantKey, usage: &KeyUsage) -> pb::TenantKey {
     pb::TenantKey {
-        key_arn: key.key_arn.clone(),
+        key_arn: key.key_arn.to_string(),
         region: key.region.clone(),
-        status: key.status.clone(),
+        status: key_status_pb(key.status).to_owned(),
         key_spec: key.key_spec.clone(),
         wrap_algorithm: key.algorithm.as_str().to_owned(),
-        replica_key_arns: key.replicas.clone().into_iter().collect(),
+        replica_key_arns: key
+            .replicas
+            .iter()
+            .map(|(r, a)| (r.clone(), a.to_string()))
+            .collect(),
         register_time: Some(timestamp(key.registered_at_ms)),
         activate_time: Some(timestamp(key.activated_at_ms)),
         deactivate_time: key.deactivated_at_ms.map(timestamp),
@@ -319,7 +355,7 @@ fn key_to_pb(key: &TenantKey, usage: &KeyUsage) -> pb::TenantKey {
         size_bytes: usage.bytes,
         legal_hold_count: usage.legal_hold,
         health: key.health.as_ref().map(|h| pb::KeyHealthCheck {
-            state: h.state.clone(),
+            state: key_health_pb(h.state).to_owned(),
             detail: h.detail.clone().unwrap_or_default(),
             deletion_time: h.deletion_date_ms.map(timestamp),
             check_time: Some(timestamp(h.checked_at_ms)),
@@ -330,9 +366,9 @@ fn key_to_pb(key: &TenantKey, usage: &KeyUsage) -> pb::TenantKey {
 fn job_to_pb(job: &RewrapJob) -> pb::RewrapJob {
     pb::RewrapJob {
         job_id: job.id.clone(),
-        source_key_arn: job.source_arn.clone(),
-        destination_key_arn: job.destination_arn.clone(),
-        state: job.status.clone(),
+        source_key_arn: job.source_arn.to_string(),
+        destination_key_arn: job.destination_arn.to_string(),
+        state: job_status_pb(job.status).to_owned(),
         total_count: job.total,
         rewrapped_count: job.rewrapped,
         max_kms_requests_per_second: job.max_kms_per_sec,
@@ -372,7 +408,9 @@ impl pb::key_service_server::KeyService for KeyApi {
         let reg =
             keys::Registration::parse(&req.key_arn, req.replica_key_arns.into_iter().collect())?;
         let key = keys::register(&self.archive, &principal, &reg).await?;
-        let usage = self.archive.catalog.key_usage(&principal.tenant).await?;
+        let usage =
+            catalog_keys::usage(&mut *self.archive.catalog.conn().await?, &principal.tenant)
+                .await?;
         let usage = usage.get(&key.key_arn).copied().unwrap_or_default();
         Ok(Response::new(key_to_pb(&key, &usage)))
     }
@@ -409,8 +447,8 @@ impl pb::key_service_server::KeyService for KeyApi {
                 .incidents
                 .iter()
                 .map(|i| pb::KeyIncident {
-                    key_arn: i.key_arn.clone(),
-                    state: i.state.clone(),
+                    key_arn: i.key_arn.to_string(),
+                    state: key_health_pb(i.state).to_owned(),
                     recording_count: i.recordings,
                     legal_hold_count: i.legal_hold,
                     unreadable_time: Some(timestamp(i.unreadable_at_ms)),

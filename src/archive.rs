@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::catalog::{AbortOutcome, Catalog};
-use crate::domain::{RecordingId, TenantId, now_ms};
+use crate::catalog::{AbortOutcome, Catalog, keys, recordings};
+use crate::domain::{KeyArn, RecordingId, TenantId, now_ms};
 use crate::error::{Error, Result};
 use crate::kms::cache::{KeyCache, KeyCacheConfig};
 use crate::kms::local::LocalKeyring;
 use crate::kms::{Kms, KmsMetrics, MeteredKms};
 use crate::store::ChunkStore;
 
-pub(crate) fn no_replica(key_arn: &str, node: &str) -> Error {
+pub(crate) fn no_replica(key_arn: &KeyArn, node: &str) -> Error {
     Error::FailedPrecondition(format!(
         "KMS key {key_arn} has no multi-Region replica in this node's region {node}; \
          serve it from the key's region or register a replica"
@@ -197,17 +197,15 @@ impl Archive {
     /// history: the key itself in its home region, else its multi-Region
     /// replica in this node's region. Without one, the node cannot use the
     /// key (a regional KMS endpoint does not know other regions' keys).
-    pub async fn kms_arn(&self, tenant: &TenantId, key_arn: &str) -> Result<String> {
+    pub async fn kms_arn(&self, tenant: &TenantId, key_arn: &KeyArn) -> Result<KeyArn> {
         let node = self.kms.region();
-        match crate::kms::arn_region(key_arn) {
-            None => return Ok(key_arn.to_owned()),
-            Some(home) if home == node => return Ok(key_arn.to_owned()),
-            Some(_) => {}
+        if key_arn.region() == node {
+            return Ok(key_arn.clone());
         }
-        let key = self.catalog.tenant_key(tenant, key_arn).await?;
+        let key = keys::get(&mut *self.catalog.conn().await?, tenant, key_arn).await?;
         key.as_ref()
             .and_then(|k| k.arn_in(node))
-            .map(str::to_owned)
+            .cloned()
             .ok_or_else(|| no_replica(key_arn, node))
     }
 
@@ -264,12 +262,13 @@ impl Archive {
     /// uploads were removed.
     pub async fn sweep_expired_uploads(&self) -> Result<usize> {
         let now = now_ms();
-        let expired = self.catalog.expired_uploads(now, 1000).await?;
+        let expired =
+            recordings::expired_uploads(&mut *self.catalog.conn().await?, now, 1000).await?;
         let mut removed = 0;
         for (tenant, rec) in &expired {
             let mut tx = self.catalog.begin().await?;
             let outcome =
-                Catalog::abort_upload(&mut tx, tenant, rec, "lease expired", Some(now)).await?;
+                recordings::abort_upload(&mut tx, tenant, rec, "lease expired", Some(now)).await?;
             tx.commit().await?;
             if outcome == AbortOutcome::Removed {
                 removed += 1;
@@ -284,7 +283,8 @@ impl Archive {
     /// (never a committed recording's: the queue lists only recordings the
     /// catalog no longer holds).
     pub async fn delete_queued_objects(&self) -> Result<usize> {
-        let queued = self.catalog.pending_object_deletions(1000).await?;
+        let queued =
+            recordings::pending_object_deletions(&mut *self.catalog.conn().await?, 1000).await?;
         for (tenant, rec) in &queued {
             self.delete_objects(tenant, rec).await?;
         }
@@ -294,6 +294,6 @@ impl Archive {
     /// Deletes one queued recording's objects and clears its queue entry.
     pub async fn delete_objects(&self, tenant: &TenantId, rec: &RecordingId) -> Result<()> {
         self.store.delete_recording(tenant, rec).await?;
-        self.catalog.object_deletion_done(tenant, rec).await
+        recordings::object_deletion_done(&mut *self.catalog.conn().await?, tenant, rec).await
     }
 }

@@ -487,10 +487,8 @@ pub async fn main(cli: Cli) -> Result<()> {
             let region = crate::kms::arn_region(&key_arn)
                 .unwrap_or(&backend.region)
                 .to_owned();
-            let tenant = archive
-                .catalog
-                .create_tenant(&name, &key_arn, &region)
-                .await?;
+            let tenant =
+                crate::operator::create_tenant(&archive.catalog, &name, &key_arn, &region).await?;
             println!(
                 "tenant {} ({}) created with KMS key {key_arn}",
                 tenant.name, tenant.id
@@ -504,8 +502,10 @@ pub async fn main(cli: Cli) -> Result<()> {
         }) => {
             let role: Role = role.parse()?;
             let (archive, _) = open_archive(&backend, &KeyCacheConfig::default()).await?;
-            let tenant = archive.catalog.tenant_by_name(&tenant).await?;
-            println!("{}", archive.catalog.create_token(&tenant.id, role).await?);
+            println!(
+                "{}",
+                crate::operator::create_token(&archive.catalog, &tenant, role).await?
+            );
             Ok(())
         }
         Command::Ingest(args) => ingest_file(args).await,
@@ -1267,10 +1267,7 @@ pub async fn demo() -> Result<()> {
     );
     let (archive, ring) = Archive::embedded(dir.path()).await?;
     let key = ring.create_key()?;
-    let boot = archive
-        .catalog
-        .bootstrap_tenant("demo", &key, "local")
-        .await?;
+    let boot = crate::operator::bootstrap_tenant(&archive.catalog, "demo", &key, "local").await?;
     println!("  tenant `demo` with local KMS key {key}");
 
     let archive = Arc::new(archive);

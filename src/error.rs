@@ -65,6 +65,15 @@ pub enum Error {
     Internal(String),
 }
 
+impl From<crate::domain::ParseError> for Error {
+    fn from(e: crate::domain::ParseError) -> Self {
+        Error::InvalidArgument {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
 impl Error {
     pub fn invalid(field: &str, reason: &str) -> Self {
         Error::InvalidArgument {

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::archive::Archive;
 use crate::audio::{self, Analyzer};
 use crate::catalog::{
-    AbortOutcome, Catalog, ChunkRow, CommitOutcome, Completion, NewRecording, RecordingRow,
+    AbortOutcome, ChunkRow, CommitOutcome, Completion, NewRecording, RecordingRow, keys, recordings,
 };
 use crate::crypto::{self, RecordingCipher, RecordingParams};
 use crate::domain::{ExternalCallId, Principal, RecordingId, Role, now_ms};
@@ -139,10 +139,8 @@ async fn write_chunk(
         .put(&row.object_key, Bytes::from(sealed))
         .await?;
     if !is_final {
-        archive
-            .catalog
-            .add_chunk(&principal.tenant, &id, &row)
-            .await?;
+        let mut conn = archive.catalog.conn().await?;
+        recordings::add_chunk(&mut conn, &principal.tenant, &id, &row).await?;
     }
     Ok(row)
 }
@@ -165,11 +163,11 @@ where
     let _slot = archive
         .uploads
         .acquire(&principal.tenant, archive.limits.max_uploads_per_tenant)?;
-    if let Some(existing) = archive
-        .catalog
-        .find_by_call_id(&principal.tenant, &header.external_call_id)
-        .await?
-    {
+    let existing = {
+        let mut conn = archive.catalog.conn().await?;
+        recordings::find_by_call_id(&mut conn, &principal.tenant, &header.external_call_id).await?
+    };
+    if let Some(existing) = existing {
         tracing::info!(recording = %existing.id, "ingest deduplicated by external call id");
         return Ok(IngestOutcome {
             recording: existing,
@@ -201,7 +199,11 @@ async fn settle_failed(
     let id = up.id();
     match remove_upload(archive, principal, up, "upload failed").await {
         Ok(AbortOutcome::Committed) => {
-            match archive.catalog.get_recording(&principal.tenant, &id).await {
+            let row = match archive.catalog.conn().await {
+                Ok(mut conn) => recordings::get(&mut conn, &principal.tenant, &id).await,
+                Err(e) => Err(e),
+            };
+            match row {
                 Ok(recording) => {
                     tracing::warn!(recording = %id, error = %err, "ingest saw an error after its commit went through; answering with the committed recording");
                     Ok(IngestOutcome {
@@ -233,7 +235,7 @@ async fn remove_upload(
     while up.tasks.join_next().await.is_some() {}
     let id = up.id();
     let mut tx = archive.catalog.begin().await?;
-    let outcome = Catalog::abort_upload(&mut tx, &principal.tenant, &id, reason, None).await?;
+    let outcome = recordings::abort_upload(&mut tx, &principal.tenant, &id, reason, None).await?;
     tx.commit().await?;
     if matches!(outcome, AbortOutcome::Removed | AbortOutcome::Absent) {
         archive.delete_objects(&principal.tenant, &id).await?;
@@ -249,7 +251,7 @@ async fn begin(
 ) -> Result<Upload> {
     let detected = audio::detect(head)?;
     let id = RecordingId::new();
-    let key = archive.catalog.active_key(&principal.tenant).await?;
+    let key = keys::active(&mut *archive.catalog.conn().await?, &principal.tenant).await?;
     let ctx = EncryptionContext {
         tenant: principal.tenant.to_string(),
         recording: id.to_string(),
@@ -264,21 +266,24 @@ async fn begin(
             let call_arn = key
                 .arn_in(node)
                 .ok_or_else(|| crate::archive::no_replica(&key.key_arn, node))?;
-            let generated = archive.kms.generate_data_key(call_arn, &ctx).await?;
-            if generated.key_arn != call_arn {
+            let generated = archive
+                .kms
+                .generate_data_key(call_arn.as_str(), &ctx)
+                .await?;
+            if generated.key_arn != call_arn.as_str() {
                 return Err(Error::Internal(format!(
                     "KMS wrapped the data key under {}, not {call_arn}",
                     generated.key_arn
                 )));
             }
-            let region = crate::kms::arn_region(call_arn).unwrap_or(node).to_owned();
+            let region = call_arn.region().to_owned();
             (generated, region)
         }
         WrapAlgorithm::RsaesOaepSha256 => {
             let spki = key.public_key.as_deref().ok_or_else(|| {
                 Error::Internal("asymmetric tenant key has no pinned public key".into())
             })?;
-            let wrap_key = PublicWrapKey::from_spki(&key.key_arn, spki)?;
+            let wrap_key = PublicWrapKey::from_spki(key.key_arn.as_str(), spki)?;
             (wrap_key.generate_data_key()?, key.region.clone())
         }
     };
@@ -318,7 +323,7 @@ async fn begin(
         created_at_ms: now,
         lease_until_ms: now.saturating_add(lease_ms(archive)),
     };
-    archive.catalog.begin_upload(&new).await?;
+    recordings::begin_upload(&mut *archive.catalog.conn().await?, &new).await?;
     let analyzer = Analyzer::start(detected);
     analyzer.feed(Bytes::copy_from_slice(head)).await;
     Ok(Upload {
@@ -338,11 +343,13 @@ fn lease_ms(archive: &Archive) -> i64 {
 /// two thirds left and the next tick tries again); a swept upload is.
 async fn renew_lease(archive: &Archive, principal: &Principal, up: &Upload) -> Result<()> {
     let until = now_ms().saturating_add(lease_ms(archive));
-    match archive
-        .catalog
-        .renew_upload_lease(&principal.tenant, &up.id(), until)
-        .await
-    {
+    let renewed = match archive.catalog.conn().await {
+        Ok(mut conn) => {
+            recordings::renew_lease(&mut conn, &principal.tenant, &up.id(), until).await
+        }
+        Err(e) => Err(e),
+    };
+    match renewed {
         Ok(()) => Ok(()),
         Err(e @ Error::UploadAbandoned(_)) => Err(e),
         Err(e) => {
@@ -517,7 +524,7 @@ where
         audio,
     };
     let mut tx = archive.catalog.begin().await?;
-    let outcome = Catalog::commit_upload(
+    let outcome = recordings::commit_upload(
         &mut tx,
         &principal.tenant,
         &up.id(),
@@ -548,13 +555,15 @@ where
         CommitOutcome::DuplicateCallId => {
             // A concurrent attempt with the same call id won; drop ours.
             tx.rollback().await?;
-            let winner = archive
-                .catalog
-                .find_by_call_id(&principal.tenant, &header.external_call_id)
-                .await?
-                .ok_or_else(|| {
-                    Error::Internal("duplicate call id without a committed recording".into())
-                })?;
+            let winner = recordings::find_by_call_id(
+                &mut *archive.catalog.conn().await?,
+                &principal.tenant,
+                &header.external_call_id,
+            )
+            .await?
+            .ok_or_else(|| {
+                Error::Internal("duplicate call id without a committed recording".into())
+            })?;
             if let Some(up) = upload.take() {
                 let id = up.id();
                 if let Err(e) = remove_upload(archive, principal, up, "duplicate call id").await {

@@ -16,6 +16,7 @@ pub mod error;
 pub mod ingest;
 pub mod keys;
 pub mod kms;
+pub mod operator;
 pub mod playback;
 pub mod server;
 pub mod store;

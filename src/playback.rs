@@ -14,7 +14,7 @@ use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::archive::Archive;
-use crate::catalog::{ChunkRow, RecordingRow};
+use crate::catalog::{ChunkRow, RecordingRow, recordings};
 use crate::crypto::{self, CryptoError, RecordingCipher, RecordingParams};
 use crate::domain::{Principal, RecordingId, Role};
 use crate::error::{Error, Result};
@@ -211,10 +211,7 @@ pub async fn play(
     offset: u64,
 ) -> Result<BoxStream<'static, Result<PlayChunk>>> {
     require_reader(principal)?;
-    let row = archive
-        .catalog
-        .get_recording(&principal.tenant, &rec)
-        .await?;
+    let row = recordings::get(&mut *archive.catalog.conn().await?, &principal.tenant, &rec).await?;
     if offset >= row.size_bytes {
         return Err(Error::OutOfRange(format!(
             "offset_bytes {offset} is past the end of the recording ({} bytes)",
@@ -224,7 +221,9 @@ pub async fn play(
     let first = (offset / u64::from(row.chunk_size)) as usize;
     // Unwrap and first read run concurrently.
     let chunks_and_first = async {
-        let chunks = archive.catalog.chunks(&principal.tenant, &rec).await?;
+        let chunks =
+            recordings::chunks(&mut *archive.catalog.conn().await?, &principal.tenant, &rec)
+                .await?;
         check_chunk_list(&row, &chunks)?;
         let head = fetch(&archive, &rec, &chunks[first]).await?;
         Ok::<_, Error>((chunks, head))
@@ -294,10 +293,7 @@ pub async fn get(
     rec: RecordingId,
 ) -> Result<RecordingView> {
     require_reader(principal)?;
-    let row = archive
-        .catalog
-        .get_recording(&principal.tenant, &rec)
-        .await?;
+    let row = recordings::get(&mut *archive.catalog.conn().await?, &principal.tenant, &rec).await?;
     let labels = match &row.labels_sealed {
         None => BTreeMap::new(),
         Some(sealed) => {
@@ -332,10 +328,13 @@ pub async fn list(
     } else {
         page_size
     };
-    let mut rows = archive
-        .catalog
-        .list_recordings(&principal.tenant, after.as_ref(), size + 1)
-        .await?;
+    let mut rows = recordings::list(
+        &mut *archive.catalog.conn().await?,
+        &principal.tenant,
+        after.as_ref(),
+        size + 1,
+    )
+    .await?;
     let next = if rows.len() > size as usize {
         rows.truncate(size as usize);
         rows.last().map(|r| r.id)

@@ -39,17 +39,13 @@ use crate::crypto::DataKey;
 
 /// The region named in a KMS key ARN (`arn:<partition>:kms:<region>:…`).
 pub fn arn_region(arn: &str) -> Option<&str> {
-    let mut parts = arn.split(':');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("arn"), Some(_), Some("kms"), Some(region)) if !region.is_empty() => Some(region),
-        _ => None,
-    }
+    crate::domain::KeyArn::region_of(arn)
 }
 
 /// The key id of a key ARN (what follows `key/`), which a multi-Region key
 /// shares with its replicas.
 pub fn arn_key_id(arn: &str) -> &str {
-    arn.rsplit_once(":key/").map(|(_, id)| id).unwrap_or(arn)
+    crate::domain::KeyArn::key_id_of(arn).unwrap_or(arn)
 }
 
 /// `{tenant, recording}`: sent on every KMS call so the tenant's own audit log
@@ -419,7 +415,7 @@ impl KmsMetrics {
                 let _ = writeln!(
                     out,
                     "callvault_tenant_key_state{{{l},state=\"{}\"}} 1",
-                    g.state
+                    state_label(g.state)
                 );
                 let _ = writeln!(
                     out,
@@ -449,11 +445,24 @@ impl KmsMetrics {
     }
 }
 
+/// The metrics label spelling of a key health state.
+fn state_label(s: crate::domain::KeyHealthState) -> &'static str {
+    use crate::domain::KeyHealthState as H;
+    match s {
+        H::Enabled => "enabled",
+        H::Disabled => "disabled",
+        H::PendingDeletion => "pending_deletion",
+        H::AccessDenied => "access_denied",
+        H::NotFound => "not_found",
+        H::Unreachable => "unreachable",
+        H::InvalidState => "invalid_state",
+    }
+}
+
 /// One tenant key's health as exported in metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyHealthGauge {
-    /// `enabled`, `disabled`, `pending_deletion`, `access_denied`, `not_found`, `unreachable`, …
-    pub state: String,
+    pub state: crate::domain::KeyHealthState,
     pub recordings: u64,
     pub incident: bool,
 }

@@ -1,14 +1,29 @@
 //! One contract suite for the catalog, run on SQLite and on a fresh
-//! PostgreSQL database.
+//! PostgreSQL database: each rule is its own test, so a failure names it.
+//! Every case drives the catalog functions the way use cases do: a
+//! transaction when changes commit together, a pooled connection for reads.
 
 use callvault::catalog::{
     AbortOutcome, AudioInfo, Backend, Catalog, ChunkRow, CommitOutcome, Completion,
-    KeyHealthRecord, NewRecording, NewTenantKey, Rewrapped,
+    KeyHealthRecord, NewRecording, NewTenantKey, PooledConn, Rewrapped, Tenant, keys, recordings,
+    rewrap, tenants, tokens,
 };
-use callvault::domain::{ExternalCallId, RecordingId, Role, TenantId, now_ms};
+use callvault::domain::{
+    ExternalCallId, JobStatus, KeyArn, KeyHealthState, KeyStatus, RecordingId, Role, TenantId,
+    now_ms,
+};
+use callvault::error::Error;
 use callvault::kms::WrapAlgorithm;
 
 use crate::helpers::*;
+
+fn arn(id: &str) -> KeyArn {
+    KeyArn::parse(
+        "key_arn",
+        &format!("arn:aws:kms:us-east-1:111122223333:key/{id}"),
+    )
+    .unwrap()
+}
 
 fn new_recording(tenant: &TenantId, call: &str) -> NewRecording {
     NewRecording {
@@ -16,7 +31,7 @@ fn new_recording(tenant: &TenantId, call: &str) -> NewRecording {
         id: RecordingId::new(),
         external_call_id: ExternalCallId::parse(call).unwrap(),
         format_version: 1,
-        key_arn: "arn:aws:kms:us-east-1:111122223333:key/k".into(),
+        key_arn: arn("k"),
         kms_region: "us-east-1".into(),
         wrap_algorithm: WrapAlgorithm::SymmetricDefault,
         wrapped_key: vec![1, 2, 3],
@@ -30,34 +45,6 @@ fn new_recording(tenant: &TenantId, call: &str) -> NewRecording {
         created_at_ms: now_ms(),
         lease_until_ms: now_ms() + 60_000,
     }
-}
-
-/// Commits an upload in its own transaction (rolled back on a duplicate).
-async fn commit(c: &Catalog, t: &TenantId, r: &RecordingId, last: &ChunkRow) -> CommitOutcome {
-    let mut tx = c.begin().await.unwrap();
-    let out = Catalog::commit_upload(&mut tx, t, r, last, &completion())
-        .await
-        .unwrap();
-    match out {
-        CommitOutcome::Committed => tx.commit().await.unwrap(),
-        CommitOutcome::DuplicateCallId => tx.rollback().await.unwrap(),
-    }
-    out
-}
-
-/// Removes an upload in its own transaction.
-async fn abort(
-    c: &Catalog,
-    t: &TenantId,
-    r: &RecordingId,
-    expired_before: Option<i64>,
-) -> AbortOutcome {
-    let mut tx = c.begin().await.unwrap();
-    let out = Catalog::abort_upload(&mut tx, t, r, "test", expired_before)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    out
 }
 
 fn chunk(i: u32) -> ChunkRow {
@@ -86,311 +73,631 @@ fn completion() -> Completion {
     }
 }
 
-async fn contract(c: Catalog) {
-    let a = c.create_tenant("acme", "arn:a", "us-east-1").await.unwrap();
-    let b = c
-        .create_tenant("globex", "arn:b", "eu-west-1")
+/// A fresh catalog of the given kind, with tenants `acme` (key `a`) and
+/// `globex` (key `b`).
+struct Fixture {
+    c: Catalog,
+    a: Tenant,
+    b: Tenant,
+    _dir: tempfile::TempDir,
+    pg: Option<String>,
+}
+
+impl Fixture {
+    async fn new(kind: CatalogKind) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, pg) = match kind {
+            CatalogKind::Sqlite => (
+                format!("sqlite://{}", dir.path().join("c.db").display()),
+                None,
+            ),
+            CatalogKind::Postgres => {
+                let (url, name) = fresh_pg_database().await;
+                (url, Some(name))
+            }
+        };
+        let c = Catalog::connect(&url).await.unwrap();
+        let mut tx = c.begin().await.unwrap();
+        let a = tenants::create(&mut tx, "acme", &arn("a"), "us-east-1")
+            .await
+            .unwrap();
+        let b = tenants::create(&mut tx, "globex", &arn("b"), "eu-west-1")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        Self {
+            c,
+            a,
+            b,
+            _dir: dir,
+            pg,
+        }
+    }
+
+    async fn db(&self) -> PooledConn {
+        self.c.conn().await.unwrap()
+    }
+
+    /// Starts an upload and commits it with one more (final) chunk.
+    async fn committed(&self, tenant: &TenantId, call: &str) -> RecordingId {
+        let r = new_recording(tenant, call);
+        recordings::begin_upload(&mut *self.db().await, &r)
+            .await
+            .unwrap();
+        recordings::add_chunk(&mut *self.db().await, tenant, &r.id, &chunk(0))
+            .await
+            .unwrap();
+        assert_eq!(
+            self.commit(tenant, &r.id, &chunk(1)).await,
+            CommitOutcome::Committed
+        );
+        r.id
+    }
+
+    /// Commits an upload in its own transaction (rolled back on a duplicate).
+    async fn commit(&self, t: &TenantId, r: &RecordingId, last: &ChunkRow) -> CommitOutcome {
+        let mut tx = self.c.begin().await.unwrap();
+        let out = recordings::commit_upload(&mut tx, t, r, last, &completion())
+            .await
+            .unwrap();
+        match out {
+            CommitOutcome::Committed => tx.commit().await.unwrap(),
+            CommitOutcome::DuplicateCallId => tx.rollback().await.unwrap(),
+        }
+        out
+    }
+
+    /// Removes an upload in its own transaction.
+    async fn abort(
+        &self,
+        t: &TenantId,
+        r: &RecordingId,
+        expired_before: Option<i64>,
+    ) -> AbortOutcome {
+        let mut tx = self.c.begin().await.unwrap();
+        let out = recordings::abort_upload(&mut tx, t, r, "test", expired_before)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        out
+    }
+
+    async fn done(self) {
+        self.c.close().await;
+        if let Some(name) = &self.pg {
+            drop_pg_database(name).await;
+        }
+    }
+}
+
+/// Runs a contract case on both engines, as two named tests.
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Fixture::new(crate::helpers::CatalogKind::Sqlite).await).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Fixture::new(crate::helpers::CatalogKind::Postgres).await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    tenant_names_are_unique_and_tokens_authenticate,
+    an_upload_is_invisible_until_committed,
+    tenants_are_isolated,
+    cleanup_never_touches_a_committed_recording,
+    the_first_commit_of_a_call_id_wins,
+    expired_leases_are_swept_and_their_writer_told,
+    the_key_history_keeps_previous_keys,
+    key_usage_counts_per_key_and_tenant,
+    retiring_needs_an_inactive_key_that_protects_nothing,
+    health_records_are_per_tenant_key,
+    one_rewrap_job_runs_per_tenant,
+    the_rewrap_budget_is_a_shared_window,
+    rewrap_leases_skip_locked_rows_and_move_a_key_once,
+    rewrap_jobs_end_once,
+);
+
+async fn tenant_names_are_unique_and_tokens_authenticate(f: Fixture) {
+    let mut tx = f.c.begin().await.unwrap();
+    assert!(
+        tenants::create(&mut tx, "acme", &arn("x"), "r")
+            .await
+            .is_err(),
+        "tenant names are unique"
+    );
+    drop(tx);
+    let mut db = f.db().await;
+    assert!(
+        tenants::create(&mut db, "bad name!", &arn("x"), "r")
+            .await
+            .is_err()
+    );
+    assert_eq!(tenants::by_name(&mut db, "acme").await.unwrap().id, f.a.id);
+    assert_eq!(
+        keys::active(&mut db, &f.b.id).await.unwrap().key_arn,
+        arn("b")
+    );
+    let tok = tokens::create(&mut db, &f.a.id, Role::Supervisor)
+        .await
+        .unwrap();
+    let p = tokens::authenticate(&mut db, &tok).await.unwrap();
+    assert_eq!((p.tenant, p.role), (f.a.id.clone(), Role::Supervisor));
+    assert!(tokens::authenticate(&mut db, "cv_unknown").await.is_err());
+    drop(db);
+    f.done().await;
+}
+
+async fn an_upload_is_invisible_until_committed(f: Fixture) {
+    let a = &f.a.id;
+    let r = new_recording(a, "call-1");
+    recordings::begin_upload(&mut *f.db().await, &r)
+        .await
+        .unwrap();
+    recordings::add_chunk(&mut *f.db().await, a, &r.id, &chunk(0))
         .await
         .unwrap();
     assert!(
-        c.create_tenant("acme", "arn:x", "r").await.is_err(),
-        "tenant names are unique"
-    );
-    assert!(c.create_tenant("bad name!", "arn:x", "r").await.is_err());
-    assert_eq!(c.tenant_by_name("acme").await.unwrap().id, a.id);
-    assert_eq!(c.active_key(&b.id).await.unwrap().key_arn, "arn:b");
-
-    let tok = c.create_token(&a.id, Role::Supervisor).await.unwrap();
-    let p = c.authenticate(&tok).await.unwrap();
-    assert_eq!((p.tenant, p.role), (a.id.clone(), Role::Supervisor));
-    assert!(c.authenticate("cv_unknown").await.is_err());
-
-    // Upload lifecycle: invisible until committed.
-    let r = new_recording(&a.id, "call-1");
-    c.begin_upload(&r).await.unwrap();
-    c.add_chunk(&a.id, &r.id, &chunk(0)).await.unwrap();
-    assert!(
-        c.get_recording(&a.id, &r.id).await.is_err(),
+        recordings::get(&mut *f.db().await, a, &r.id).await.is_err(),
         "uploading is not visible"
     );
-    assert!(c.list_recordings(&a.id, None, 10).await.unwrap().is_empty());
-    let call = ExternalCallId::parse("call-1").unwrap();
+    assert!(
+        recordings::list(&mut *f.db().await, a, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
-        commit(&c, &a.id, &r.id, &chunk(1)).await,
+        f.commit(a, &r.id, &chunk(1)).await,
         CommitOutcome::Committed
     );
-    let got = c.get_recording(&a.id, &r.id).await.unwrap();
+    let mut db = f.db().await;
+    let got = recordings::get(&mut db, a, &r.id).await.unwrap();
     assert_eq!(
         (got.chunk_count, got.size_bytes, got.audio.clone()),
         (2, 131072, completion().audio)
     );
     assert_eq!(got.labels_sealed, Some(vec![7; 40]));
     assert_eq!(
-        c.chunks(&a.id, &r.id).await.unwrap(),
+        recordings::chunks(&mut db, a, &r.id).await.unwrap(),
         vec![chunk(0), chunk(1)]
     );
+    drop(db);
+    f.done().await;
+}
 
-    // Tenant isolation: the other tenant sees nothing.
-    assert!(c.get_recording(&b.id, &r.id).await.is_err());
-    assert!(c.chunks(&b.id, &r.id).await.unwrap().is_empty());
-    assert!(c.list_recordings(&b.id, None, 10).await.unwrap().is_empty());
-    assert!(c.find_by_call_id(&b.id, &call).await.unwrap().is_none());
+async fn tenants_are_isolated(f: Fixture) {
+    let r = f.committed(&f.a.id, "call-1").await;
+    let b = &f.b.id;
+    let mut db = f.db().await;
+    assert!(recordings::get(&mut db, b, &r).await.is_err());
+    assert!(recordings::chunks(&mut db, b, &r).await.unwrap().is_empty());
+    assert!(
+        recordings::list(&mut db, b, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let call = ExternalCallId::parse("call-1").unwrap();
+    assert!(
+        recordings::find_by_call_id(&mut db, b, &call)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    drop(db);
+    f.done().await;
+}
 
-    // A committed recording survives any cleanup: no row, chunk or queued
-    // object deletion results.
-    assert_eq!(abort(&c, &a.id, &r.id, None).await, AbortOutcome::Committed);
-    assert_eq!(c.chunks(&a.id, &r.id).await.unwrap().len(), 2);
-    assert!(c.get_recording(&a.id, &r.id).await.is_ok());
-    assert!(c.pending_object_deletions(10).await.unwrap().is_empty());
+async fn cleanup_never_touches_a_committed_recording(f: Fixture) {
+    let a = &f.a.id;
+    let r = f.committed(a, "call-1").await;
+    assert_eq!(f.abort(a, &r, None).await, AbortOutcome::Committed);
+    let mut db = f.db().await;
+    assert_eq!(recordings::chunks(&mut db, a, &r).await.unwrap().len(), 2);
+    assert!(recordings::get(&mut db, a, &r).await.is_ok());
+    assert!(
+        recordings::pending_object_deletions(&mut db, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no object deletion is queued for a committed recording"
+    );
+    drop(db);
+    f.done().await;
+}
 
+async fn the_first_commit_of_a_call_id_wins(f: Fixture) {
+    let a = &f.a.id;
+    let r = f.committed(a, "call-1").await;
+    let call = ExternalCallId::parse("call-1").unwrap();
     // A concurrent attempt with the same call id loses at commit.
-    let r2 = new_recording(&a.id, "call-1");
-    c.begin_upload(&r2).await.unwrap();
+    let r2 = new_recording(a, "call-1");
+    recordings::begin_upload(&mut *f.db().await, &r2)
+        .await
+        .unwrap();
     assert_eq!(
-        commit(&c, &a.id, &r2.id, &chunk(0)).await,
+        f.commit(a, &r2.id, &chunk(0)).await,
         CommitOutcome::DuplicateCallId
     );
+    let winner = recordings::find_by_call_id(&mut *f.db().await, a, &call)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(winner.id, r);
+    // The loser is removed and its objects queued.
+    assert_eq!(f.abort(a, &r2.id, None).await, AbortOutcome::Removed);
+    let mut db = f.db().await;
     assert_eq!(
-        c.find_by_call_id(&a.id, &call).await.unwrap().unwrap().id,
-        r.id
+        recordings::pending_object_deletions(&mut db, 10)
+            .await
+            .unwrap(),
+        vec![(a.clone(), r2.id)]
     );
-    assert_eq!(abort(&c, &a.id, &r2.id, None).await, AbortOutcome::Removed);
-    assert_eq!(
-        c.pending_object_deletions(10).await.unwrap(),
-        vec![(a.id.clone(), r2.id)]
-    );
-    c.object_deletion_done(&a.id, &r2.id).await.unwrap();
+    recordings::object_deletion_done(&mut db, a, &r2.id)
+        .await
+        .unwrap();
+    drop(db);
     // The same call id in another tenant is a different call.
-    let r3 = new_recording(&b.id, "call-1");
-    c.begin_upload(&r3).await.unwrap();
-    assert_eq!(
-        commit(&c, &b.id, &r3.id, &chunk(0)).await,
-        CommitOutcome::Committed
-    );
+    f.committed(&f.b.id, "call-1").await;
+    f.done().await;
+}
 
-    // Abandoned uploads are found by their lease and removed.
-    let mut r4 = new_recording(&a.id, "call-4");
-    r4.lease_until_ms = now_ms() + 60_000;
-    c.begin_upload(&r4).await.unwrap();
-    c.add_chunk(&a.id, &r4.id, &chunk(0)).await.unwrap();
+async fn expired_leases_are_swept_and_their_writer_told(f: Fixture) {
+    let a = &f.a.id;
+    let r4 = new_recording(a, "call-4");
+    recordings::begin_upload(&mut *f.db().await, &r4)
+        .await
+        .unwrap();
+    recordings::add_chunk(&mut *f.db().await, a, &r4.id, &chunk(0))
+        .await
+        .unwrap();
     assert!(
-        c.expired_uploads(now_ms(), 10).await.unwrap().is_empty(),
+        recordings::expired_uploads(&mut *f.db().await, now_ms(), 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "uploads within their lease are live"
     );
     let later = now_ms() + 120_000;
     assert_eq!(
-        c.expired_uploads(later, 10).await.unwrap(),
-        vec![(a.id.clone(), r4.id)]
+        recordings::expired_uploads(&mut *f.db().await, later, 10)
+            .await
+            .unwrap(),
+        vec![(a.clone(), r4.id)]
     );
     // A renewal moves the lease past the sweep's cut-off: left alone.
-    c.renew_upload_lease(&a.id, &r4.id, later + 60_000)
+    recordings::renew_lease(&mut *f.db().await, a, &r4.id, later + 60_000)
         .await
         .unwrap();
+    assert_eq!(f.abort(a, &r4.id, Some(later)).await, AbortOutcome::Live);
     assert_eq!(
-        abort(&c, &a.id, &r4.id, Some(later)).await,
-        AbortOutcome::Live
-    );
-    assert_eq!(
-        abort(&c, &a.id, &r4.id, Some(later + 120_000)).await,
+        f.abort(a, &r4.id, Some(later + 120_000)).await,
         AbortOutcome::Removed
     );
-    assert!(c.expired_uploads(i64::MAX, 10).await.unwrap().is_empty());
-    assert!(c.chunks(&a.id, &r4.id).await.unwrap().is_empty());
+    let mut db = f.db().await;
+    assert!(
+        recordings::expired_uploads(&mut db, i64::MAX, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        recordings::chunks(&mut db, a, &r4.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // The swept upload's writer learns it precisely, at its next chunk or
     // renewal, and at its commit.
-    let gone =
-        |e: callvault::error::Error| matches!(e, callvault::error::Error::UploadAbandoned(_));
+    let gone = |e: Error| matches!(e, Error::UploadAbandoned(_));
     assert!(gone(
-        c.add_chunk(&a.id, &r4.id, &chunk(1)).await.unwrap_err()
-    ));
-    assert!(gone(
-        c.renew_upload_lease(&a.id, &r4.id, later)
+        recordings::add_chunk(&mut db, a, &r4.id, &chunk(1))
             .await
             .unwrap_err()
     ));
-    let mut tx = c.begin().await.unwrap();
     assert!(gone(
-        Catalog::commit_upload(&mut tx, &a.id, &r4.id, &chunk(1), &completion())
+        recordings::renew_lease(&mut db, a, &r4.id, later)
+            .await
+            .unwrap_err()
+    ));
+    drop(db);
+    let mut tx = f.c.begin().await.unwrap();
+    assert!(gone(
+        recordings::commit_upload(&mut tx, a, &r4.id, &chunk(1), &completion())
             .await
             .unwrap_err()
     ));
     drop(tx);
     // Its own cleanup then finds no row and queues its objects.
-    assert_eq!(abort(&c, &a.id, &r4.id, None).await, AbortOutcome::Absent);
-
-    keys_contract(&c, &a.id, &b.id, &r.id).await;
-    c.close().await;
+    assert_eq!(f.abort(a, &r4.id, None).await, AbortOutcome::Absent);
+    f.done().await;
 }
 
-/// Key history, health records and rewrap leases. `rec` is tenant `a`'s one
-/// committed recording, wrapped under KEY_K.
-async fn keys_contract(c: &Catalog, a: &TenantId, b: &TenantId, rec: &RecordingId) {
-    const KEY_K: &str = "arn:aws:kms:us-east-1:111122223333:key/k";
-    // Activating a key keeps the old one in the history as `previous`.
-    let k2 = c
-        .activate_key(a, &NewTenantKey::symmetric("arn:k2", "us-east-1"))
+/// Activates `key` for `tenant` in a transaction, as registration does.
+async fn activate(f: &Fixture, tenant: &TenantId, key: &KeyArn) -> callvault::catalog::TenantKey {
+    let mut tx = f.c.begin().await.unwrap();
+    let k = keys::activate(&mut tx, tenant, &NewTenantKey::symmetric(key, "us-east-1"))
         .await
         .unwrap();
+    tx.commit().await.unwrap();
+    k
+}
+
+async fn the_key_history_keeps_previous_keys(f: Fixture) {
+    let (a, b) = (&f.a.id, &f.b.id);
+    // Activating a key keeps the old one in the history as `previous`.
+    let k2 = activate(&f, a, &arn("k2")).await;
     assert_eq!(
-        (k2.status.as_str(), k2.algorithm),
-        ("active", WrapAlgorithm::SymmetricDefault)
+        (k2.status, k2.algorithm),
+        (KeyStatus::Active, WrapAlgorithm::SymmetricDefault)
     );
-    assert_eq!(c.active_key(a).await.unwrap().key_arn, "arn:k2");
-    let history = c.tenant_keys(a).await.unwrap();
+    let mut db = f.db().await;
+    assert_eq!(keys::active(&mut db, a).await.unwrap().key_arn, arn("k2"));
+    let history = keys::history(&mut db, a).await.unwrap();
     let statuses: Vec<_> = history
         .iter()
-        .map(|(k, _)| (k.key_arn.as_str(), k.status.as_str()))
+        .map(|(k, _)| (k.key_arn.clone(), k.status))
         .collect();
-    assert_eq!(statuses, vec![("arn:a", "previous"), ("arn:k2", "active")]);
+    assert_eq!(
+        statuses,
+        vec![
+            (arn("a"), KeyStatus::Previous),
+            (arn("k2"), KeyStatus::Active)
+        ]
+    );
     assert!(history[0].0.deactivated_at_ms.is_some());
     assert_eq!(
-        c.active_key(b).await.unwrap().key_arn,
-        "arn:b",
+        keys::active(&mut db, b).await.unwrap().key_arn,
+        arn("b"),
         "other tenants are untouched"
     );
-    // Usage counts what each key protects, per tenant.
-    let usage = c.key_usage(a).await.unwrap();
-    let u = usage.get(KEY_K).copied().unwrap_or_default();
-    assert_eq!((u.recordings, u.bytes, u.legal_hold), (1, 131072, 0));
+    drop(db);
     // Re-activating an older key works; the active one steps back.
-    c.activate_key(a, &NewTenantKey::symmetric("arn:a", "us-east-1"))
-        .await
-        .unwrap();
-    assert_eq!(c.active_key(a).await.unwrap().key_arn, "arn:a");
+    activate(&f, a, &arn("a")).await;
+    assert_eq!(
+        keys::active(&mut *f.db().await, a).await.unwrap().key_arn,
+        arn("a")
+    );
+    f.done().await;
+}
+
+async fn key_usage_counts_per_key_and_tenant(f: Fixture) {
+    f.committed(&f.a.id, "call-1").await;
+    let usage = keys::usage(&mut *f.db().await, &f.a.id).await.unwrap();
+    let u = usage.get(&arn("k")).copied().unwrap_or_default();
+    assert_eq!((u.recordings, u.bytes, u.legal_hold), (1, 131072, 0));
     assert!(
-        c.retire_key(a, "arn:a").await.is_err(),
+        keys::usage(&mut *f.db().await, &f.b.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    f.done().await;
+}
+
+async fn retiring_needs_an_inactive_key_that_protects_nothing(f: Fixture) {
+    let a = &f.a.id;
+    f.committed(a, "call-1").await; // wrapped under `k`
+    activate(&f, a, &arn("k2")).await;
+    activate(&f, a, &arn("k")).await;
+    activate(&f, a, &arn("a")).await;
+    let retire = |key: KeyArn| {
+        let c = f.c.clone();
+        let a = a.clone();
+        async move {
+            let mut tx = c.begin().await.unwrap();
+            let res = keys::retire(&mut tx, &a, &key).await;
+            tx.commit().await.unwrap();
+            res
+        }
+    };
+    assert!(
+        retire(arn("a")).await.is_err(),
         "the active key cannot retire"
     );
-    assert_eq!(c.retire_key(a, "arn:k2").await.unwrap().status, "retired");
-    assert!(c.retire_key(a, "arn:none").await.is_err());
     assert!(
-        c.keys_to_check()
+        retire(arn("k")).await.is_err(),
+        "a key that protects a recording cannot retire"
+    );
+    assert_eq!(retire(arn("k2")).await.unwrap().status, KeyStatus::Retired);
+    assert!(retire(arn("none")).await.is_err());
+    assert!(
+        keys::to_check(&mut *f.db().await)
             .await
             .unwrap()
             .iter()
-            .all(|(_, k)| k.key_arn != "arn:k2"),
+            .all(|(_, k)| k.key_arn != arn("k2")),
         "retired keys are not checked"
     );
+    f.done().await;
+}
+
+async fn health_records_are_per_tenant_key(f: Fixture) {
+    let (a, b) = (&f.a.id, &f.b.id);
     let health = KeyHealthRecord {
-        state: "pending_deletion".into(),
+        state: KeyHealthState::PendingDeletion,
         detail: None,
         deletion_date_ms: Some(1_900_000_000_000),
         checked_at_ms: 1_800_000_000_000,
     };
-    c.record_key_health(a, "arn:a", &health).await.unwrap();
+    let mut db = f.db().await;
+    keys::record_health(&mut db, a, &arn("a"), &health)
+        .await
+        .unwrap();
     assert_eq!(
-        c.tenant_key(a, "arn:a").await.unwrap().unwrap().health,
+        keys::get(&mut db, a, &arn("a"))
+            .await
+            .unwrap()
+            .unwrap()
+            .health,
         Some(health)
     );
     assert!(
-        c.tenant_key(b, "arn:a").await.unwrap().is_none(),
+        keys::get(&mut db, b, &arn("a")).await.unwrap().is_none(),
         "keys are per tenant"
     );
+    drop(db);
+    f.done().await;
+}
 
-    // Rewrap: one running job per tenant, budget windows, leases and
-    // compare-and-set commits.
-    let job = c.start_rewrap(a, KEY_K, "arn:k3", 100).await.unwrap();
+async fn start_job(
+    f: &Fixture,
+    tenant: &TenantId,
+    to: &str,
+) -> callvault::error::Result<callvault::catalog::RewrapJob> {
+    let mut tx = f.c.begin().await.unwrap();
+    let job = rewrap::start(&mut tx, tenant, &arn("k"), &arn(to), 100).await;
+    if job.is_ok() {
+        tx.commit().await.unwrap();
+    }
+    job
+}
+
+async fn one_rewrap_job_runs_per_tenant(f: Fixture) {
+    let a = &f.a.id;
+    f.committed(a, "call-1").await;
+    let job = start_job(&f, a, "k3").await.unwrap();
     assert_eq!(
-        (job.status.as_str(), job.total, job.rewrapped),
-        ("running", 1, 0)
+        (job.status, job.total, job.rewrapped),
+        (JobStatus::Running, 1, 0)
     );
     assert!(
-        c.start_rewrap(a, KEY_K, "arn:k4", 100).await.is_err(),
+        start_job(&f, a, "k4").await.is_err(),
         "one running job per tenant"
     );
     assert!(
-        c.rewrap_job(b, &job.id).await.is_err(),
+        rewrap::get(&mut *f.db().await, &f.b.id, &job.id)
+            .await
+            .is_err(),
         "jobs are per tenant"
     );
-    assert!(c.reserve_rewrap_budget(&job, 60).await.unwrap());
+    assert!(start_job(&f, &f.b.id, "k4").await.is_ok());
+    f.done().await;
+}
+
+async fn the_rewrap_budget_is_a_shared_window(f: Fixture) {
+    let job = start_job(&f, &f.a.id, "k3").await.unwrap();
+    let mut db = f.db().await;
+    assert!(rewrap::reserve_budget(&mut db, &job, 60).await.unwrap());
     assert!(
-        !c.reserve_rewrap_budget(&job, 60).await.unwrap(),
+        !rewrap::reserve_budget(&mut db, &job, 60).await.unwrap(),
         "the window's budget is spent"
     );
-    assert!(c.reserve_rewrap_budget(&job, 40).await.unwrap());
+    assert!(rewrap::reserve_budget(&mut db, &job, 40).await.unwrap());
+    drop(db);
+    f.done().await;
+}
 
-    let first = c.lease_rewrap_batch(&job, 10).await.unwrap();
-    assert_eq!(first.items.len(), 1);
+async fn rewrap_leases_skip_locked_rows_and_move_a_key_once(f: Fixture) {
+    let (a, b) = (&f.a.id, &f.b.id);
+    let rec = f.committed(a, "call-1").await;
+    f.committed(b, "call-1").await;
+    let job = start_job(&f, a, "k3").await.unwrap();
+    // A stale view of the work, as a worker that lost its lease would hold.
+    let stale = rewrap::lease_batch(&mut *f.db().await, &job, 10)
+        .await
+        .unwrap();
+    assert_eq!(stale.len(), 1);
+    // The lease is a transaction.
+    let mut lease = f.c.begin().await.unwrap();
+    let first = rewrap::lease_batch(&mut lease, &job, 10).await.unwrap();
     assert_eq!(
-        (first.items[0].recording, first.items[0].wrapped_key.clone()),
-        (*rec, vec![1, 2, 3])
+        (
+            first.len(),
+            first[0].recording,
+            first[0].wrapped_key.clone()
+        ),
+        (1, rec, vec![1, 2, 3])
     );
-    let second = c.lease_rewrap_batch(&job, 10).await.unwrap();
-    let expected = if c.backend() == Backend::Postgres {
-        0
-    } else {
-        1
-    };
-    assert_eq!(
-        second.items.len(),
-        expected,
-        "PostgreSQL skips rows another lease holds"
-    );
+    if f.c.backend() == Backend::Postgres {
+        // Another node's lease skips the locked row. (SQLite serves one
+        // node and serializes its transactions: there is no second lease
+        // while this one is open.)
+        let mut other = f.c.begin().await.unwrap();
+        assert!(
+            rewrap::lease_batch(&mut other, &job, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "PostgreSQL skips rows another lease holds"
+        );
+        drop(other);
+    }
     let moved = Rewrapped {
-        recording: *rec,
+        recording: rec,
         old_wrapped_key: vec![1, 2, 3],
-        key_arn: "arn:k3".into(),
+        key_arn: arn("k3"),
         region: "us-east-1".into(),
         algorithm: WrapAlgorithm::RsaesOaepSha256,
         wrapped_key: vec![4, 5, 6],
     };
     assert_eq!(
-        first.commit(c, std::slice::from_ref(&moved)).await.unwrap(),
+        rewrap::commit_batch(&mut lease, &job, std::slice::from_ref(&moved))
+            .await
+            .unwrap(),
         1
     );
+    lease.commit().await.unwrap();
+    let mut late = f.c.begin().await.unwrap();
     assert_eq!(
-        second.commit(c, &[moved]).await.unwrap(),
+        rewrap::commit_batch(&mut late, &job, &[moved])
+            .await
+            .unwrap(),
         0,
         "a key moves at most once"
     );
-    let job = c.rewrap_job(a, &job.id).await.unwrap();
-    assert_eq!(job.rewrapped, 1);
-    let row = c.get_recording(a, rec).await.unwrap();
+    late.commit().await.unwrap();
+    let mut db = f.db().await;
+    assert_eq!(rewrap::get(&mut db, a, &job.id).await.unwrap().rewrapped, 1);
+    let row = recordings::get(&mut db, a, &rec).await.unwrap();
     assert_eq!(
-        (
-            row.key_arn.as_str(),
-            row.wrapped_key.clone(),
-            row.wrap_algorithm
-        ),
-        ("arn:k3", vec![4, 5, 6], WrapAlgorithm::RsaesOaepSha256)
+        (row.key_arn, row.wrapped_key.clone(), row.wrap_algorithm),
+        (arn("k3"), vec![4, 5, 6], WrapAlgorithm::RsaesOaepSha256)
     );
-    assert_eq!(c.remaining_under(a, KEY_K).await.unwrap(), 0);
+    assert_eq!(keys::count_under(&mut db, a, &arn("k")).await.unwrap(), 0);
     assert_eq!(
-        c.remaining_under(b, KEY_K).await.unwrap(),
+        keys::count_under(&mut db, b, &arn("k")).await.unwrap(),
         1,
         "tenant b's recording stays"
     );
+    drop(db);
+    f.done().await;
+}
+
+async fn rewrap_jobs_end_once(f: Fixture) {
+    let a = &f.a.id;
+    let job = start_job(&f, a, "k3").await.unwrap();
+    let mut db = f.db().await;
     assert!(
-        c.finish_rewrap(a, &job.id, "succeeded", None)
+        rewrap::finish(&mut db, a, &job.id, JobStatus::Succeeded, None)
             .await
             .unwrap()
     );
     assert!(
-        !c.finish_rewrap(a, &job.id, "failed", Some("late"))
+        !rewrap::finish(&mut db, a, &job.id, JobStatus::Failed, Some("late"))
             .await
             .unwrap()
     );
     assert!(
-        c.resume_rewrap(a, &job.id).await.is_err(),
+        rewrap::resume(&mut db, a, &job.id).await.is_err(),
         "only failed jobs resume"
     );
-    assert_eq!(c.rewrap_job(a, &job.id).await.unwrap().status, "succeeded");
-}
-
-#[tokio::test]
-async fn catalog_contract_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    contract(
-        Catalog::connect(&format!("sqlite://{}", dir.path().join("c.db").display()))
-            .await
-            .unwrap(),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn catalog_contract_on_postgres() {
-    let (url, name) = fresh_pg_database().await;
-    contract(Catalog::connect(&url).await.unwrap()).await;
-    drop_pg_database(&name).await;
+    assert_eq!(
+        rewrap::get(&mut db, a, &job.id).await.unwrap().status,
+        JobStatus::Succeeded
+    );
+    drop(db);
+    f.done().await;
 }

@@ -188,16 +188,28 @@ async fn killed_mid_ingest_leaves_nothing_visible_and_retry_succeeds() {
     let (archive, _) = callvault::archive::Archive::embedded(dir.path())
         .await
         .unwrap();
-    let tenant = archive.catalog.tenant_by_name("acme").await.unwrap();
-    assert!(
-        archive
-            .catalog
-            .list_recordings(&tenant.id, None, 100)
+    let tenant =
+        callvault::catalog::tenants::by_name(&mut archive.catalog.conn().await.unwrap(), "acme")
             .await
-            .unwrap()
-            .is_empty()
+            .unwrap();
+    assert!(
+        callvault::catalog::recordings::list(
+            &mut archive.catalog.conn().await.unwrap(),
+            &tenant.id,
+            None,
+            100
+        )
+        .await
+        .unwrap()
+        .is_empty()
     );
-    let stale = archive.catalog.expired_uploads(i64::MAX, 10).await.unwrap();
+    let stale = callvault::catalog::recordings::expired_uploads(
+        &mut archive.catalog.conn().await.unwrap(),
+        i64::MAX,
+        10,
+    )
+    .await
+    .unwrap();
     assert_eq!(stale.len(), 1, "the killed upload is an abandoned row");
     let orphan_objects = archive
         .store
@@ -231,7 +243,13 @@ async fn killed_mid_ingest_leaves_nothing_visible_and_retry_succeeds() {
     // objects once its lease ran out (nobody renews it any more).
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let rows = archive.catalog.expired_uploads(i64::MAX, 10).await.unwrap();
+        let rows = callvault::catalog::recordings::expired_uploads(
+            &mut archive.catalog.conn().await.unwrap(),
+            i64::MAX,
+            10,
+        )
+        .await
+        .unwrap();
         let objects = archive
             .store
             .list_recording(&stale[0].0, &stale[0].1)
@@ -249,12 +267,15 @@ async fn killed_mid_ingest_leaves_nothing_visible_and_retry_succeeds() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        archive
-            .catalog
-            .list_recordings(&tenant.id, None, 100)
-            .await
-            .unwrap()
-            .len(),
+        callvault::catalog::recordings::list(
+            &mut archive.catalog.conn().await.unwrap(),
+            &tenant.id,
+            None,
+            100
+        )
+        .await
+        .unwrap()
+        .len(),
         1
     );
     server.kill();
@@ -670,8 +691,15 @@ async fn a_server_killed_mid_rewrap_resumes_without_skipping_or_double_wrapping(
         recs.push((rec.recording_id, sha));
     }
     let catalog = callvault::catalog::Catalog::connect(&url).await.unwrap();
-    let tenant = catalog.tenant_by_name("acme").await.unwrap().id;
-    let key_a = catalog.active_key(&tenant).await.unwrap().key_arn;
+    let tenant = callvault::catalog::tenants::by_name(&mut catalog.conn().await.unwrap(), "acme")
+        .await
+        .unwrap()
+        .id;
+    let key_a = callvault::catalog::keys::active(&mut catalog.conn().await.unwrap(), &tenant)
+        .await
+        .unwrap()
+        .key_arn
+        .to_string();
     let key_b = cli(dir.path(), &["keys", "local", "create"])
         .trim()
         .to_owned();
@@ -697,7 +725,13 @@ async fn a_server_killed_mid_rewrap_resumes_without_skipping_or_double_wrapping(
         .into_inner();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let j = catalog.rewrap_job(&tenant, &job.job_id).await.unwrap();
+        let j = callvault::catalog::rewrap::get(
+            &mut catalog.conn().await.unwrap(),
+            &tenant,
+            &job.job_id,
+        )
+        .await
+        .unwrap();
         if j.rewrapped >= 3 {
             break;
         }
@@ -709,11 +743,20 @@ async fn a_server_killed_mid_rewrap_resumes_without_skipping_or_double_wrapping(
     }
     server.kill(); // SIGKILL: no drain, leases die with the connections
 
-    let j = catalog.rewrap_job(&tenant, &job.job_id).await.unwrap();
-    assert_eq!(j.status, "running");
+    let j =
+        callvault::catalog::rewrap::get(&mut catalog.conn().await.unwrap(), &tenant, &job.job_id)
+            .await
+            .unwrap();
+    assert_eq!(j.status, callvault::domain::JobStatus::Running);
     assert!(j.rewrapped < N as u64, "killed before the end: {j:?}");
     assert_eq!(
-        catalog.remaining_under(&tenant, &key_a).await.unwrap(),
+        callvault::catalog::keys::count_under(
+            &mut catalog.conn().await.unwrap(),
+            &tenant,
+            &callvault::domain::KeyArn::parse("k", &key_a).unwrap()
+        )
+        .await
+        .unwrap(),
         N as u64 - j.rewrapped,
         "progress counts exactly the recordings moved"
     );
@@ -721,16 +764,35 @@ async fn a_server_killed_mid_rewrap_resumes_without_skipping_or_double_wrapping(
     let server = Server::start_with(dir.path(), &["--database-url", &url]).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let done = loop {
-        let j = catalog.rewrap_job(&tenant, &job.job_id).await.unwrap();
-        if j.status != "running" {
+        let j = callvault::catalog::rewrap::get(
+            &mut catalog.conn().await.unwrap(),
+            &tenant,
+            &job.job_id,
+        )
+        .await
+        .unwrap();
+        if j.status != callvault::domain::JobStatus::Running {
             break j;
         }
         assert!(Instant::now() < deadline, "the job did not resume: {j:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(done.status, "succeeded", "{done:?}");
+    assert_eq!(
+        done.status,
+        callvault::domain::JobStatus::Succeeded,
+        "{done:?}"
+    );
     assert_eq!((done.rewrapped, done.total), (N as u64, N as u64));
-    assert_eq!(catalog.remaining_under(&tenant, &key_a).await.unwrap(), 0);
+    assert_eq!(
+        callvault::catalog::keys::count_under(
+            &mut catalog.conn().await.unwrap(),
+            &tenant,
+            &callvault::domain::KeyArn::parse("k", &key_a).unwrap()
+        )
+        .await
+        .unwrap(),
+        0
+    );
     let mut player = Client::connect(&server.addr, &sup).await.unwrap();
     for (id, sha) in &recs {
         let (audio, _) = player.play_all(id, 0).await.unwrap();

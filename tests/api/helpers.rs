@@ -406,9 +406,7 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
         "local"
     };
     let archive = Arc::new(Archive::new(catalog, store, kms, &cache, limits));
-    let boot = archive
-        .catalog
-        .bootstrap_tenant("acme", &key_arn, region)
+    let boot = callvault::operator::bootstrap_tenant(&archive.catalog, "acme", &key_arn, region)
         .await
         .unwrap();
     let server = LocalServer::start(archive.clone(), Roles::ALL)
@@ -439,6 +437,11 @@ pub fn header(call_id: &str) -> pb::IngestHeader {
 }
 
 impl TestApp {
+    /// A pooled catalog connection, for reads in assertions.
+    pub async fn db(&self) -> callvault::catalog::PooledConn {
+        self.archive.catalog.conn().await.unwrap()
+    }
+
     pub async fn client(&self, token: &str) -> Client {
         Client::connect(&self.addr, token).await.unwrap()
     }
@@ -502,31 +505,19 @@ impl TestApp {
     pub async fn other_tenant(&self, name: &str) -> (Tenant, String, String) {
         let arn = match &self.ring {
             Some(r) => r.create_key().unwrap(),
-            None => {
-                self.archive
-                    .catalog
-                    .active_key(&self.tenant.id)
-                    .await
-                    .unwrap()
-                    .key_arn
-            }
+            None => callvault::catalog::keys::active(&mut *self.db().await, &self.tenant.id)
+                .await
+                .unwrap()
+                .key_arn
+                .to_string(),
         };
-        let t = self
-            .archive
-            .catalog
-            .create_tenant(name, &arn, "local")
+        let t = callvault::operator::create_tenant(&self.archive.catalog, name, &arn, "local")
             .await
             .unwrap();
-        let i = self
-            .archive
-            .catalog
-            .create_token(&t.id, Role::Ingest)
+        let i = callvault::catalog::tokens::create(&mut *self.db().await, &t.id, Role::Ingest)
             .await
             .unwrap();
-        let s = self
-            .archive
-            .catalog
-            .create_token(&t.id, Role::Supervisor)
+        let s = callvault::catalog::tokens::create(&mut *self.db().await, &t.id, Role::Supervisor)
             .await
             .unwrap();
         (t, i, s)

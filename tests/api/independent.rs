@@ -87,12 +87,13 @@ async fn rustcrypto_decrypts_what_the_service_wrote() {
         .recording
         .unwrap()
         .recording_id;
-    let rec = app
-        .archive
-        .catalog
-        .get_recording(&app.tenant.id, &RecordingId::parse("id", &id).unwrap())
-        .await
-        .unwrap();
+    let rec = callvault::catalog::recordings::get(
+        &mut *app.db().await,
+        &app.tenant.id,
+        &RecordingId::parse("id", &id).unwrap(),
+    )
+    .await
+    .unwrap();
     let tenant = app.tenant.id.to_string();
     // Unwrapping the data key is KMS's job; the format is what is independent.
     let ctx = EncryptionContext {
@@ -121,12 +122,10 @@ async fn rustcrypto_decrypts_what_the_service_wrote() {
         tenant: &tenant,
         rec: &id,
     };
-    let chunks = app
-        .archive
-        .catalog
-        .chunks(&app.tenant.id, &rec.id)
-        .await
-        .unwrap();
+    let chunks =
+        callvault::catalog::recordings::chunks(&mut *app.db().await, &app.tenant.id, &rec.id)
+            .await
+            .unwrap();
     let mut plain = Vec::new();
     for c in &chunks {
         let sealed = app.archive.store.get(&c.object_key).await.unwrap();

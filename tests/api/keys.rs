@@ -28,12 +28,11 @@ fn small_wav(i: u32) -> Bytes {
 }
 
 async fn active_arn(app: &TestApp) -> String {
-    app.archive
-        .catalog
-        .active_key(&app.tenant.id)
+    callvault::catalog::keys::active(&mut *app.db().await, &app.tenant.id)
         .await
         .unwrap()
         .key_arn
+        .to_string()
 }
 
 /// Ingests through the app and returns the committed recording.
@@ -228,15 +227,13 @@ async fn rotation_keeps_old_calls_playable_and_rewrap_empties_the_old_key() {
         "audio objects are byte-identical after the rewrap"
     );
     for (i, (rec, audio)) in recs.iter().enumerate() {
-        let row = app
-            .archive
-            .catalog
-            .get_recording(
-                &app.tenant.id,
-                &callvault::domain::RecordingId::parse("id", &rec.recording_id).unwrap(),
-            )
-            .await
-            .unwrap();
+        let row = callvault::catalog::recordings::get(
+            &mut *app.db().await,
+            &app.tenant.id,
+            &callvault::domain::RecordingId::parse("id", &rec.recording_id).unwrap(),
+        )
+        .await
+        .unwrap();
         let expected = if i < 3 || i == 5 { &key_c } else { &key_b };
         assert_eq!(&row.key_arn, expected);
         assert_eq!(
@@ -352,23 +349,22 @@ async fn rewrap_resumes_after_a_crash_and_two_nodes_share_it_exactly_once() {
     worker.abort();
     let _ = worker.await;
     x.catalog.close().await; // the dead node's connections go away
-    let after_crash = app
-        .archive
-        .catalog
-        .rewrap_job(&tenant, &job.id)
+    let after_crash = callvault::catalog::rewrap::get(&mut *app.db().await, &tenant, &job.id)
         .await
         .unwrap();
-    assert_eq!(after_crash.status, "running");
+    assert_eq!(after_crash.status, callvault::domain::JobStatus::Running);
     assert_eq!(
         after_crash.rewrapped, 5,
         "the batch in flight at the crash was rolled back"
     );
     assert_eq!(
-        app.archive
-            .catalog
-            .remaining_under(&tenant, &key_a)
-            .await
-            .unwrap(),
+        callvault::catalog::keys::count_under(
+            &mut *app.db().await,
+            &tenant,
+            &callvault::domain::KeyArn::parse("k", &key_a).unwrap()
+        )
+        .await
+        .unwrap(),
         u64::from(N) - 5
     );
 
@@ -400,20 +396,19 @@ async fn rewrap_resumes_after_a_crash_and_two_nodes_share_it_exactly_once() {
     );
     assert!(ny > 0 && nz > 0, "both nodes took part (Y {ny}, Z {nz})");
 
-    let done = app
-        .archive
-        .catalog
-        .rewrap_job(&tenant, &job.id)
+    let done = callvault::catalog::rewrap::get(&mut *app.db().await, &tenant, &job.id)
         .await
         .unwrap();
-    assert_eq!(done.status, "succeeded");
+    assert_eq!(done.status, callvault::domain::JobStatus::Succeeded);
     assert_eq!((done.rewrapped, done.total), (u64::from(N), u64::from(N)));
     assert_eq!(
-        app.archive
-            .catalog
-            .remaining_under(&tenant, &key_a)
-            .await
-            .unwrap(),
+        callvault::catalog::keys::count_under(
+            &mut *app.db().await,
+            &tenant,
+            &callvault::domain::KeyArn::parse("k", &key_a).unwrap()
+        )
+        .await
+        .unwrap(),
         0
     );
     let player = app
@@ -687,20 +682,16 @@ async fn registration_refuses_unusable_keys_and_keeps_the_old_one() {
     }
     // Another tenant's key is refused: each tenant brings its own.
     let (_, _, _) = app.other_tenant("globex").await;
-    let globex_key = app
-        .archive
-        .catalog
-        .active_key(
-            &app.archive
-                .catalog
-                .tenant_by_name("globex")
-                .await
-                .unwrap()
-                .id,
-        )
-        .await
-        .unwrap()
-        .key_arn;
+    let globex_key = callvault::catalog::keys::active(
+        &mut *app.db().await,
+        &callvault::catalog::tenants::by_name(&mut *app.db().await, "globex")
+            .await
+            .unwrap()
+            .id,
+    )
+    .await
+    .unwrap()
+    .key_arn;
     let err = register(&mut admin, &globex_key).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(
@@ -1034,11 +1025,14 @@ async fn a_rewrap_stopped_by_a_revoked_key_fails_precisely_and_resumes() {
     let job = keys::start_rewrap(&app.archive, &admin_principal, &key_b, &key_c, 0)
         .await
         .unwrap();
-    assert_eq!((job.status.as_str(), job.total), ("running", 4));
+    assert_eq!(
+        (job.status, job.total),
+        (callvault::domain::JobStatus::Running, 4)
+    );
     let cancelled = keys::cancel_rewrap(&app.archive, &admin_principal, &job.id)
         .await
         .unwrap();
-    assert_eq!(cancelled.status, "cancelled");
+    assert_eq!(cancelled.status, callvault::domain::JobStatus::Cancelled);
     assert!(
         keys::cancel_rewrap(&app.archive, &admin_principal, &job.id)
             .await
@@ -1051,11 +1045,13 @@ async fn a_rewrap_stopped_by_a_revoked_key_fails_precisely_and_resumes() {
     );
     keys::drain_rewrap_jobs(&app.archive).await.unwrap();
     assert_eq!(
-        app.archive
-            .catalog
-            .remaining_under(&app.tenant.id, &key_b)
-            .await
-            .unwrap(),
+        callvault::catalog::keys::count_under(
+            &mut *app.db().await,
+            &app.tenant.id,
+            &callvault::domain::KeyArn::parse("k", &key_b).unwrap()
+        )
+        .await
+        .unwrap(),
         4,
         "a cancelled job moves nothing more"
     );

@@ -239,9 +239,7 @@ mod registration {
             &KeyCacheConfig::default(),
             Limits::default(),
         );
-        let tenant = archive
-            .catalog
-            .create_tenant("acme", OLD, "eu-west-1")
+        let tenant = callvault::operator::create_tenant(&archive.catalog, "acme", OLD, "eu-west-1")
             .await
             .unwrap();
         let admin = Principal {
@@ -253,12 +251,14 @@ mod registration {
             .await
             .map(|_| ())
             .map_err(tonic::Status::from);
-        let active = archive
-            .catalog
-            .active_key(&tenant.id)
-            .await
-            .unwrap()
-            .key_arn;
+        let active = callvault::catalog::keys::active(
+            &mut archive.catalog.conn().await.unwrap(),
+            &tenant.id,
+        )
+        .await
+        .unwrap()
+        .key_arn
+        .to_string();
         archive.catalog.close().await;
         (res, active)
     }

@@ -51,22 +51,18 @@ async fn every_format_round_trips(app: TestApp) {
     // Nothing the archive persisted or logged contains plaintext audio or a
     // plaintext data key.
     let persisted = app.persisted_bytes().await;
-    let unfinished = app
-        .archive
-        .catalog
-        .expired_uploads(i64::MAX, 1000)
-        .await
-        .unwrap();
+    let unfinished =
+        callvault::catalog::recordings::expired_uploads(&mut *app.db().await, i64::MAX, 1000)
+            .await
+            .unwrap();
     assert!(
         unfinished.is_empty(),
         "uploads left unfinished: {unfinished:?}"
     );
-    let rows = app
-        .archive
-        .catalog
-        .list_recordings(&app.tenant.id, None, 1000)
-        .await
-        .unwrap();
+    let rows =
+        callvault::catalog::recordings::list(&mut *app.db().await, &app.tenant.id, None, 1000)
+            .await
+            .unwrap();
     assert_eq!(rows.len(), FIXTURES.len());
     for row in rows {
         let ctx = callvault::kms::EncryptionContext {
@@ -127,10 +123,7 @@ async fn every_format_round_trips_on_s3_and_aws_kms_emulator() {
     )
     .await;
     // The stored key is the exact ARN KMS returned, never an alias.
-    let key = app
-        .archive
-        .catalog
-        .active_key(&app.tenant.id)
+    let key = callvault::catalog::keys::active(&mut *app.db().await, &app.tenant.id)
         .await
         .unwrap();
     assert!(
@@ -321,10 +314,7 @@ async fn a_disabled_key_fails_playback_precisely_and_re_enabling_restores_it() {
         .unwrap()
         .recording_id;
     let ring = app.ring.clone().unwrap();
-    let arn = app
-        .archive
-        .catalog
-        .active_key(&app.tenant.id)
+    let arn = callvault::catalog::keys::active(&mut *app.db().await, &app.tenant.id)
         .await
         .unwrap()
         .key_arn;
@@ -333,7 +323,7 @@ async fn a_disabled_key_fails_playback_precisely_and_re_enabling_restores_it() {
     let err = app.play(&id).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(
-        err.message().contains("disabled") && err.message().contains(&arn),
+        err.message().contains("disabled") && err.message().contains(arn.as_str()),
         "{}",
         err.message()
     );

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use callvault::archive::Limits;
-use callvault::catalog::{
-    AbortOutcome, Catalog, ChunkRow, CommitOutcome, Completion, NewRecording,
-};
+use callvault::catalog::{AbortOutcome, ChunkRow, CommitOutcome, Completion, NewRecording};
 use callvault::domain::{ExternalCallId, RecordingId, now_ms};
 use callvault::kms::WrapAlgorithm;
 use tonic::Code;
@@ -26,12 +24,10 @@ fn sha_hex(b: &[u8]) -> String {
 /// The recording is whole: listed once, its objects all there, played back
 /// byte for byte, and a retry of the call deduplicates to it.
 async fn assert_intact(app: &TestApp, call_id: &str, id: &str, audio: &Bytes) {
-    let listed = app
-        .archive
-        .catalog
-        .list_recordings(&app.tenant.id, None, 100)
-        .await
-        .unwrap();
+    let listed =
+        callvault::catalog::recordings::list(&mut *app.db().await, &app.tenant.id, None, 100)
+            .await
+            .unwrap();
     assert_eq!(listed.len(), 1, "exactly the one recording is listed");
     let row = &listed[0];
     assert_eq!(row.id.to_string(), id);
@@ -47,9 +43,7 @@ async fn assert_intact(app: &TestApp, call_id: &str, id: &str, audio: &Bytes) {
         "every chunk object kept"
     );
     assert_eq!(
-        app.archive
-            .catalog
-            .chunks(&app.tenant.id, &row.id)
+        callvault::catalog::recordings::chunks(&mut *app.db().await, &app.tenant.id, &row.id)
             .await
             .unwrap()
             .len(),
@@ -119,12 +113,10 @@ async fn a_client_gone_before_the_answer_keeps_the_recording() {
     // The node finishes the commit on its own.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let id = loop {
-        let rows = app
-            .archive
-            .catalog
-            .list_recordings(&app.tenant.id, None, 10)
-            .await
-            .unwrap();
+        let rows =
+            callvault::catalog::recordings::list(&mut *app.db().await, &app.tenant.id, None, 10)
+                .await
+                .unwrap();
         if let Some(r) = rows.first() {
             break r.id.to_string();
         }
@@ -181,10 +173,7 @@ async fn a_row_unreadable_after_commit_is_not_cleaned_up(kind: CatalogKind) {
         .execute(pool)
         .await
         .unwrap();
-    let rows = app
-        .archive
-        .catalog
-        .list_recordings(&app.tenant.id, None, 10)
+    let rows = callvault::catalog::recordings::list(&mut *app.db().await, &app.tenant.id, None, 10)
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
@@ -357,10 +346,7 @@ async fn a_swept_upload_is_told_so_and_leaves_nothing() {
     // While the client pauses, its lease is made to run out and swept.
     let pool = app.archive.catalog.pool();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while app
-        .archive
-        .catalog
-        .expired_uploads(i64::MAX, 10)
+    while callvault::catalog::recordings::expired_uploads(&mut *app.db().await, i64::MAX, 10)
         .await
         .unwrap()
         .is_empty()
@@ -383,9 +369,7 @@ async fn a_swept_upload_is_told_so_and_leaves_nothing() {
     app.archive.delete_queued_objects().await.unwrap();
     assert_eq!(count_objects(&app), 0, "objects left behind");
     assert!(
-        app.archive
-            .catalog
-            .pending_object_deletions(10)
+        callvault::catalog::recordings::pending_object_deletions(&mut *app.db().await, 10)
             .await
             .unwrap()
             .is_empty()
@@ -406,7 +390,8 @@ fn new_upload(app: &TestApp, call: &str, lease_until_ms: i64) -> NewRecording {
         id: RecordingId::new(),
         external_call_id: ExternalCallId::parse(call).unwrap(),
         format_version: 1,
-        key_arn: "arn:k".into(),
+        key_arn: callvault::domain::KeyArn::parse("k", "arn:callvault:kms:local:local:key/k")
+            .unwrap(),
         kms_region: "local".into(),
         wrap_algorithm: WrapAlgorithm::SymmetricDefault,
         wrapped_key: vec![1; 8],
@@ -444,17 +429,21 @@ fn done() -> Completion {
 /// Commit and sweep exclude each other in the catalog, whichever takes the
 /// row first, with the other forced to run while the first is open.
 async fn commit_and_sweep_exclude_each_other(kind: CatalogKind) {
-    let app = spawn_app(kind).await;
+    let mut app = spawn_app(kind).await;
+    // The server's own sweeper would race the forced interleavings below.
+    app.stop_server().await;
     let catalog = &app.archive.catalog;
     let expired = now_ms() - 1;
 
     // The commit holds the row; the sweep runs meanwhile and must wait,
     // then find the recording committed and leave it.
     let r1 = new_upload(&app, "call-x1", expired);
-    catalog.begin_upload(&r1).await.unwrap();
+    callvault::catalog::recordings::begin_upload(&mut catalog.conn().await.unwrap(), &r1)
+        .await
+        .unwrap();
     let mut commit_tx = catalog.begin().await.unwrap();
     assert_eq!(
-        Catalog::commit_upload(
+        callvault::catalog::recordings::commit_upload(
             &mut commit_tx,
             &app.tenant.id,
             &r1.id,
@@ -468,9 +457,15 @@ async fn commit_and_sweep_exclude_each_other(kind: CatalogKind) {
     let (c2, t, id) = (catalog.clone(), app.tenant.id.clone(), r1.id);
     let sweep = tokio::spawn(async move {
         let mut tx = c2.begin().await.unwrap();
-        let out = Catalog::abort_upload(&mut tx, &t, &id, "lease expired", Some(now_ms()))
-            .await
-            .unwrap();
+        let out = callvault::catalog::recordings::abort_upload(
+            &mut tx,
+            &t,
+            &id,
+            "lease expired",
+            Some(now_ms()),
+        )
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
         out
     });
@@ -478,19 +473,36 @@ async fn commit_and_sweep_exclude_each_other(kind: CatalogKind) {
     assert!(!sweep.is_finished(), "the sweep waited for the commit");
     commit_tx.commit().await.unwrap();
     assert_eq!(sweep.await.unwrap(), AbortOutcome::Committed);
-    assert!(catalog.get_recording(&app.tenant.id, &r1.id).await.is_ok());
+    assert!(
+        callvault::catalog::recordings::get(
+            &mut catalog.conn().await.unwrap(),
+            &app.tenant.id,
+            &r1.id
+        )
+        .await
+        .is_ok()
+    );
     assert_eq!(
-        catalog.chunks(&app.tenant.id, &r1.id).await.unwrap().len(),
+        callvault::catalog::recordings::chunks(
+            &mut catalog.conn().await.unwrap(),
+            &app.tenant.id,
+            &r1.id
+        )
+        .await
+        .unwrap()
+        .len(),
         1
     );
 
     // The sweep holds the row; the commit runs meanwhile and must wait,
     // then learn the upload was swept.
     let r2 = new_upload(&app, "call-x2", expired);
-    catalog.begin_upload(&r2).await.unwrap();
+    callvault::catalog::recordings::begin_upload(&mut catalog.conn().await.unwrap(), &r2)
+        .await
+        .unwrap();
     let mut sweep_tx = catalog.begin().await.unwrap();
     assert_eq!(
-        Catalog::abort_upload(
+        callvault::catalog::recordings::abort_upload(
             &mut sweep_tx,
             &app.tenant.id,
             &r2.id,
@@ -504,7 +516,7 @@ async fn commit_and_sweep_exclude_each_other(kind: CatalogKind) {
     let (c2, t, id) = (catalog.clone(), app.tenant.id.clone(), r2.id);
     let commit = tokio::spawn(async move {
         let mut tx = c2.begin().await.unwrap();
-        Catalog::commit_upload(&mut tx, &t, &id, &last_chunk(), &done())
+        callvault::catalog::recordings::commit_upload(&mut tx, &t, &id, &last_chunk(), &done())
             .await
             .map(|_| ())
     });
@@ -516,7 +528,15 @@ async fn commit_and_sweep_exclude_each_other(kind: CatalogKind) {
         matches!(err, callvault::error::Error::UploadAbandoned(_)),
         "{err:?}"
     );
-    assert!(catalog.get_recording(&app.tenant.id, &r2.id).await.is_err());
+    assert!(
+        callvault::catalog::recordings::get(
+            &mut catalog.conn().await.unwrap(),
+            &app.tenant.id,
+            &r2.id
+        )
+        .await
+        .is_err()
+    );
     app.shutdown().await;
 }
 
@@ -609,9 +629,7 @@ async fn an_idle_upload_is_abandoned_cleanly() {
     );
     assert_eq!(count_objects(&app), 0);
     assert!(
-        app.archive
-            .catalog
-            .expired_uploads(i64::MAX, 10)
+        callvault::catalog::recordings::expired_uploads(&mut *app.db().await, i64::MAX, 10)
             .await
             .unwrap()
             .is_empty()

@@ -1,13 +1,36 @@
-//! Domain newtypes. Values from the network are parsed into these once, at the
-//! edge; everything inside the crate can then rely on their invariants.
+//! Domain newtypes and states. Values from the network are parsed into these
+//! once, at the edge; everything inside the crate can then rely on their
+//! invariants. This module knows no protocol, database or error type of the
+//! crate: a failed parse is a [`ParseError`] naming the field.
 
 use std::fmt;
 
-use crate::error::Error;
+mod key_arn;
+mod states;
+
+pub use key_arn::KeyArn;
+pub use states::{JobStatus, KeyHealthState, KeyStatus, RecordingStatus};
+
+/// A value from outside that does not parse: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ParseError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ParseError {
+    pub fn new(field: &str, reason: &str) -> Self {
+        Self {
+            field: field.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
 
 /// A tenant's immutable id (a UUID string). Tenant *names* are for humans and
 /// may be renamed; the id is what keys, objects and crypto bind to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TenantId(String);
 
 impl TenantId {
@@ -39,11 +62,14 @@ impl RecordingId {
     }
     /// Parses a client-supplied id. Only the canonical hyphenated form is
     /// accepted so that one recording has exactly one spelling.
-    pub fn parse(field: &str, s: &str) -> Result<Self, Error> {
+    pub fn parse(field: &str, s: &str) -> Result<Self, ParseError> {
         let id = uuid::Uuid::try_parse(s)
-            .map_err(|_| Error::invalid(field, "is not a valid recording id"))?;
+            .map_err(|_| ParseError::new(field, "is not a valid recording id"))?;
         if id.hyphenated().to_string() != s {
-            return Err(Error::invalid(field, "must be a lowercase hyphenated UUID"));
+            return Err(ParseError::new(
+                field,
+                "must be a lowercase hyphenated UUID",
+            ));
         }
         Ok(Self(id))
     }
@@ -70,16 +96,16 @@ pub struct ExternalCallId(String);
 
 impl ExternalCallId {
     pub const MAX_LEN: usize = 256;
-    pub fn parse(s: &str) -> Result<Self, Error> {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
         const FIELD: &str = "header.external_call_id";
         if s.is_empty() {
-            return Err(Error::invalid(FIELD, "is required"));
+            return Err(ParseError::new(FIELD, "is required"));
         }
         if s.len() > Self::MAX_LEN {
-            return Err(Error::invalid(FIELD, "is longer than 256 bytes"));
+            return Err(ParseError::new(FIELD, "is longer than 256 bytes"));
         }
         if !s.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::invalid(
+            return Err(ParseError::new(
                 FIELD,
                 "must be printable ASCII without spaces",
             ));
@@ -112,14 +138,14 @@ impl Role {
 }
 
 impl std::str::FromStr for Role {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
         match s {
             "ingest" => Ok(Role::Ingest),
             "supervisor" => Ok(Role::Supervisor),
             "compliance" => Ok(Role::Compliance),
             "admin" => Ok(Role::Admin),
-            other => Err(Error::invalid(
+            other => Err(ParseError::new(
                 "role",
                 &format!("`{other}` is not one of ingest, supervisor, compliance, admin"),
             )),

@@ -1,0 +1,191 @@
+//! The catalog: tenants, tokens, key history, recordings and chunks, rewrap
+//! jobs, one file per aggregate.
+//!
+//! One implementation over `sqlx::Any` serves PostgreSQL (production) and
+//! SQLite (embedded default): every statement is written once, in the SQL
+//! both accept (`$N` placeholders, `ON CONFLICT`, partial indexes), and times
+//! are Unix milliseconds. The schema lives in `migrations/<backend>/`; rows
+//! become domain values in `rows` and nowhere else.
+//!
+//! **Transactions are the caller's.** The functions of the aggregate
+//! modules take `&mut Conn`: a [`Tx`] from [`Catalog::begin`] when a use case
+//! must commit several changes together (a recording and its audit event), or
+//! a pooled connection from [`Catalog::conn`] for a read. No function here
+//! begins or commits.
+//!
+//! Tenant isolation: every query that touches tenant data takes the
+//! `TenantId` and filters on it; there is no query by recording id alone.
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+
+use crate::error::{Error, Result};
+
+pub mod keys;
+pub mod recordings;
+pub mod rewrap;
+mod rows;
+pub mod tenants;
+pub mod tokens;
+
+pub use keys::{KeyHealthRecord, KeyUsage, NewTenantKey, TenantKey};
+pub use recordings::{
+    AbortOutcome, AudioInfo, ChunkRow, CommitOutcome, Completion, NewRecording, RecordingRow,
+};
+pub use rewrap::{LeasedKey, RewrapJob, Rewrapped};
+pub use tenants::{Tenant, TenantBootstrap};
+pub use tokens::hash_token;
+
+static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// A connection to run catalog functions on: a transaction derefs to it, and
+/// so does a pooled connection.
+pub type Conn = sqlx::AnyConnection;
+
+/// A catalog transaction. Use cases begin one with [`Catalog::begin`], pass
+/// it to the catalog functions that must commit together, and commit it
+/// (dropping it rolls back).
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+/// A pooled connection for reads outside a transaction.
+pub type PooledConn = sqlx::pool::PoolConnection<sqlx::Any>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pool: AnyPool,
+    backend: Backend,
+    /// Kept for the LISTEN connection (PostgreSQL), which the pool cannot lend.
+    url: String,
+}
+
+/// The PostgreSQL NOTIFY channel on which nodes announce a revoked KMS key
+/// (payload: the key ARN), so every node drops its cached data keys at once.
+pub const REVOCATION_CHANNEL: &str = "callvault_key_revoked";
+
+impl Catalog {
+    /// Connects and migrates. `postgres://…` or `sqlite://path`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(Error::invalid(
+                "database_url",
+                "must start with postgres:// or sqlite:",
+            ));
+        };
+        let url = match backend {
+            // Create the file on first use; WAL lets readers run beside the writer.
+            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        };
+        let max = if backend == Backend::Sqlite { 4 } else { 16 };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .connect(&url)
+            .await?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+            sqlx::query("PRAGMA busy_timeout = 5000")
+                .execute(&pool)
+                .await?;
+        }
+        match backend {
+            Backend::Postgres => PG_MIGRATIONS.run(&pool).await?,
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Self { pool, backend, url })
+    }
+
+    /// Begins a transaction for a use case to commit. On SQLite it takes the
+    /// write lock at once (`BEGIN IMMEDIATE`): a transaction that reads and
+    /// then writes would otherwise fail when another writer committed in
+    /// between, instead of waiting its turn.
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(match self.backend {
+            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        })
+    }
+
+    /// A pooled connection for reads that need no transaction.
+    pub async fn conn(&self) -> Result<PooledConn> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Tells every node that `key_arn` was found revoked. A no-op on SQLite,
+    /// whose catalog serves a single node.
+    pub async fn notify_key_revoked(&self, key_arn: &str) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(REVOCATION_CHANNEL)
+                .bind(key_arn)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A LISTEN connection on the revocation channel (PostgreSQL only).
+    pub async fn revocation_listener(&self) -> Result<Option<sqlx::postgres::PgListener>> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
+        listener.listen(REVOCATION_CHANNEL).await?;
+        Ok(Some(listener))
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Raw access for tests and tools that must inspect or alter rows (tamper
+    /// tests, plaintext scans). Not used by the service paths.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The SQLite migrations are the PostgreSQL ones with two type names
+    /// changed; this keeps the two dialects from drifting.
+    #[test]
+    fn sqlite_migrations_track_postgres() {
+        for (pg, lite) in [
+            (
+                include_str!("../../migrations/postgres/0001_core.sql"),
+                include_str!("../../migrations/sqlite/0001_core.sql"),
+            ),
+            (
+                include_str!("../../migrations/postgres/0002_key_lifecycle.sql"),
+                include_str!("../../migrations/sqlite/0002_key_lifecycle.sql"),
+            ),
+            (
+                include_str!("../../migrations/postgres/0003_upload_lease.sql"),
+                include_str!("../../migrations/sqlite/0003_upload_lease.sql"),
+            ),
+        ] {
+            assert_eq!(
+                pg.replace("BIGINT", "INTEGER").replace("BYTEA", "BLOB"),
+                lite
+            );
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Tenants and their settings.
+
+use sqlx::Row;
+
+use super::rows::{corrupt, to_u32};
+use super::{Conn, keys};
+use crate::domain::{KeyArn, TenantId, now_ms};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub name: String,
+}
+
+/// A freshly created tenant and its first tokens (printed once, never
+/// stored; redacted from `Debug`).
+#[derive(Clone)]
+pub struct TenantBootstrap {
+    pub tenant: Tenant,
+    pub ingest_token: String,
+    pub supervisor_token: String,
+    pub admin_token: String,
+}
+
+impl std::fmt::Debug for TenantBootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantBootstrap")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tenant names are for humans: 1..=128 of `[A-Za-z0-9._-]`.
+pub fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(Error::invalid(
+            "name",
+            "must be 1..=128 characters of [A-Za-z0-9._-]",
+        ));
+    }
+    Ok(())
+}
+
+/// Creates a tenant with its first (active) KMS key.
+pub async fn create(conn: &mut Conn, name: &str, key_arn: &KeyArn, region: &str) -> Result<Tenant> {
+    validate_name(name)?;
+    let id = TenantId::new_random();
+    let now = now_ms();
+    let inserted = sqlx::query(
+        "INSERT INTO tenants (tenant_id, name, created_at_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(id.as_str())
+    .bind(name)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(Error::FailedPrecondition(format!(
+            "tenant `{name}` already exists"
+        )));
+    }
+    keys::insert_active(
+        conn,
+        &id,
+        &keys::NewTenantKey::symmetric(key_arn, region),
+        now,
+    )
+    .await?;
+    Ok(Tenant {
+        id,
+        name: name.to_owned(),
+    })
+}
+
+pub async fn by_name(conn: &mut Conn, name: &str) -> Result<Tenant> {
+    let row = sqlx::query("SELECT tenant_id, name FROM tenants WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("tenant `{name}`")))?;
+    Ok(Tenant {
+        id: TenantId::from_catalog(row.try_get("tenant_id")?),
+        name: row.try_get("name")?,
+    })
+}
+
+/// The tenant's key-rotation policy, in days.
+pub async fn rotation_policy_days(conn: &mut Conn, tenant: &TenantId) -> Result<u32> {
+    let row = sqlx::query("SELECT key_rotation_days FROM tenants WHERE tenant_id = $1")
+        .bind(tenant.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| Error::NotFound("tenant".into()))?;
+    to_u32(row.try_get("key_rotation_days")?, "rotation policy")
+        .map_err(|_| corrupt("rotation policy"))
+}
+
+pub async fn set_rotation_policy_days(conn: &mut Conn, tenant: &TenantId, days: u32) -> Result<()> {
+    sqlx::query("UPDATE tenants SET key_rotation_days = $2 WHERE tenant_id = $1")
+        .bind(tenant.as_str())
+        .bind(i64::from(days))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! Key health: DescribeKey checks of every tenant key, incidents for keys
+//! that protect recordings they can no longer unwrap, rotation compliance,
+//! and the revocation signal to every node.
+
+use std::collections::BTreeMap;
+
+use super::require_admin;
+use crate::archive::Archive;
+use crate::catalog::{KeyHealthRecord, KeyUsage, TenantKey, keys as catalog_keys, tenants};
+use crate::domain::{KeyArn, KeyHealthState, KeyStatus, Principal, TenantId, now_ms};
+use crate::error::{Error, Result};
+use crate::kms::{KeyDescription, KeyState, KmsError};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A key that still protects recordings but can no longer (or soon will
+/// not) unwrap them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyIncident {
+    pub key_arn: KeyArn,
+    pub state: KeyHealthState,
+    pub recordings: u64,
+    pub legal_hold: u64,
+    /// When the recordings become unreadable: the deletion date of a key
+    /// pending deletion, else the time of the check (they already are).
+    pub unreadable_at_ms: i64,
+    pub message: String,
+}
+
+/// Age of the active key against the tenant's rotation policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationCompliance {
+    pub active_key_age_days: u32,
+    pub policy_days: u32,
+    pub compliant: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantKeyHealth {
+    pub keys: Vec<(TenantKey, KeyUsage)>,
+    pub incidents: Vec<KeyIncident>,
+    pub rotation: RotationCompliance,
+}
+
+/// What a DescribeKey answer (or its failure) says of the key's health.
+fn health_of(result: std::result::Result<KeyDescription, KmsError>) -> KeyHealthRecord {
+    use KeyHealthState as H;
+    let checked_at_ms = now_ms();
+    let (state, detail, deletion_date_ms) = match result {
+        Ok(d) => match d.state {
+            KeyState::Enabled => (H::Enabled, None, None),
+            KeyState::Disabled => (H::Disabled, None, None),
+            KeyState::PendingDeletion => (H::PendingDeletion, None, d.deletion_date_ms),
+            KeyState::Other(s) => (H::InvalidState, Some(s), None),
+        },
+        Err(KmsError::Disabled { .. }) => (H::Disabled, None, None),
+        Err(KmsError::PendingDeletion { .. }) => (H::PendingDeletion, None, None),
+        Err(KmsError::AccessDenied { .. }) => (H::AccessDenied, None, None),
+        Err(KmsError::NotFound { .. }) => (H::NotFound, None, None),
+        Err(KmsError::InvalidState { state, .. }) => (H::InvalidState, Some(state), None),
+        Err(e) => (H::Unreachable, Some(e.to_string()), None),
+    };
+    KeyHealthRecord {
+        state,
+        detail,
+        deletion_date_ms,
+        checked_at_ms,
+    }
+}
+
+fn incident_of(key: &TenantKey, usage: &KeyUsage) -> Option<KeyIncident> {
+    let health = key.health.as_ref()?;
+    if !health.state.is_revoked() || usage.recordings == 0 {
+        return None;
+    }
+    let unreadable_at_ms = health.deletion_date_ms.unwrap_or(health.checked_at_ms);
+    let when = if health.state == KeyHealthState::PendingDeletion {
+        format!(
+            "will become unreadable when the key is deleted at {}",
+            crate::domain::format_ms(unreadable_at_ms)
+        )
+    } else {
+        "are unreadable now".to_owned()
+    };
+    Some(KeyIncident {
+        key_arn: key.key_arn.clone(),
+        state: health.state,
+        recordings: usage.recordings,
+        legal_hold: usage.legal_hold,
+        unreadable_at_ms,
+        message: format!(
+            "KMS key {} is {}: {} recordings ({} under legal hold) {when}",
+            key.key_arn, health.state, usage.recordings, usage.legal_hold
+        ),
+    })
+}
+
+/// Checks one key with DescribeKey, records the result, publishes it as a
+/// metric and a log event, and on a revoked state drops every cached data
+/// key of that key here and on the other nodes.
+async fn check_key(
+    archive: &Archive,
+    tenant: &TenantId,
+    key: &TenantKey,
+    usage: &KeyUsage,
+) -> Result<()> {
+    // A node outside the key's region checks the replica it would use; with
+    // no replica here it has nothing to check (the key's own region does).
+    let Some(arn) = key.arn_in(archive.kms.region()) else {
+        return Ok(());
+    };
+    let health = health_of(
+        archive
+            .kms
+            .describe_key(arn.as_str(), tenant.as_str())
+            .await,
+    );
+    catalog_keys::record_health(
+        &mut *archive.catalog.conn().await?,
+        tenant,
+        &key.key_arn,
+        &health,
+    )
+    .await?;
+    let checked = TenantKey {
+        health: Some(health.clone()),
+        ..key.clone()
+    };
+    let incident = incident_of(&checked, usage);
+    archive.metrics.set_key_health(
+        tenant.as_str(),
+        key.key_arn.as_str(),
+        crate::kms::KeyHealthGauge {
+            state: health.state,
+            recordings: usage.recordings,
+            incident: incident.is_some(),
+        },
+    );
+    let changed = key.health.as_ref().map(|h| h.state) != Some(health.state);
+    if let Some(i) = &incident {
+        tracing::error!(
+            tenant = %tenant,
+            key_arn = %key.key_arn,
+            state = %health.state,
+            recordings = i.recordings,
+            legal_hold = i.legal_hold,
+            unreadable_at_ms = i.unreadable_at_ms,
+            event = "key_incident",
+            "{}", i.message
+        );
+    } else if health.state != KeyHealthState::Enabled {
+        tracing::warn!(tenant = %tenant, key_arn = %key.key_arn, state = %health.state, event = "key_health", "tenant key is not usable");
+    } else if changed {
+        tracing::info!(tenant = %tenant, key_arn = %key.key_arn, state = %health.state, event = "key_health", "tenant key is healthy");
+    }
+    if health.state.is_revoked() {
+        archive.key_revoked(key.key_arn.as_str()).await;
+    }
+    Ok(())
+}
+
+/// One health pass over every tenant key on this node. Returns how many
+/// keys were checked.
+pub async fn check_all(archive: &Archive) -> Result<usize> {
+    let keys = catalog_keys::to_check(&mut *archive.catalog.conn().await?).await?;
+    let mut usage_by_tenant: BTreeMap<TenantId, BTreeMap<KeyArn, KeyUsage>> = BTreeMap::new();
+    for (tenant, key) in &keys {
+        if !usage_by_tenant.contains_key(tenant) {
+            let usage = catalog_keys::usage(&mut *archive.catalog.conn().await?, tenant).await?;
+            usage_by_tenant.insert(tenant.clone(), usage);
+        }
+        let usage = usage_by_tenant
+            .get(tenant)
+            .and_then(|u| u.get(&key.key_arn))
+            .copied()
+            .unwrap_or_default();
+        check_key(archive, tenant, key, &usage).await?;
+    }
+    Ok(keys.len())
+}
+
+/// The tenant's key health: every key with its last check, the incidents and
+/// rotation compliance. `refresh` checks every key now first.
+pub async fn health(
+    archive: &Archive,
+    principal: &Principal,
+    refresh: bool,
+) -> Result<TenantKeyHealth> {
+    require_admin(principal)?;
+    let tenant = &principal.tenant;
+    if refresh {
+        let history = catalog_keys::history(&mut *archive.catalog.conn().await?, tenant).await?;
+        for (key, usage) in history {
+            if key.status != KeyStatus::Retired {
+                check_key(archive, tenant, &key, &usage).await?;
+            }
+        }
+    }
+    let mut conn = archive.catalog.conn().await?;
+    let keys = catalog_keys::history(&mut conn, tenant).await?;
+    let incidents = keys.iter().filter_map(|(k, u)| incident_of(k, u)).collect();
+    let policy_days = tenants::rotation_policy_days(&mut conn, tenant).await?;
+    let active = keys
+        .iter()
+        .find(|(k, _)| k.status == KeyStatus::Active)
+        .map(|(k, _)| k.activated_at_ms)
+        .unwrap_or_else(now_ms);
+    let age_days = u32::try_from((now_ms() - active).max(0) / DAY_MS).unwrap_or(u32::MAX);
+    Ok(TenantKeyHealth {
+        keys,
+        incidents,
+        rotation: RotationCompliance {
+            active_key_age_days: age_days,
+            policy_days,
+            compliant: age_days < policy_days,
+        },
+    })
+}
+
+pub async fn set_rotation_policy(
+    archive: &Archive,
+    principal: &Principal,
+    days: u32,
+) -> Result<()> {
+    require_admin(principal)?;
+    if !(1..=3650).contains(&days) {
+        return Err(Error::invalid("policy_days", "must be 1..=3650"));
+    }
+    tenants::set_rotation_policy_days(&mut *archive.catalog.conn().await?, &principal.tenant, days)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kms::WrapAlgorithm;
+
+    #[test]
+    fn incidents_name_counts_and_dates() {
+        let key = TenantKey {
+            key_arn: KeyArn::parse("f", "arn:aws:kms:eu-west-1:1:key/a").unwrap(),
+            region: "eu-west-1".into(),
+            status: KeyStatus::Previous,
+            key_spec: "SYMMETRIC_DEFAULT".into(),
+            algorithm: WrapAlgorithm::SymmetricDefault,
+            public_key: None,
+            replicas: BTreeMap::new(),
+            registered_at_ms: 0,
+            activated_at_ms: 0,
+            deactivated_at_ms: None,
+            retired_at_ms: None,
+            health: Some(KeyHealthRecord {
+                state: KeyHealthState::PendingDeletion,
+                detail: None,
+                deletion_date_ms: Some(1_900_000_000_000),
+                checked_at_ms: 1_800_000_000_000,
+            }),
+        };
+        let usage = KeyUsage {
+            recordings: 12,
+            bytes: 1000,
+            legal_hold: 3,
+        };
+        let i = incident_of(&key, &usage).unwrap();
+        assert_eq!(i.unreadable_at_ms, 1_900_000_000_000);
+        assert!(
+            i.message.contains("12 recordings (3 under legal hold)"),
+            "{}",
+            i.message
+        );
+        assert!(i.message.contains("pending deletion"), "{}", i.message);
+        assert!(i.message.contains("2030-03-17"), "{}", i.message);
+        assert!(incident_of(&key, &KeyUsage::default()).is_none());
+    }
+}

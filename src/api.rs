@@ -32,26 +32,43 @@ pub mod pb {
 /// limit. Play messages carry at most `playback::MAX_PLAY_MESSAGE_BYTES`.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// The one mapping from outcomes to gRPC statuses. Clients get a precise
+/// message without internals; the cause chain of what is the server's
+/// fault is logged here, once.
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
+        let msg = err.to_string();
         match &err {
-            Error::InvalidArgument { .. } | Error::NotAudio(_) => {
-                Status::invalid_argument(err.to_string())
-            }
-            Error::NotFound(_) => Status::not_found(err.to_string()),
+            Error::InvalidArgument { .. } | Error::NotAudio(_) => Status::invalid_argument(msg),
+            Error::MessageTooLarge { .. }
+            | Error::RecordingTooLarge { .. }
+            | Error::TooManyChunks
+            | Error::TenantUploadLimit { .. } => Status::resource_exhausted(msg),
+            Error::OffsetPastEnd { .. } => Status::out_of_range(msg),
+            Error::Cancelled => Status::cancelled(msg),
             Error::Unauthenticated(m) => Status::unauthenticated(*m),
-            Error::PermissionDenied(m) => Status::permission_denied(m.clone()),
-            Error::FailedPrecondition(m) => Status::failed_precondition(m.clone()),
-            Error::ResourceExhausted(m) => Status::resource_exhausted(m.clone()),
-            Error::OutOfRange(m) => Status::out_of_range(m.clone()),
-            Error::Cancelled => Status::cancelled(err.to_string()),
-            Error::UploadAbandoned(m) => Status::aborted(format!(
-                "{m}; nothing of it was stored: retry the whole upload"
+            Error::RoleNotAllowed { .. } => Status::permission_denied(msg),
+            Error::RecordingNotFound(_)
+            | Error::TenantNotFound(_)
+            | Error::KeyNotFound { .. }
+            | Error::JobNotFound(_) => Status::not_found(msg),
+            Error::TenantExists(_) => Status::already_exists(msg),
+            Error::NoActiveKey
+            | Error::KeyOwnedByAnotherTenant(_)
+            | Error::KeyIsActive { .. }
+            | Error::KeyProtectsRecordings { .. }
+            | Error::KeyRetired(_)
+            | Error::KeyNotEnabled { .. }
+            | Error::NoReplicaInRegion { .. }
+            | Error::RewrapAlreadyRunning
+            | Error::JobState { .. } => Status::failed_precondition(msg),
+            Error::UploadSwept(_) => Status::aborted(format!(
+                "{msg}; nothing of it was stored: retry the whole upload"
             )),
-            Error::UploadIdle { .. } => Status::deadline_exceeded(err.to_string()),
+            Error::UploadIdle { .. } => Status::deadline_exceeded(msg),
             Error::Integrity { .. } => {
                 tracing::error!(error = %err, "integrity failure");
-                Status::data_loss(err.to_string())
+                Status::data_loss(msg)
             }
             Error::KeyCheck { permission, source } => {
                 let msg = format!("registration refused: {permission} failed: {source}");
@@ -67,28 +84,34 @@ impl From<Error> for Status {
                 KmsError::Disabled { .. }
                 | KmsError::PendingDeletion { .. }
                 | KmsError::InvalidState { .. }
-                | KmsError::NotFound { .. } => Status::failed_precondition(k.to_string()),
-                KmsError::AccessDenied { .. } => Status::permission_denied(k.to_string()),
-                KmsError::InvalidCiphertext { .. } => Status::data_loss(k.to_string()),
+                | KmsError::NotFound { .. } => Status::failed_precondition(msg),
+                KmsError::AccessDenied { .. } => Status::permission_denied(msg),
+                KmsError::InvalidCiphertext { .. } => Status::data_loss(msg),
                 KmsError::Throttled | KmsError::Unavailable(_) => {
                     tracing::warn!(error = %k, "KMS unavailable");
-                    Status::unavailable(k.to_string())
+                    Status::unavailable(msg)
                 }
                 _ => {
                     tracing::error!(error = %k, "KMS failure");
                     Status::internal("KMS request failed")
                 }
             },
-            Error::Store(e) => {
+            Error::StoreUnavailable(e) => {
                 tracing::error!(error = %e, "object store failure");
                 Status::unavailable("object store unavailable")
             }
-            Error::Catalog(e) => {
+            Error::CatalogUnavailable(e) | Error::CatalogMigration(e) => {
                 tracing::error!(error = %e, "catalog failure");
                 Status::unavailable("catalog unavailable")
             }
-            _ => {
-                tracing::error!(error = ?err, "internal error");
+            Error::CatalogCorrupt(_)
+            | Error::ObjectMissing(_)
+            | Error::KmsContract(_)
+            | Error::Crypto(_)
+            | Error::Io { .. }
+            | Error::Server(_)
+            | Error::TaskFailed { .. } => {
+                tracing::error!(error = %err, "internal error");
                 Status::internal("internal error")
             }
         }
@@ -98,12 +121,10 @@ impl From<Error> for Status {
 /// Errors tonic reports on the inbound stream, kept with their meaning.
 fn inbound(status: Status) -> Error {
     match status.code() {
-        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
-            Error::ResourceExhausted(format!(
-                "message too large ({}); the server accepts messages of at most {MAX_MESSAGE_BYTES} bytes",
-                status.message()
-            ))
-        }
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => Error::MessageTooLarge {
+            limit: MAX_MESSAGE_BYTES,
+            detail: status.message().to_owned(),
+        },
         tonic::Code::Cancelled => Error::Cancelled,
         _ => Error::invalid("stream", status.message()),
     }
@@ -223,9 +244,7 @@ impl pb::ingest_service_server::IngestService for IngestApi {
             header,
             Box::pin(body),
         ));
-        let outcome = task
-            .await
-            .map_err(|e| Error::Internal(format!("ingest task failed: {e}")))??;
+        let outcome = task.await.map_err(|e| Error::task("ingest", e))??;
         // Labels were just written by this caller; they are not echoed back so
         // that a dedup response cannot be used to read another upload's labels.
         Ok(Response::new(pb::IngestResponse {

@@ -17,10 +17,10 @@ use crate::kms::{Kms, KmsMetrics, MeteredKms};
 use crate::store::ChunkStore;
 
 pub(crate) fn no_replica(key_arn: &KeyArn, node: &str) -> Error {
-    Error::FailedPrecondition(format!(
-        "KMS key {key_arn} has no multi-Region replica in this node's region {node}; \
-         serve it from the key's region or register a replica"
-    ))
+    Error::NoReplicaInRegion {
+        arn: key_arn.clone(),
+        region: node.to_owned(),
+    }
 }
 
 /// What one node allows. Memory per upload in flight is one chunk being
@@ -96,10 +96,7 @@ impl UploadSlots {
         let mut m = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         let n = m.entry(tenant.clone()).or_insert(0);
         if *n >= limit {
-            return Err(Error::ResourceExhausted(format!(
-                "this tenant already has {limit} uploads in flight on this node (the limit); \
-                 retry after one finishes"
-            )));
+            return Err(Error::TenantUploadLimit { limit });
         }
         *n += 1;
         Ok(UploadSlot {
@@ -238,8 +235,10 @@ impl Archive {
     /// The embedded default over one data directory: SQLite catalog, local
     /// object store and local keyring.
     pub async fn embedded(data_dir: &Path) -> Result<(Self, Arc<LocalKeyring>)> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| Error::Internal(format!("cannot create data dir: {e}")))?;
+        std::fs::create_dir_all(data_dir).map_err(|source| Error::Io {
+            what: "cannot create the data directory",
+            source,
+        })?;
         let catalog = Catalog::connect(&format!(
             "sqlite://{}",
             data_dir.join("catalog.db").display()

@@ -338,7 +338,7 @@ impl Analyzer {
         self.tx.take();
         self.handle
             .await
-            .map_err(|e| Error::Internal(format!("audio analysis task failed: {e}")))?
+            .map_err(|e| Error::task("audio analysis", e))?
     }
 }
 

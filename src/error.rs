@@ -1,30 +1,102 @@
-//! The crate's one error type. Variants are the outcomes callers branch on;
-//! `api::status` is the single place that turns them into gRPC statuses.
+//! The crate's one error type. Variants are the outcomes callers branch on,
+//! named for what happened, not for a protocol: each edge (`api` for gRPC,
+//! later HTTP) maps them to its status codes in one function. Driver errors
+//! (sqlx, object_store) stay behind [`DriverError`], so no edge needs to know
+//! the drivers.
 
 use crate::crypto::CryptoError;
+use crate::domain::{JobStatus, KeyArn, RecordingId, Role};
 use crate::kms::KmsError;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    // ---- the request itself ----
     /// Bad input from a client. The message names the field.
     #[error("{field}: {reason}")]
     InvalidArgument { field: String, reason: String },
     /// The upload is not audio. Names what was found instead.
     #[error("upload is not audio: {0}")]
     NotAudio(String),
-    #[error("{0} not found")]
-    NotFound(String),
+    /// A message over the transport's size limit.
+    #[error("message too large ({detail}); the server accepts messages of at most {limit} bytes")]
+    MessageTooLarge { limit: usize, detail: String },
+    #[error("recording exceeds the {limit} byte limit")]
+    RecordingTooLarge { limit: u64 },
+    #[error("the recording has more chunks than the format allows")]
+    TooManyChunks,
+    #[error("offset_bytes {offset} is past the end of the recording ({size} bytes)")]
+    OffsetPastEnd { offset: u64, size: u64 },
+    #[error("client cancelled the request")]
+    Cancelled,
+
+    // ---- who asks ----
     #[error("{0}")]
     Unauthenticated(&'static str),
-    #[error("{0}")]
-    PermissionDenied(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{0}")]
-    ResourceExhausted(String),
-    #[error("{0}")]
-    OutOfRange(String),
+    #[error("this token's role ({}) may not {action}", role.as_str())]
+    RoleNotAllowed { role: Role, action: &'static str },
+
+    // ---- what they ask for does not exist ----
+    #[error("recording {0} not found")]
+    RecordingNotFound(RecordingId),
+    #[error("tenant `{0}` not found")]
+    TenantNotFound(String),
+    /// `context` says where it was looked for ("in the key history").
+    #[error("key {arn} not found{context}")]
+    KeyNotFound { arn: KeyArn, context: &'static str },
+    #[error("rewrap job {0} not found")]
+    JobNotFound(String),
+
+    // ---- the state does not allow it ----
+    #[error("tenant `{0}` already exists")]
+    TenantExists(String),
+    #[error("tenant has no active KMS key")]
+    NoActiveKey,
+    #[error("key {0} belongs to another tenant's key history; each tenant brings its own key")]
+    KeyOwnedByAnotherTenant(KeyArn),
+    /// The active key cannot be retired or rewrapped away from.
+    #[error("key {arn} is the active key{why}")]
+    KeyIsActive { arn: KeyArn, why: &'static str },
+    #[error("key {arn} still protects {count} recordings; rewrap them first")]
+    KeyProtectsRecordings { arn: KeyArn, count: u64 },
+    #[error("destination key {0} is retired")]
+    KeyRetired(KeyArn),
+    /// KMS says the key is not usable now (DescribeKey state).
+    #[error("destination key {arn} is {state}")]
+    KeyNotEnabled { arn: KeyArn, state: String },
+    #[error(
+        "KMS key {arn} has no multi-Region replica in this node's region {region}; \
+         serve it from the key's region or register a replica"
+    )]
+    NoReplicaInRegion { arn: KeyArn, region: String },
+    #[error("a rewrap job is already running for this tenant")]
+    RewrapAlreadyRunning,
+    #[error("rewrap job {id} is {status}, {expected}")]
+    JobState {
+        id: String,
+        status: JobStatus,
+        expected: &'static str,
+    },
+
+    // ---- limits of this node ----
+    #[error(
+        "this tenant already has {limit} uploads in flight on this node (the limit); \
+         retry after one finishes"
+    )]
+    TenantUploadLimit { limit: usize },
+
+    // ---- uploads ----
+    /// The upload is no longer in flight on the server: its lease ran out
+    /// (the node could not renew it) and the sweeper removed it.
+    #[error("upload {0} is no longer in flight: its lease expired and the server removed it")]
+    UploadSwept(RecordingId),
+    /// No message arrived on an upload for `secs` seconds.
+    #[error(
+        "no message received for {secs} s; the upload was abandoned and nothing of it was stored"
+    )]
+    UploadIdle { secs: u64 },
+
+    // ---- stored data ----
     /// Stored data failed an integrity check.
     #[error("recording {recording} failed its integrity check: {source}")]
     Integrity {
@@ -32,6 +104,14 @@ pub enum Error {
         #[source]
         source: CryptoError,
     },
+    /// A catalog row holds a value no release of callvault writes.
+    #[error("catalog holds an invalid {0}")]
+    CatalogCorrupt(String),
+    /// An object the catalog lists is not in the store.
+    #[error("object {0} not found")]
+    ObjectMissing(String),
+
+    // ---- what this node depends on ----
     #[error(transparent)]
     Kms(#[from] KmsError),
     /// A key failed the registration round trip at `permission` (the KMS
@@ -42,27 +122,82 @@ pub enum Error {
         #[source]
         source: KmsError,
     },
-    #[error("catalog error")]
-    Catalog(#[from] sqlx::Error),
+    /// KMS answered something that breaks its contract (a data key wrapped
+    /// under another key than asked).
+    #[error("KMS answered out of contract: {0}")]
+    KmsContract(String),
+    #[error("catalog unavailable")]
+    CatalogUnavailable(#[source] DriverError),
     #[error("catalog migration failed")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("object store error")]
-    Store(#[from] object_store::Error),
+    CatalogMigration(#[source] DriverError),
+    #[error("object store unavailable")]
+    StoreUnavailable(#[source] DriverError),
     #[error("crypto error: {0}")]
     Crypto(#[from] CryptoError),
-    /// The upload is no longer in flight on the server: its lease ran out
-    /// (the node could not renew it) and the sweeper removed it.
-    #[error("{0}")]
-    UploadAbandoned(String),
-    /// No message arrived on an upload for `secs` seconds.
-    #[error(
-        "no message received for {secs} s; the upload was abandoned and nothing of it was stored"
-    )]
-    UploadIdle { secs: u64 },
-    #[error("client cancelled the request")]
-    Cancelled,
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A local resource of this node (data directory, listener) failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server (its transport or setup) failed.
+    #[error("the server failed: {0}")]
+    Server(#[source] DriverError),
+    /// A background task of this request died (panicked or was aborted).
+    #[error("{what} task failed: {detail}")]
+    TaskFailed { what: &'static str, detail: String },
+}
+
+/// A driver's error (sqlx, object_store, the gRPC transport), kept whole for
+/// the log but opaque to callers.
+#[derive(Debug)]
+pub struct DriverError(Box<dyn std::error::Error + Send + Sync>);
+
+impl DriverError {
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DriverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            // A row that does not decode is a corrupt catalog, not an outage.
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::TypeNotFound { .. } => Error::CatalogCorrupt(e.to_string()),
+            e => Error::CatalogUnavailable(DriverError::new(e)),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for Error {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Error::CatalogMigration(DriverError::new(e))
+    }
+}
+
+impl From<object_store::Error> for Error {
+    fn from(e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::NotFound { path, .. } => Error::ObjectMissing(path),
+            e => Error::StoreUnavailable(DriverError::new(e)),
+        }
+    }
 }
 
 impl From<crate::domain::ParseError> for Error {
@@ -86,6 +221,14 @@ impl Error {
         Error::Integrity {
             recording: recording.to_string(),
             source,
+        }
+    }
+
+    /// A background task that did not finish (its `JoinError`).
+    pub fn task(what: &'static str, e: impl std::fmt::Display) -> Self {
+        Error::TaskFailed {
+            what,
+            detail: e.to_string(),
         }
     }
 }

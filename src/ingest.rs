@@ -29,7 +29,7 @@ use crate::catalog::{
     AbortOutcome, ChunkRow, CommitOutcome, Completion, NewRecording, RecordingRow, keys, recordings,
 };
 use crate::crypto::{self, RecordingCipher, RecordingParams};
-use crate::domain::{ExternalCallId, Principal, RecordingId, Role, now_ms};
+use crate::domain::{ExternalCallId, Principal, RecordingId, now_ms};
 use crate::error::{Error, Result};
 use crate::kms::{EncryptionContext, PublicWrapKey, WrapAlgorithm};
 use crate::store::ChunkStore;
@@ -121,16 +121,16 @@ async fn write_chunk(
     plain: Vec<u8>,
     is_final: bool,
 ) -> Result<ChunkRow> {
-    let plaintext_size =
-        u32::try_from(plain.len()).map_err(|_| Error::Internal("chunk too large".into()))?;
+    // Chunks are at most 16 MiB (`crypto::validate_chunk_size`).
+    let too_large = |_| Error::invalid("header.chunk_size_bytes", "chunk too large");
+    let plaintext_size = u32::try_from(plain.len()).map_err(too_large)?;
     let sealed = tokio::task::spawn_blocking(move || cipher.seal_chunk(index, is_final, plain))
         .await
-        .map_err(|e| Error::Internal(format!("seal task failed: {e}")))?;
+        .map_err(|e| Error::task("chunk seal", e))?;
     let row = ChunkRow {
         index,
         plaintext_size,
-        sealed_size: u32::try_from(sealed.len())
-            .map_err(|_| Error::Internal("chunk too large".into()))?,
+        sealed_size: u32::try_from(sealed.len()).map_err(too_large)?,
         sealed_sha256: crypto::sha256_hex(&sealed),
         object_key: ChunkStore::chunk_key(&principal.tenant, &id, index),
     };
@@ -155,11 +155,7 @@ pub async fn ingest<S>(
 where
     S: Stream<Item = Result<Bytes>> + Unpin + Send,
 {
-    if principal.role != Role::Ingest {
-        return Err(Error::PermissionDenied(
-            "this token's role may not ingest".into(),
-        ));
-    }
+    crate::access::require(&principal, crate::access::Action::Ingest)?;
     let _slot = archive
         .uploads
         .acquire(&principal.tenant, archive.limits.max_uploads_per_tenant)?;
@@ -271,8 +267,8 @@ async fn begin(
                 .generate_data_key(call_arn.as_str(), &ctx)
                 .await?;
             if generated.key_arn != call_arn.as_str() {
-                return Err(Error::Internal(format!(
-                    "KMS wrapped the data key under {}, not {call_arn}",
+                return Err(Error::KmsContract(format!(
+                    "GenerateDataKey wrapped under {}, not {call_arn}",
                     generated.key_arn
                 )));
             }
@@ -281,7 +277,7 @@ async fn begin(
         }
         WrapAlgorithm::RsaesOaepSha256 => {
             let spki = key.public_key.as_deref().ok_or_else(|| {
-                Error::Internal("asymmetric tenant key has no pinned public key".into())
+                Error::CatalogCorrupt("asymmetric key without its pinned public key".into())
             })?;
             let wrap_key = PublicWrapKey::from_spki(key.key_arn.as_str(), spki)?;
             (wrap_key.generate_data_key()?, key.region.clone())
@@ -297,8 +293,8 @@ async fn begin(
     let labels_sealed = if header.labels.is_empty() {
         None
     } else {
-        let json =
-            serde_json::to_vec(&header.labels).map_err(|e| Error::Internal(e.to_string()))?;
+        let json = serde_json::to_vec(&header.labels)
+            .map_err(|e| Error::invalid("header.labels", &e.to_string()))?;
         Some(cipher.seal_metadata(&json)?)
     };
     let now = now_ms();
@@ -351,7 +347,7 @@ async fn renew_lease(archive: &Archive, principal: &Principal, up: &Upload) -> R
     };
     match renewed {
         Ok(()) => Ok(()),
-        Err(e @ Error::UploadAbandoned(_)) => Err(e),
+        Err(e @ Error::UploadSwept(_)) => Err(e),
         Err(e) => {
             tracing::warn!(recording = %up.id(), error = %e, "upload lease renewal failed; retrying at the next tick");
             Ok(())
@@ -371,18 +367,16 @@ async fn spawn_chunk(
         join_one(up).await?;
     }
     while let Some(done) = up.tasks.try_join_next() {
-        done.map_err(|e| Error::Internal(format!("chunk task failed: {e}")))??;
+        done.map_err(|e| Error::task("chunk write", e))??;
     }
     let permit = archive
         .chunk_writes
         .clone()
         .acquire_owned()
         .await
-        .map_err(|_| Error::Internal("chunk write limiter closed".into()))?;
+        .map_err(|e| Error::task("chunk write limiter", e))?;
     let index = up.next_index;
-    up.next_index = index
-        .checked_add(1)
-        .ok_or_else(|| Error::ResourceExhausted("too many chunks".into()))?;
+    up.next_index = index.checked_add(1).ok_or(Error::TooManyChunks)?;
     let fut = write_chunk(
         archive.clone(),
         principal.clone(),
@@ -401,7 +395,7 @@ async fn spawn_chunk(
 
 async fn join_one(up: &mut Upload) -> Result<()> {
     if let Some(done) = up.tasks.join_next().await {
-        done.map_err(|e| Error::Internal(format!("chunk task failed: {e}")))??;
+        done.map_err(|e| Error::task("chunk write", e))??;
     }
     Ok(())
 }
@@ -447,10 +441,9 @@ where
         let mut data = msg?;
         total += data.len() as u64;
         if total > archive.limits.max_recording_bytes {
-            return Err(Error::ResourceExhausted(format!(
-                "recording exceeds the {} byte limit",
-                archive.limits.max_recording_bytes
-            )));
+            return Err(Error::RecordingTooLarge {
+                limit: archive.limits.max_recording_bytes,
+            });
         }
         sha.update(&data);
         if let Some(a) = upload.as_ref().and_then(|up| up.analyzer.as_ref()) {
@@ -482,11 +475,9 @@ where
             "the stream ended without any audio bytes",
         ));
     }
-    if upload.is_none() {
-        *upload = Some(begin(archive, principal, header, &buf).await?);
-    }
-    let Some(up) = upload.as_mut() else {
-        return Err(Error::Internal("upload state missing".into()));
+    let up = match upload {
+        Some(up) => up,
+        None => upload.insert(begin(archive, principal, header, &buf).await?),
     };
     while !up.tasks.is_empty() {
         join_one(up).await?;
@@ -497,7 +488,7 @@ where
             .chunk_writes
             .acquire()
             .await
-            .map_err(|_| Error::Internal("chunk write limiter closed".into()))?;
+            .map_err(|e| Error::task("chunk write limiter", e))?;
         write_chunk(
             archive.clone(),
             principal.clone(),
@@ -512,7 +503,7 @@ where
     let analyzer = up
         .analyzer
         .take()
-        .ok_or_else(|| Error::Internal("analyzer already finished".into()))?;
+        .ok_or_else(|| Error::task("audio analysis", "already finished"))?;
     let audio = analyzer.finish().await?;
     if let Some(w) = &audio.warning {
         tracing::warn!(recording = %up.id(), warning = %w, "audio kept with probe warning");
@@ -523,6 +514,7 @@ where
         sha256: hex::encode(sha.finish()),
         audio,
     };
+    let new = up.new.clone();
     let mut tx = archive.catalog.begin().await?;
     let outcome = recordings::commit_upload(
         &mut tx,
@@ -538,17 +530,15 @@ where
             // asks the catalog whether it happened.
             tx.commit().await?;
             // Committed: from here on nothing may clean this upload up.
-            let Some(up) = upload.take() else {
-                return Err(Error::Internal("upload state missing".into()));
-            };
+            *upload = None;
             tracing::info!(
-                recording = %up.id(),
+                recording = %new.id,
                 size_bytes = total,
                 chunks = completion.chunk_count,
                 "recording committed"
             );
             Ok(IngestOutcome {
-                recording: RecordingRow::committed(&up.new, &completion),
+                recording: RecordingRow::committed(&new, &completion),
                 deduplicated: false,
             })
         }
@@ -562,7 +552,7 @@ where
             )
             .await?
             .ok_or_else(|| {
-                Error::Internal("duplicate call id without a committed recording".into())
+                Error::CatalogCorrupt("a duplicate call id without its committed recording".into())
             })?;
             if let Some(up) = upload.take() {
                 let id = up.id();

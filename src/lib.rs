@@ -5,6 +5,7 @@
 //! over an `archive::Archive`; `api` (gRPC edge) and `server`; `cli` for the
 //! binary.
 
+pub mod access;
 pub mod api;
 pub mod archive;
 pub mod audio;

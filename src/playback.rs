@@ -13,10 +13,11 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 
+use crate::access::{self, Action};
 use crate::archive::Archive;
 use crate::catalog::{ChunkRow, RecordingRow, recordings};
 use crate::crypto::{self, CryptoError, RecordingCipher, RecordingParams};
-use crate::domain::{Principal, RecordingId, Role};
+use crate::domain::{Principal, RecordingId};
 use crate::error::{Error, Result};
 use crate::kms::{EncryptionContext, KmsError};
 
@@ -32,12 +33,7 @@ pub struct PlayChunk {
 }
 
 fn require_reader(principal: &Principal) -> Result<()> {
-    match principal.role {
-        Role::Supervisor | Role::Compliance | Role::Admin => Ok(()),
-        Role::Ingest => Err(Error::PermissionDenied(
-            "this token's role may not read recordings".into(),
-        )),
-    }
+    access::require(principal, Action::ReadRecordings)
 }
 
 fn params_of(row: &RecordingRow) -> Result<RecordingParams> {
@@ -170,7 +166,7 @@ async fn fetch_and_open(
     let plain =
         tokio::task::spawn_blocking(move || cipher.open_chunk(index, is_final, Vec::from(sealed)))
             .await
-            .map_err(|e| Error::Internal(format!("open task failed: {e}")))?
+            .map_err(|e| Error::task("chunk open", e))?
             .map_err(|e| Error::integrity(rec, e))?;
     if plain.len() != chunk.plaintext_size as usize {
         return Err(Error::integrity(
@@ -190,7 +186,7 @@ async fn fetch(archive: &Archive, rec: &RecordingId, chunk: &ChunkRow) -> Result
         .get(&chunk.object_key)
         .await
         .map_err(|e| match e {
-            Error::NotFound(_) => Error::integrity(
+            Error::ObjectMissing(_) => Error::integrity(
                 rec,
                 CryptoError::ChunkMalformed {
                     index: chunk.index,
@@ -213,10 +209,10 @@ pub async fn play(
     require_reader(principal)?;
     let row = recordings::get(&mut *archive.catalog.conn().await?, &principal.tenant, &rec).await?;
     if offset >= row.size_bytes {
-        return Err(Error::OutOfRange(format!(
-            "offset_bytes {offset} is past the end of the recording ({} bytes)",
-            row.size_bytes
-        )));
+        return Err(Error::OffsetPastEnd {
+            offset,
+            size: row.size_bytes,
+        });
     }
     let first = (offset / u64::from(row.chunk_size)) as usize;
     // Unwrap and first read run concurrently.

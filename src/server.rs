@@ -68,7 +68,7 @@ pub async fn run(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+        .map_err(|e| Error::Server(crate::error::DriverError::new(e)))?;
 
     let limits = &archive.limits;
     let router =
@@ -159,7 +159,7 @@ pub async fn run(
     let res = router
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
-        .map_err(|e| Error::Internal(format!("server: {e}")));
+        .map_err(|e| Error::Server(crate::error::DriverError::new(e)));
     background.abort_all();
     res
 }
@@ -302,10 +302,14 @@ impl LocalServer {
     pub async fn start(archive: Arc<Archive>, roles: Roles) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|e| Error::Internal(format!("cannot bind loopback: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Internal(format!("no local address: {e}")))?;
+            .map_err(|source| Error::Io {
+                what: "cannot bind loopback",
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Io {
+            what: "no local address",
+            source,
+        })?;
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         let handle = tokio::spawn(run(listener, archive, roles, async {
             let _ = rx.await;
@@ -320,9 +324,7 @@ impl LocalServer {
     /// Stops accepting, drains in-flight calls and returns the server's result.
     pub async fn stop(self) -> Result<()> {
         let _ = self.stop.send(());
-        self.handle
-            .await
-            .map_err(|e| Error::Internal(format!("server task failed: {e}")))?
+        self.handle.await.map_err(|e| Error::task("server", e))?
     }
 }
 

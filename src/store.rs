@@ -58,8 +58,10 @@ impl ChunkStore {
     }
 
     pub fn local(dir: &FsPath) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Internal(format!("cannot create store directory: {e}")))?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            what: "cannot create the store directory",
+            source,
+        })?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?
             .with_automatic_cleanup(true);
         Ok(Self {
@@ -105,9 +107,7 @@ impl ChunkStore {
         let res = self.inner.get(&self.join(key)).await;
         match res {
             Ok(r) => Ok(r.bytes().await?),
-            Err(object_store::Error::NotFound { .. }) => {
-                Err(Error::NotFound(format!("object {key}")))
-            }
+            Err(object_store::Error::NotFound { .. }) => Err(Error::ObjectMissing(key.to_owned())),
             Err(e) => Err(e.into()),
         }
     }
@@ -170,6 +170,6 @@ mod tests {
         assert_eq!(store.get(&k0).await.unwrap(), Bytes::from_static(b"sealed"));
         assert_eq!(store.list_recording(&t, &r).await.unwrap().len(), 2);
         assert_eq!(store.delete_recording(&t, &r).await.unwrap(), 2);
-        assert!(matches!(store.get(&k0).await, Err(Error::NotFound(_))));
+        assert!(matches!(store.get(&k0).await, Err(Error::ObjectMissing(_))));
     }
 }

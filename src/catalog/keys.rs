@@ -88,7 +88,7 @@ pub async fn active(conn: &mut Conn, tenant: &TenantId) -> Result<TenantKey> {
         .bind(tenant.as_str())
         .fetch_optional(&mut *conn)
         .await?
-        .ok_or_else(|| Error::FailedPrecondition("tenant has no active KMS key".into()))?;
+        .ok_or(Error::NoActiveKey)?;
     rows::key(&row)
 }
 
@@ -186,7 +186,7 @@ pub async fn activate(conn: &mut Conn, tenant: &TenantId, key: &NewTenantKey) ->
     }
     get(conn, tenant, &key.key_arn)
         .await?
-        .ok_or_else(|| Error::Internal("activated key vanished".into()))
+        .ok_or_else(|| Error::CatalogCorrupt("key history (an activated key vanished)".into()))
 }
 
 /// True if another tenant's key history holds `key_arn`: one KMS key serves
@@ -211,17 +211,22 @@ pub async fn held_by_other_tenant(
 pub async fn retire(conn: &mut Conn, tenant: &TenantId, key_arn: &KeyArn) -> Result<TenantKey> {
     let key = get(conn, tenant, key_arn)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("key {key_arn}")))?;
+        .ok_or_else(|| Error::KeyNotFound {
+            arn: key_arn.clone(),
+            context: " in the key history",
+        })?;
     if key.status == KeyStatus::Active {
-        return Err(Error::FailedPrecondition(format!(
-            "key {key_arn} is the active key; register another key first"
-        )));
+        return Err(Error::KeyIsActive {
+            arn: key_arn.clone(),
+            why: "; register another key first",
+        });
     }
-    let protected = count_under(conn, tenant, key_arn).await?;
-    if protected > 0 {
-        return Err(Error::FailedPrecondition(format!(
-            "key {key_arn} still protects {protected} recordings; rewrap them first"
-        )));
+    let count = count_under(conn, tenant, key_arn).await?;
+    if count > 0 {
+        return Err(Error::KeyProtectsRecordings {
+            arn: key_arn.clone(),
+            count,
+        });
     }
     sqlx::query(
         "UPDATE tenant_keys SET status = 'retired', retired_at_ms = $3 \
@@ -234,7 +239,7 @@ pub async fn retire(conn: &mut Conn, tenant: &TenantId, key_arn: &KeyArn) -> Res
     .await?;
     get(conn, tenant, key_arn)
         .await?
-        .ok_or_else(|| Error::Internal("retired key vanished".into()))
+        .ok_or_else(|| Error::CatalogCorrupt("key history (a retired key vanished)".into()))
 }
 
 /// Every key a health check should look at: all tenants, all keys not

@@ -174,9 +174,15 @@ pub async fn add_chunk(
     rec: &RecordingId,
     c: &ChunkRow,
 ) -> Result<()> {
-    insert_chunk(conn, tenant, rec, c)
-        .await
-        .map_err(|e| abandoned_if_orphan(e, rec))
+    match insert_chunk(conn, tenant, rec, c).await {
+        // A chunk row whose recording row is gone: the upload was swept.
+        Err(sqlx::Error::Database(d))
+            if d.kind() == sqlx::error::ErrorKind::ForeignKeyViolation =>
+        {
+            Err(Error::UploadSwept(*rec))
+        }
+        res => Ok(res?),
+    }
 }
 
 /// Extends an upload's lease to `until_ms`. Fails with
@@ -197,7 +203,7 @@ pub async fn renew_lease(
     .execute(&mut *conn)
     .await?;
     if res.rows_affected() == 0 {
-        return Err(swept(rec));
+        return Err(Error::UploadSwept(*rec));
     }
     Ok(())
 }
@@ -237,7 +243,7 @@ pub async fn commit_upload(
     .await;
     match res {
         Ok(r) if r.rows_affected() == 1 => {}
-        Ok(_) => return Err(swept(rec)),
+        Ok(_) => return Err(Error::UploadSwept(*rec)),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             return Ok(CommitOutcome::DuplicateCallId);
         }
@@ -389,7 +395,7 @@ pub async fn get(conn: &mut Conn, tenant: &TenantId, rec: &RecordingId) -> Resul
     .bind(rec.to_string())
     .fetch_optional(&mut *conn)
     .await?
-    .ok_or_else(|| Error::NotFound(format!("recording {rec}")))?;
+    .ok_or(Error::RecordingNotFound(*rec))?;
     rows::recording(&row)
 }
 
@@ -427,30 +433,12 @@ pub async fn chunks(
     rows.iter().map(rows::chunk).collect()
 }
 
-fn swept(rec: &RecordingId) -> Error {
-    Error::UploadAbandoned(format!(
-        "upload {rec} is no longer in flight: its lease expired and the server removed it"
-    ))
-}
-
-/// A chunk row whose recording row is gone: the upload was swept.
-fn abandoned_if_orphan(e: Error, rec: &RecordingId) -> Error {
-    match &e {
-        Error::Catalog(sqlx::Error::Database(d))
-            if d.kind() == sqlx::error::ErrorKind::ForeignKeyViolation =>
-        {
-            swept(rec)
-        }
-        _ => e,
-    }
-}
-
 async fn insert_chunk(
     conn: &mut Conn,
     tenant: &TenantId,
     rec: &RecordingId,
     c: &ChunkRow,
-) -> Result<()> {
+) -> std::result::Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO chunks (tenant_id, recording_id, chunk_index, plaintext_size, sealed_size, sealed_sha256, object_key) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -78,9 +78,7 @@ pub async fn start(
     match res {
         Ok(_) => {}
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            return Err(Error::FailedPrecondition(
-                "a rewrap job is already running for this tenant".into(),
-            ));
+            return Err(Error::RewrapAlreadyRunning);
         }
         Err(e) => return Err(e.into()),
     }
@@ -93,7 +91,7 @@ pub async fn get(conn: &mut Conn, tenant: &TenantId, id: &str) -> Result<RewrapJ
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("rewrap job {id}")))?;
+        .ok_or_else(|| Error::JobNotFound(id.to_owned()))?;
     rows::job(&row)
 }
 
@@ -250,14 +248,15 @@ pub async fn resume(conn: &mut Conn, tenant: &TenantId, id: &str) -> Result<Rewr
         Ok(r) if r.rows_affected() == 1 => get(conn, tenant, id).await,
         Ok(_) => {
             let job = get(conn, tenant, id).await?;
-            Err(Error::FailedPrecondition(format!(
-                "rewrap job {id} is {}, only a failed job can resume",
-                job.status
-            )))
+            Err(Error::JobState {
+                id: id.to_owned(),
+                status: job.status,
+                expected: "only a failed job can resume",
+            })
         }
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::FailedPrecondition(
-            "another rewrap job is running for this tenant".into(),
-        )),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(Error::RewrapAlreadyRunning)
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::kms::WrapAlgorithm;
 
 pub(super) fn corrupt(what: &str) -> Error {
-    Error::Internal(format!("catalog holds an invalid {what}"))
+    Error::CatalogCorrupt(what.to_owned())
 }
 
 pub(super) fn to_u32(v: i64, what: &str) -> Result<u32> {
@@ -248,7 +248,7 @@ pub(super) fn replicas_json(
         .iter()
         .map(|(r, a)| (r.as_str(), a.as_str()))
         .collect();
-    serde_json::to_string(&plain).map_err(|e| Error::Internal(e.to_string()))
+    serde_json::to_string(&plain).map_err(|_| corrupt("replica list"))
 }
 
 macro_rules! job_select {

@@ -61,9 +61,7 @@ pub async fn create(conn: &mut Conn, name: &str, key_arn: &KeyArn, region: &str)
     .execute(&mut *conn)
     .await?;
     if inserted.rows_affected() == 0 {
-        return Err(Error::FailedPrecondition(format!(
-            "tenant `{name}` already exists"
-        )));
+        return Err(Error::TenantExists(name.to_owned()));
     }
     keys::insert_active(
         conn,
@@ -83,7 +81,7 @@ pub async fn by_name(conn: &mut Conn, name: &str) -> Result<Tenant> {
         .bind(name)
         .fetch_optional(&mut *conn)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("tenant `{name}`")))?;
+        .ok_or_else(|| Error::TenantNotFound(name.to_owned()))?;
     Ok(Tenant {
         id: TenantId::from_catalog(row.try_get("tenant_id")?),
         name: row.try_get("name")?,
@@ -96,7 +94,7 @@ pub async fn rotation_policy_days(conn: &mut Conn, tenant: &TenantId) -> Result<
         .bind(tenant.as_str())
         .fetch_optional(&mut *conn)
         .await?
-        .ok_or_else(|| Error::NotFound("tenant".into()))?;
+        .ok_or_else(|| Error::TenantNotFound(tenant.to_string()))?;
     to_u32(row.try_get("key_rotation_days")?, "rotation policy")
         .map_err(|_| corrupt("rotation policy"))
 }

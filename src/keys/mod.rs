@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::archive::Archive;
 use crate::catalog::{KeyUsage, NewTenantKey, TenantKey, keys as catalog_keys};
 use crate::crypto::DataKey;
-use crate::domain::{KeyArn, Principal, Role};
+use crate::domain::{KeyArn, Principal};
 use crate::error::{Error, Result};
 use crate::kms::{EncryptionContext, KeyState, KmsError, PublicWrapKey, WrapAlgorithm};
 
@@ -26,13 +26,7 @@ pub use rewrap::{
 };
 
 fn require_admin(principal: &Principal) -> Result<()> {
-    if principal.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(Error::PermissionDenied(
-            "this token's role may not manage keys".into(),
-        ))
-    }
+    crate::access::require(principal, crate::access::Action::ManageKeys)
 }
 
 /// A registration request, validated.
@@ -115,9 +109,7 @@ pub async fn register(
     if catalog_keys::held_by_other_tenant(&mut *archive.catalog.conn().await?, tenant, key_arn)
         .await?
     {
-        return Err(Error::FailedPrecondition(format!(
-            "key {arn} belongs to another tenant's key history; each tenant brings its own key"
-        )));
+        return Err(Error::KeyOwnedByAnotherTenant(key_arn.clone()));
     }
     let desc = archive
         .kms

@@ -52,33 +52,32 @@ pub async fn start_rewrap(
             catalog_keys::get(&mut conn, tenant, &destination).await?,
         )
     };
-    let src =
-        src.ok_or_else(|| Error::NotFound(format!("source key {source} in the key history")))?;
+    let src = src.ok_or_else(|| Error::KeyNotFound {
+        arn: source.clone(),
+        context: " in the key history",
+    })?;
     if src.status == KeyStatus::Active {
-        return Err(Error::FailedPrecondition(format!(
-            "source key {source} is the active key and still wraps new recordings; \
-             register the new key first"
-        )));
+        return Err(Error::KeyIsActive {
+            arn: source.clone(),
+            why: " and still wraps new recordings; register the new key first",
+        });
     }
-    let dest = dest.ok_or_else(|| {
-        Error::NotFound(format!(
-            "destination key {destination} in the key history (register it first)"
-        ))
+    let dest = dest.ok_or_else(|| Error::KeyNotFound {
+        arn: destination.clone(),
+        context: " in the key history (register it first)",
     })?;
     if dest.status == KeyStatus::Retired {
-        return Err(Error::FailedPrecondition(format!(
-            "destination key {destination} is retired"
-        )));
+        return Err(Error::KeyRetired(destination.clone()));
     }
     let desc = archive
         .kms
         .describe_key(destination.as_str(), tenant.as_str())
         .await?;
     if desc.state != KeyState::Enabled {
-        return Err(Error::FailedPrecondition(format!(
-            "destination key {destination} is {}",
-            desc.state.as_str()
-        )));
+        return Err(Error::KeyNotEnabled {
+            arn: destination.clone(),
+            state: desc.state.as_str().to_owned(),
+        });
     }
     let mut tx = archive.catalog.begin().await?;
     let job = rewrap::start(&mut tx, tenant, &source, &destination, rate).await?;
@@ -123,12 +122,15 @@ pub async fn work_on(archive: &Archive, job_id: &str, tenant: &TenantId) -> Resu
         let job = rewrap::get(&mut conn, tenant, job_id).await?;
         let dest = catalog_keys::get(&mut conn, tenant, &job.destination_arn)
             .await?
-            .ok_or_else(|| Error::Internal("rewrap destination left the key history".into()))?;
+            .ok_or_else(|| Error::KeyNotFound {
+                arn: job.destination_arn.clone(),
+                context: " in the key history (the rewrap destination)",
+            })?;
         (job, dest)
     };
     let source_call = match archive.kms_arn(tenant, &job.source_arn).await {
         Ok(arn) => arn,
-        Err(Error::FailedPrecondition(_)) => return Ok(JobPass::Yield),
+        Err(Error::NoReplicaInRegion { .. }) => return Ok(JobPass::Yield),
         Err(e) => return Err(e),
     };
     let Some(dest_call) = dest.arn_in(archive.kms.region()).cloned() else {
@@ -297,10 +299,11 @@ pub async fn cancel_rewrap(
     let mut conn = archive.catalog.conn().await?;
     if !rewrap::finish(&mut conn, &principal.tenant, id, JobStatus::Cancelled, None).await? {
         let job = rewrap::get(&mut conn, &principal.tenant, id).await?;
-        return Err(Error::FailedPrecondition(format!(
-            "rewrap job {id} is {}, not running",
-            job.status
-        )));
+        return Err(Error::JobState {
+            id: id.to_owned(),
+            status: job.status,
+            expected: "not running",
+        });
     }
     rewrap::get(&mut conn, &principal.tenant, id).await
 }

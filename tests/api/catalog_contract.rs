@@ -401,7 +401,7 @@ async fn expired_leases_are_swept_and_their_writer_told(f: Fixture) {
     );
     // The swept upload's writer learns it precisely, at its next chunk or
     // renewal, and at its commit.
-    let gone = |e: Error| matches!(e, Error::UploadAbandoned(_));
+    let gone = |e: Error| matches!(e, Error::UploadSwept(_));
     assert!(gone(
         recordings::add_chunk(&mut db, a, &r4.id, &chunk(1))
             .await

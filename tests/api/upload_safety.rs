@@ -525,7 +525,7 @@ async fn commit_and_sweep_exclude_each_other(kind: CatalogKind) {
     sweep_tx.commit().await.unwrap();
     let err = commit.await.unwrap().unwrap_err();
     assert!(
-        matches!(err, callvault::error::Error::UploadAbandoned(_)),
+        matches!(err, callvault::error::Error::UploadSwept(_)),
         "{err:?}"
     );
     assert!(

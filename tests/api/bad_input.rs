@@ -55,6 +55,7 @@ type Case<'a> = (
 
 #[tokio::test]
 async fn bad_inputs_get_precise_statuses_and_leave_nothing_behind() {
+    require!(Postgres);
     let app = spawn_app(CatalogKind::Postgres).await;
     let audio = fixture("speech_mulaw.wav");
     let good = app

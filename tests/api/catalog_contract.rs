@@ -185,6 +185,7 @@ macro_rules! contract {
             $(
                 #[tokio::test]
                 async fn $case() {
+                    require!(Postgres);
                     super::$case(super::Fixture::new(crate::helpers::CatalogKind::Postgres).await).await;
                 }
             )*

@@ -659,6 +659,7 @@ async fn key_commands_through_the_binary() {
 
 #[tokio::test]
 async fn a_server_killed_mid_rewrap_resumes_without_skipping_or_double_wrapping() {
+    require!(Postgres);
     let dir = tempfile::tempdir().unwrap();
     let (url, db) = crate::helpers::fresh_pg_database().await;
     let on_pg = |args: &[&str]| cli(dir.path(), &[args, &["--database-url", &url]].concat());

@@ -92,6 +92,54 @@ pub enum Remote {
     Moto,
 }
 
+/// A service some tests need beside the code under test.
+#[derive(Debug, Clone, Copy)]
+pub enum Service {
+    /// PostgreSQL at `CALLVAULT_TEST_PG` (default 127.0.0.1:5432).
+    Postgres,
+    /// The moto S3 + KMS emulator at `CALLVAULT_TEST_MOTO` (scripts/test.sh starts it).
+    Moto,
+}
+
+/// Why a test cannot run here, if it cannot. Under CI (`CI` set) the
+/// services are provisioned, so a missing one fails the test instead.
+pub fn missing(needs: &[Service]) -> Option<String> {
+    let why = needs.iter().find_map(|s| match s {
+        Service::Postgres => {
+            let base = pg_base();
+            let addr = url::Url::parse(&base)
+                .ok()
+                .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port().unwrap_or(5432))))
+                .unwrap_or_else(|| "127.0.0.1:5432".into());
+            let up = addr
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .is_some_and(|a| {
+                    std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(1))
+                        .is_ok()
+                });
+            (!up).then(|| format!("PostgreSQL is not reachable at {addr} (set CALLVAULT_TEST_PG or run scripts/test.sh)"))
+        }
+        Service::Moto => std::env::var("CALLVAULT_TEST_MOTO").is_err().then(|| {
+            "the S3 + KMS emulator is not running (CALLVAULT_TEST_MOTO unset; run scripts/test.sh)"
+                .to_owned()
+        }),
+    })?;
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    Some(why)
+}
+
+/// Returns early from a test, saying why, when a service it needs is not
+/// running (a plain `cargo test` without PostgreSQL or the emulator).
+macro_rules! require {
+    ($($svc:ident),+) => {
+        if let Some(why) = crate::helpers::missing(&[$(crate::helpers::Service::$svc),+]) {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
 pub fn pg_base() -> String {
     std::env::var("CALLVAULT_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())

@@ -127,6 +127,7 @@ async fn wait_for_job(c: &mut Client, id: &str) -> pb::RewrapJob {
 
 #[tokio::test]
 async fn rotation_keeps_old_calls_playable_and_rewrap_empties_the_old_key() {
+    require!(Postgres);
     let app = spawn_app(CatalogKind::Postgres).await;
     let mut admin = app.client(&app.admin_token).await;
     let key_a = active_arn(&app).await;
@@ -293,6 +294,7 @@ async fn rotation_keeps_old_calls_playable_and_rewrap_empties_the_old_key() {
 
 #[tokio::test]
 async fn rewrap_resumes_after_a_crash_and_two_nodes_share_it_exactly_once() {
+    require!(Postgres);
     let mut app = spawn_app(CatalogKind::Postgres).await;
     let mut admin = app.client(&app.admin_token).await;
     const N: u32 = 24;
@@ -437,6 +439,7 @@ async fn rewrap_resumes_after_a_crash_and_two_nodes_share_it_exactly_once() {
 
 #[tokio::test]
 async fn a_revoked_key_fails_on_every_node_and_never_blocks_other_keys() {
+    require!(Postgres);
     let app = spawn_app(CatalogKind::Postgres).await;
     let mut admin = app.client(&app.admin_token).await;
     let key_a = active_arn(&app).await;
@@ -733,6 +736,7 @@ async fn registration_refuses_unusable_keys_and_keeps_the_old_one() {
 
 #[tokio::test]
 async fn write_only_ingest_with_an_asymmetric_key_makes_no_kms_call() {
+    require!(Postgres);
     let app = spawn_app(CatalogKind::Postgres).await;
     let mut admin = app.client(&app.admin_token).await;
     let rsa = app.ring().create_rsa_key("RSA_2048").unwrap();
@@ -812,6 +816,7 @@ async fn write_only_ingest_with_an_asymmetric_key_makes_no_kms_call() {
 
 #[tokio::test]
 async fn registration_and_rewrap_on_aws_kms_over_the_wire() {
+    require!(Postgres, Moto);
     // moto speaks the AWS KMS wire protocol: DescribeKey, GenerateDataKey,
     // Decrypt and ReEncrypt go over HTTP through aws-sdk-kms.
     let app = spawn_app_with(
@@ -866,6 +871,7 @@ async fn registration_and_rewrap_on_aws_kms_over_the_wire() {
 
 #[tokio::test]
 async fn a_node_in_another_region_uses_the_multi_region_replica() {
+    require!(Postgres);
     let app = spawn_app(CatalogKind::Postgres).await;
     let mut admin = app.client(&app.admin_token).await;
     let single_region_key = active_arn(&app).await;

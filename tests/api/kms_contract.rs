@@ -159,6 +159,7 @@ async fn local_keyring_meets_the_contract() {
 
 #[tokio::test]
 async fn aws_kms_on_the_emulator_meets_the_contract() {
+    require!(Moto);
     let kms = moto_kms().await;
     let (a, b) = (moto_create_key(&kms).await, moto_create_key(&kms).await);
     contract(Arc::new(kms), &a, &b).await;

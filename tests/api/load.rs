@@ -42,6 +42,7 @@ fn rss_kib() -> u64 {
 /// a second throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_2000_slow_uploads_commit_while_plays_answer() {
+    require!(Postgres);
     let app = spawn_app_opts(AppOptions {
         kind: CatalogKind::Postgres,
         limits: Limits {

@@ -4,10 +4,13 @@
 // Panicking is how a test reports failure; helpers outside #[test] fns too.
 #![allow(clippy::unwrap_used)]
 
+// First, so that its macros (`require!`) are in scope in every module.
+#[macro_use]
+mod helpers;
+
 mod bad_input;
 mod catalog_contract;
 mod crash;
-mod helpers;
 mod independent;
 mod keys;
 mod kms_contract;

@@ -111,11 +111,13 @@ async fn every_format_round_trips_on_sqlite() {
 
 #[tokio::test]
 async fn every_format_round_trips_on_postgres() {
+    require!(Postgres);
     every_format_round_trips(spawn_app(CatalogKind::Postgres).await).await;
 }
 
 #[tokio::test]
 async fn every_format_round_trips_on_s3_and_aws_kms_emulator() {
+    require!(Postgres, Moto);
     let app = spawn_app_with(
         CatalogKind::Postgres,
         Remote::Moto,
@@ -179,6 +181,7 @@ async fn playback_from_an_offset_and_labels() {
 
 #[tokio::test]
 async fn same_call_id_is_idempotent_and_lists_page() {
+    require!(Postgres);
     let app = spawn_app(CatalogKind::Postgres).await;
     let audio = fixture("speech_mulaw.wav");
     let first = app.ingest("call-dup", audio.clone()).await.unwrap();

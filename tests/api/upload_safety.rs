@@ -62,6 +62,7 @@ async fn assert_intact(app: &TestApp, call_id: &str, id: &str, audio: &Bytes) {
 /// recording up; it answers with the recording it committed.
 #[tokio::test]
 async fn a_lost_commit_reply_never_deletes_the_committed_recording() {
+    require!(Postgres);
     let proxy = PgProxy::start("127.0.0.1:5432").await;
     let app = spawn_app_opts(AppOptions {
         kind: CatalogKind::Postgres,
@@ -90,6 +91,7 @@ async fn a_lost_commit_reply_never_deletes_the_committed_recording() {
 /// the recording it never heard about is kept whole.
 #[tokio::test]
 async fn a_client_gone_before_the_answer_keeps_the_recording() {
+    require!(Postgres);
     let proxy = PgProxy::start("127.0.0.1:5432").await;
     let app = spawn_app_opts(AppOptions {
         kind: CatalogKind::Postgres,
@@ -194,6 +196,7 @@ async fn a_row_unreadable_after_commit_is_not_cleaned_up_on_sqlite() {
 
 #[tokio::test]
 async fn a_row_unreadable_after_commit_is_not_cleaned_up_on_postgres() {
+    require!(Postgres);
     a_row_unreadable_after_commit_is_not_cleaned_up(CatalogKind::Postgres).await;
 }
 
@@ -202,6 +205,7 @@ async fn a_row_unreadable_after_commit_is_not_cleaned_up_on_postgres() {
 /// then succeeds.
 #[tokio::test]
 async fn a_commit_that_truly_fails_leaves_nothing_behind() {
+    require!(Postgres);
     let app = spawn_app(CatalogKind::Postgres).await;
     let pool = app.archive.catalog.pool();
     for stmt in [
@@ -299,6 +303,7 @@ fn short_lease() -> Limits {
 /// half lease) leaves it alone and the upload commits whole.
 #[tokio::test]
 async fn a_paused_upload_outlives_its_lease_while_connected() {
+    require!(Postgres);
     for kind in [CatalogKind::Sqlite, CatalogKind::Postgres] {
         let app = spawn_app_opts(AppOptions {
             kind,
@@ -328,6 +333,7 @@ async fn a_paused_upload_outlives_its_lease_while_connected() {
 /// it remains.
 #[tokio::test]
 async fn a_swept_upload_is_told_so_and_leaves_nothing() {
+    require!(Postgres);
     let app = spawn_app_opts(AppOptions {
         kind: CatalogKind::Postgres,
         limits: Limits {
@@ -542,6 +548,7 @@ async fn commit_and_sweep_exclude_each_other(kind: CatalogKind) {
 
 #[tokio::test]
 async fn commit_and_sweep_exclude_each_other_on_postgres() {
+    require!(Postgres);
     commit_and_sweep_exclude_each_other(CatalogKind::Postgres).await;
 }
 

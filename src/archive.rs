@@ -13,7 +13,8 @@ use crate::domain::{KeyArn, RecordingId, TenantId, now_ms};
 use crate::error::{Error, Result};
 use crate::kms::cache::{KeyCache, KeyCacheConfig};
 use crate::kms::local::LocalKeyring;
-use crate::kms::{Kms, KmsMetrics, MeteredKms};
+use crate::kms::{Kms, MeteredKms};
+use crate::metrics::KmsMetrics;
 use crate::store::ChunkStore;
 
 pub(crate) fn no_replica(key_arn: &KeyArn, node: &str) -> Error {

@@ -17,6 +17,7 @@ pub mod error;
 pub mod ingest;
 pub mod keys;
 pub mod kms;
+pub mod metrics;
 pub mod operator;
 pub mod playback;
 pub mod server;

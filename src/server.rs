@@ -328,41 +328,24 @@ impl LocalServer {
     }
 }
 
-/// Serves the Prometheus text exposition of KMS and key-cache metrics on
-/// `GET /metrics`. A deliberately tiny HTTP/1.1 responder: one request per
-/// connection, no body, bounded header size.
+/// Serves the Prometheus text exposition of the node's metrics on
+/// `GET /metrics` (anything else is 404), until the process ends.
 pub async fn serve_metrics(listener: TcpListener, archive: Arc<Archive>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
-        };
-        let archive = archive.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let mut len = 0;
-            // Read until the end of the request head (or give up quietly).
-            while len < buf.len() {
-                match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf[len..])).await
-                {
-                    Ok(Ok(n)) if n > 0 => len += n,
-                    _ => return,
-                }
-                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
+    use axum::http::header;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let archive = archive.clone();
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    archive.metrics.render_prometheus(),
+                )
             }
-            let (status, body) = if buf[..len].starts_with(b"GET /metrics ") {
-                ("200 OK", archive.metrics.render_prometheus())
-            } else {
-                ("404 Not Found", String::from("not found\n"))
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-        });
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "metrics listener failed");
     }
 }
 

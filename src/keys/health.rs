@@ -130,7 +130,7 @@ async fn check_key(
     archive.metrics.set_key_health(
         tenant.as_str(),
         key.key_arn.as_str(),
-        crate::kms::KeyHealthGauge {
+        crate::metrics::KeyHealthGauge {
             state: health.state,
             recordings: usage.recordings,
             incident: incident.is_some(),

@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
-use super::{EncryptionContext, Kms, KmsError, KmsMetrics, WrapAlgorithm};
+use super::{EncryptionContext, Kms, KmsError, WrapAlgorithm};
 use crate::crypto::DataKey;
+use crate::metrics::KmsMetrics;
 
 /// Cache tuning. `ttl` is the documented revocation bound.
 #[derive(Debug, Clone)]

@@ -29,13 +29,13 @@ pub mod cache;
 pub mod local;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 
 use crate::crypto::DataKey;
+use crate::metrics::KmsMetrics;
 
 /// The region named in a KMS key ARN (`arn:<partition>:kms:<region>:…`).
 pub fn arn_region(arn: &str) -> Option<&str> {
@@ -296,175 +296,6 @@ pub trait Kms: Send + Sync + std::fmt::Debug {
 
     /// The public half of an asymmetric key (DER SubjectPublicKeyInfo).
     async fn get_public_key(&self, key_id: &str, tenant: &str) -> Result<PublicKeyInfo, KmsError>;
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct LatencyStats {
-    count: u64,
-    errors: u64,
-    total_us: u64,
-    max_us: u64,
-}
-
-/// KMS and key-cache metrics, rendered in Prometheus text format.
-#[derive(Debug, Default)]
-pub struct KmsMetrics {
-    /// (operation, region) -> latency
-    latency: Mutex<BTreeMap<(&'static str, String), LatencyStats>>,
-    /// (tenant, operation, region) -> calls, for per-tenant KMS cost.
-    per_tenant: Mutex<BTreeMap<(String, &'static str, String), u64>>,
-    /// (tenant, key ARN) -> last observed key health, as gauges.
-    key_health: Mutex<BTreeMap<(String, String), KeyHealthGauge>>,
-    pub cache_hits: AtomicU64,
-    pub cache_misses: AtomicU64,
-}
-
-impl KmsMetrics {
-    fn record(
-        &self,
-        op: &'static str,
-        region: &str,
-        tenant: Option<&str>,
-        took: Duration,
-        ok: bool,
-    ) {
-        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        // A std mutex is right here: the critical section is a map update with
-        // no await inside.
-        if let Ok(mut m) = self.latency.lock() {
-            let s = m.entry((op, region.to_owned())).or_default();
-            s.count += 1;
-            s.errors += u64::from(!ok);
-            s.total_us += us;
-            s.max_us = s.max_us.max(us);
-        }
-        if let (Some(t), Ok(mut m)) = (tenant, self.per_tenant.lock()) {
-            *m.entry((t.to_owned(), op, region.to_owned())).or_default() += 1;
-        }
-    }
-
-    /// Publishes the latest health check of one tenant key.
-    pub fn set_key_health(&self, tenant: &str, key_arn: &str, gauge: KeyHealthGauge) {
-        if let Ok(mut m) = self.key_health.lock() {
-            m.insert((tenant.to_owned(), key_arn.to_owned()), gauge);
-        }
-    }
-
-    /// Total KMS calls of one operation, all regions.
-    pub fn calls(&self, op: &str) -> u64 {
-        self.latency
-            .lock()
-            .map(|m| {
-                m.iter()
-                    .filter(|((o, _), _)| *o == op)
-                    .map(|(_, s)| s.count)
-                    .sum()
-            })
-            .unwrap_or(0)
-    }
-
-    pub fn total_calls(&self) -> u64 {
-        self.latency
-            .lock()
-            .map(|m| m.values().map(|s| s.count).sum())
-            .unwrap_or(0)
-    }
-
-    pub fn render_prometheus(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
-        let _ = writeln!(out, "# TYPE callvault_kms_requests_total counter");
-        let _ = writeln!(out, "# TYPE callvault_kms_errors_total counter");
-        let _ = writeln!(out, "# TYPE callvault_kms_latency_seconds_sum counter");
-        let _ = writeln!(out, "# TYPE callvault_kms_latency_seconds_max gauge");
-        if let Ok(m) = self.latency.lock() {
-            for ((op, region), s) in m.iter() {
-                let l = format!("operation=\"{op}\",region=\"{region}\"");
-                let _ = writeln!(out, "callvault_kms_requests_total{{{l}}} {}", s.count);
-                let _ = writeln!(out, "callvault_kms_errors_total{{{l}}} {}", s.errors);
-                let _ = writeln!(
-                    out,
-                    "callvault_kms_latency_seconds_sum{{{l}}} {}",
-                    s.total_us as f64 / 1e6
-                );
-                let _ = writeln!(
-                    out,
-                    "callvault_kms_latency_seconds_max{{{l}}} {}",
-                    s.max_us as f64 / 1e6
-                );
-            }
-        }
-        let _ = writeln!(out, "# TYPE callvault_kms_tenant_requests_total counter");
-        if let Ok(m) = self.per_tenant.lock() {
-            for ((tenant, op, region), n) in m.iter() {
-                let _ = writeln!(
-                    out,
-                    "callvault_kms_tenant_requests_total{{tenant=\"{tenant}\",operation=\"{op}\",region=\"{region}\"}} {n}"
-                );
-            }
-        }
-        let _ = writeln!(out, "# TYPE callvault_tenant_key_state gauge");
-        let _ = writeln!(
-            out,
-            "# TYPE callvault_tenant_key_protected_recordings gauge"
-        );
-        let _ = writeln!(out, "# TYPE callvault_tenant_key_incident gauge");
-        if let Ok(m) = self.key_health.lock() {
-            for ((tenant, arn), g) in m.iter() {
-                let l = format!("tenant=\"{tenant}\",key_arn=\"{arn}\"");
-                let _ = writeln!(
-                    out,
-                    "callvault_tenant_key_state{{{l},state=\"{}\"}} 1",
-                    state_label(g.state)
-                );
-                let _ = writeln!(
-                    out,
-                    "callvault_tenant_key_protected_recordings{{{l}}} {}",
-                    g.recordings
-                );
-                let _ = writeln!(
-                    out,
-                    "callvault_tenant_key_incident{{{l}}} {}",
-                    u8::from(g.incident)
-                );
-            }
-        }
-        let _ = writeln!(out, "# TYPE callvault_key_cache_hits_total counter");
-        let _ = writeln!(
-            out,
-            "callvault_key_cache_hits_total {}",
-            self.cache_hits.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(out, "# TYPE callvault_key_cache_misses_total counter");
-        let _ = writeln!(
-            out,
-            "callvault_key_cache_misses_total {}",
-            self.cache_misses.load(Ordering::Relaxed)
-        );
-        out
-    }
-}
-
-/// The metrics label spelling of a key health state.
-fn state_label(s: crate::domain::KeyHealthState) -> &'static str {
-    use crate::domain::KeyHealthState as H;
-    match s {
-        H::Enabled => "enabled",
-        H::Disabled => "disabled",
-        H::PendingDeletion => "pending_deletion",
-        H::AccessDenied => "access_denied",
-        H::NotFound => "not_found",
-        H::Unreachable => "unreachable",
-        H::InvalidState => "invalid_state",
-    }
-}
-
-/// One tenant key's health as exported in metrics.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyHealthGauge {
-    pub state: crate::domain::KeyHealthState,
-    pub recordings: u64,
-    pub incident: bool,
 }
 
 /// Decorates any backend with per-operation, per-region latency and

@@ -374,7 +374,7 @@ async fn metrics_endpoint_and_graceful_sigterm() {
     let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", metrics_port))
         .await
         .unwrap();
-    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut body = String::new();

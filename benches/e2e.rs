@@ -16,7 +16,7 @@ use bytes::Bytes;
 use callvault::api::pb;
 use callvault::archive::{Archive, Limits};
 use callvault::catalog::Catalog;
-use callvault::cli::{Client, pieces, synth_wav};
+use callvault::client::{Client, pieces};
 use callvault::crypto::DataKey;
 use callvault::kms::cache::KeyCacheConfig;
 use callvault::kms::local::LocalKeyring;
@@ -26,6 +26,7 @@ use callvault::kms::{
 };
 use callvault::server::{LocalServer, Roles};
 use callvault::store::ChunkStore;
+use callvault::synth::synth_wav;
 use sqlx::Connection;
 
 /// A KMS that answers after a fixed round trip, like a cross-region KMS.

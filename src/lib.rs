@@ -2,15 +2,18 @@
 //!
 //! Layers, bottom up (see ARCHITECTURE.md): `crypto` (pure format), `kms`,
 //! `store`, `catalog`, `audio`; the use cases `ingest`, `playback` and `keys` composed
-//! over an `archive::Archive`; `api` (gRPC edge) and `server`; `cli` for the
-//! binary.
+//! over an `archive::Archive`; `api` (gRPC edge) and `server`; `config` (settings →
+//! archive → listeners) and `client` (the typed gRPC client). The `callvault`
+//! binary (`src/bin/callvault/`) is the command line over `config` and `client`;
+//! `synth` makes synthetic audio for the demo, tests and benches.
 
 pub mod access;
 pub mod api;
 pub mod archive;
 pub mod audio;
 pub mod catalog;
-pub mod cli;
+pub mod client;
+pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod error;
@@ -22,3 +25,4 @@ pub mod operator;
 pub mod playback;
 pub mod server;
 pub mod store;
+pub mod synth;

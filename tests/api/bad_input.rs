@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use callvault::api::pb;
-use callvault::cli::Client;
+use callvault::client::Client;
 use futures::StreamExt;
 use tonic::Code;
 

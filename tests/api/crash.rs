@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use callvault::api::pb;
-use callvault::cli::Client;
+use callvault::client::Client;
 use futures::StreamExt;
 
 use crate::helpers::header;
@@ -129,7 +129,7 @@ fn wav_stream(
     total: usize,
     piece: usize,
 ) -> (impl futures::Stream<Item = Bytes> + Send + 'static, String) {
-    let mut header = callvault::cli::synth_wav(0, 8000, 1);
+    let mut header = callvault::synth::synth_wav(0, 8000, 1);
     let data_len = (total - header.len()) as u32;
     header[4..8].copy_from_slice(&(data_len + 36).to_le_bytes());
     header[40..44].copy_from_slice(&data_len.to_le_bytes());
@@ -366,9 +366,12 @@ async fn metrics_endpoint_and_graceful_sigterm() {
     .await;
     let mut c = Client::connect(&server.addr, &ingest_token).await.unwrap();
     let audio = crate::helpers::fixture("speech_mulaw.wav");
-    c.ingest_stream(header("call-metrics"), callvault::cli::pieces(audio, 65536))
-        .await
-        .unwrap();
+    c.ingest_stream(
+        header("call-metrics"),
+        callvault::client::pieces(audio, 65536),
+    )
+    .await
+    .unwrap();
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", metrics_port))
@@ -676,14 +679,14 @@ async fn a_server_killed_mid_rewrap_resumes_without_skipping_or_double_wrapping(
     let mut uploader = Client::connect(&server.addr, &ingest).await.unwrap();
     let mut recs = Vec::new();
     for i in 0..N {
-        let mut wav = callvault::cli::synth_wav(1, 8000, 1);
+        let mut wav = callvault::synth::synth_wav(1, 8000, 1);
         let n = wav.len();
         wav[n - 8..].copy_from_slice(&(i as u64).to_le_bytes());
         let sha = callvault::crypto::sha256_hex(&wav);
         let rec = uploader
             .ingest_stream(
                 header(&format!("kill-rewrap-{i}")),
-                callvault::cli::pieces(Bytes::from(wav), 65536),
+                callvault::client::pieces(Bytes::from(wav), 65536),
             )
             .await
             .unwrap()

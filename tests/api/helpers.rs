@@ -10,7 +10,7 @@ use bytes::Bytes;
 use callvault::api::pb;
 use callvault::archive::{Archive, Limits};
 use callvault::catalog::{Catalog, Tenant};
-use callvault::cli::Client;
+use callvault::client::Client;
 use callvault::crypto::DataKey;
 use callvault::domain::Role;
 use callvault::kms::aws::AwsKms;
@@ -537,7 +537,7 @@ impl TestApp {
         h.chunk_size_bytes = 64 * 1024;
         self.client(&self.ingest_token)
             .await
-            .ingest_stream(h, callvault::cli::pieces(audio, 64 * 1024))
+            .ingest_stream(h, callvault::client::pieces(audio, 64 * 1024))
             .await
     }
 

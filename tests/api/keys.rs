@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use callvault::api::pb;
-use callvault::cli::Client;
+use callvault::client::Client;
 use callvault::keys;
 use callvault::kms::Kms;
 use callvault::kms::cache::KeyCacheConfig;
@@ -21,7 +21,7 @@ use crate::helpers::{CatalogKind, FaultKms, Remote, TestApp, fixture, spawn_app,
 /// A small distinct recording per call id (1 s of 8 kHz mono PCM with the
 /// call id mixed in), so many can be ingested quickly.
 fn small_wav(i: u32) -> Bytes {
-    let mut wav = callvault::cli::synth_wav(1, 8000, 1);
+    let mut wav = callvault::synth::synth_wav(1, 8000, 1);
     let n = wav.len();
     wav[n - 4..].copy_from_slice(&i.to_le_bytes());
     Bytes::from(wav)
@@ -769,7 +769,7 @@ async fn write_only_ingest_with_an_asymmetric_key_makes_no_kms_call() {
         let mut h = crate::helpers::header(&format!("wo-{i}"));
         h.chunk_size_bytes = 64 * 1024;
         let rec = uploader
-            .ingest_stream(h, callvault::cli::pieces(audio.clone(), 64 * 1024))
+            .ingest_stream(h, callvault::client::pieces(audio.clone(), 64 * 1024))
             .await
             .unwrap()
             .recording
@@ -929,7 +929,7 @@ async fn a_node_in_another_region_uses_the_multi_region_replica() {
     let mut h = crate::helpers::header("mrk-2");
     h.chunk_size_bytes = 64 * 1024;
     let rec2 = eu_uploader
-        .ingest_stream(h, callvault::cli::pieces(audio2.clone(), 64 * 1024))
+        .ingest_stream(h, callvault::client::pieces(audio2.clone(), 64 * 1024))
         .await
         .unwrap()
         .recording

@@ -58,7 +58,7 @@ async fn load_2000_slow_uploads_commit_while_plays_answer() {
         tenants.push(ingest);
     }
     // The listener's recording, played again and again during the load.
-    let listened = Bytes::from(callvault::cli::synth_wav(30, 16_000, 1));
+    let listened = Bytes::from(callvault::synth::synth_wav(30, 16_000, 1));
     let played_id = app
         .ingest("call-listened", listened.clone())
         .await
@@ -67,7 +67,7 @@ async fn load_2000_slow_uploads_commit_while_plays_answer() {
         .unwrap()
         .recording_id;
 
-    let audio = Bytes::from(callvault::cli::synth_wav(
+    let audio = Bytes::from(callvault::synth::synth_wav(
         (UPLOAD_BYTES / 16_000) as u32,
         8_000,
         1,

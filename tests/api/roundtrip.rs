@@ -146,7 +146,7 @@ async fn playback_from_an_offset_and_labels() {
     let res = app
         .client(&app.ingest_token)
         .await
-        .ingest_stream(h, callvault::cli::pieces(audio.clone(), 10_000))
+        .ingest_stream(h, callvault::client::pieces(audio.clone(), 10_000))
         .await
         .unwrap();
     let id = res.recording.unwrap().recording_id;

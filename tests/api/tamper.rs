@@ -250,7 +250,7 @@ async fn every_tamper_case_is_detected_and_releases_nothing_unauthenticated() {
     let foreign = Client::connect(&app.addr, &foreign_ingest)
         .await
         .unwrap()
-        .ingest_stream(h, callvault::cli::pieces(audio.clone(), CHUNK))
+        .ingest_stream(h, callvault::client::pieces(audio.clone(), CHUNK))
         .await
         .unwrap()
         .recording
@@ -323,4 +323,4 @@ async fn every_tamper_case_is_detected_and_releases_nothing_unauthenticated() {
     app.shutdown().await;
 }
 
-use callvault::cli::Client;
+use callvault::client::Client;

@@ -107,7 +107,7 @@ async fn a_client_gone_before_the_answer_keeps_the_recording() {
     let mut h = header("call-gone");
     h.chunk_size_bytes = 64 * 1024;
     let mut client = app.client(&app.ingest_token).await;
-    let body = callvault::cli::pieces(audio.clone(), 64 * 1024);
+    let body = callvault::client::pieces(audio.clone(), 64 * 1024);
     let gave_up =
         tokio::time::timeout(Duration::from_millis(500), client.ingest_stream(h, body)).await;
     assert!(gave_up.is_err(), "the client gave up before the answer");
@@ -597,7 +597,7 @@ async fn the_per_tenant_upload_limit_is_resource_exhausted() {
     h.chunk_size_bytes = 64 * 1024;
     app.client(&other_ingest)
         .await
-        .ingest_stream(h, callvault::cli::pieces(audio.clone(), 64 * 1024))
+        .ingest_stream(h, callvault::client::pieces(audio.clone(), 64 * 1024))
         .await
         .expect("another tenant is not limited");
     for h in held {
@@ -649,13 +649,13 @@ async fn an_idle_upload_is_abandoned_cleanly() {
 #[tokio::test]
 async fn play_messages_fit_stock_clients_at_any_chunk_size() {
     let app = spawn_app(CatalogKind::Sqlite).await;
-    let audio = Bytes::from(callvault::cli::synth_wav(600, 16_000, 2));
+    let audio = Bytes::from(callvault::synth::synth_wav(600, 16_000, 2));
     let mut h = header("call-big-chunks");
     h.chunk_size_bytes = 16 << 20;
     let rec = app
         .client(&app.ingest_token)
         .await
-        .ingest_stream(h, callvault::cli::pieces(audio.clone(), 1 << 20))
+        .ingest_stream(h, callvault::client::pieces(audio.clone(), 1 << 20))
         .await
         .unwrap()
         .recording

@@ -1,0 +1,245 @@
+//! `callvault keys`: a tenant's KMS keys through `KeyService` (admin token):
+//! register, history, health, retirement, rotation policy and rewrap jobs.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use callvault::api::pb;
+use callvault::client::Client;
+use clap::Subcommand;
+
+use super::local_keys::LocalKeyCmd;
+use super::{ClientArgs, parse_pairs};
+use crate::output::{self, failed};
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Prove a KMS key works for the tenant, then make it the active key.
+    Register {
+        key_arn: String,
+        /// Multi-Region replica as region=ARN (repeatable).
+        #[arg(long = "replica")]
+        replicas: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The key history: state, activation and what each key protects.
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Key health, incidents and rotation compliance.
+    Health {
+        /// Check every key with KMS now.
+        #[arg(long)]
+        refresh: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Retire a key that protects no recording.
+    Retire {
+        key_arn: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set the tenant's key-rotation policy.
+    Policy {
+        #[arg(long)]
+        days: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Move every wrapped data key from one key to another (KMS ReEncrypt).
+    Rewrap {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// KMS requests per second for the whole job (0: server default).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+        /// Return once the job is started instead of following it.
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Follow (or show) a rewrap job; with --resume or --cancel, change it.
+    Job {
+        job_id: String,
+        #[arg(long, conflicts_with = "cancel")]
+        resume: bool,
+        #[arg(long)]
+        cancel: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Operate the built-in local keyring (works directly on the data dir),
+    /// the embedded default's stand-in for the AWS KMS console.
+    #[command(subcommand)]
+    Local(LocalKeyCmd),
+}
+
+/// Polls a rewrap job until it stops, with a progress bar on a terminal
+/// unless the output is JSON.
+pub async fn follow_job(
+    c: &mut Client,
+    mut job: pb::RewrapJob,
+    json: bool,
+) -> Result<pb::RewrapJob> {
+    let bar = output::progress_bar(output::Progress::Rewrap, job.total_count, json);
+    while job.state == "running" {
+        bar.set_length(job.total_count.max(job.rewrapped_count));
+        bar.set_position(job.rewrapped_count);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        job = c
+            .keys
+            .get_rewrap_job(pb::GetRewrapJobRequest {
+                job_id: job.job_id.clone(),
+            })
+            .await
+            .map_err(failed("rewrap status"))?
+            .into_inner();
+    }
+    bar.finish_and_clear();
+    Ok(job)
+}
+
+pub async fn run(cmd: KeysCmd) -> Result<()> {
+    match cmd {
+        KeysCmd::Register {
+            key_arn,
+            replicas,
+            json,
+            client,
+        } => {
+            let mut c = client.connect().await?;
+            let key = c
+                .keys
+                .register_key(pb::RegisterKeyRequest {
+                    key_arn,
+                    replica_key_arns: parse_pairs(&replicas)?,
+                })
+                .await
+                .map_err(failed("register"))?
+                .into_inner();
+            if json {
+                println!("{}", output::key_json(&key));
+            } else {
+                println!("key passed its round trip and is now active:");
+                output::print_key(&key);
+            }
+        }
+        KeysCmd::List { json, client } => {
+            let mut c = client.connect().await?;
+            let keys = c
+                .keys
+                .list_keys(pb::ListKeysRequest {})
+                .await
+                .map_err(failed("list"))?
+                .into_inner()
+                .keys;
+            output::print_keys(&keys, json);
+        }
+        KeysCmd::Health {
+            refresh,
+            json,
+            client,
+        } => {
+            let mut c = client.connect().await?;
+            let h = c
+                .keys
+                .get_key_health(pb::GetKeyHealthRequest { refresh })
+                .await
+                .map_err(failed("health"))?
+                .into_inner();
+            output::print_key_health(&h, json);
+        }
+        KeysCmd::Retire { key_arn, client } => {
+            let mut c = client.connect().await?;
+            let key = c
+                .keys
+                .retire_key(pb::RetireKeyRequest { key_arn })
+                .await
+                .map_err(failed("retire"))?
+                .into_inner();
+            output::print_key(&key);
+        }
+        KeysCmd::Policy { days, client } => {
+            let mut c = client.connect().await?;
+            let r = c
+                .keys
+                .set_rotation_policy(pb::SetRotationPolicyRequest { policy_days: days })
+                .await
+                .map_err(failed("policy"))?
+                .into_inner();
+            output::print_rotation_policy(&r);
+        }
+        KeysCmd::Rewrap {
+            from,
+            to,
+            rate,
+            no_wait,
+            json,
+            client,
+        } => {
+            let mut c = client.connect().await?;
+            let job = c
+                .keys
+                .start_rewrap(pb::StartRewrapRequest {
+                    source_key_arn: from,
+                    destination_key_arn: to,
+                    max_kms_requests_per_second: rate,
+                })
+                .await
+                .map_err(failed("rewrap"))?
+                .into_inner();
+            let job = if no_wait {
+                job
+            } else {
+                follow_job(&mut c, job, json).await?
+            };
+            output::print_job(&job, json);
+            if job.state == "failed" {
+                bail!("rewrap job {} failed: {}", job.job_id, job.error);
+            }
+        }
+        KeysCmd::Job {
+            job_id,
+            resume,
+            cancel,
+            json,
+            client,
+        } => {
+            let mut c = client.connect().await?;
+            let req = pb::GetRewrapJobRequest { job_id };
+            let job = if resume {
+                c.keys.resume_rewrap(req).await
+            } else if cancel {
+                c.keys.cancel_rewrap(req).await
+            } else {
+                c.keys.get_rewrap_job(req).await
+            }
+            .map_err(failed("rewrap job"))?
+            .into_inner();
+            let job = if cancel {
+                job
+            } else {
+                follow_job(&mut c, job, json).await?
+            };
+            output::print_job(&job, json);
+        }
+        KeysCmd::Local(cmd) => super::local_keys::run(cmd)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! The clap command tree, one file per command group, and the conversion of
+//! the shared flags into the library's settings. Every flag, environment
+//! variable and default here is part of the operator interface.
+
+mod keys;
+mod local_keys;
+mod recordings;
+mod serve;
+mod tenants;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use callvault::client::Client;
+use callvault::config::{BackendSettings, KmsKind};
+use clap::{Args, Parser, Subcommand};
+
+pub use keys::follow_job;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "callvault",
+    version,
+    about = "Encrypted-at-rest archive for call recordings"
+)]
+pub struct Cli {
+    /// Log as JSON lines.
+    #[arg(long, global = true, env = "CALLVAULT_LOG_JSON")]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(serve::ServeArgs),
+    /// Start a server on a temporary embedded data dir and prove the whole path.
+    Demo,
+    /// Manage tenants (works directly on the catalog).
+    #[command(subcommand)]
+    Tenant(tenants::TenantCmd),
+    /// Manage API tokens (works directly on the catalog).
+    #[command(subcommand)]
+    Token(tenants::TokenCmd),
+    /// Upload a recording.
+    Ingest(recordings::IngestArgs),
+    /// Download and decrypt a recording.
+    Play(recordings::PlayArgs),
+    /// List or show recordings.
+    #[command(subcommand)]
+    Recordings(recordings::RecordingsCmd),
+    /// Tenant KMS keys: register, history, health, rewrap (admin token).
+    #[command(subcommand)]
+    Keys(keys::KeysCmd),
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Demo => crate::demo::run().await,
+        Command::Tenant(cmd) => tenants::tenant(cmd).await,
+        Command::Token(cmd) => tenants::token(cmd).await,
+        Command::Ingest(args) => recordings::ingest(args).await,
+        Command::Play(args) => recordings::play(args).await,
+        Command::Recordings(cmd) => recordings::run(cmd).await,
+        Command::Keys(cmd) => keys::run(cmd).await,
+    }
+}
+
+/// Where state lives. Shared by `serve` and the operator commands.
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    #[arg(long, env = "CALLVAULT_DATA_DIR", default_value = "./callvault-data")]
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…`; default: SQLite in the data dir.
+    #[arg(long, env = "CALLVAULT_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Object store URL: a directory, `file:///dir` or `s3://bucket/prefix`; default: the data dir.
+    #[arg(long, env = "CALLVAULT_STORE")]
+    pub store: Option<String>,
+    /// Endpoint for an S3-compatible store.
+    #[arg(long, env = "CALLVAULT_STORE_ENDPOINT")]
+    pub store_endpoint: Option<String>,
+    #[arg(long, env = "CALLVAULT_KMS", default_value = "local", value_parser = ["local", "aws"])]
+    pub kms: String,
+    /// Endpoint override for KMS-compatible emulators.
+    #[arg(long, env = "CALLVAULT_KMS_ENDPOINT")]
+    pub kms_endpoint: Option<String>,
+    /// This node's region.
+    #[arg(long, env = "CALLVAULT_REGION", default_value = "local")]
+    pub region: String,
+}
+
+impl From<BackendArgs> for BackendSettings {
+    fn from(b: BackendArgs) -> Self {
+        Self {
+            data_dir: b.data_dir,
+            database_url: b.database_url.map(Into::into),
+            store: b.store,
+            store_endpoint: b.store_endpoint,
+            // clap admits only `local` and `aws`.
+            kms: match b.kms.as_str() {
+                "aws" => KmsKind::Aws,
+                _ => KmsKind::Local,
+            },
+            kms_endpoint: b.kms_endpoint,
+            region: b.region,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    #[arg(
+        long,
+        env = "CALLVAULT_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+    #[arg(long, env = "CALLVAULT_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+impl ClientArgs {
+    async fn connect(&self) -> Result<Client> {
+        Ok(Client::connect(&self.server, &self.token).await?)
+    }
+}
+
+/// `key=value` pairs (labels, replicas) into a map.
+fn parse_pairs(pairs: &[String]) -> Result<HashMap<String, String>> {
+    pairs
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("label `{l}` is not key=value"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    /// `serve` with no flags, whatever `CALLVAULT_*` variables the test
+    /// environment has.
+    fn serve_args_without_env() -> serve::ServeArgs {
+        use clap::FromArgMatches;
+        let cmd = serve::ServeArgs::augment_args(clap::Command::new("serve"))
+            .mut_args(|a| a.env(None::<&'static str>));
+        serve::ServeArgs::from_arg_matches(&cmd.get_matches_from(["serve"])).unwrap()
+    }
+
+    /// With no flags and no environment, `serve` must mean exactly the
+    /// library's defaults: clap's literal defaults and `Default` are two
+    /// spellings of one fact, and this keeps them one.
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let got = callvault::config::ServeSettings::try_from(serve_args_without_env()).unwrap();
+        let want = callvault::config::ServeSettings::default();
+        let (g, w) = (&got.backend, &want.backend);
+        assert_eq!(g.data_dir, w.data_dir);
+        assert_eq!(
+            g.database_url
+                .as_ref()
+                .map(|u| u.expose_secret().to_owned()),
+            w.database_url
+                .as_ref()
+                .map(|u| u.expose_secret().to_owned())
+        );
+        assert_eq!(g.store, w.store);
+        assert_eq!(g.store_endpoint, w.store_endpoint);
+        assert_eq!(g.kms, w.kms);
+        assert_eq!(g.kms_endpoint, w.kms_endpoint);
+        assert_eq!(g.region, w.region);
+        assert_eq!(got.listen, want.listen);
+        assert_eq!(got.roles, want.roles);
+        assert_eq!(got.key_cache_ttl_secs, want.key_cache_ttl_secs);
+        assert_eq!(got.key_health_interval_secs, want.key_health_interval_secs);
+        assert_eq!(got.metrics_listen, want.metrics_listen);
+        assert_eq!(got.upload_lease_secs, want.upload_lease_secs);
+        assert_eq!(got.upload_idle_timeout_secs, want.upload_idle_timeout_secs);
+        assert_eq!(got.max_uploads_per_tenant, want.max_uploads_per_tenant);
+        assert_eq!(got.max_concurrent_streams, want.max_concurrent_streams);
+        assert_eq!(got.request_timeout_secs, want.request_timeout_secs);
+    }
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

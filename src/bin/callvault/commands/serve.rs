@@ -1,0 +1,84 @@
+//! `callvault serve`: flags into `config::ServeSettings`, then the library
+//! starts the node.
+
+use anyhow::Result;
+use callvault::config::{self, ServeSettings};
+use callvault::server::{self, Roles};
+use clap::Args;
+
+use super::BackendArgs;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[arg(long, env = "CALLVAULT_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: String,
+    /// Comma-separated: ingest, playback, admin.
+    #[arg(long, env = "CALLVAULT_ROLES", default_value = "ingest,playback,admin")]
+    pub roles: String,
+    /// Absolute key-cache TTL in seconds: the longest a revoked KMS key keeps
+    /// working on this node without a revocation signal.
+    #[arg(long, env = "CALLVAULT_KEY_CACHE_TTL_SECS", default_value_t = 300)]
+    pub key_cache_ttl_secs: u64,
+    /// Seconds between DescribeKey health checks of every tenant key.
+    #[arg(
+        long,
+        env = "CALLVAULT_KEY_HEALTH_INTERVAL_SECS",
+        default_value_t = 300
+    )]
+    pub key_health_interval_secs: u64,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address.
+    #[arg(long, env = "CALLVAULT_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Seconds an upload's catalog lease lasts. The node renews it every
+    /// third of this while the client is connected; the uploads of a node
+    /// that crashed are removed once their lease ran out.
+    #[arg(long, env = "CALLVAULT_UPLOAD_LEASE_SECS", default_value_t = 300)]
+    pub upload_lease_secs: u64,
+    /// Seconds without any message (not even an empty keep-alive) after
+    /// which an upload is abandoned (DEADLINE_EXCEEDED).
+    #[arg(
+        long,
+        env = "CALLVAULT_UPLOAD_IDLE_TIMEOUT_SECS",
+        default_value_t = 1800
+    )]
+    pub upload_idle_timeout_secs: u64,
+    /// Uploads one tenant may have in flight on this node; more are refused
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CALLVAULT_MAX_UPLOADS_PER_TENANT", default_value_t = 1000)]
+    pub max_uploads_per_tenant: usize,
+    /// Concurrent HTTP/2 streams per client connection.
+    #[arg(long, env = "CALLVAULT_MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
+    pub max_concurrent_streams: u32,
+    /// Seconds a unary RPC may run before DEADLINE_EXCEEDED (streaming RPCs
+    /// are bounded by their idle timeouts instead).
+    #[arg(long, env = "CALLVAULT_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
+    pub request_timeout_secs: u64,
+}
+
+impl TryFrom<ServeArgs> for ServeSettings {
+    type Error = callvault::error::Error;
+
+    fn try_from(a: ServeArgs) -> Result<Self, Self::Error> {
+        Ok(Self {
+            roles: Roles::parse(&a.roles)?,
+            backend: a.backend.into(),
+            listen: a.listen,
+            key_cache_ttl_secs: a.key_cache_ttl_secs,
+            key_health_interval_secs: a.key_health_interval_secs,
+            metrics_listen: a.metrics_listen,
+            upload_lease_secs: a.upload_lease_secs,
+            upload_idle_timeout_secs: a.upload_idle_timeout_secs,
+            max_uploads_per_tenant: a.max_uploads_per_tenant,
+            max_concurrent_streams: a.max_concurrent_streams,
+            request_timeout_secs: a.request_timeout_secs,
+        })
+    }
+}
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let settings = ServeSettings::try_from(args)?;
+    config::serve(&settings, server::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! What the commands print: one human and one JSON form per result, the
+//! failed-RPC message, and the progress bars. Results go to stdout,
+//! progress and counts to stderr, so `--json` output can be piped.
+
+use std::io::IsTerminal;
+
+use callvault::api::pb;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+/// `{what} failed: {code:?}: {message}` for an RPC the server refused.
+pub fn failed(what: &str) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
+    move |s| anyhow::anyhow!("{what} failed: {:?}: {}", s.code(), s.message())
+}
+
+/// What a progress bar counts.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    /// Bytes of a file being uploaded.
+    Upload,
+    /// Recordings a rewrap job has moved.
+    Rewrap,
+}
+
+/// A progress bar on stderr, shown only when stderr is a terminal and the
+/// output is for people (`json` false); otherwise hidden, so the same code
+/// path runs either way.
+pub fn progress_bar(kind: Progress, total: u64, json: bool) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let template = match kind {
+        Progress::Upload => "{spinner} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        Progress::Rewrap => {
+            "{spinner} rewrap [{bar:40}] {pos}/{len} recordings {per_sec} eta {eta}"
+        }
+    };
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn time_of(t: &Option<prost_types::Timestamp>) -> String {
+    t.as_ref()
+        .map(|t| callvault::domain::format_ms(t.seconds * 1000 + i64::from(t.nanos / 1_000_000)))
+        .unwrap_or_else(|| "-".into())
+}
+
+pub fn key_json(k: &pb::TenantKey) -> Value {
+    let health = k.health.clone().unwrap_or_default();
+    json!({
+        "key_arn": k.key_arn,
+        "region": k.region,
+        "status": k.status,
+        "key_spec": k.key_spec,
+        "wrap_algorithm": k.wrap_algorithm,
+        "replica_key_arns": k.replica_key_arns,
+        "registered": time_of(&k.register_time),
+        "activated": time_of(&k.activate_time),
+        "deactivated": k.deactivate_time.as_ref().map(|_| time_of(&k.deactivate_time)),
+        "retired": k.retire_time.as_ref().map(|_| time_of(&k.retire_time)),
+        "recordings": k.recording_count,
+        "bytes": k.size_bytes,
+        "legal_hold": k.legal_hold_count,
+        "health": if health.state.is_empty() { Value::Null } else { json!({
+            "state": health.state,
+            "detail": health.detail,
+            "deletion": health.deletion_time.as_ref().map(|_| time_of(&health.deletion_time)),
+            "checked": time_of(&health.check_time),
+        })},
+    })
+}
+
+pub fn print_key(k: &pb::TenantKey) {
+    let health = k.health.clone().unwrap_or_default();
+    println!(
+        "{:<8} {}  {} {}  activated {}  {} recordings, {} bytes{}  health: {}{}",
+        k.status,
+        k.key_arn,
+        k.key_spec,
+        k.region,
+        time_of(&k.activate_time),
+        k.recording_count,
+        k.size_bytes,
+        if k.legal_hold_count > 0 {
+            format!(" ({} on legal hold)", k.legal_hold_count)
+        } else {
+            String::new()
+        },
+        if health.state.is_empty() {
+            "not checked yet"
+        } else {
+            &health.state
+        },
+        if health.deletion_time.is_some() {
+            format!(" (deletion {})", time_of(&health.deletion_time))
+        } else {
+            String::new()
+        }
+    );
+}
+
+pub fn print_keys(keys: &[pb::TenantKey], json: bool) {
+    if json {
+        println!("{}", Value::Array(keys.iter().map(key_json).collect()));
+    } else {
+        keys.iter().for_each(print_key);
+    }
+}
+
+pub fn print_key_health(h: &pb::KeyHealth, json: bool) {
+    let rotation = h.rotation.unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            json!({
+                "keys": h.keys.iter().map(key_json).collect::<Vec<_>>(),
+                "incidents": h.incidents.iter().map(|i| json!({
+                    "key_arn": i.key_arn,
+                    "state": i.state,
+                    "recordings": i.recording_count,
+                    "legal_hold": i.legal_hold_count,
+                    "unreadable": time_of(&i.unreadable_time),
+                    "message": i.message,
+                })).collect::<Vec<_>>(),
+                "rotation": {
+                    "active_key_age_days": rotation.active_key_age_days,
+                    "policy_days": rotation.policy_days,
+                    "compliant": rotation.compliant,
+                },
+            })
+        );
+        return;
+    }
+    h.keys.iter().for_each(print_key);
+    for i in &h.incidents {
+        println!("INCIDENT: {}", i.message);
+    }
+    println!(
+        "rotation: active key is {} days old, policy {} days: {}",
+        rotation.active_key_age_days,
+        rotation.policy_days,
+        if rotation.compliant {
+            "compliant"
+        } else {
+            "OVERDUE"
+        }
+    );
+}
+
+pub fn print_rotation_policy(r: &pb::RotationCompliance) {
+    println!(
+        "rotation policy {} days; active key {} days old ({})",
+        r.policy_days,
+        r.active_key_age_days,
+        if r.compliant { "compliant" } else { "overdue" }
+    );
+}
+
+fn job_json(j: &pb::RewrapJob) -> Value {
+    json!({
+        "job_id": j.job_id,
+        "source_key_arn": j.source_key_arn,
+        "destination_key_arn": j.destination_key_arn,
+        "state": j.state,
+        "total": j.total_count,
+        "rewrapped": j.rewrapped_count,
+        "max_kms_requests_per_second": j.max_kms_requests_per_second,
+        "error": if j.error.is_empty() { Value::Null } else { j.error.clone().into() },
+        "created": time_of(&j.create_time),
+        "finished": j.finish_time.as_ref().map(|_| time_of(&j.finish_time)),
+    })
+}
+
+pub fn print_job(j: &pb::RewrapJob, json: bool) {
+    if json {
+        println!("{}", job_json(j));
+        return;
+    }
+    println!(
+        "rewrap job {}: {}  {}/{} recordings  {} -> {}{}",
+        j.job_id,
+        j.state,
+        j.rewrapped_count,
+        j.total_count,
+        j.source_key_arn,
+        j.destination_key_arn,
+        if j.error.is_empty() {
+            String::new()
+        } else {
+            format!("\n  error: {}", j.error)
+        }
+    );
+}
+
+fn recording_json(rec: &pb::Recording, deduplicated: Option<bool>) -> Value {
+    let audio = rec.audio.clone().unwrap_or_default();
+    let mut v = json!({
+        "recording_id": rec.recording_id,
+        "external_call_id": rec.external_call_id,
+        "bytes": rec.size_bytes,
+        "chunks": rec.chunk_count,
+        "chunk_size_bytes": rec.chunk_size_bytes,
+        "sha256": rec.sha256,
+        "container": audio.container,
+        "codec": audio.codec,
+        "sample_rate_hz": audio.sample_rate_hz,
+        "channels": audio.channels,
+        "duration_ms": audio.duration_ms,
+        "warning": if audio.warning.is_empty() { Value::Null } else { audio.warning.into() },
+        "kms_key_arn": rec.kms_key_arn,
+        "kms_region": rec.kms_region,
+        "labels": rec.labels,
+    });
+    if let Some(d) = deduplicated {
+        v["deduplicated"] = d.into();
+    }
+    v
+}
+
+/// One recording; `deduplicated` is known only for an ingest's answer.
+pub fn print_recording(rec: &pb::Recording, json: bool, deduplicated: Option<bool>) {
+    if json {
+        println!("{}", recording_json(rec, deduplicated));
+        return;
+    }
+    let audio = rec.audio.clone().unwrap_or_default();
+    println!(
+        "{}{}  {} bytes in {} chunks  {}/{} {} Hz {} ch {:.1} s  sha256 {}",
+        rec.recording_id,
+        if deduplicated == Some(true) {
+            " (already archived)"
+        } else {
+            ""
+        },
+        rec.size_bytes,
+        rec.chunk_count,
+        audio.container,
+        audio.codec,
+        audio.sample_rate_hz,
+        audio.channels,
+        audio.duration_ms as f64 / 1000.0,
+        rec.sha256
+    );
+    if !audio.warning.is_empty() {
+        println!("  warning: {}", audio.warning);
+    }
+    for (k, v) in &rec.labels {
+        println!("  {k} = {v}");
+    }
+}
+
+pub fn print_recordings(all: &[pb::Recording], json: bool) {
+    if json {
+        let v: Vec<_> = all.iter().map(|r| recording_json(r, None)).collect();
+        println!("{}", Value::Array(v));
+    } else {
+        for r in all {
+            print_recording(r, false, None);
+        }
+        eprintln!("{} recordings", all.len());
+    }
+}

@@ -1,0 +1,254 @@
+//! Node settings and startup: settings → archive → listeners → `server::run`.
+//!
+//! The settings are plain owned data with the documented defaults in
+//! `Default`, so any front end can fill them: today the command line, later
+//! a configuration file under it. Field names carry their units (`_secs`), as
+//! the flags and environment variables do.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::archive::{Archive, Limits, Schedule};
+use crate::catalog::Catalog;
+use crate::kms::aws::AwsKms;
+use crate::kms::cache::KeyCacheConfig;
+use crate::kms::local::LocalKeyring;
+use crate::kms::{Kms, KmsError};
+use crate::server::{self, Roles};
+use crate::store::{ChunkStore, S3Options};
+
+/// Why a node could not start (or stopped serving with an error).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("creating {}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening the catalog")]
+    Catalog(#[source] crate::error::Error),
+    #[error(transparent)]
+    Store(crate::error::Error),
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+    #[error("cannot listen on {address}")]
+    Listen {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {address} for metrics")]
+    MetricsListen {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed while serving.
+    #[error(transparent)]
+    Server(crate::error::Error),
+}
+
+/// Which KMS the node's keys live in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum KmsKind {
+    /// The local keyring in the data directory (the embedded default).
+    #[default]
+    Local,
+    Aws,
+}
+
+/// Where state lives. Shared by serving and the operator commands.
+#[derive(Debug, Clone)]
+pub struct BackendSettings {
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…` (may hold a password); `None`: SQLite in
+    /// the data dir.
+    pub database_url: Option<SecretString>,
+    /// A directory, `file:///dir` or `s3://bucket/prefix`; `None`: the data dir.
+    pub store: Option<String>,
+    /// Endpoint for an S3-compatible store.
+    pub store_endpoint: Option<String>,
+    pub kms: KmsKind,
+    /// Endpoint override for KMS-compatible emulators.
+    pub kms_endpoint: Option<String>,
+    /// This node's region.
+    pub region: String,
+}
+
+impl Default for BackendSettings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./callvault-data"),
+            database_url: None,
+            store: None,
+            store_endpoint: None,
+            kms: KmsKind::Local,
+            kms_endpoint: None,
+            region: "local".to_owned(),
+        }
+    }
+}
+
+/// What one serving node does and allows. Durations of 0 and limits of 0
+/// are raised to 1 (second or unit) when the node starts.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    pub backend: BackendSettings,
+    /// The gRPC address to bind (`host:port`).
+    pub listen: String,
+    pub roles: Roles,
+    /// Absolute key-cache TTL: the longest a revoked KMS key keeps working
+    /// on this node without a revocation signal.
+    pub key_cache_ttl_secs: u64,
+    /// Between DescribeKey health checks of every tenant key.
+    pub key_health_interval_secs: u64,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address.
+    pub metrics_listen: Option<String>,
+    /// An upload's catalog lease; renewed every third of it while the client
+    /// is connected.
+    pub upload_lease_secs: u64,
+    /// Without any message for this long, an upload is abandoned.
+    pub upload_idle_timeout_secs: u64,
+    /// Uploads one tenant may have in flight on this node.
+    pub max_uploads_per_tenant: usize,
+    /// Concurrent HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// The longest a unary RPC may run.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for ServeSettings {
+    /// The limits, cache TTL and health interval are those of `Limits`,
+    /// `KeyCacheConfig` and `Schedule`, so there is one source for each.
+    fn default() -> Self {
+        let limits = Limits::default();
+        Self {
+            backend: BackendSettings::default(),
+            listen: "127.0.0.1:50051".to_owned(),
+            roles: Roles::ALL,
+            key_cache_ttl_secs: KeyCacheConfig::default().ttl.as_secs(),
+            key_health_interval_secs: Schedule::default().key_health.as_secs(),
+            metrics_listen: None,
+            upload_lease_secs: limits.upload_lease.as_secs(),
+            upload_idle_timeout_secs: limits.upload_idle_timeout.as_secs(),
+            max_uploads_per_tenant: limits.max_uploads_per_tenant,
+            max_concurrent_streams: limits.max_concurrent_streams,
+            request_timeout_secs: limits.request_timeout.as_secs(),
+        }
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s.max(1))
+}
+
+impl ServeSettings {
+    fn key_cache(&self) -> KeyCacheConfig {
+        KeyCacheConfig {
+            ttl: secs(self.key_cache_ttl_secs),
+            ..Default::default()
+        }
+    }
+
+    /// Applies the node's limits and schedule to a freshly opened archive.
+    fn configure(&self, archive: &mut Archive) {
+        archive.schedule.key_health = secs(self.key_health_interval_secs);
+        let limits = &mut archive.limits;
+        limits.upload_lease = secs(self.upload_lease_secs);
+        limits.upload_idle_timeout = secs(self.upload_idle_timeout_secs);
+        limits.max_uploads_per_tenant = self.max_uploads_per_tenant.max(1);
+        limits.max_concurrent_streams = self.max_concurrent_streams.max(1);
+        limits.request_timeout = secs(self.request_timeout_secs);
+    }
+}
+
+/// Builds the node's components from its backend settings. Returns the local
+/// keyring too when that is the KMS, for the commands that operate it.
+pub async fn open_archive(
+    b: &BackendSettings,
+    cache: &KeyCacheConfig,
+) -> Result<(Archive, Option<Arc<LocalKeyring>>), Error> {
+    std::fs::create_dir_all(&b.data_dir).map_err(|source| Error::DataDir {
+        path: b.data_dir.clone(),
+        source,
+    })?;
+    let db_url = match &b.database_url {
+        Some(u) => u.expose_secret().to_owned(),
+        None => format!("sqlite://{}", b.data_dir.join("catalog.db").display()),
+    };
+    let catalog = Catalog::connect(&db_url).await.map_err(Error::Catalog)?;
+    let store = match &b.store {
+        Some(url) => ChunkStore::from_url(
+            url,
+            &S3Options {
+                endpoint: b.store_endpoint.clone(),
+                region: Some(b.region.clone()),
+            },
+        ),
+        None => ChunkStore::local(&b.data_dir.join("objects")),
+    }
+    .map_err(Error::Store)?;
+    let (kms, ring): (Arc<dyn Kms>, _) = match b.kms {
+        KmsKind::Aws => (
+            Arc::new(AwsKms::connect(&b.region, b.kms_endpoint.as_deref()).await),
+            None,
+        ),
+        KmsKind::Local => {
+            let ring = Arc::new(LocalKeyring::open(&b.data_dir, &b.region)?);
+            (ring.clone(), Some(ring))
+        }
+    };
+    Ok((
+        Archive::new(catalog, store, kms, cache, Limits::default()),
+        ring,
+    ))
+}
+
+/// Opens the archive, binds the gRPC listener (and the metrics listener if
+/// configured) and serves until `shutdown` resolves, then drains in-flight
+/// calls.
+pub async fn serve(
+    settings: &ServeSettings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let (mut archive, _) = open_archive(&settings.backend, &settings.key_cache()).await?;
+    settings.configure(&mut archive);
+    let listen_error = |address: &str| {
+        let address = address.to_owned();
+        move |source| Error::Listen { address, source }
+    };
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .map_err(listen_error(&settings.listen))?;
+    let address = listener
+        .local_addr()
+        .map_err(listen_error(&settings.listen))?;
+    let roles = settings.roles;
+    tracing::info!(%address, ?roles, "callvault serving");
+    let archive = Arc::new(archive);
+    if let Some(addr) = &settings.metrics_listen {
+        let metrics_error = |source| Error::MetricsListen {
+            address: addr.clone(),
+            source,
+        };
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(metrics_error)?;
+        let address = metrics.local_addr().map_err(metrics_error)?;
+        tracing::info!(%address, "metrics at GET /metrics");
+        tokio::spawn(server::serve_metrics(metrics, archive.clone()));
+    }
+    let shutdown = async {
+        shutdown.await;
+        tracing::info!("shutting down, draining in-flight calls");
+    };
+    server::run(listener, archive, roles, shutdown)
+        .await
+        .map_err(Error::Server)
+}

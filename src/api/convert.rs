@@ -1,0 +1,113 @@
+//! Domain values to protobuf messages and back: the protobuf spelling of
+//! every state lives here and nowhere else.
+
+use std::collections::BTreeMap;
+
+use super::pb;
+use crate::catalog::{KeyUsage, RecordingRow, RewrapJob, TenantKey};
+use crate::domain::{JobStatus, KeyHealthState, KeyStatus};
+
+pub(crate) fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+pub(crate) fn to_pb(row: &RecordingRow, labels: BTreeMap<String, String>) -> pb::Recording {
+    pb::Recording {
+        recording_id: row.id.to_string(),
+        external_call_id: row.external_call_id.clone(),
+        start_time: row.start_time_ms.map(timestamp),
+        labels: labels.into_iter().collect(),
+        size_bytes: row.size_bytes,
+        chunk_count: row.chunk_count,
+        chunk_size_bytes: row.chunk_size,
+        sha256: row.sha256.clone(),
+        audio: Some(pb::AudioMetadata {
+            container: row.audio.container.clone(),
+            codec: row.audio.codec.clone(),
+            sample_rate_hz: row.audio.sample_rate_hz,
+            channels: row.audio.channels,
+            duration_ms: row.audio.duration_ms,
+            warning: row.audio.warning.clone().unwrap_or_default(),
+        }),
+        kms_key_arn: row.key_arn.to_string(),
+        kms_region: row.kms_region.clone(),
+        create_time: Some(timestamp(row.created_at_ms)),
+    }
+}
+
+/// The protobuf spelling of each state: here and nowhere else.
+fn key_status_pb(s: KeyStatus) -> &'static str {
+    match s {
+        KeyStatus::Active => "active",
+        KeyStatus::Previous => "previous",
+        KeyStatus::Retired => "retired",
+    }
+}
+
+pub(crate) fn key_health_pb(s: KeyHealthState) -> &'static str {
+    match s {
+        KeyHealthState::Enabled => "enabled",
+        KeyHealthState::Disabled => "disabled",
+        KeyHealthState::PendingDeletion => "pending_deletion",
+        KeyHealthState::AccessDenied => "access_denied",
+        KeyHealthState::NotFound => "not_found",
+        KeyHealthState::Unreachable => "unreachable",
+        KeyHealthState::InvalidState => "invalid_state",
+    }
+}
+
+fn job_status_pb(s: JobStatus) -> &'static str {
+    match s {
+        JobStatus::Running => "running",
+        JobStatus::Succeeded => "succeeded",
+        JobStatus::Failed => "failed",
+        JobStatus::Cancelled => "cancelled",
+    }
+}
+
+pub(crate) fn key_to_pb(key: &TenantKey, usage: &KeyUsage) -> pb::TenantKey {
+    pb::TenantKey {
+        key_arn: key.key_arn.to_string(),
+        region: key.region.clone(),
+        status: key_status_pb(key.status).to_owned(),
+        key_spec: key.key_spec.clone(),
+        wrap_algorithm: key.algorithm.as_str().to_owned(),
+        replica_key_arns: key
+            .replicas
+            .iter()
+            .map(|(r, a)| (r.clone(), a.to_string()))
+            .collect(),
+        register_time: Some(timestamp(key.registered_at_ms)),
+        activate_time: Some(timestamp(key.activated_at_ms)),
+        deactivate_time: key.deactivated_at_ms.map(timestamp),
+        retire_time: key.retired_at_ms.map(timestamp),
+        recording_count: usage.recordings,
+        size_bytes: usage.bytes,
+        legal_hold_count: usage.legal_hold,
+        health: key.health.as_ref().map(|h| pb::KeyHealthCheck {
+            state: key_health_pb(h.state).to_owned(),
+            detail: h.detail.clone().unwrap_or_default(),
+            deletion_time: h.deletion_date_ms.map(timestamp),
+            check_time: Some(timestamp(h.checked_at_ms)),
+        }),
+    }
+}
+
+pub(crate) fn job_to_pb(job: &RewrapJob) -> pb::RewrapJob {
+    pb::RewrapJob {
+        job_id: job.id.clone(),
+        source_key_arn: job.source_arn.to_string(),
+        destination_key_arn: job.destination_arn.to_string(),
+        state: job_status_pb(job.status).to_owned(),
+        total_count: job.total,
+        rewrapped_count: job.rewrapped,
+        max_kms_requests_per_second: job.max_kms_per_sec,
+        error: job.error.clone().unwrap_or_default(),
+        create_time: Some(timestamp(job.created_at_ms)),
+        update_time: Some(timestamp(job.updated_at_ms)),
+        finish_time: job.finished_at_ms.map(timestamp),
+    }
+}

@@ -1,0 +1,169 @@
+//! `KeyService`: the tenant's key lifecycle (admin role).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{job_to_pb, key_health_pb, key_to_pb, timestamp};
+use super::{authenticate, pb};
+use crate::archive::Archive;
+use crate::catalog::{KeyUsage, keys as catalog_keys};
+use crate::error::Error;
+use crate::keys;
+
+/// Job ids are UUIDs; anything else is refused before it reaches the catalog.
+fn job_id(s: &str) -> Result<&str, Error> {
+    uuid::Uuid::try_parse(s)
+        .map(|_| s)
+        .map_err(|_| Error::invalid("job_id", "is not a rewrap job id"))
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyApi {
+    archive: Arc<Archive>,
+}
+
+impl KeyApi {
+    pub fn new(archive: Arc<Archive>) -> Self {
+        Self { archive }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::key_service_server::KeyService for KeyApi {
+    async fn register_key(
+        &self,
+        request: Request<pb::RegisterKeyRequest>,
+    ) -> Result<Response<pb::TenantKey>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let req = request.into_inner();
+        let reg =
+            keys::Registration::parse(&req.key_arn, req.replica_key_arns.into_iter().collect())?;
+        let key = keys::register(&self.archive, &principal, &reg).await?;
+        let usage =
+            catalog_keys::usage(&mut *self.archive.catalog.conn().await?, &principal.tenant)
+                .await?;
+        let usage = usage.get(&key.key_arn).copied().unwrap_or_default();
+        Ok(Response::new(key_to_pb(&key, &usage)))
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let keys = keys::list(&self.archive, &principal).await?;
+        Ok(Response::new(pb::ListKeysResponse {
+            keys: keys.iter().map(|(k, u)| key_to_pb(k, u)).collect(),
+        }))
+    }
+
+    async fn retire_key(
+        &self,
+        request: Request<pb::RetireKeyRequest>,
+    ) -> Result<Response<pb::TenantKey>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let key = keys::retire(&self.archive, &principal, &request.get_ref().key_arn).await?;
+        Ok(Response::new(key_to_pb(&key, &KeyUsage::default())))
+    }
+
+    async fn get_key_health(
+        &self,
+        request: Request<pb::GetKeyHealthRequest>,
+    ) -> Result<Response<pb::KeyHealth>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let h = keys::health(&self.archive, &principal, request.get_ref().refresh).await?;
+        Ok(Response::new(pb::KeyHealth {
+            keys: h.keys.iter().map(|(k, u)| key_to_pb(k, u)).collect(),
+            incidents: h
+                .incidents
+                .iter()
+                .map(|i| pb::KeyIncident {
+                    key_arn: i.key_arn.to_string(),
+                    state: key_health_pb(i.state).to_owned(),
+                    recording_count: i.recordings,
+                    legal_hold_count: i.legal_hold,
+                    unreadable_time: Some(timestamp(i.unreadable_at_ms)),
+                    message: i.message.clone(),
+                })
+                .collect(),
+            rotation: Some(pb::RotationCompliance {
+                active_key_age_days: h.rotation.active_key_age_days,
+                policy_days: h.rotation.policy_days,
+                compliant: h.rotation.compliant,
+            }),
+        }))
+    }
+
+    async fn set_rotation_policy(
+        &self,
+        request: Request<pb::SetRotationPolicyRequest>,
+    ) -> Result<Response<pb::RotationCompliance>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        keys::set_rotation_policy(&self.archive, &principal, request.get_ref().policy_days).await?;
+        let h = keys::health(&self.archive, &principal, false).await?;
+        Ok(Response::new(pb::RotationCompliance {
+            active_key_age_days: h.rotation.active_key_age_days,
+            policy_days: h.rotation.policy_days,
+            compliant: h.rotation.compliant,
+        }))
+    }
+
+    async fn start_rewrap(
+        &self,
+        request: Request<pb::StartRewrapRequest>,
+    ) -> Result<Response<pb::RewrapJob>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let req = request.into_inner();
+        let job = keys::start_rewrap(
+            &self.archive,
+            &principal,
+            &req.source_key_arn,
+            &req.destination_key_arn,
+            req.max_kms_requests_per_second,
+        )
+        .await?;
+        Ok(Response::new(job_to_pb(&job)))
+    }
+
+    async fn get_rewrap_job(
+        &self,
+        request: Request<pb::GetRewrapJobRequest>,
+    ) -> Result<Response<pb::RewrapJob>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let id = job_id(&request.get_ref().job_id)?;
+        let job = keys::rewrap_job(&self.archive, &principal, id).await?;
+        Ok(Response::new(job_to_pb(&job)))
+    }
+
+    async fn list_rewrap_jobs(
+        &self,
+        request: Request<pb::ListRewrapJobsRequest>,
+    ) -> Result<Response<pb::ListRewrapJobsResponse>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let jobs = keys::rewrap_jobs(&self.archive, &principal).await?;
+        Ok(Response::new(pb::ListRewrapJobsResponse {
+            jobs: jobs.iter().map(job_to_pb).collect(),
+        }))
+    }
+
+    async fn resume_rewrap(
+        &self,
+        request: Request<pb::GetRewrapJobRequest>,
+    ) -> Result<Response<pb::RewrapJob>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let id = job_id(&request.get_ref().job_id)?;
+        let job = keys::resume_rewrap(&self.archive, &principal, id).await?;
+        Ok(Response::new(job_to_pb(&job)))
+    }
+
+    async fn cancel_rewrap(
+        &self,
+        request: Request<pb::GetRewrapJobRequest>,
+    ) -> Result<Response<pb::RewrapJob>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let id = job_id(&request.get_ref().job_id)?;
+        let job = keys::cancel_rewrap(&self.archive, &principal, id).await?;
+        Ok(Response::new(job_to_pb(&job)))
+    }
+}

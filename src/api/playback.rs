@@ -1,0 +1,87 @@
+//! `PlaybackService`: play, get and list recordings.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::convert::to_pb;
+use super::{authenticate, pb};
+use crate::archive::Archive;
+use crate::domain::RecordingId;
+use crate::error::Error;
+use crate::playback;
+
+#[derive(Debug, Clone)]
+pub struct PlaybackApi {
+    archive: Arc<Archive>,
+}
+
+impl PlaybackApi {
+    pub fn new(archive: Arc<Archive>) -> Self {
+        Self { archive }
+    }
+}
+
+type PlayStream = Pin<Box<dyn Stream<Item = Result<pb::PlayResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::playback_service_server::PlaybackService for PlaybackApi {
+    type PlayStream = PlayStream;
+
+    async fn play(
+        &self,
+        request: Request<pb::PlayRequest>,
+    ) -> Result<Response<PlayStream>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let req = request.into_inner();
+        let id = RecordingId::parse("recording_id", &req.recording_id).map_err(Error::from)?;
+        let stream = playback::play(self.archive.clone(), &principal, id, req.offset_bytes).await?;
+        let out = stream.map(|item| {
+            item.map(|c| pb::PlayResponse {
+                offset_bytes: c.offset,
+                data: c.data,
+            })
+            .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn get_recording(
+        &self,
+        request: Request<pb::GetRecordingRequest>,
+    ) -> Result<Response<pb::Recording>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let id = RecordingId::parse("recording_id", &request.get_ref().recording_id)
+            .map_err(Error::from)?;
+        let view = playback::get(&self.archive, &principal, id).await?;
+        Ok(Response::new(to_pb(&view.row, view.labels)))
+    }
+
+    async fn list_recordings(
+        &self,
+        request: Request<pb::ListRecordingsRequest>,
+    ) -> Result<Response<pb::ListRecordingsResponse>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let req = request.into_inner();
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            let bad = || Error::invalid("page_token", "is not a token from a previous response");
+            let raw = URL_SAFE_NO_PAD.decode(&req.page_token).map_err(|_| bad())?;
+            let s = String::from_utf8(raw).map_err(|_| bad())?;
+            Some(RecordingId::parse("page_token", &s).map_err(|_| bad())?)
+        };
+        let (rows, next) = playback::list(&self.archive, &principal, req.page_size, after).await?;
+        Ok(Response::new(pb::ListRecordingsResponse {
+            recordings: rows.iter().map(|r| to_pb(r, BTreeMap::new())).collect(),
+            next_page_token: next
+                .map(|n| URL_SAFE_NO_PAD.encode(n.to_string()))
+                .unwrap_or_default(),
+        }))
+    }
+}

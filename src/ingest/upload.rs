@@ -1,0 +1,255 @@
+//! One upload's state once it is accepted as audio: its data key and
+//! cipher, its catalog row and lease, its chunk writes in flight, and its
+//! removal when it fails.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::task::JoinSet;
+
+use super::IngestHeader;
+use crate::archive::Archive;
+use crate::audio::{self, Analyzer};
+use crate::catalog::{AbortOutcome, ChunkRow, NewRecording, keys, recordings};
+use crate::crypto::{self, RecordingCipher, RecordingParams};
+use crate::domain::{Principal, RecordingId, now_ms};
+use crate::error::{Error, Result};
+use crate::kms::{EncryptionContext, PublicWrapKey, WrapAlgorithm};
+use crate::store::ChunkStore;
+
+/// State that exists once the upload has been accepted as audio and its
+/// catalog row written.
+pub(super) struct Upload {
+    pub(super) new: NewRecording,
+    pub(super) cipher: Arc<RecordingCipher>,
+    pub(super) analyzer: Option<Analyzer>,
+    pub(super) tasks: JoinSet<Result<()>>,
+    pub(super) next_index: u32,
+}
+
+impl Upload {
+    pub(super) fn id(&self) -> RecordingId {
+        self.new.id
+    }
+}
+
+/// Seals and writes one chunk; records it in the catalog unless it is the
+/// final one (which the commit records).
+pub(super) async fn write_chunk(
+    archive: Arc<Archive>,
+    principal: Principal,
+    id: RecordingId,
+    cipher: Arc<RecordingCipher>,
+    index: u32,
+    plain: Vec<u8>,
+    is_final: bool,
+) -> Result<ChunkRow> {
+    // Chunks are at most 16 MiB (`crypto::validate_chunk_size`).
+    let too_large = |_| Error::invalid("header.chunk_size_bytes", "chunk too large");
+    let plaintext_size = u32::try_from(plain.len()).map_err(too_large)?;
+    let sealed = tokio::task::spawn_blocking(move || cipher.seal_chunk(index, is_final, plain))
+        .await
+        .map_err(|e| Error::task("chunk seal", e))?;
+    let row = ChunkRow {
+        index,
+        plaintext_size,
+        sealed_size: u32::try_from(sealed.len()).map_err(too_large)?,
+        sealed_sha256: crypto::sha256_hex(&sealed),
+        object_key: ChunkStore::chunk_key(&principal.tenant, &id, index),
+    };
+    archive
+        .store
+        .put(&row.object_key, Bytes::from(sealed))
+        .await?;
+    if !is_final {
+        let mut conn = archive.catalog.conn().await?;
+        recordings::add_chunk(&mut conn, &principal.tenant, &id, &row).await?;
+    }
+    Ok(row)
+}
+
+/// Stops the upload's chunk writes and removes it: catalog rows first (only
+/// if not committed), then its objects. Whatever fails midway is left for
+/// the sweeper: an `uploading` row with its lease, or a queued deletion.
+pub(super) async fn remove_upload(
+    archive: &Archive,
+    principal: &Principal,
+    mut up: Upload,
+    reason: &str,
+) -> Result<AbortOutcome> {
+    up.tasks.abort_all();
+    while up.tasks.join_next().await.is_some() {}
+    let id = up.id();
+    let mut tx = archive.catalog.begin().await?;
+    let outcome = recordings::abort_upload(&mut tx, &principal.tenant, &id, reason, None).await?;
+    tx.commit().await?;
+    if matches!(outcome, AbortOutcome::Removed | AbortOutcome::Absent) {
+        archive.delete_objects(&principal.tenant, &id).await?;
+    }
+    Ok(outcome)
+}
+
+pub(super) async fn begin(
+    archive: &Arc<Archive>,
+    principal: &Principal,
+    header: &IngestHeader,
+    head: &[u8],
+) -> Result<Upload> {
+    let detected = audio::detect(head)?;
+    let id = RecordingId::new();
+    let key = keys::active(&mut *archive.catalog.conn().await?, &principal.tenant).await?;
+    let ctx = EncryptionContext {
+        tenant: principal.tenant.to_string(),
+        recording: id.to_string(),
+    };
+    // A symmetric key asks KMS for the data key. An RSA key (write-only
+    // mode) wraps a locally generated data key with its pinned public key:
+    // no KMS call, and nothing this node holds could unwrap it again.
+    let (generated, kms_region) = match key.algorithm {
+        WrapAlgorithm::SymmetricDefault => {
+            // Outside the key's region, the multi-Region replica here wraps.
+            let node = archive.kms.region();
+            let call_arn = key
+                .arn_in(node)
+                .ok_or_else(|| crate::archive::no_replica(&key.key_arn, node))?;
+            let generated = archive
+                .kms
+                .generate_data_key(call_arn.as_str(), &ctx)
+                .await?;
+            if generated.key_arn != call_arn.as_str() {
+                return Err(Error::KmsContract(format!(
+                    "GenerateDataKey wrapped under {}, not {call_arn}",
+                    generated.key_arn
+                )));
+            }
+            let region = call_arn.region().to_owned();
+            (generated, region)
+        }
+        WrapAlgorithm::RsaesOaepSha256 => {
+            let spki = key.public_key.as_deref().ok_or_else(|| {
+                Error::CatalogCorrupt("asymmetric key without its pinned public key".into())
+            })?;
+            let wrap_key = PublicWrapKey::from_spki(key.key_arn.as_str(), spki)?;
+            (wrap_key.generate_data_key()?, key.region.clone())
+        }
+    };
+    let params = RecordingParams::generate()?;
+    let cipher = RecordingCipher::new(
+        &generated.plaintext,
+        &params,
+        principal.tenant.as_str(),
+        &id.to_string(),
+    )?;
+    let labels_sealed = if header.labels.is_empty() {
+        None
+    } else {
+        let json = serde_json::to_vec(&header.labels)
+            .map_err(|e| Error::invalid("header.labels", &e.to_string()))?;
+        Some(cipher.seal_metadata(&json)?)
+    };
+    let now = now_ms();
+    let new = NewRecording {
+        tenant: principal.tenant.clone(),
+        id,
+        external_call_id: header.external_call_id.clone(),
+        format_version: crypto::FORMAT_VERSION,
+        // The key of the tenant's history; `kms_region` says where it
+        // (or its replica) wrapped.
+        key_arn: key.key_arn.clone(),
+        kms_region,
+        wrap_algorithm: key.algorithm,
+        wrapped_key: generated.wrapped.clone(),
+        encryption_context: ctx.to_json(),
+        salt: params.salt.to_vec(),
+        nonce_prefix: params.nonce_prefix.to_vec(),
+        commitment: cipher.commitment().to_vec(),
+        chunk_size: header.chunk_size,
+        labels_sealed,
+        start_time_ms: header.start_time_ms,
+        created_at_ms: now,
+        lease_until_ms: now.saturating_add(lease_ms(archive)),
+    };
+    recordings::begin_upload(&mut *archive.catalog.conn().await?, &new).await?;
+    let analyzer = Analyzer::start(detected);
+    analyzer.feed(Bytes::copy_from_slice(head)).await;
+    Ok(Upload {
+        new,
+        cipher: Arc::new(cipher),
+        analyzer: Some(analyzer),
+        tasks: JoinSet::new(),
+        next_index: 0,
+    })
+}
+
+pub(super) fn lease_ms(archive: &Archive) -> i64 {
+    i64::try_from(archive.limits.upload_lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Extends the upload's lease. A catalog hiccup is not fatal (the lease has
+/// two thirds left and the next tick tries again); a swept upload is.
+pub(super) async fn renew_lease(
+    archive: &Archive,
+    principal: &Principal,
+    up: &Upload,
+) -> Result<()> {
+    let until = now_ms().saturating_add(lease_ms(archive));
+    let renewed = match archive.catalog.conn().await {
+        Ok(mut conn) => {
+            recordings::renew_lease(&mut conn, &principal.tenant, &up.id(), until).await
+        }
+        Err(e) => Err(e),
+    };
+    match renewed {
+        Ok(()) => Ok(()),
+        Err(e @ Error::UploadSwept(_)) => Err(e),
+        Err(e) => {
+            tracing::warn!(recording = %up.id(), error = %e, "upload lease renewal failed; retrying at the next tick");
+            Ok(())
+        }
+    }
+}
+
+pub(super) async fn spawn_chunk(
+    archive: &Arc<Archive>,
+    principal: &Principal,
+    up: &mut Upload,
+    plain: Vec<u8>,
+) -> Result<()> {
+    // Backpressure: wait for a slot of this upload, surfacing the first
+    // failure at once, then for one of the node's.
+    while up.tasks.len() >= archive.limits.max_uploads_in_flight {
+        join_one(up).await?;
+    }
+    while let Some(done) = up.tasks.try_join_next() {
+        done.map_err(|e| Error::task("chunk write", e))??;
+    }
+    let permit = archive
+        .chunk_writes
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| Error::task("chunk write limiter", e))?;
+    let index = up.next_index;
+    up.next_index = index.checked_add(1).ok_or(Error::TooManyChunks)?;
+    let fut = write_chunk(
+        archive.clone(),
+        principal.clone(),
+        up.id(),
+        up.cipher.clone(),
+        index,
+        plain,
+        false,
+    );
+    up.tasks.spawn(async move {
+        let _permit = permit;
+        fut.await.map(|_| ())
+    });
+    Ok(())
+}
+
+pub(super) async fn join_one(up: &mut Upload) -> Result<()> {
+    if let Some(done) = up.tasks.join_next().await {
+        done.map_err(|e| Error::task("chunk write", e))??;
+    }
+    Ok(())
+}

@@ -2,9 +2,11 @@
 //! single-node use.
 //!
 //! Key-encryption keys (AES-256) live in `keyring.json` in the data directory,
-//! created with mode 0600 and rewritten atomically (write + rename). The file
-//! is re-read on every operation so that operator commands (`callvault keys
-//! disable …`) take effect on a running server at once, as they would in AWS.
+//! created with mode 0600 and rewritten atomically and durably (write a 0600
+//! temp file, fsync it, rename it over, fsync the directory) before a change
+//! is reported done. The file is re-read on every operation so that operator
+//! commands (`callvault keys disable …`) take effect on a running server at
+//! once, as they would in AWS.
 //!
 //! Symmetric keys wrap as `"CVK1" || u32be(kek version) || nonce[12] ||
 //! AES-256-GCM(kek, nonce, aad, data_key) || tag[16]`, where
@@ -19,6 +21,7 @@
 //! with RSAES-OAEP-SHA-256, byte-compatible with AWS KMS: the public key from
 //! `get_public_key` wraps locally, `decrypt` unwraps.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -172,6 +175,7 @@ fn aad(arn: &str, ctx: &EncryptionContext) -> Vec<u8> {
 /// A local keyring rooted at one file.
 #[derive(Debug)]
 pub struct LocalKeyring {
+    dir: PathBuf,
     path: PathBuf,
     region: String,
     /// Serialises read-modify-write cycles within this process.
@@ -183,12 +187,18 @@ impl LocalKeyring {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| KmsError::Other(format!("cannot create data dir: {e}")))?;
         let ring = Self {
+            dir: data_dir.to_path_buf(),
             path: data_dir.join("keyring.json"),
             region: region.to_owned(),
             write_lock: Mutex::new(()),
         };
         if !ring.path.exists() {
             ring.save(&KeyringFile::default())?;
+            // The data directory may be as new as the keyring (created just
+            // now, here or by whoever opened the data dir first): its own
+            // entry must be durable too.
+            sync_dir(data_dir.parent().unwrap_or(Path::new(".")))
+                .map_err(|e| KmsError::Other(format!("cannot sync data dir: {e}")))?;
         }
         Ok(ring)
     }
@@ -199,24 +209,20 @@ impl LocalKeyring {
         serde_json::from_str(&text).map_err(|_| KmsError::Other("keyring file is corrupt".into()))
     }
 
+    /// Replaces the keyring durably.
     fn save(&self, file: &KeyringFile) -> Result<(), KmsError> {
-        use std::io::Write;
         let err = |e: std::io::Error| KmsError::Other(format!("cannot write keyring: {e}"));
-        let tmp = self
-            .path
-            .with_extension(format!("tmp{}", std::process::id()));
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(err)?;
         let json = serde_json::to_vec_pretty(file).map_err(|e| KmsError::Other(e.to_string()))?;
-        f.write_all(&json).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &self.path).map_err(err)
+        // Created 0600 (tempfile's default on Unix) and removed if we fail.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".keyring.json.")
+            .suffix(".tmp")
+            .tempfile_in(&self.dir)
+            .map_err(err)?;
+        tmp.write_all(&json).map_err(err)?;
+        tmp.as_file().sync_all().map_err(err)?;
+        tmp.persist(&self.path).map_err(|e| err(e.error))?;
+        sync_dir(&self.dir).map_err(err)
     }
 
     fn with_key<T>(
@@ -449,6 +455,22 @@ impl LocalKeyring {
             .and_then(|plain| DataKey::from_slice(plain).map_err(|_| bad()));
         buf.zeroize();
         res
+    }
+}
+
+/// A rename into a directory is durable only once the directory itself is
+/// fsynced. Only Unix can open a directory to sync it.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    // `Path::parent` of a relative path ends in "", which is the current directory.
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    if cfg!(unix) {
+        std::fs::File::open(dir)?.sync_all()
+    } else {
+        Ok(())
     }
 }
 

@@ -480,3 +480,51 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         })
         .collect()
 }
+
+#[test]
+fn a_keyring_change_is_fsynced_file_and_directory() {
+    if !have_strace() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // A data dir that does not exist yet: the CLI creates it and the keyring.
+    let data = std::fs::canonicalize(tmp.path()).unwrap().join("data");
+    let trace = tmp.path().join("keys.trace");
+    let arn = run_ok(callvault(&data, &["keys", "local", "create"], Some(&trace)))
+        .trim()
+        .to_owned();
+    assert!(arn.starts_with("arn:"), "{arn}");
+
+    let calls = parse_trace(&std::fs::read_to_string(&trace).unwrap());
+    // The CLI's acknowledgement is the ARN it prints (the keyring's temp
+    // file holds the ARN too, so the stdout fd is named).
+    let ack = first_write_of(&calls, |fd| fd.starts_with("1<"), &arn);
+    let keyring = data.join("keyring.json");
+    let saves = renames(&calls, |to| to == keyring);
+    assert_eq!(
+        saves.len(),
+        2,
+        "the empty keyring, then the one with the key"
+    );
+    assert_durable_renames(&calls, &saves, ack);
+    assert_durable_mkdirs(&calls, &mkdirs(&calls, &data), ack);
+    assert_eq!(mkdirs(&calls, &data).len(), 1, "the data dir itself");
+
+    // Each temp file is created 0600, like the keyring: it holds the same keys.
+    for (at, from, _) in &saves {
+        let created = calls[..*at].iter().any(|c| {
+            c.name == "openat"
+                && c.ok()
+                && c.strings().first() == Some(&from.to_str().unwrap())
+                && c.args.contains("O_CREAT")
+                && c.args.ends_with(", 0600")
+        });
+        assert!(created, "{} was not created with mode 0600", from.display());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&keyring).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

@@ -8,6 +8,13 @@
 //! commands (`callvault keys disable …`) take effect on a running server at
 //! once, as they would in AWS.
 //!
+//! Writers exclude each other, across threads and processes (a CLI beside a
+//! running server), with an exclusive lock on `keyring.lock` and re-read the
+//! file under it, so no writer loses another's keys. The lock is a file of its
+//! own because `keyring.json` is replaced by rename: a lock on the old inode
+//! would not exclude a writer that opened the new one. Readers take no lock:
+//! the rename is atomic, they see the old file or the new one.
+//!
 //! Symmetric keys wrap as `"CVK1" || u32be(kek version) || nonce[12] ||
 //! AES-256-GCM(kek, nonce, aad, data_key) || tag[16]`, where
 //! `aad = u32be(len id) || id || encryption_context.canonical_bytes()` and `id`
@@ -23,7 +30,6 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
@@ -178,8 +184,6 @@ pub struct LocalKeyring {
     dir: PathBuf,
     path: PathBuf,
     region: String,
-    /// Serialises read-modify-write cycles within this process.
-    write_lock: Mutex<()>,
 }
 
 impl LocalKeyring {
@@ -190,17 +194,37 @@ impl LocalKeyring {
             dir: data_dir.to_path_buf(),
             path: data_dir.join("keyring.json"),
             region: region.to_owned(),
-            write_lock: Mutex::new(()),
         };
         if !ring.path.exists() {
-            ring.save(&KeyringFile::default())?;
-            // The data directory may be as new as the keyring (created just
-            // now, here or by whoever opened the data dir first): its own
-            // entry must be durable too.
-            sync_dir(data_dir.parent().unwrap_or(Path::new(".")))
-                .map_err(|e| KmsError::Other(format!("cannot sync data dir: {e}")))?;
+            let _lock = ring.lock()?;
+            // Another process may have created it while we waited.
+            if !ring.path.exists() {
+                ring.save(&KeyringFile::default())?;
+                // The data directory may be as new as the keyring (created
+                // just now, here or by whoever opened the data dir first):
+                // its own entry must be durable too.
+                sync_dir(data_dir.parent().unwrap_or(Path::new(".")))
+                    .map_err(|e| KmsError::Other(format!("cannot sync data dir: {e}")))?;
+            }
         }
         Ok(ring)
+    }
+
+    /// Takes the exclusive writer lock, released when the returned file is
+    /// dropped. Each call opens its own file description, so it excludes
+    /// other threads of this process as well as other processes.
+    fn lock(&self) -> Result<std::fs::File, KmsError> {
+        let err = |e: std::io::Error| KmsError::Other(format!("cannot lock keyring: {e}"));
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let file = opts.open(self.dir.join("keyring.lock")).map_err(err)?;
+        file.lock().map_err(err)?;
+        Ok(file)
     }
 
     fn load(&self) -> Result<KeyringFile, KmsError> {
@@ -209,7 +233,7 @@ impl LocalKeyring {
         serde_json::from_str(&text).map_err(|_| KmsError::Other("keyring file is corrupt".into()))
     }
 
-    /// Replaces the keyring durably.
+    /// Replaces the keyring durably. Callers hold the writer lock.
     fn save(&self, file: &KeyringFile) -> Result<(), KmsError> {
         let err = |e: std::io::Error| KmsError::Other(format!("cannot write keyring: {e}"));
         let json = serde_json::to_vec_pretty(file).map_err(|e| KmsError::Other(e.to_string()))?;
@@ -249,10 +273,7 @@ impl LocalKeyring {
     /// Creates a multi-Region replica of `arn` in `region` (same key id and
     /// key material, its own state) and returns the replica's ARN.
     pub fn replicate_key(&self, arn: &str, region: &str) -> Result<String, KmsError> {
-        let _guard = self
-            .write_lock
-            .lock()
-            .map_err(|_| KmsError::Other("keyring lock poisoned".into()))?;
+        let _lock = self.lock()?;
         let mut file = self.load()?;
         let primary = self.find(&file, arn)?;
         let replica_arn = format!("arn:callvault:kms:{region}:local:key/{}", arn_key_id(arn));
@@ -277,10 +298,7 @@ impl LocalKeyring {
         key_arn: &str,
         f: impl FnOnce(&mut LocalKey) -> Result<(), KmsError>,
     ) -> Result<(), KmsError> {
-        let _guard = self
-            .write_lock
-            .lock()
-            .map_err(|_| KmsError::Other("keyring lock poisoned".into()))?;
+        let _lock = self.lock()?;
         let mut file = self.load()?;
         let key = file
             .keys
@@ -320,10 +338,7 @@ impl LocalKeyring {
     }
 
     fn insert_key(&self, spec: &str, material: String) -> Result<String, KmsError> {
-        let _guard = self
-            .write_lock
-            .lock()
-            .map_err(|_| KmsError::Other("keyring lock poisoned".into()))?;
+        let _lock = self.lock()?;
         let mut file = self.load()?;
         let arn = format!(
             "arn:callvault:kms:{}:local:key/{}",
@@ -556,5 +571,61 @@ impl Kms for LocalKeyring {
                 spki_der: k.public_spki()?,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writers_on_separate_handles_never_lose_each_others_keys() {
+        // Two handles on one data dir stand in for two processes: they share
+        // nothing in memory, only the file lock.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            LocalKeyring::open(dir.path(), "local").unwrap(),
+            LocalKeyring::open(dir.path(), "local").unwrap(),
+        );
+        let arns: Vec<String> = std::thread::scope(|s| {
+            let workers: Vec<_> = [&a, &b, &a, &b]
+                .into_iter()
+                .map(|ring| {
+                    s.spawn(move || {
+                        (0..5)
+                            .map(|_| ring.create_key().unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        let file = a.load().unwrap();
+        assert_eq!(file.keys.len(), arns.len());
+        for arn in &arns {
+            assert!(file.keys.iter().any(|k| &k.arn == arn), "{arn} was lost");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn keyring_and_lock_are_private_and_no_temp_file_is_left() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ring = LocalKeyring::open(dir.path(), "local").unwrap();
+        ring.create_key().unwrap();
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            let name = entry.file_name().into_string().unwrap();
+            assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+            names.push(name);
+        }
+        names.sort();
+        assert_eq!(names, ["keyring.json", "keyring.lock"]);
     }
 }

@@ -528,3 +528,53 @@ fn a_keyring_change_is_fsynced_file_and_directory() {
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+#[test]
+fn concurrent_keyring_processes_lose_no_keys() {
+    const N: usize = 8;
+    const ROUNDS: usize = 3;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut arns = Vec::new();
+    // The first round also races on creating the data dir and the keyring.
+    for _ in 0..ROUNDS {
+        let children: Vec<Child> = (0..N)
+            .map(|_| {
+                callvault(&data, &["keys", "local", "create"], None)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            arns.push(String::from_utf8(out.stdout).unwrap().trim().to_owned());
+        }
+    }
+
+    let ring: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("keyring.json")).unwrap()).unwrap();
+    let held: Vec<&str> = ring["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["arn"].as_str().unwrap())
+        .collect();
+    let lost: Vec<&String> = arns
+        .iter()
+        .filter(|a| !held.contains(&a.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} keys lost: {lost:?}",
+        lost.len(),
+        N * ROUNDS
+    );
+    assert_eq!(held.len(), N * ROUNDS);
+}

@@ -28,7 +28,7 @@
 //! with RSAES-OAEP-SHA-256, byte-compatible with AWS KMS: the public key from
 //! `get_public_key` wraps locally, `decrypt` unwraps.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -36,7 +36,7 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::{
     EncryptionContext, GeneratedDataKey, KeyDescription, KeyState, Kms, KmsError, PublicKeyInfo,
@@ -47,7 +47,7 @@ use crate::crypto::{DataKey, fill_random};
 const MAGIC: &[u8; 4] = b"CVK1";
 const WRAPPED_LEN: usize = 4 + 4 + 12 + 32 + 16;
 
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 struct KeyringFile {
     keys: Vec<LocalKey>,
 }
@@ -76,6 +76,20 @@ impl Drop for LocalKey {
         for v in &mut self.versions {
             v.zeroize();
         }
+    }
+}
+
+impl std::fmt::Debug for LocalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalKey")
+            .field("arn", &self.arn)
+            .field("state", &self.state)
+            .field("spec", &self.spec)
+            .field(
+                "versions",
+                &format_args!("<{} redacted>", self.versions.len()),
+            )
+            .finish_non_exhaustive()
     }
 }
 
@@ -228,15 +242,30 @@ impl LocalKeyring {
     }
 
     fn load(&self) -> Result<KeyringFile, KmsError> {
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|e| KmsError::Unavailable(format!("cannot read keyring: {e}")))?;
+        let err = |e: std::io::Error| KmsError::Unavailable(format!("cannot read keyring: {e}"));
+        let mut f = std::fs::File::open(&self.path).map_err(err)?;
+        // Sized up front so the text holding key material is never moved by
+        // a reallocation (which would free a copy unzeroized). The file is
+        // never written in place, so its length cannot change under us.
+        let len = f.metadata().map_err(err)?.len();
+        let mut text = Zeroizing::new(String::with_capacity(
+            usize::try_from(len).map_err(|_| KmsError::Other("keyring file too large".into()))?,
+        ));
+        f.read_to_string(&mut text).map_err(err)?;
         serde_json::from_str(&text).map_err(|_| KmsError::Other("keyring file is corrupt".into()))
     }
 
     /// Replaces the keyring durably. Callers hold the writer lock.
     fn save(&self, file: &KeyringFile) -> Result<(), KmsError> {
         let err = |e: std::io::Error| KmsError::Other(format!("cannot write keyring: {e}"));
-        let json = serde_json::to_vec_pretty(file).map_err(|e| KmsError::Other(e.to_string()))?;
+        // The JSON holds key material: serialize into a buffer of the exact
+        // size (counted first) so it never reallocates, and zeroize it after.
+        let mut counter = ByteCounter(0);
+        serde_json::to_writer_pretty(&mut counter, file)
+            .map_err(|e| KmsError::Other(e.to_string()))?;
+        let mut json = Zeroizing::new(Vec::with_capacity(counter.0));
+        serde_json::to_writer_pretty(&mut *json, file)
+            .map_err(|e| KmsError::Other(e.to_string()))?;
         // Created 0600 (tempfile's default on Unix) and removed if we fail.
         let mut tmp = tempfile::Builder::new()
             .prefix(".keyring.json.")
@@ -338,21 +367,24 @@ impl LocalKeyring {
     }
 
     fn insert_key(&self, spec: &str, material: String) -> Result<String, KmsError> {
-        let _lock = self.lock()?;
-        let mut file = self.load()?;
         let arn = format!(
             "arn:callvault:kms:{}:local:key/{}",
             self.region,
             uuid::Uuid::new_v4()
         );
-        file.keys.push(LocalKey {
+        // Owned by a `LocalKey` at once, so the material is zeroized on
+        // every path, including a failed lock or load.
+        let key = LocalKey {
             arn: arn.clone(),
             state: "Enabled".into(),
             created_at_ms: crate::domain::now_ms(),
             deletion_date_ms: None,
             spec: spec.to_owned(),
             versions: vec![material],
-        });
+        };
+        let _lock = self.lock()?;
+        let mut file = self.load()?;
+        file.keys.push(key);
         self.save(&file)?;
         Ok(arn)
     }
@@ -414,7 +446,10 @@ impl LocalKeyring {
         let kek = key.kek(version)?;
         let mut nonce = [0u8; 12];
         fill_random(&mut nonce).map_err(|e| KmsError::Other(e.to_string()))?;
-        let mut buf = data_key.expose().to_vec();
+        // Room for the tag up front: growing would free a copy of the
+        // plaintext data key unzeroized.
+        let mut buf = Vec::with_capacity(data_key.expose().len() + AES_256_GCM.tag_len());
+        buf.extend_from_slice(data_key.expose());
         kek.seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(aad(&key.arn, ctx)),
@@ -470,6 +505,20 @@ impl LocalKeyring {
             .and_then(|plain| DataKey::from_slice(plain).map_err(|_| bad()));
         buf.zeroize();
         res
+    }
+}
+
+/// Counts the bytes written through it (to size a buffer exactly).
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -627,5 +676,20 @@ mod tests {
         }
         names.sort();
         assert_eq!(names, ["keyring.json", "keyring.lock"]);
+    }
+
+    #[test]
+    fn debug_output_never_shows_key_material() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = LocalKeyring::open(dir.path(), "local").unwrap();
+        ring.create_key().unwrap();
+        ring.create_rsa_key("RSA_2048").unwrap();
+        let file = ring.load().unwrap();
+        let shown = format!("{file:?} {ring:?}");
+        for key in &file.keys {
+            assert!(!shown.contains(&key.versions[0]), "{shown}");
+            assert!(shown.contains(&key.arn), "{shown}");
+        }
+        assert!(shown.contains("<1 redacted>"), "{shown}");
     }
 }

@@ -4,8 +4,21 @@
 //! `t/<tenant id>/r/<recording id>/<chunk index, 10 digits>`. Keys are opaque
 //! (ids only, no names or call metadata) and tenant-scoped. Objects hold sealed
 //! chunks only; plaintext never reaches this module.
+//!
+//! Durability: a `put` that returns has reached stable storage on every
+//! backend, because ingest acknowledges a recording once its puts returned.
+//! S3 promises this itself. The local directory (the embedded default) gets it
+//! from `LocalFileSystem::with_fsync`: the chunk file is fsynced before its
+//! rename, its directory after, and directories created for it (a recording's
+//! `t/<tenant>/r/<recording>/` on its first chunk) up to the first one that
+//! already existed. That is object_store's own code on its own blocking
+//! threads, which is why there is no wrapper store here. (A put racing the
+//! one that creates those directories may return before their parents are
+//! synced; ingest joins every put before it commits, so the acknowledgement
+//! still waits for them.) It does not cover deletes, so `delete_recording`
+//! syncs the directory itself.
 
-use std::path::Path as FsPath;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,6 +34,9 @@ pub struct ChunkStore {
     inner: Arc<dyn ObjectStore>,
     /// Prefix inside the bucket or directory (from the store URL).
     prefix: Path,
+    /// The root directory of a local store, whose deletes need a directory
+    /// fsync that `LocalFileSystem` does not do.
+    local_root: Option<PathBuf>,
 }
 
 /// Options for S3-compatible stores.
@@ -51,6 +67,7 @@ impl ChunkStore {
             return Ok(Self {
                 inner: Arc::new(store),
                 prefix: Path::from(prefix),
+                local_root: None,
             });
         }
         let dir = url.strip_prefix("file://").unwrap_or(url);
@@ -58,15 +75,17 @@ impl ChunkStore {
     }
 
     pub fn local(dir: &FsPath) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        create_dir_all_synced(dir).map_err(|source| Error::Io {
             what: "cannot create the store directory",
             source,
         })?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?
-            .with_automatic_cleanup(true);
+            .with_automatic_cleanup(true)
+            .with_fsync(true);
         Ok(Self {
             inner: Arc::new(store),
             prefix: Path::default(),
+            local_root: Some(dir.to_path_buf()),
         })
     }
 
@@ -74,6 +93,7 @@ impl ChunkStore {
         Self {
             inner: Arc::new(object_store::memory::InMemory::new()),
             prefix: Path::default(),
+            local_root: None,
         }
     }
 
@@ -101,7 +121,7 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Reads a whole object. A missing object is reported as `NotFound` so the
+    /// Reads a whole object. A missing object is reported as `ObjectMissing` so the
     /// caller can treat it as an integrity failure of the recording.
     pub async fn get(&self, key: &str) -> Result<Bytes> {
         let res = self.inner.get(&self.join(key)).await;
@@ -126,6 +146,18 @@ impl ChunkStore {
             .map_ok(|m| m.location)
             .boxed();
         let deleted: Vec<Path> = self.inner.delete_stream(locations).try_collect().await?;
+        if let Some(root) = &self.local_root {
+            // The sweeper deletes objects, then the row: the deletes must be
+            // durable first, or a power loss brings back objects no row names.
+            let dir = root.join(format!("t/{tenant}/r/{recording}"));
+            tokio::task::spawn_blocking(move || sync_deepest_existing(&dir))
+                .await
+                .map_err(|e| Error::task("directory sync", e))?
+                .map_err(|source| Error::Io {
+                    what: "cannot sync the store directory",
+                    source,
+                })?;
+        }
         Ok(deleted.len())
     }
 
@@ -149,6 +181,51 @@ impl ChunkStore {
             .await?;
         keys.sort();
         Ok(keys)
+    }
+}
+
+/// Creates `dir` and its missing parents, then fsyncs each directory created
+/// and the first one that existed (its entries changed), so the new tree
+/// survives a power loss.
+fn create_dir_all_synced(dir: &FsPath) -> std::io::Result<()> {
+    let existing = dir
+        .ancestors()
+        .find(|d| d.is_dir())
+        .map(FsPath::to_path_buf);
+    std::fs::create_dir_all(dir)?;
+    for d in dir.ancestors() {
+        sync_dir(d)?;
+        if Some(d) == existing.as_deref() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Fsyncs the deepest existing directory of `dir` and its ancestors. After a
+/// recording's objects are deleted that is the recording directory or, when
+/// automatic cleanup removed it (and emptied parents), the first ancestor
+/// left: the one whose entries changed last.
+fn sync_deepest_existing(dir: &FsPath) -> std::io::Result<()> {
+    match dir.ancestors().find(|d| d.is_dir()) {
+        Some(d) => sync_dir(d),
+        None => Ok(()),
+    }
+}
+
+/// A directory's entries (creations, renames, removals) are durable only once
+/// the directory itself is fsynced. Only Unix can open a directory to sync it.
+fn sync_dir(dir: &FsPath) -> std::io::Result<()> {
+    // `Path::parent` of a relative path ends in "", which is the current directory.
+    let dir = if dir.as_os_str().is_empty() {
+        FsPath::new(".")
+    } else {
+        dir
+    };
+    if cfg!(unix) {
+        std::fs::File::open(dir)?.sync_all()
+    } else {
+        Ok(())
     }
 }
 

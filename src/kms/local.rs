@@ -2,9 +2,18 @@
 //! single-node use.
 //!
 //! Key-encryption keys (AES-256) live in `keyring.json` in the data directory,
-//! created with mode 0600 and rewritten atomically (write + rename). The file
-//! is re-read on every operation so that operator commands (`callvault keys
-//! disable …`) take effect on a running server at once, as they would in AWS.
+//! created with mode 0600 and rewritten atomically and durably (write a 0600
+//! temp file, fsync it, rename it over, fsync the directory) before a change
+//! is reported done. The file is re-read on every operation so that operator
+//! commands (`callvault keys disable …`) take effect on a running server at
+//! once, as they would in AWS.
+//!
+//! Writers exclude each other, across threads and processes (a CLI beside a
+//! running server), with an exclusive lock on `keyring.lock` and re-read the
+//! file under it, so no writer loses another's keys. The lock is a file of its
+//! own because `keyring.json` is replaced by rename: a lock on the old inode
+//! would not exclude a writer that opened the new one. Readers take no lock:
+//! the rename is atomic, they see the old file or the new one.
 //!
 //! Symmetric keys wrap as `"CVK1" || u32be(kek version) || nonce[12] ||
 //! AES-256-GCM(kek, nonce, aad, data_key) || tag[16]`, where
@@ -19,15 +28,15 @@
 //! with RSAES-OAEP-SHA-256, byte-compatible with AWS KMS: the public key from
 //! `get_public_key` wraps locally, `decrypt` unwraps.
 
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::{
     EncryptionContext, GeneratedDataKey, KeyDescription, KeyState, Kms, KmsError, PublicKeyInfo,
@@ -38,7 +47,7 @@ use crate::crypto::{DataKey, fill_random};
 const MAGIC: &[u8; 4] = b"CVK1";
 const WRAPPED_LEN: usize = 4 + 4 + 12 + 32 + 16;
 
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 struct KeyringFile {
     keys: Vec<LocalKey>,
 }
@@ -67,6 +76,20 @@ impl Drop for LocalKey {
         for v in &mut self.versions {
             v.zeroize();
         }
+    }
+}
+
+impl std::fmt::Debug for LocalKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalKey")
+            .field("arn", &self.arn)
+            .field("state", &self.state)
+            .field("spec", &self.spec)
+            .field(
+                "versions",
+                &format_args!("<{} redacted>", self.versions.len()),
+            )
+            .finish_non_exhaustive()
     }
 }
 
@@ -172,10 +195,9 @@ fn aad(arn: &str, ctx: &EncryptionContext) -> Vec<u8> {
 /// A local keyring rooted at one file.
 #[derive(Debug)]
 pub struct LocalKeyring {
+    dir: PathBuf,
     path: PathBuf,
     region: String,
-    /// Serialises read-modify-write cycles within this process.
-    write_lock: Mutex<()>,
 }
 
 impl LocalKeyring {
@@ -183,40 +205,77 @@ impl LocalKeyring {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| KmsError::Other(format!("cannot create data dir: {e}")))?;
         let ring = Self {
+            dir: data_dir.to_path_buf(),
             path: data_dir.join("keyring.json"),
             region: region.to_owned(),
-            write_lock: Mutex::new(()),
         };
         if !ring.path.exists() {
-            ring.save(&KeyringFile::default())?;
+            let _lock = ring.lock()?;
+            // Another process may have created it while we waited.
+            if !ring.path.exists() {
+                ring.save(&KeyringFile::default())?;
+                // The data directory may be as new as the keyring (created
+                // just now, here or by whoever opened the data dir first):
+                // its own entry must be durable too.
+                sync_dir(data_dir.parent().unwrap_or(Path::new(".")))
+                    .map_err(|e| KmsError::Other(format!("cannot sync data dir: {e}")))?;
+            }
         }
         Ok(ring)
     }
 
-    fn load(&self) -> Result<KeyringFile, KmsError> {
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|e| KmsError::Unavailable(format!("cannot read keyring: {e}")))?;
-        serde_json::from_str(&text).map_err(|_| KmsError::Other("keyring file is corrupt".into()))
-    }
-
-    fn save(&self, file: &KeyringFile) -> Result<(), KmsError> {
-        use std::io::Write;
-        let err = |e: std::io::Error| KmsError::Other(format!("cannot write keyring: {e}"));
-        let tmp = self
-            .path
-            .with_extension(format!("tmp{}", std::process::id()));
+    /// Takes the exclusive writer lock, released when the returned file is
+    /// dropped. Each call opens its own file description, so it excludes
+    /// other threads of this process as well as other processes.
+    fn lock(&self) -> Result<std::fs::File, KmsError> {
+        let err = |e: std::io::Error| KmsError::Other(format!("cannot lock keyring: {e}"));
         let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
-        let mut f = opts.open(&tmp).map_err(err)?;
-        let json = serde_json::to_vec_pretty(file).map_err(|e| KmsError::Other(e.to_string()))?;
-        f.write_all(&json).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        std::fs::rename(&tmp, &self.path).map_err(err)
+        let file = opts.open(self.dir.join("keyring.lock")).map_err(err)?;
+        file.lock().map_err(err)?;
+        Ok(file)
+    }
+
+    fn load(&self) -> Result<KeyringFile, KmsError> {
+        let err = |e: std::io::Error| KmsError::Unavailable(format!("cannot read keyring: {e}"));
+        let mut f = std::fs::File::open(&self.path).map_err(err)?;
+        // Sized up front so the text holding key material is never moved by
+        // a reallocation (which would free a copy unzeroized). The file is
+        // never written in place, so its length cannot change under us.
+        let len = f.metadata().map_err(err)?.len();
+        let mut text = Zeroizing::new(String::with_capacity(
+            usize::try_from(len).map_err(|_| KmsError::Other("keyring file too large".into()))?,
+        ));
+        f.read_to_string(&mut text).map_err(err)?;
+        serde_json::from_str(&text).map_err(|_| KmsError::Other("keyring file is corrupt".into()))
+    }
+
+    /// Replaces the keyring durably. Callers hold the writer lock.
+    fn save(&self, file: &KeyringFile) -> Result<(), KmsError> {
+        let err = |e: std::io::Error| KmsError::Other(format!("cannot write keyring: {e}"));
+        // The JSON holds key material: serialize into a buffer of the exact
+        // size (counted first) so it never reallocates, and zeroize it after.
+        let mut counter = ByteCounter(0);
+        serde_json::to_writer_pretty(&mut counter, file)
+            .map_err(|e| KmsError::Other(e.to_string()))?;
+        let mut json = Zeroizing::new(Vec::with_capacity(counter.0));
+        serde_json::to_writer_pretty(&mut *json, file)
+            .map_err(|e| KmsError::Other(e.to_string()))?;
+        // Created 0600 (tempfile's default on Unix) and removed if we fail.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".keyring.json.")
+            .suffix(".tmp")
+            .tempfile_in(&self.dir)
+            .map_err(err)?;
+        tmp.write_all(&json).map_err(err)?;
+        tmp.as_file().sync_all().map_err(err)?;
+        tmp.persist(&self.path).map_err(|e| err(e.error))?;
+        sync_dir(&self.dir).map_err(err)
     }
 
     fn with_key<T>(
@@ -243,10 +302,7 @@ impl LocalKeyring {
     /// Creates a multi-Region replica of `arn` in `region` (same key id and
     /// key material, its own state) and returns the replica's ARN.
     pub fn replicate_key(&self, arn: &str, region: &str) -> Result<String, KmsError> {
-        let _guard = self
-            .write_lock
-            .lock()
-            .map_err(|_| KmsError::Other("keyring lock poisoned".into()))?;
+        let _lock = self.lock()?;
         let mut file = self.load()?;
         let primary = self.find(&file, arn)?;
         let replica_arn = format!("arn:callvault:kms:{region}:local:key/{}", arn_key_id(arn));
@@ -271,10 +327,7 @@ impl LocalKeyring {
         key_arn: &str,
         f: impl FnOnce(&mut LocalKey) -> Result<(), KmsError>,
     ) -> Result<(), KmsError> {
-        let _guard = self
-            .write_lock
-            .lock()
-            .map_err(|_| KmsError::Other("keyring lock poisoned".into()))?;
+        let _lock = self.lock()?;
         let mut file = self.load()?;
         let key = file
             .keys
@@ -314,24 +367,24 @@ impl LocalKeyring {
     }
 
     fn insert_key(&self, spec: &str, material: String) -> Result<String, KmsError> {
-        let _guard = self
-            .write_lock
-            .lock()
-            .map_err(|_| KmsError::Other("keyring lock poisoned".into()))?;
-        let mut file = self.load()?;
         let arn = format!(
             "arn:callvault:kms:{}:local:key/{}",
             self.region,
             uuid::Uuid::new_v4()
         );
-        file.keys.push(LocalKey {
+        // Owned by a `LocalKey` at once, so the material is zeroized on
+        // every path, including a failed lock or load.
+        let key = LocalKey {
             arn: arn.clone(),
             state: "Enabled".into(),
             created_at_ms: crate::domain::now_ms(),
             deletion_date_ms: None,
             spec: spec.to_owned(),
             versions: vec![material],
-        });
+        };
+        let _lock = self.lock()?;
+        let mut file = self.load()?;
+        file.keys.push(key);
         self.save(&file)?;
         Ok(arn)
     }
@@ -393,7 +446,10 @@ impl LocalKeyring {
         let kek = key.kek(version)?;
         let mut nonce = [0u8; 12];
         fill_random(&mut nonce).map_err(|e| KmsError::Other(e.to_string()))?;
-        let mut buf = data_key.expose().to_vec();
+        // Room for the tag up front: growing would free a copy of the
+        // plaintext data key unzeroized.
+        let mut buf = Vec::with_capacity(data_key.expose().len() + AES_256_GCM.tag_len());
+        buf.extend_from_slice(data_key.expose());
         kek.seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(aad(&key.arn, ctx)),
@@ -449,6 +505,36 @@ impl LocalKeyring {
             .and_then(|plain| DataKey::from_slice(plain).map_err(|_| bad()));
         buf.zeroize();
         res
+    }
+}
+
+/// Counts the bytes written through it (to size a buffer exactly).
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A rename into a directory is durable only once the directory itself is
+/// fsynced. Only Unix can open a directory to sync it.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    // `Path::parent` of a relative path ends in "", which is the current directory.
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    if cfg!(unix) {
+        std::fs::File::open(dir)?.sync_all()
+    } else {
+        Ok(())
     }
 }
 
@@ -534,5 +620,76 @@ impl Kms for LocalKeyring {
                 spki_der: k.public_spki()?,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writers_on_separate_handles_never_lose_each_others_keys() {
+        // Two handles on one data dir stand in for two processes: they share
+        // nothing in memory, only the file lock.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            LocalKeyring::open(dir.path(), "local").unwrap(),
+            LocalKeyring::open(dir.path(), "local").unwrap(),
+        );
+        let arns: Vec<String> = std::thread::scope(|s| {
+            let workers: Vec<_> = [&a, &b, &a, &b]
+                .into_iter()
+                .map(|ring| {
+                    s.spawn(move || {
+                        (0..5)
+                            .map(|_| ring.create_key().unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().unwrap())
+                .collect()
+        });
+        let file = a.load().unwrap();
+        assert_eq!(file.keys.len(), arns.len());
+        for arn in &arns {
+            assert!(file.keys.iter().any(|k| &k.arn == arn), "{arn} was lost");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn keyring_and_lock_are_private_and_no_temp_file_is_left() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ring = LocalKeyring::open(dir.path(), "local").unwrap();
+        ring.create_key().unwrap();
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let entry = entry.unwrap();
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            let name = entry.file_name().into_string().unwrap();
+            assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+            names.push(name);
+        }
+        names.sort();
+        assert_eq!(names, ["keyring.json", "keyring.lock"]);
+    }
+
+    #[test]
+    fn debug_output_never_shows_key_material() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = LocalKeyring::open(dir.path(), "local").unwrap();
+        ring.create_key().unwrap();
+        ring.create_rsa_key("RSA_2048").unwrap();
+        let file = ring.load().unwrap();
+        let shown = format!("{file:?} {ring:?}");
+        for key in &file.keys {
+            assert!(!shown.contains(&key.versions[0]), "{shown}");
+            assert!(shown.contains(&key.arn), "{shown}");
+        }
+        assert!(shown.contains("<1 redacted>"), "{shown}");
     }
 }

@@ -11,6 +11,7 @@ mod helpers;
 mod bad_input;
 mod catalog_contract;
 mod crash;
+mod durability;
 mod independent;
 mod keys;
 mod kms_contract;

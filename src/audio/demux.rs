@@ -27,12 +27,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use bytes::{Buf, Bytes};
 use symphonia::core::errors::Error as SymError;
-use symphonia::core::formats::FormatReader;
+use symphonia::core::formats::{FormatReader, Packet};
 use symphonia::core::io::MediaSource;
 use symphonia::core::units::TimeBase;
 use tokio::sync::Notify;
 
-use super::{Detected, probe, truncation_warning};
+use super::{Detected, probe, truncation_warning, wav};
 use crate::catalog::AudioInfo;
 
 /// Bytes that must wait past the reader's position before it reads a packet.
@@ -60,11 +60,16 @@ impl std::fmt::Debug for Shared {
 }
 
 struct State {
+    /// The start of a WAV stream, held back until its header can be made
+    /// readable (see `wav`); `None` once released or for other containers.
+    prelude: Option<Vec<u8>>,
     pieces: VecDeque<Bytes>,
     queued: usize,
     ended: bool,
     /// A read found the queue empty before the end of the stream.
     starved: bool,
+    /// False when the header cannot say how long the audio is.
+    length_known: bool,
     slot: Slot,
 }
 
@@ -88,6 +93,8 @@ struct Packets {
     /// How many frames the header says the track holds, when it knows.
     declared: Option<u64>,
     end_ts: u64,
+    /// WAV only: bytes and frames of the first packet.
+    frame_size: Option<(u64, u64)>,
     info: AudioInfo,
 }
 
@@ -103,11 +110,47 @@ impl State {
         self.pieces.push_back(data);
     }
 
+    /// Queues `data`, passing a WAV header through `wav` first.
+    fn push(&mut self, data: Bytes) {
+        let Some(mut held) = self.prelude.take() else {
+            return self.enqueue(data);
+        };
+        // Usually the first piece holds the whole header: scan it in place.
+        let fresh = held.is_empty();
+        let scan = if fresh {
+            wav::scan(&data)
+        } else {
+            held.extend_from_slice(&data);
+            wav::scan(&held)
+        };
+        if matches!(scan, wav::Scan::NeedMore) && held.len() <= wav::MAX_HEADER + 64 {
+            if fresh {
+                held.extend_from_slice(&data);
+            }
+            self.prelude = Some(held);
+            return;
+        }
+        let bytes = if fresh { data } else { Bytes::from(held) };
+        if let wav::Scan::Found(header) = scan {
+            self.length_known = header.length_known;
+            if let Some(rewrite) = header.rewrite {
+                let rest = bytes.slice(rewrite.len()..);
+                self.enqueue(Bytes::from(rewrite));
+                return self.enqueue(rest);
+            }
+        }
+        self.enqueue(bytes);
+    }
+
     fn end(&mut self) {
         self.ended = true;
+        if let Some(prelude) = self.prelude.take() {
+            self.enqueue(Bytes::from(prelude));
+        }
     }
 
     fn clear(&mut self) {
+        self.prelude = None;
         self.pieces.clear();
         self.queued = 0;
     }
@@ -128,10 +171,12 @@ impl Stream {
             warning: None,
         };
         let state = State {
+            prelude: (detected.container == "wav").then(Vec::new),
             pieces: VecDeque::new(),
             queued: 0,
             ended: false,
             starved: false,
+            length_known: true,
             slot: Slot::Idle(Demux::Open(info)),
         };
         Self {
@@ -155,7 +200,7 @@ impl Stream {
                     return;
                 }
                 if st.queued <= BOUND || !matches!(st.slot, Slot::Busy) {
-                    st.enqueue(data);
+                    st.push(data);
                     kick(&self.shared, &mut st);
                     return;
                 }
@@ -244,7 +289,8 @@ fn step(shared: &Arc<Shared>, demux: Demux) -> Demux {
             match next {
                 Ok(Ok(packet)) => {
                     if packet.track_id() == p.track_id {
-                        p.end_ts = p.end_ts.max(packet.ts + packet.dur);
+                        let frames = p.frames(&packet);
+                        p.end_ts = p.end_ts.max(packet.ts + frames);
                     }
                     Demux::Packets(p)
                 }
@@ -292,17 +338,36 @@ fn open(shared: &Arc<Shared>, mut info: AudioInfo) -> Demux {
         info.warning = Some("no audio track found while demuxing".into());
         return Demux::Done(info);
     };
+    let length_known = shared.lock().length_known;
     Demux::Packets(Packets {
         track_id: track.id,
         time_base: track.codec_params.time_base,
-        declared: track.codec_params.n_frames,
+        declared: track.codec_params.n_frames.filter(|_| length_known),
         end_ts: 0,
+        frame_size: None,
         reader,
         info,
     })
 }
 
 impl Packets {
+    /// The frames in `packet`. symphonia's WAV reader gives a short last
+    /// packet (the stream ends mid-packet, or the data size is unknown) the
+    /// duration of a full one; its bytes say how many frames it holds.
+    fn frames(&mut self, packet: &Packet) -> u64 {
+        let bytes = packet.buf().len() as u64;
+        match self.frame_size {
+            Some((first_bytes, first_frames)) if first_bytes > 0 => {
+                packet.dur.min(bytes * first_frames / first_bytes)
+            }
+            None if self.info.container == "wav" => {
+                self.frame_size = Some((bytes, packet.dur));
+                packet.dur
+            }
+            _ => packet.dur,
+        }
+    }
+
     fn ms(&self, ts: u64) -> u64 {
         probe::to_ms(self.time_base, self.info.sample_rate_hz, ts)
     }

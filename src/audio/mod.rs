@@ -33,11 +33,15 @@
 //! rest, at most 2 MiB queued (two chunks at the default chunk size) plus the
 //! piece being fed (one gRPC message of at most 4 MiB, or the first chunk),
 //! plus symphonia's 64 KiB buffer and one packet.
+//!
+//! WAV headers symphonia 0.5 cannot read as written (RF64, sizes left unknown
+//! by a writer on a pipe) are rewritten in memory first (`wav`).
 
 mod demux;
 mod mp4;
 mod probe;
 mod sniff;
+mod wav;
 
 use bytes::Bytes;
 
@@ -64,15 +68,20 @@ pub fn detect(head: &[u8]) -> Result<Detected> {
     if container == "mp4" {
         return mp4::detect(head);
     }
+    let head = if container == "wav" {
+        wav::readable_head(head)
+    } else {
+        head.into()
+    };
     let reader =
-        probe::open_reader(Box::new(probe::Memory::new(head.to_vec()))).map_err(
-            |e| match container {
+        probe::open_reader(Box::new(probe::Memory::new(head.into_owned()))).map_err(|e| {
+            match container {
                 "wav" | "flac" | "ogg" | "mkv" | "webm" | "mp3" => {
                     Error::NotAudio(format!("a {container} header that cannot be read ({e})"))
                 }
                 other => Error::NotAudio(other.to_owned()),
-            },
-        )?;
+            }
+        })?;
     probe::describe_track(reader.as_ref(), container).map(|(_, d)| d)
 }
 

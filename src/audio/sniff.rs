@@ -6,7 +6,7 @@
 pub fn sniff(head: &[u8]) -> &'static str {
     let starts = |m: &[u8]| head.starts_with(m);
     let riff_form = head.get(8..12);
-    if starts(b"RIFF") && riff_form == Some(b"WAVE") {
+    if (starts(b"RIFF") || starts(b"RF64")) && riff_form == Some(b"WAVE") {
         "wav"
     } else if starts(b"RIFF") && riff_form == Some(b"AVI ") {
         "AVI video"
@@ -76,6 +76,7 @@ mod tests {
     #[test]
     fn names_audio_containers() {
         assert_eq!(sniff(b"RIFF\0\0\0\0WAVEfmt "), "wav");
+        assert_eq!(sniff(b"RF64\xff\xff\xff\xffWAVEds64"), "wav");
         assert_eq!(sniff(b"\0\0\0\x1cftypM4A \0\0\x02\0"), "mp4");
     }
 }

@@ -76,9 +76,10 @@ pub fn detect(head: &[u8]) -> Result<Detected> {
     let reader =
         probe::open_reader(Box::new(probe::Memory::new(head.into_owned()))).map_err(|e| {
             match container {
-                "wav" | "flac" | "ogg" | "mkv" | "webm" | "mp3" => {
-                    Error::NotAudio(format!("a {container} header that cannot be read ({e})"))
-                }
+                "wav" | "flac" | "ogg" | "mkv" | "webm" | "mp3" => Error::NotAudio(format!(
+                    "{} header that cannot be read ({e})",
+                    probe::a(container)
+                )),
                 other => Error::NotAudio(other.to_owned()),
             }
         })?;

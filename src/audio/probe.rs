@@ -70,19 +70,37 @@ pub(super) fn describe_track<'r>(
     reader: &'r dyn FormatReader,
     container: &'static str,
 ) -> Result<(&'r Track, Detected)> {
-    let track = audio_track(reader)
-        .ok_or_else(|| Error::NotAudio(format!("a {container} container with no audio track")))?;
+    let track = audio_track(reader).ok_or_else(|| {
+        Error::NotAudio(format!("{} container with no audio track", a(container)))
+    })?;
     let p = &track.codec_params;
+    // Opus always decodes at 48 kHz (RFC 7845 §5.1); containers may instead
+    // carry the rate the encoder was fed (ffmpeg's Matroska does).
+    let sample_rate = if p.codec == CODEC_TYPE_OPUS {
+        Some(48_000)
+    } else {
+        p.sample_rate
+    };
     Ok((
         track,
         Detected {
             container,
             codec: codec_name(p.codec),
-            sample_rate_hz: p.sample_rate.unwrap_or(0),
+            sample_rate_hz: sample_rate.unwrap_or(0),
             channels: channel_count(p),
             provisional: false,
         },
     ))
+}
+
+/// A container's name with its article, for messages: "an mp3", "a wav".
+pub(super) fn a(container: &str) -> String {
+    let article = if container.starts_with(['m', 'o']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {container}")
 }
 
 /// `ts` in `time_base` units (or frames at `sample_rate_hz` when the reader

@@ -7,6 +7,7 @@
 mod bad_input;
 mod catalog_contract;
 mod crash;
+mod formats;
 mod helpers;
 mod independent;
 mod keys;

@@ -316,21 +316,17 @@ fn open(shared: &Arc<Shared>, mut info: AudioInfo) -> Demux {
         shared: Arc::downgrade(shared),
         position: 0,
     };
-    let reader = match catch_unwind(AssertUnwindSafe(|| probe::open_reader(Box::new(source)))) {
-        Ok(Ok(reader)) => reader,
-        Ok(Err(_)) if shared.lock().starved => {
+    let reader = match probe::open_reader(Box::new(source)) {
+        Ok(reader) => reader,
+        Err(_) if shared.lock().starved => {
             info.warning = Some(format!(
                 "the stream's header is larger than the {} MiB the analyzer reads ahead",
                 WINDOW >> 20
             ));
             return Demux::Done(info);
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             info.warning = Some(format!("could not demux the stream: {e}"));
-            return Demux::Done(info);
-        }
-        Err(_) => {
-            info.warning = Some("the demuxer failed on the stream's header".into());
             return Demux::Done(info);
         }
     };
@@ -452,5 +448,27 @@ impl MediaSource for QueueSource {
     }
     fn byte_len(&self) -> Option<u64> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::tests::pcm_wav;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_queue_stays_within_its_bound() {
+        // 250 s at 16 kHz: 8 MB fed as fast as possible.
+        let wav = Bytes::from(pcm_wav(16_000, 4_000_000, false));
+        let stream = Stream::start(crate::audio::detect(&wav).unwrap());
+        let piece = 64 << 10;
+        let mut peak = 0;
+        for p in (0..wav.len()).step_by(piece) {
+            stream.feed(wav.slice(p..wav.len().min(p + piece))).await;
+            peak = peak.max(stream.shared.lock().queued);
+        }
+        assert!(peak <= BOUND + piece, "{peak} bytes queued");
+        let info = stream.finish().await;
+        assert_eq!((info.duration_ms, info.warning), (250_000, None));
     }
 }

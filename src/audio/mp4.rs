@@ -20,7 +20,6 @@ use crate::error::{Error, Result};
 pub(super) const MAX_MOOV: u64 = 16 << 20;
 
 /// One top-level atom being read.
-#[derive(Debug)]
 struct Atom {
     kind: [u8; 4],
     size: Option<u64>,
@@ -31,7 +30,7 @@ struct Atom {
 }
 
 /// The top-level atoms of an MP4 stream, followed incrementally.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct AtomWalk {
     /// An atom header being assembled (8 bytes, or 16 with a 64-bit size).
     header: Vec<u8>,
@@ -41,6 +40,18 @@ pub(super) struct AtomWalk {
     fragmented: bool,
     /// Why the walk stopped early (a malformed or oversized atom).
     stopped: Option<String>,
+}
+
+/// Sizes only: `moov` is part of the recording and may carry its metadata.
+impl std::fmt::Debug for AtomWalk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AtomWalk")
+            .field("ftyp_bytes", &self.ftyp.as_ref().map(Vec::len))
+            .field("moov_bytes", &self.moov.as_ref().map(Vec::len))
+            .field("current", &self.current.as_ref().map(|a| name(&a.kind)))
+            .field("stopped", &self.stopped)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AtomWalk {

@@ -2,6 +2,7 @@
 //! codec, rate and channels, and timestamps in milliseconds.
 
 use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use symphonia::core::codecs::{CODEC_TYPE_NULL, CODEC_TYPE_OPUS, CodecParameters, CodecType};
 use symphonia::core::errors::Error as SymError;
@@ -45,6 +46,9 @@ impl MediaSource for Memory {
     }
 }
 
+/// symphonia's probe and the reader it picks. A panic in the reader (a bug
+/// on malformed input) is a read error like any other: it must not take the
+/// upload's task down with it.
 pub(super) fn open_reader(
     source: Box<dyn MediaSource>,
 ) -> std::result::Result<Box<dyn FormatReader>, SymError> {
@@ -53,9 +57,15 @@ pub(super) fn open_reader(
         enable_gapless: false,
         ..Default::default()
     };
-    Ok(symphonia::default::get_probe()
-        .format(&Hint::new(), mss, &fmt, &MetadataOptions::default())?
-        .format)
+    let probe = || {
+        symphonia::default::get_probe().format(&Hint::new(), mss, &fmt, &MetadataOptions::default())
+    };
+    match catch_unwind(AssertUnwindSafe(probe)) {
+        Ok(probed) => Ok(probed?.format),
+        Err(_) => Err(SymError::DecodeError(
+            "the format reader failed on this input",
+        )),
+    }
 }
 
 /// The first track with a codec symphonia knows: the one every probe reports.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::*;
 
 /// A 16-bit mono PCM WAV of a 440 Hz tone.
-fn pcm_wav(sample_rate: u32, frames: u32, rf64: bool) -> Vec<u8> {
+pub(super) fn pcm_wav(sample_rate: u32, frames: u32, rf64: bool) -> Vec<u8> {
     let data_len = frames * 2;
     let mut out = Vec::new();
     if rf64 {

@@ -75,159 +75,36 @@ const fn enc(
 
 use Source::*;
 
+#[rustfmt::skip]
 const ENCODINGS: &[Encoding] = &[
     // ffmpeg's WAV carries a LIST/INFO chunk before `data`.
-    enc(
-        "ffmpeg.wav",
-        Phone,
-        "ffmpeg",
-        &["-i", IN, OUT],
-        ("wav", "pcm_s16le"),
-    ),
-    enc(
-        "ffmpeg_mulaw.wav",
-        Phone,
-        "ffmpeg",
-        &["-i", IN, "-c:a", "pcm_mulaw", OUT],
-        ("wav", "pcm_mulaw"),
-    ),
-    enc(
-        "ffmpeg_alaw.wav",
-        Phone,
-        "ffmpeg",
-        &["-i", IN, "-c:a", "pcm_alaw", OUT],
-        ("wav", "pcm_alaw"),
-    ),
-    enc(
-        "sox_mulaw.wav",
-        Phone,
-        "sox",
-        &[IN, "-e", "u-law", OUT],
-        ("wav", "pcm_mulaw"),
-    ),
-    enc(
-        "sox_alaw.wav",
-        Phone,
-        "sox",
-        &[IN, "-e", "a-law", OUT],
-        ("wav", "pcm_alaw"),
-    ),
+    enc("ffmpeg.wav", Phone, "ffmpeg", &["-i", IN, OUT], ("wav", "pcm_s16le")),
+    enc("ffmpeg_mulaw.wav", Phone, "ffmpeg", &["-i", IN, "-c:a", "pcm_mulaw", OUT], ("wav", "pcm_mulaw")),
+    enc("ffmpeg_alaw.wav", Phone, "ffmpeg", &["-i", IN, "-c:a", "pcm_alaw", OUT], ("wav", "pcm_alaw")),
+    enc("sox_mulaw.wav", Phone, "sox", &[IN, "-e", "u-law", OUT], ("wav", "pcm_mulaw")),
+    enc("sox_alaw.wav", Phone, "sox", &[IN, "-e", "a-law", OUT], ("wav", "pcm_alaw")),
     // JUNK (the RF64 reservation), bext (broadcast metadata) and LIST before `data`.
-    enc(
-        "bext.wav",
-        Phone,
-        "ffmpeg",
-        &[
-            "-i",
-            IN,
-            "-write_bext",
-            "1",
-            "-rf64",
-            "auto",
-            "-metadata",
-            "comment=agent 7",
-            OUT,
-        ],
-        ("wav", "pcm_s16le"),
-    ),
-    enc(
-        "rf64.wav",
-        Phone,
-        "ffmpeg",
-        &["-i", IN, "-rf64", "always", OUT],
-        ("wav", "pcm_s16le"),
-    ),
+    enc("bext.wav", Phone, "ffmpeg", &["-i", IN, "-write_bext", "1", "-rf64", "auto", "-metadata", "comment=agent 7", OUT], ("wav", "pcm_s16le")),
+    enc("rf64.wav", Phone, "ffmpeg", &["-i", IN, "-rf64", "always", OUT], ("wav", "pcm_s16le")),
     // Written to a pipe, the sizes stay 0xFFFFFFFF.
-    enc(
-        "piped.wav",
-        Phone,
-        "ffmpeg",
-        &["-i", IN, "-f", "wav", STDOUT],
-        ("wav", "pcm_s16le"),
-    ),
-    enc(
-        "sox_48k.wav",
-        Studio,
-        "sox",
-        &[IN, OUT],
-        ("wav", "pcm_s16le"),
-    ),
+    enc("piped.wav", Phone, "ffmpeg", &["-i", IN, "-f", "wav", STDOUT], ("wav", "pcm_s16le")),
+    enc("sox_48k.wav", Studio, "sox", &[IN, OUT], ("wav", "pcm_s16le")),
     enc("cbr.mp3", Phone, "lame", &[IN, OUT], ("mp3", "mp3")),
-    enc(
-        "vbr_no_xing.mp3",
-        Phone,
-        "lame",
-        &["-V2", "-t", IN, OUT],
-        ("mp3", "mp3"),
-    ),
+    enc("vbr_no_xing.mp3", Phone, "lame", &["-V2", "-t", IN, OUT], ("mp3", "mp3")),
     enc("48k.mp3", Studio, "lame", &[IN, OUT], ("mp3", "mp3")),
-    enc(
-        "phone.flac",
-        Phone,
-        "flac",
-        &[IN, "-o", OUT],
-        ("flac", "flac"),
-    ),
-    enc(
-        "48k.flac",
-        Studio,
-        "flac",
-        &[IN, "-o", OUT],
-        ("flac", "flac"),
-    ),
-    enc(
-        "phone.ogg",
-        Phone,
-        "oggenc",
-        &[IN, "-o", OUT],
-        ("ogg", "vorbis"),
-    ),
-    enc(
-        "16k.ogg",
-        Wide,
-        "oggenc",
-        &[IN, "-o", OUT],
-        ("ogg", "vorbis"),
-    ),
+    enc("phone.flac", Phone, "flac", &[IN, "-o", OUT], ("flac", "flac")),
+    enc("48k.flac", Studio, "flac", &[IN, "-o", OUT], ("flac", "flac")),
+    enc("phone.ogg", Phone, "oggenc", &[IN, "-o", OUT], ("ogg", "vorbis")),
+    enc("16k.ogg", Wide, "oggenc", &[IN, "-o", OUT], ("ogg", "vorbis")),
     enc("phone.opus", Phone, "opusenc", &[IN, OUT], ("ogg", "opus")),
     enc("48k.opus", Studio, "opusenc", &[IN, OUT], ("ogg", "opus")),
     // To a pipe, ffmpeg's WebM has no Cues and no duration.
-    enc(
-        "piped.webm",
-        Phone,
-        "ffmpeg",
-        &["-i", IN, "-c:a", "libopus", "-f", "webm", STDOUT],
-        ("webm", "opus"),
-    ),
-    enc(
-        "16k.mkv",
-        Wide,
-        "ffmpeg",
-        &["-i", IN, "-c:a", "libopus", OUT],
-        ("mkv", "opus"),
-    ),
+    enc("piped.webm", Phone, "ffmpeg", &["-i", IN, "-c:a", "libopus", "-f", "webm", STDOUT], ("webm", "opus")),
+    enc("16k.mkv", Wide, "ffmpeg", &["-i", IN, "-c:a", "libopus", OUT], ("mkv", "opus")),
     // ffmpeg's default: ftyp, free, mdat, then moov at the end.
-    enc(
-        "moov_last.m4a",
-        Phone,
-        "ffmpeg",
-        &["-i", IN, OUT],
-        ("mp4", "aac"),
-    ),
-    enc(
-        "faststart.m4a",
-        Phone,
-        "ffmpeg",
-        &["-i", IN, "-movflags", "+faststart", OUT],
-        ("mp4", "aac"),
-    ),
-    enc(
-        "48k.m4a",
-        Studio,
-        "ffmpeg",
-        &["-i", IN, OUT],
-        ("mp4", "aac"),
-    ),
+    enc("moov_last.m4a", Phone, "ffmpeg", &["-i", IN, OUT], ("mp4", "aac")),
+    enc("faststart.m4a", Phone, "ffmpeg", &["-i", IN, "-movflags", "+faststart", OUT], ("mp4", "aac")),
+    enc("48k.m4a", Studio, "ffmpeg", &["-i", IN, OUT], ("mp4", "aac")),
 ];
 
 const SPEECH: &str = "Thank you for calling. Your call may be recorded for quality and \
@@ -494,33 +371,13 @@ async fn non_audio_is_refused_and_cut_audio_kept_with_a_warning() {
         return;
     };
     let d = corpus.dir.path();
-    run(
-        "ffmpeg",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "color=c=red:s=16x16",
-            "-frames:v",
-            "1",
-            "red.png",
-        ],
-        d,
-    );
-    // Video only, moov at the end: accepted from its head, refused at the end.
-    run(
-        "ffmpeg",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=d=3:s=64x64:r=10",
-            "-pix_fmt",
-            "yuv420p",
-            "video.mp4",
-        ],
-        d,
-    );
+    let ffmpeg = |line: &str| run("ffmpeg", &line.split(' ').collect::<Vec<_>>(), d);
+    ffmpeg("-f lavfi -i color=c=red:s=16x16 -frames:v 1 red.png");
+    // Video only, moov at the end. The short one fits in the head and is
+    // refused there; the long one (175 KB) is accepted provisionally, its
+    // chunks written, then refused at the end and cleaned up.
+    ffmpeg("-f lavfi -i testsrc=d=3:s=64x64:r=10 -pix_fmt yuv420p short.mp4");
+    ffmpeg("-f lavfi -i testsrc2=d=5:s=320x240:r=25 -pix_fmt yuv420p long.mp4");
     let read = |f: &str| Bytes::from(std::fs::read(d.join(f)).unwrap());
     let file = |f: &str| {
         corpus
@@ -539,8 +396,13 @@ async fn non_audio_is_refused_and_cut_audio_kept_with_a_warning() {
     let refused = [
         ("png", read("red.png"), "a PNG image"),
         (
-            "video",
-            read("video.mp4"),
+            "short-video",
+            read("short.mp4"),
+            "an mp4 container with no audio track",
+        ),
+        (
+            "long-video",
+            read("long.mp4"),
             "an mp4 container with no audio track",
         ),
         (
@@ -567,6 +429,7 @@ async fn non_audio_is_refused_and_cut_audio_kept_with_a_warning() {
     // Each declares its length (the 48 kHz MP3 in its Info tag; lame leaves
     // the tag out of 8 kHz CBR frames, too small to hold it).
     let kept = ["ffmpeg.wav", "48k.mp3", "phone.flac", "faststart.m4a"];
+    let mut chunks = 0;
     for f in kept {
         let audio = cut(f);
         let rec = app
@@ -577,6 +440,7 @@ async fn non_audio_is_refused_and_cut_audio_kept_with_a_warning() {
             .unwrap();
         let meta = rec.audio.unwrap();
         assert!(meta.warning.contains("incomplete audio"), "{f}: {meta:?}");
+        chunks += rec.chunk_count as usize;
         assert!(
             app.play(&rec.recording_id).await.unwrap() == audio[..],
             "{f}"
@@ -591,7 +455,22 @@ async fn non_audio_is_refused_and_cut_audio_kept_with_a_warning() {
         .await
         .unwrap();
     assert_eq!(rows.len(), kept.len(), "only the kept recordings exist");
+    assert_eq!(
+        files_under(&app.dir.path().join("objects")),
+        chunks,
+        "only the kept recordings' objects exist"
+    );
     app.shutdown().await;
+}
+
+fn files_under(dir: &Path) -> usize {
+    let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    entries
+        .map(|e| match e.path() {
+            p if p.is_dir() => files_under(&p),
+            _ => 1,
+        })
+        .sum()
 }
 
 /// A runtime whose blocking pool is far smaller than the number of uploads.

@@ -5,6 +5,7 @@ use sqlx::Row;
 
 use super::Conn;
 use super::rows::{self, recording_select, tenant_and_recording};
+pub use crate::domain::AudioInfo;
 use crate::domain::{ExternalCallId, KeyArn, RecordingId, RecordingStatus, TenantId, now_ms};
 use crate::error::{Error, Result};
 use crate::kms::WrapAlgorithm;
@@ -30,16 +31,6 @@ pub struct NewRecording {
     pub created_at_ms: i64,
     /// The upload's first lease: the sweeper leaves it alone until then.
     pub lease_until_ms: i64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AudioInfo {
-    pub container: String,
-    pub codec: String,
-    pub sample_rate_hz: u32,
-    pub channels: u32,
-    pub duration_ms: u64,
-    pub warning: Option<String>,
 }
 
 /// What ingest writes when the final chunk is committed.

@@ -153,6 +153,18 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// What the audio probe found in a recording.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AudioInfo {
+    pub container: String,
+    pub codec: String,
+    pub sample_rate_hz: u32,
+    pub channels: u32,
+    pub duration_ms: u64,
+    /// Set when the audio is damaged but was kept.
+    pub warning: Option<String>,
+}
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Principal {

@@ -12,6 +12,7 @@ mod bad_input;
 mod catalog_contract;
 mod crash;
 mod durability;
+mod formats;
 mod independent;
 mod keys;
 mod kms_contract;

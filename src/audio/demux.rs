@@ -1,0 +1,474 @@
+//! The streaming demuxer for every container but MP4, run in short batches on
+//! the blocking pool that never wait for bytes.
+//!
+//! symphonia's readers pull bytes through a blocking `Read`. Instead of
+//! parking a thread in that `Read` until the network delivers (one thread per
+//! upload, for the whole upload), bytes are queued here as they are fed, and
+//! a batch runs only over bytes already queued:
+//!
+//! - A batch calls `next_packet` only while more than [`WINDOW`] bytes wait
+//!   past the reader's position, or the stream has ended. `WINDOW` exceeds any
+//!   packet of the supported formats plus symphonia's 32 KiB read-ahead, so
+//!   the reader never finds the queue empty mid-packet. If it does anyway (a
+//!   gigantic packet, or a long run of garbage to resynchronise over), the
+//!   read fails instead of blocking, and the recording is kept with a warning
+//!   saying up to where it was measured.
+//! - When the queue drops to `WINDOW`, the batch puts the format reader back
+//!   in [`Slot::Idle`] (a `Box<dyn FormatReader>` is `Send`) and returns its
+//!   thread. The next batch starts once [`START`] bytes are queued, so each
+//!   batch demuxes at least 256 KiB.
+//! - `feed` waits, asynchronously, while more than [`BOUND`] bytes are queued
+//!   and a batch is running or waiting for a thread.
+
+use std::collections::VecDeque;
+use std::io::{Read, Seek, SeekFrom};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use bytes::{Buf, Bytes};
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::{FormatReader, Packet};
+use symphonia::core::io::MediaSource;
+use symphonia::core::units::TimeBase;
+use tokio::sync::Notify;
+
+use super::{Detected, probe, truncation_warning, wav};
+use crate::domain::AudioInfo;
+
+/// Bytes that must wait past the reader's position before it reads a packet.
+pub(super) const WINDOW: usize = 1 << 20;
+/// Bytes queued before a batch starts.
+const START: usize = WINDOW + (256 << 10);
+/// Above this, `feed` waits for the running batch.
+pub(super) const BOUND: usize = 2 * WINDOW;
+
+#[derive(Debug)]
+pub(super) struct Stream {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Woken whenever a batch gives the reader back.
+    settled: Notify,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+struct State {
+    /// The start of a WAV stream, held back until its header can be made
+    /// readable (see `wav`); `None` once released or for other containers.
+    prelude: Option<Vec<u8>>,
+    pieces: VecDeque<Bytes>,
+    queued: usize,
+    ended: bool,
+    /// A read found the queue empty before the end of the stream.
+    starved: bool,
+    /// False when the header cannot say how long the audio is.
+    length_known: bool,
+    slot: Slot,
+}
+
+enum Slot {
+    Idle(Demux),
+    /// A batch holds the reader (running, or waiting for a pool thread).
+    Busy,
+}
+
+enum Demux {
+    /// Not enough bytes yet to open the reader.
+    Open(AudioInfo),
+    Packets(Packets),
+    Done(AudioInfo),
+}
+
+struct Packets {
+    reader: Box<dyn FormatReader>,
+    track_id: u32,
+    time_base: Option<TimeBase>,
+    /// How many frames the header says the track holds, when it knows.
+    declared: Option<u64>,
+    end_ts: u64,
+    /// WAV only: bytes and frames of the first packet.
+    frame_size: Option<(u64, u64)>,
+    info: AudioInfo,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn enqueue(&mut self, data: Bytes) {
+        self.queued += data.len();
+        self.pieces.push_back(data);
+    }
+
+    /// Queues `data`, passing a WAV header through `wav` first.
+    fn push(&mut self, data: Bytes) {
+        let Some(mut held) = self.prelude.take() else {
+            return self.enqueue(data);
+        };
+        // Usually the first piece holds the whole header: scan it in place.
+        let fresh = held.is_empty();
+        let scan = if fresh {
+            wav::scan(&data)
+        } else {
+            held.extend_from_slice(&data);
+            wav::scan(&held)
+        };
+        if matches!(scan, wav::Scan::NeedMore) && held.len() <= wav::MAX_HEADER + 64 {
+            if fresh {
+                held.extend_from_slice(&data);
+            }
+            self.prelude = Some(held);
+            return;
+        }
+        let bytes = if fresh { data } else { Bytes::from(held) };
+        if let wav::Scan::Found(header) = scan {
+            self.length_known = header.length_known;
+            if let Some(rewrite) = header.rewrite {
+                let rest = bytes.slice(rewrite.len()..);
+                self.enqueue(Bytes::from(rewrite));
+                return self.enqueue(rest);
+            }
+        }
+        self.enqueue(bytes);
+    }
+
+    fn end(&mut self) {
+        self.ended = true;
+        if let Some(prelude) = self.prelude.take() {
+            self.enqueue(Bytes::from(prelude));
+        }
+    }
+
+    fn clear(&mut self) {
+        self.prelude = None;
+        self.pieces.clear();
+        self.queued = 0;
+    }
+
+    fn done(&self) -> bool {
+        matches!(self.slot, Slot::Idle(Demux::Done(_)))
+    }
+}
+
+impl Stream {
+    pub(super) fn start(detected: Detected) -> Self {
+        let info = AudioInfo {
+            container: detected.container.to_owned(),
+            codec: detected.codec,
+            sample_rate_hz: detected.sample_rate_hz,
+            channels: detected.channels,
+            duration_ms: 0,
+            warning: None,
+        };
+        let state = State {
+            prelude: (detected.container == "wav").then(Vec::new),
+            pieces: VecDeque::new(),
+            queued: 0,
+            ended: false,
+            starved: false,
+            length_known: true,
+            slot: Slot::Idle(Demux::Open(info)),
+        };
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(state),
+                settled: Notify::new(),
+            }),
+        }
+    }
+
+    pub(super) async fn feed(&self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        loop {
+            let settled = {
+                let mut st = self.shared.lock();
+                if st.done() {
+                    // The demuxer has stopped (end of its data, or damage):
+                    // nothing more to read.
+                    return;
+                }
+                if st.queued <= BOUND || !matches!(st.slot, Slot::Busy) {
+                    st.push(data);
+                    kick(&self.shared, &mut st);
+                    return;
+                }
+                // Created under the lock, so the batch's wake-up cannot be missed.
+                self.shared.settled.notified()
+            };
+            settled.await;
+        }
+    }
+
+    pub(super) async fn finish(&self) -> AudioInfo {
+        loop {
+            let settled = {
+                let mut st = self.shared.lock();
+                st.end();
+                match std::mem::replace(&mut st.slot, Slot::Busy) {
+                    Slot::Idle(Demux::Done(info)) => return info,
+                    Slot::Idle(demux) => spawn_batch(self.shared.clone(), demux),
+                    Slot::Busy => {}
+                }
+                self.shared.settled.notified()
+            };
+            settled.await;
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // An abandoned upload: free the queue now; a running batch finds it
+        // empty and stops.
+        self.shared.lock().clear();
+    }
+}
+
+/// Starts a batch if enough is queued and none is running.
+fn kick(shared: &Arc<Shared>, st: &mut State) {
+    if !(st.queued >= START || st.ended) || st.done() {
+        return;
+    }
+    // Busy stays Busy.
+    if let Slot::Idle(demux) = std::mem::replace(&mut st.slot, Slot::Busy) {
+        spawn_batch(shared.clone(), demux);
+    }
+}
+
+fn spawn_batch(shared: Arc<Shared>, demux: Demux) {
+    // Detached: the batch hands the reader back through the slot.
+    drop(tokio::task::spawn_blocking(move || {
+        run_batch(&shared, demux)
+    }));
+}
+
+fn run_batch(shared: &Arc<Shared>, mut demux: Demux) {
+    loop {
+        {
+            let mut st = shared.lock();
+            let finished = matches!(demux, Demux::Done(_));
+            if finished || !(st.ended || st.queued > WINDOW) {
+                if finished {
+                    st.clear();
+                }
+                st.slot = Slot::Idle(demux);
+                drop(st);
+                shared.settled.notify_waiters();
+                return;
+            }
+        }
+        demux = step(shared, demux);
+    }
+}
+
+fn step(shared: &Arc<Shared>, demux: Demux) -> Demux {
+    match demux {
+        Demux::Open(info) => open(shared, info),
+        Demux::Packets(mut p) => {
+            let next = catch_unwind(AssertUnwindSafe(|| p.reader.next_packet()));
+            if shared.lock().starved {
+                let at = p.ms(p.end_ts);
+                return p.done(Some(format!(
+                    "the demuxer needed more than {} MiB ahead at {at} ms (an oversized packet \
+                     or a long damaged stretch); duration measured up to there",
+                    WINDOW >> 20
+                )));
+            }
+            match next {
+                Ok(Ok(packet)) => {
+                    if packet.track_id() == p.track_id {
+                        let frames = p.frames(&packet);
+                        p.end_ts = p.end_ts.max(packet.ts + frames);
+                    }
+                    Demux::Packets(p)
+                }
+                Ok(Err(SymError::IoError(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    p.done(None)
+                }
+                Ok(Err(SymError::ResetRequired)) => p.done(None),
+                Ok(Err(e)) => p.done(Some(format!("damaged audio: {e}"))),
+                Err(_) => {
+                    let at = p.ms(p.end_ts);
+                    p.done(Some(format!(
+                        "the demuxer failed at {at} ms; duration measured up to there"
+                    )))
+                }
+            }
+        }
+        done => done,
+    }
+}
+
+fn open(shared: &Arc<Shared>, mut info: AudioInfo) -> Demux {
+    let source = QueueSource {
+        shared: Arc::downgrade(shared),
+        position: 0,
+    };
+    let reader = match probe::open_reader(Box::new(source)) {
+        Ok(reader) => reader,
+        Err(_) if shared.lock().starved => {
+            info.warning = Some(format!(
+                "the stream's header is larger than the {} MiB the analyzer reads ahead",
+                WINDOW >> 20
+            ));
+            return Demux::Done(info);
+        }
+        Err(e) => {
+            info.warning = Some(format!("could not demux the stream: {e}"));
+            return Demux::Done(info);
+        }
+    };
+    let Some(track) = probe::audio_track(reader.as_ref()) else {
+        info.warning = Some("no audio track found while demuxing".into());
+        return Demux::Done(info);
+    };
+    let length_known = shared.lock().length_known;
+    Demux::Packets(Packets {
+        track_id: track.id,
+        time_base: track.codec_params.time_base,
+        declared: track.codec_params.n_frames.filter(|_| length_known),
+        end_ts: 0,
+        frame_size: None,
+        reader,
+        info,
+    })
+}
+
+impl Packets {
+    /// The frames in `packet`. symphonia's WAV reader gives a short last
+    /// packet (the stream ends mid-packet, or the data size is unknown) the
+    /// duration of a full one; its bytes say how many frames it holds.
+    fn frames(&mut self, packet: &Packet) -> u64 {
+        let bytes = packet.buf().len() as u64;
+        match self.frame_size {
+            Some((first_bytes, first_frames)) if first_bytes > 0 => {
+                packet.dur.min(bytes * first_frames / first_bytes)
+            }
+            None if self.info.container == "wav" => {
+                self.frame_size = Some((bytes, packet.dur));
+                packet.dur
+            }
+            _ => packet.dur,
+        }
+    }
+
+    fn ms(&self, ts: u64) -> u64 {
+        probe::to_ms(self.time_base, self.info.sample_rate_hz, ts)
+    }
+
+    fn done(self, warning: Option<String>) -> Demux {
+        let duration_ms = self.ms(self.end_ts);
+        // A header that promises more audio than arrived: a truncated upload.
+        let missing = self
+            .declared
+            .filter(|&declared| declared > self.end_ts)
+            .map(|declared| (self.ms(declared), self.ms(declared - self.end_ts)));
+        let warning = match (warning, missing) {
+            (Some(w), _) => Some(w),
+            (None, Some((declared_ms, missing_ms))) if missing_ms > 100 => {
+                Some(truncation_warning(&format!(
+                    "header declares {declared_ms} ms, stream holds {duration_ms} ms"
+                )))
+            }
+            (None, _) => None,
+        };
+        Demux::Done(AudioInfo {
+            duration_ms,
+            warning,
+            ..self.info
+        })
+    }
+}
+
+/// The demuxer's view of the queue. Never blocks: an empty queue before the
+/// end of the stream is an error (and marks the stream starved). Holds the
+/// queue weakly, since the reader that owns this source lives in the queue's
+/// own slot between batches.
+struct QueueSource {
+    shared: Weak<Shared>,
+    position: u64,
+}
+
+impl Read for QueueSource {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let Some(shared) = self.shared.upgrade() else {
+            return Ok(0);
+        };
+        let mut st = shared.lock();
+        while let Some(front) = st.pieces.front_mut() {
+            if front.is_empty() {
+                st.pieces.pop_front();
+                continue;
+            }
+            let n = buf.len().min(front.len());
+            buf[..n].copy_from_slice(&front[..n]);
+            front.advance(n);
+            st.queued -= n;
+            self.position += n as u64;
+            return Ok(n);
+        }
+        if st.ended {
+            return Ok(0);
+        }
+        st.starved = true;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            "the analyzer's read-ahead window ran dry",
+        ))
+    }
+}
+
+impl Seek for QueueSource {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        match pos {
+            SeekFrom::Current(0) => Ok(self.position),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "stream is not seekable",
+            )),
+        }
+    }
+}
+
+impl MediaSource for QueueSource {
+    fn is_seekable(&self) -> bool {
+        false
+    }
+    fn byte_len(&self) -> Option<u64> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::tests::pcm_wav;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_queue_stays_within_its_bound() {
+        // 250 s at 16 kHz: 8 MB fed as fast as possible.
+        let wav = Bytes::from(pcm_wav(16_000, 4_000_000, false));
+        let stream = Stream::start(crate::audio::detect(&wav).unwrap());
+        let piece = 64 << 10;
+        let mut peak = 0;
+        for p in (0..wav.len()).step_by(piece) {
+            stream.feed(wav.slice(p..wav.len().min(p + piece))).await;
+            peak = peak.max(stream.shared.lock().queued);
+        }
+        assert!(peak <= BOUND + piece, "{peak} bytes queued");
+        let info = stream.finish().await;
+        assert_eq!((info.duration_ms, info.warning), (250_000, None));
+    }
+}

@@ -1,0 +1,145 @@
+//! Audio probing with symphonia, on plaintext that only ever lives in memory.
+//!
+//! Two passes, both streaming:
+//! 1. [`detect`] runs on the head of the upload (the first chunk, held in memory
+//!    anyway) before anything is stored. Not audio: [`Error::NotAudio`] naming
+//!    what was found, and nothing is written.
+//! 2. [`Analyzer`] follows the whole stream as ingest feeds it and yields the
+//!    duration. Damage part-way is "damaged but kept": the recording is stored
+//!    and flagged with the probe's warning.
+//!
+//! The analyzer holds no thread while it waits for bytes: an upload that
+//! trickles in for an hour costs memory, not a parked thread, so slow uploads
+//! cannot fill the blocking pool that chunk sealing also needs (with one
+//! parked thread per upload, 512 slow uploads deadlocked the server).
+//! - MP4 (`mp4`): top-level atoms are followed as bytes arrive, on the
+//!   caller's task; `mdat` is skipped without being kept, and `ftyp` + `moov`
+//!   are probed once at the end (one short blocking task), wherever `moov`
+//!   sits.
+//! - Every other container (`demux`): bytes are queued, and symphonia's
+//!   reader runs in short blocking-pool batches over bytes already queued,
+//!   never reading past them (see `demux` for the read-ahead window that
+//!   guarantees this), then is parked as a value until more bytes arrive.
+//!
+//! Why batches: symphonia 0.5 only pulls through a blocking `Read` and has no
+//! push or async interface. A dedicated, bounded pool for analyzers would only
+//! move the limit (uploads past its size would wait behind parked ones);
+//! a batch holds a thread only while it has bytes to demux, so progress never
+//! depends on the network. The price is the read-ahead window: the duration
+//! trails the upload by 1 MiB until the stream ends.
+//!
+//! Memory per upload, beyond the chunk ingest is filling: for MP4, `ftyp` +
+//! `moov` (at most 16 MiB, typically a few KiB per minute of audio); for the
+//! rest, at most 2 MiB queued (two chunks at the default chunk size) plus the
+//! piece being fed (one gRPC message of at most 4 MiB, or the first chunk),
+//! plus symphonia's 64 KiB buffer and one packet.
+//!
+//! WAV headers symphonia 0.5 cannot read as written (RF64, sizes left unknown
+//! by a writer on a pipe) are rewritten in memory first (`wav`).
+
+mod demux;
+mod mp4;
+mod probe;
+mod sniff;
+mod wav;
+
+use bytes::Bytes;
+
+pub use sniff::sniff;
+
+use crate::domain::AudioInfo;
+use crate::error::{Error, Result};
+
+/// What the head probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detected {
+    pub container: &'static str,
+    pub codec: String,
+    pub sample_rate_hz: u32,
+    pub channels: u32,
+    /// The head alone could not show the audio track (an MP4 whose `moov`
+    /// atom is not complete in the head); the streaming analyzer decides.
+    pub provisional: bool,
+}
+
+/// Decides from the head of an upload whether it is audio.
+pub fn detect(head: &[u8]) -> Result<Detected> {
+    let container = sniff(head);
+    if container == "mp4" {
+        return mp4::detect(head);
+    }
+    let head = if container == "wav" {
+        wav::readable_head(head)
+    } else {
+        head.into()
+    };
+    let reader =
+        probe::open_reader(Box::new(probe::Memory::new(head.into_owned()))).map_err(|e| {
+            match container {
+                "wav" | "flac" | "ogg" | "mkv" | "webm" | "mp3" => Error::NotAudio(format!(
+                    "{} header that cannot be read ({e})",
+                    probe::a(container)
+                )),
+                other => Error::NotAudio(other.to_owned()),
+            }
+        })?;
+    probe::describe_track(reader.as_ref(), container).map(|(_, d)| d)
+}
+
+/// The streaming second pass. Feed every plaintext byte with [`Analyzer::feed`]
+/// in order, then [`Analyzer::finish`].
+#[derive(Debug)]
+pub struct Analyzer(Pass);
+
+#[derive(Debug)]
+enum Pass {
+    Mp4(std::sync::Mutex<mp4::AtomWalk>),
+    Demux(demux::Stream),
+}
+
+impl Analyzer {
+    pub fn start(detected: Detected) -> Self {
+        Self(if detected.container == "mp4" {
+            Pass::Mp4(Default::default())
+        } else {
+            Pass::Demux(demux::Stream::start(detected))
+        })
+    }
+
+    /// Takes the next bytes of the upload. Returns at once unless the
+    /// analyzer is more than its bound behind; then it waits (without
+    /// holding a thread) for the demuxer to catch up.
+    pub async fn feed(&self, data: Bytes) {
+        match &self.0 {
+            Pass::Mp4(walk) => lock(walk).push(&data),
+            Pass::Demux(stream) => stream.feed(data).await,
+        }
+    }
+
+    /// The probe's verdict on the whole upload. An MP4 whose `moov` never
+    /// arrived, or describes no audio track, is [`Error::NotAudio`].
+    pub async fn finish(self) -> Result<AudioInfo> {
+        match self.0 {
+            Pass::Mp4(walk) => {
+                let walk = walk.into_inner().unwrap_or_else(|e| e.into_inner());
+                // One short parse of `moov` (up to 16 MiB) off the runtime's workers.
+                tokio::task::spawn_blocking(move || walk.finish())
+                    .await
+                    .map_err(|e| Error::task("audio analysis", e))?
+            }
+            Pass::Demux(stream) => Ok(stream.finish().await),
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The warning for a stream that ends before its header says it should.
+fn truncation_warning(detail: &str) -> String {
+    format!("incomplete audio (truncated or damaged): {detail}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,186 @@
+//! The analyzer's scheduling properties, on audio built in memory (no tools
+//! needed). Real encoders' output is tested in `tests/api/formats.rs`.
+
+use std::time::Duration;
+
+use super::*;
+
+/// A 16-bit mono PCM WAV of a 440 Hz tone.
+pub(super) fn pcm_wav(sample_rate: u32, frames: u32, rf64: bool) -> Vec<u8> {
+    let data_len = frames * 2;
+    let mut out = Vec::new();
+    if rf64 {
+        out.extend_from_slice(b"RF64\xff\xff\xff\xffWAVEds64");
+        out.extend_from_slice(&28u32.to_le_bytes());
+        out.extend_from_slice(&u64::from(data_len + 36 + 36).to_le_bytes());
+        out.extend_from_slice(&u64::from(data_len).to_le_bytes());
+        out.extend_from_slice(&u64::from(frames).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+    } else {
+        out.extend_from_slice(b"RIFF");
+        out.extend_from_slice(&(data_len + 36).to_le_bytes());
+        out.extend_from_slice(b"WAVE");
+    }
+    out.extend_from_slice(b"fmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&sample_rate.to_le_bytes());
+    out.extend_from_slice(&(sample_rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    let size_field = if rf64 { u32::MAX } else { data_len };
+    out.extend_from_slice(&size_field.to_le_bytes());
+    for i in 0..frames {
+        let t = f64::from(i) / f64::from(sample_rate);
+        let s = ((t * 440.0 * std::f64::consts::TAU).sin() * 8000.0) as i16;
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
+async fn analyze(audio: &Bytes, piece: usize) -> AudioInfo {
+    let analyzer = Analyzer::start(detect(audio).unwrap());
+    for p in (0..audio.len()).step_by(piece) {
+        analyzer
+            .feed(audio.slice(p..audio.len().min(p + piece)))
+            .await;
+    }
+    analyzer.finish().await.unwrap()
+}
+
+#[test]
+fn detect_rejects_text() {
+    let err = detect(b"just some text, not a recording").unwrap_err();
+    assert!(
+        matches!(err, Error::NotAudio(ref s) if s == "text"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn rf64_is_read_as_the_wav_it_is() {
+    // 5 s at 8 kHz, fed in pieces that split the header.
+    let wav = Bytes::from(pcm_wav(8000, 40_000, true));
+    let d = detect(&wav).unwrap();
+    assert_eq!(
+        (d.container, d.codec.as_str(), d.sample_rate_hz, d.channels),
+        ("wav", "pcm_s16le", 8000, 1)
+    );
+    for piece in [7, 4096, wav.len()] {
+        let info = analyze(&wav, piece).await;
+        assert_eq!((info.duration_ms, info.warning.as_deref()), (5000, None));
+    }
+}
+
+/// Many uploads trickling in at once, on a runtime whose blocking pool is far
+/// smaller than their number: the analyzers must not hold a pool thread while
+/// they wait for bytes (they used to, and this deadlocked).
+#[test]
+fn slow_uploads_hold_no_thread_while_waiting() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // 100 s at 16 kHz: 3.2 MB, so batches also run mid-stream.
+    let wav = Bytes::from(pcm_wav(16_000, 1_600_000, false));
+    let piece = 4096;
+    rt.block_on(async {
+        let run = async {
+            let analyzers: Vec<_> = (0..64)
+                .map(|_| Analyzer::start(detect(&wav).unwrap()))
+                .collect();
+            for p in (0..wav.len()).step_by(piece) {
+                for a in &analyzers {
+                    a.feed(wav.slice(p..wav.len().min(p + piece))).await;
+                }
+            }
+            let mut infos = Vec::new();
+            for a in analyzers {
+                infos.push(a.finish().await.unwrap());
+            }
+            infos
+        };
+        let infos = tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .expect("the analyzers deadlocked");
+        for info in infos {
+            assert_eq!((info.duration_ms, info.warning.as_deref()), (100_000, None));
+        }
+    });
+}
+
+/// EBML element: ID, 8-byte size, body.
+fn ebml(id: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = id.to_vec();
+    out.push(0x01);
+    out.extend_from_slice(&(body.len() as u64).to_be_bytes()[1..]);
+    out.extend_from_slice(body);
+    out
+}
+
+/// A Matroska stream of 16-bit PCM: blocks at 0, 500, 1000 and 2000 ms, the
+/// third one `big` bytes long. (The reader gives PCM blocks no duration, so
+/// the measured length ends where the last block starts.)
+fn mkv_with_block(big: usize) -> Vec<u8> {
+    let mut header = ebml(&[0x42, 0x82], b"matroska");
+    header.extend(ebml(&[0x42, 0x87], &[4]));
+    header.extend(ebml(&[0x42, 0x85], &[2]));
+    let mut out = ebml(&[0x1A, 0x45, 0xDF, 0xA3], &header);
+    let mut audio = ebml(&[0xB5], &8000f64.to_be_bytes());
+    audio.extend(ebml(&[0x9F], &[1]));
+    audio.extend(ebml(&[0x62, 0x64], &[16]));
+    let mut track = ebml(&[0xD7], &[1]);
+    track.extend(ebml(&[0x73, 0xC5], &[1]));
+    track.extend(ebml(&[0x83], &[2]));
+    track.extend(ebml(&[0x86], b"A_PCM/INT/LIT"));
+    track.extend(ebml(&[0xE1], &audio));
+    let mut segment = ebml(
+        &[0x15, 0x49, 0xA9, 0x66],
+        &ebml(&[0x2A, 0xD7, 0xB1], &[0x0F, 0x42, 0x40]),
+    );
+    segment.extend(ebml(&[0x16, 0x54, 0xAE, 0x6B], &ebml(&[0xAE], &track)));
+    let block = |ms: u16, len: usize| {
+        let mut b = vec![0x81];
+        b.extend_from_slice(&ms.to_be_bytes());
+        b.push(0x80);
+        b.resize(4 + len, 0x11);
+        ebml(&[0xA3], &b)
+    };
+    let mut cluster = ebml(&[0xE7], &[0]);
+    cluster.extend(block(0, 8000));
+    cluster.extend(block(500, 8000));
+    cluster.extend(block(1000, big));
+    cluster.extend(block(2000, 8000));
+    segment.extend(ebml(&[0x1F, 0x43, 0xB6, 0x75], &cluster));
+    // A Segment of unknown size, as live writers leave it.
+    out.extend_from_slice(&[
+        0x18, 0x53, 0x80, 0x67, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    ]);
+    out.extend(segment);
+    out
+}
+
+#[tokio::test]
+async fn a_packet_larger_than_the_window_is_kept_with_a_warning() {
+    let small = Bytes::from(mkv_with_block(16_000));
+    let info = analyze(&small, 64 << 10).await;
+    assert_eq!((info.duration_ms, info.warning.as_deref()), (2000, None));
+    // 3 MiB in one block: more than the analyzer ever queues while it runs.
+    let big = Bytes::from(mkv_with_block(3 << 20));
+    let info = tokio::time::timeout(Duration::from_secs(30), analyze(&big, 64 << 10))
+        .await
+        .expect("the analyzer waited for bytes instead of giving up");
+    let warning = info.warning.unwrap_or_default();
+    assert!(
+        warning.contains("more than 1 MiB ahead at 500 ms"),
+        "{warning}"
+    );
+    assert_eq!(info.duration_ms, 500);
+    // Fed whole (the stream has ended), the same block is read.
+    let info = analyze(&big, big.len()).await;
+    assert_eq!((info.duration_ms, info.warning.as_deref()), (2000, None));
+}

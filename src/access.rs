@@ -1,6 +1,7 @@
 //! Who may do what: the role matrix, in one place. Every use case asks
 //! [`require`] before it touches anything.
 
+use crate::archive::Archive;
 use crate::domain::{Principal, Role};
 use crate::error::{Error, Result};
 
@@ -13,6 +14,10 @@ pub enum Action {
     ReadRecordings,
     /// Register, retire, check and rewrap the tenant's KMS keys.
     ManageKeys,
+    /// Read the audit trail, its checkpoints and proofs.
+    ReadAudit,
+    /// Export recordings as verifiable bundles.
+    Export,
 }
 
 impl Action {
@@ -20,8 +25,11 @@ impl Action {
     pub fn roles(self) -> &'static [Role] {
         match self {
             Action::Ingest => &[Role::Ingest],
-            Action::ReadRecordings => &[Role::Supervisor, Role::Compliance, Role::Admin],
+            // Separation of duties: the admin manages keys and tokens but
+            // reads neither audio nor the audit trail of recordings.
+            Action::ReadRecordings => &[Role::Supervisor, Role::Compliance],
             Action::ManageKeys => &[Role::Admin],
+            Action::ReadAudit | Action::Export => &[Role::Compliance],
         }
     }
 
@@ -30,18 +38,34 @@ impl Action {
             Action::Ingest => "ingest",
             Action::ReadRecordings => "read recordings",
             Action::ManageKeys => "manage keys",
+            Action::ReadAudit => "read the audit trail",
+            Action::Export => "export recordings",
+        }
+    }
+
+    /// The audit trail's name for what was attempted.
+    fn audited_as(self) -> crate::audit::event::Action {
+        use crate::audit::event::Action as A;
+        match self {
+            Action::Ingest => A::RecordingIngested,
+            Action::ReadRecordings => A::RecordingRead,
+            Action::ManageKeys => A::KeyRegistered,
+            Action::ReadAudit => A::AuditRead,
+            Action::Export => A::ExportStarted,
         }
     }
 }
 
-/// Refuses `principal` unless its role may do `action`.
-pub fn require(principal: &Principal, action: Action) -> Result<()> {
+/// Refuses `principal` unless its role may do `action`; a refusal is an
+/// audit event in the caller's tenant log.
+pub async fn require(archive: &Archive, principal: &Principal, action: Action) -> Result<()> {
     if action.roles().contains(&principal.role) {
-        Ok(())
-    } else {
-        Err(Error::RoleNotAllowed {
-            role: principal.role,
-            action: action.describe(),
-        })
+        return Ok(());
     }
+    let err = Error::RoleNotAllowed {
+        role: principal.role,
+        action: action.describe(),
+    };
+    crate::audit::trail::refused(archive, principal, action.audited_as(), &err.to_string()).await;
+    Err(err)
 }

@@ -160,6 +160,8 @@ pub struct Archive {
     pub uploads: UploadSlots,
     /// Node-wide bound on chunks being sealed and written.
     pub chunk_writes: Arc<Semaphore>,
+    /// This node's name in audit events (default: the host name).
+    pub node: String,
     /// When this node last announced each revoked key, so a burst of failing
     /// plays does not become a burst of NOTIFYs.
     announced: Mutex<HashMap<String, Instant>>,
@@ -188,6 +190,7 @@ impl Archive {
             uploads: UploadSlots::default(),
             chunk_writes,
             announced: Mutex::new(HashMap::new()),
+            node: crate::audit::trail::host_name(),
         }
     }
 

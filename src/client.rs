@@ -119,6 +119,7 @@ impl Client {
             .play(pb::PlayRequest {
                 recording_id: id.to_owned(),
                 offset_bytes: offset,
+                ..Default::default()
             })
             .await?
             .into_inner();

@@ -10,6 +10,7 @@
 pub mod access;
 pub mod api;
 pub mod archive;
+pub mod audit;
 pub mod audio;
 pub mod catalog;
 pub mod client;

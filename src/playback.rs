@@ -14,6 +14,8 @@ use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::access::{self, Action};
+use crate::audit::event::{Action as AuditAction, Outcome};
+use crate::audit::trail;
 use crate::archive::Archive;
 use crate::catalog::{ChunkRow, RecordingRow, recordings};
 use crate::crypto::{self, CryptoError, RecordingCipher, RecordingParams};
@@ -32,8 +34,8 @@ pub struct PlayChunk {
     pub data: Bytes,
 }
 
-fn require_reader(principal: &Principal) -> Result<()> {
-    access::require(principal, Action::ReadRecordings)
+async fn require_reader(archive: &Archive, principal: &Principal) -> Result<()> {
+    access::require(archive, principal, Action::ReadRecordings).await
 }
 
 fn params_of(row: &RecordingRow) -> Result<RecordingParams> {
@@ -197,17 +199,65 @@ async fn fetch(archive: &Archive, rec: &RecordingId, chunk: &ChunkRow) -> Result
         })
 }
 
+/// Why audio leaves the server: a listen or a file kept elsewhere. The
+/// audit trail records which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Stream,
+    Download,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Stream => "stream",
+            Purpose::Download => "download",
+        }
+    }
+}
+
+/// A committed recording of the caller's tenant. A miss (an id of another
+/// tenant, or none) is a refusal in the caller's audit trail, naming the
+/// id, and NOT_FOUND to the caller either way.
+async fn find(
+    archive: &Archive,
+    principal: &Principal,
+    rec: RecordingId,
+    attempted: AuditAction,
+) -> Result<RecordingRow> {
+    match recordings::get(&mut *archive.catalog.conn().await?, &principal.tenant, &rec).await {
+        Err(e @ Error::RecordingNotFound(_)) => {
+            let event = trail::by(principal, AuditAction::AccessRefused)
+                .outcome(Outcome::Refused)
+                .recording(rec)
+                .detail("attempted", attempted.as_str())
+                .detail("reason", "not found");
+            if let Err(err) = trail::record(archive, principal, event).await {
+                tracing::warn!(error = %err, "refusal not recorded in the audit trail");
+            }
+            Err(e)
+        }
+        res => res,
+    }
+}
+
 /// Starts playback of `rec` from `offset`. Errors that can be known before the
 /// first byte (not found, offset out of range, KMS refusal, wrong key) are
 /// returned here; later ones end the stream.
+///
+/// The audit event of the play is committed before this returns, so before
+/// the first byte can leave; if it cannot be written the play is refused.
+/// When the stream ends (finished, failed or dropped by the client) a second
+/// event records what was actually sent.
 pub async fn play(
     archive: Arc<Archive>,
     principal: &Principal,
     rec: RecordingId,
     offset: u64,
+    purpose: Purpose,
 ) -> Result<BoxStream<'static, Result<PlayChunk>>> {
-    require_reader(principal)?;
-    let row = recordings::get(&mut *archive.catalog.conn().await?, &principal.tenant, &rec).await?;
+    require_reader(&archive, principal).await?;
+    let row = find(&archive, principal, rec, AuditAction::PlaybackStarted).await?;
     if offset >= row.size_bytes {
         return Err(Error::OffsetPastEnd {
             offset,
@@ -224,9 +274,38 @@ pub async fn play(
         let head = fetch(&archive, &rec, &chunks[first]).await?;
         Ok::<_, Error>((chunks, head))
     };
-    let (cipher, listing) = tokio::join!(cipher_for(&archive, &row), chunks_and_first);
-    let cipher = Arc::new(cipher?);
-    let (chunks, head) = listing?;
+    // Write-ahead: the start event commits while the key unwraps and the
+    // first object is read; nothing is sent until all three are done.
+    let started = trail::record(
+        &archive,
+        principal,
+        trail::by(principal, AuditAction::PlaybackStarted)
+            .recording(rec)
+            .detail("purpose", purpose.as_str())
+            .detail("offset_bytes", offset)
+            .detail("size_bytes", row.size_bytes),
+    );
+    let (cipher, listing, started) =
+        tokio::join!(cipher_for(&archive, &row), chunks_and_first, started);
+    started?;
+    let mut finish = PlayFinish {
+        archive: archive.clone(),
+        principal: principal.clone(),
+        rec,
+        purpose,
+        from: offset,
+        sent: 0,
+        size: row.size_bytes,
+        duration_ms: row.audio.duration_ms,
+        end: None,
+    };
+    let (cipher, (chunks, head)) = match (cipher, listing) {
+        (Ok(c), Ok(l)) => (Arc::new(c), l),
+        (Err(e), _) | (_, Err(e)) => {
+            finish.end = Some(Err(e.to_string()));
+            return Err(e);
+        }
+    };
     let last = chunks.len() - 1;
     let skip = (offset - first as u64 * u64::from(row.chunk_size)) as usize;
     let mut head = Some(head);
@@ -258,7 +337,92 @@ pub async fn play(
             stream::iter(pieces)
         })
         .boxed();
-    Ok(stream)
+    Ok(Box::pin(Audited {
+        inner: stream,
+        finish,
+    }))
+}
+
+/// What a play actually sent, recorded when its stream ends however it
+/// ends (completed, failed, or dropped because the client went away).
+struct PlayFinish {
+    archive: Arc<Archive>,
+    principal: Principal,
+    rec: RecordingId,
+    purpose: Purpose,
+    from: u64,
+    sent: u64,
+    size: u64,
+    duration_ms: u64,
+    /// `Ok(())` completed, `Err(why)` failed, `None` dropped.
+    end: Option<std::result::Result<(), String>>,
+}
+
+impl Drop for PlayFinish {
+    fn drop(&mut self) {
+        let to = self.from + self.sent;
+        // Byte offsets to times, proportionally (exact for constant bit
+        // rates, an estimate for the others).
+        let at = |b: u64| {
+            u64::try_from(u128::from(b) * u128::from(self.duration_ms) / u128::from(self.size.max(1)))
+                .unwrap_or(u64::MAX)
+        };
+        let (outcome, completed, error) = match &self.end {
+            Some(Ok(())) => (Outcome::Ok, true, None),
+            Some(Err(e)) => (Outcome::Failed, false, Some(e.clone())),
+            None => (Outcome::Ok, false, None),
+        };
+        let mut event = trail::by(&self.principal, AuditAction::PlaybackFinished)
+            .outcome(outcome)
+            .recording(self.rec)
+            .detail("purpose", self.purpose.as_str())
+            .detail("from_byte", self.from)
+            .detail("to_byte", to)
+            .detail("bytes_sent", self.sent)
+            .detail("from_ms", at(self.from))
+            .detail("to_ms", at(to))
+            .detail("completed", completed);
+        if let Some(e) = error {
+            event = event.detail("error", e);
+        }
+        let (archive, principal) = (self.archive.clone(), self.principal.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = trail::record(&archive, &principal, event).await {
+                    tracing::error!(error = %e, "playback end not recorded in the audit trail");
+                }
+            });
+        }
+    }
+}
+
+/// A play's stream that counts what it hands out for its finish event.
+struct Audited {
+    inner: BoxStream<'static, Result<PlayChunk>>,
+    finish: PlayFinish,
+}
+
+impl futures::Stream for Audited {
+    type Item = Result<PlayChunk>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let next = self.inner.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(item) = &next {
+            match item {
+                Some(Ok(c)) => self.finish.sent += c.data.len() as u64,
+                Some(Err(e)) => self.finish.end = Some(Err(e.to_string())),
+                None => {
+                    if self.finish.end.is_none() {
+                        self.finish.end = Some(Ok(()));
+                    }
+                }
+            }
+        }
+        next
+    }
 }
 
 /// An opened chunk from byte `from` on, as messages of at most
@@ -288,8 +452,8 @@ pub async fn get(
     principal: &Principal,
     rec: RecordingId,
 ) -> Result<RecordingView> {
-    require_reader(principal)?;
-    let row = recordings::get(&mut *archive.catalog.conn().await?, &principal.tenant, &rec).await?;
+    require_reader(archive, principal).await?;
+    let row = find(archive, principal, rec, AuditAction::RecordingRead).await?;
     let labels = match &row.labels_sealed {
         None => BTreeMap::new(),
         Some(sealed) => {
@@ -301,6 +465,12 @@ pub async fn get(
                 .map_err(|_| Error::integrity(rec, CryptoError::MetadataAuthentication))?
         }
     };
+    trail::record(
+        archive,
+        principal,
+        trail::by(principal, AuditAction::RecordingRead).recording(rec),
+    )
+    .await?;
     Ok(RecordingView { row, labels })
 }
 
@@ -315,7 +485,7 @@ pub async fn list(
     page_size: u32,
     after: Option<RecordingId>,
 ) -> Result<(Vec<RecordingRow>, Option<RecordingId>)> {
-    require_reader(principal)?;
+    require_reader(archive, principal).await?;
     if page_size > MAX_PAGE_SIZE {
         return Err(Error::invalid("page_size", "must be at most 1000"));
     }
@@ -337,6 +507,16 @@ pub async fn list(
     } else {
         None
     };
+    // The ids shown are part of the event: who saw that a call exists.
+    trail::record(
+        archive,
+        principal,
+        trail::by(principal, AuditAction::RecordingsListed)
+            .recordings(rows.iter().map(|r| r.id))
+            .detail("page_size", size)
+            .detail("after", after.map(|a| a.to_string()).unwrap_or_default()),
+    )
+    .await?;
     Ok((rows, next))
 }
 

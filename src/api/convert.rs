@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::pb;
+use crate::audit::event::{ActorKind, Event};
 use crate::catalog::{KeyUsage, RecordingRow, RewrapJob, TenantKey};
 use crate::domain::{JobStatus, KeyHealthState, KeyStatus};
 
@@ -110,4 +111,36 @@ pub(crate) fn job_to_pb(job: &RewrapJob) -> pb::RewrapJob {
         update_time: Some(timestamp(job.updated_at_ms)),
         finish_time: job.finished_at_ms.map(timestamp),
     }
+}
+
+fn actor_kind_pb(k: ActorKind) -> &'static str {
+    match k {
+        ActorKind::Token => "token",
+        ActorKind::Operator => "operator",
+        ActorKind::System => "system",
+    }
+}
+
+pub(crate) fn event_to_pb(e: &Event) -> pb::AuditEvent {
+    pb::AuditEvent {
+        index: e.index,
+        time: Some(timestamp(e.time_ms)),
+        action: e.action.as_str().to_owned(),
+        outcome: e.outcome.as_str().to_owned(),
+        actor_kind: actor_kind_pb(e.actor.kind).to_owned(),
+        actor_id: e.actor.id.clone(),
+        actor_role: e.actor.role.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+        recording_ids: e.recordings.clone(),
+        details_json: serde_json::to_string(&e.details).unwrap_or_default(),
+        client_address: e.client.clone().unwrap_or_default(),
+        node: e.node.clone(),
+        canonical: String::from_utf8(e.canonical()).unwrap_or_default(),
+    }
+}
+
+/// A protobuf timestamp as catalog milliseconds.
+pub(crate) fn ms_of(t: &prost_types::Timestamp) -> i64 {
+    t.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(t.nanos / 1_000_000))
 }

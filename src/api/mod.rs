@@ -101,6 +101,7 @@ impl From<Error> for Status {
                 tracing::error!(error = %e, "object store failure");
                 Status::unavailable("object store unavailable")
             }
+            Error::AuditUnavailable(_) => Status::unavailable(msg),
             Error::CatalogUnavailable(e) | Error::CatalogMigration(e) => {
                 tracing::error!(error = %e, "catalog failure");
                 Status::unavailable("catalog unavailable")

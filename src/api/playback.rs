@@ -40,7 +40,14 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
         let principal = authenticate(&self.archive, &request).await?;
         let req = request.into_inner();
         let id = RecordingId::parse("recording_id", &req.recording_id).map_err(Error::from)?;
-        let stream = playback::play(self.archive.clone(), &principal, id, req.offset_bytes).await?;
+        let purpose = match req.purpose() {
+            pb::PlaybackPurpose::Download => playback::Purpose::Download,
+            pb::PlaybackPurpose::Stream | pb::PlaybackPurpose::Unspecified => {
+                playback::Purpose::Stream
+            }
+        };
+        let stream =
+            playback::play(self.archive.clone(), &principal, id, req.offset_bytes, purpose).await?;
         let out = stream.map(|item| {
             item.map(|c| pb::PlayResponse {
                 offset_bytes: c.offset,

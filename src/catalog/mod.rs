@@ -21,6 +21,7 @@ use sqlx::any::AnyPoolOptions;
 
 use crate::error::{Error, Result};
 
+pub mod audit;
 pub mod keys;
 pub mod recordings;
 pub mod rewrap;
@@ -180,6 +181,10 @@ mod tests {
             (
                 include_str!("../../migrations/postgres/0003_upload_lease.sql"),
                 include_str!("../../migrations/sqlite/0003_upload_lease.sql"),
+            ),
+            (
+                include_str!("../../migrations/postgres/0004_audit.sql"),
+                include_str!("../../migrations/sqlite/0004_audit.sql"),
             ),
         ] {
             assert_eq!(

@@ -21,6 +21,7 @@ pub struct TenantBootstrap {
     pub ingest_token: String,
     pub supervisor_token: String,
     pub admin_token: String,
+    pub compliance_token: String,
 }
 
 impl std::fmt::Debug for TenantBootstrap {

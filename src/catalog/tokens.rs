@@ -15,12 +15,13 @@ pub fn hash_token(token: &str) -> String {
     crate::crypto::sha256_hex(token.as_bytes())
 }
 
-/// Issues a token for (tenant, role). The plaintext is returned once and
-/// never stored.
-pub async fn create(conn: &mut Conn, tenant: &TenantId, role: Role) -> Result<String> {
+/// Issues a token for (tenant, role): its id and its plaintext, which is
+/// returned once and never stored.
+pub async fn create(conn: &mut Conn, tenant: &TenantId, role: Role) -> Result<(String, String)> {
     use base64::Engine as _;
     let mut secret = [0u8; 32];
     crate::crypto::fill_random(&mut secret)?;
+    let id = uuid::Uuid::new_v4().to_string();
     let token = format!(
         "cv_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
@@ -28,19 +29,19 @@ pub async fn create(conn: &mut Conn, tenant: &TenantId, role: Role) -> Result<St
     sqlx::query(
         "INSERT INTO api_tokens (token_id, token_hash, tenant_id, role, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
     )
-    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(&id)
     .bind(hash_token(&token))
     .bind(tenant.as_str())
     .bind(role.as_str())
     .bind(now_ms())
     .execute(&mut *conn)
     .await?;
-    Ok(token)
+    Ok((id, token))
 }
 
 pub async fn authenticate(conn: &mut Conn, token: &str) -> Result<Principal> {
     let row = sqlx::query(
-        "SELECT tenant_id, role FROM api_tokens WHERE token_hash = $1 AND revoked_at_ms IS NULL",
+        "SELECT token_id, tenant_id, role FROM api_tokens WHERE token_hash = $1 AND revoked_at_ms IS NULL",
     )
     .bind(hash_token(token))
     .fetch_optional(&mut *conn)
@@ -50,5 +51,7 @@ pub async fn authenticate(conn: &mut Conn, token: &str) -> Result<Principal> {
     Ok(Principal {
         tenant: TenantId::from_catalog(row.try_get("tenant_id")?),
         role: Role::from_str(&role).map_err(|_| corrupt("role"))?,
+        token_id: row.try_get("token_id")?,
+        client: None,
     })
 }

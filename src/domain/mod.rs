@@ -118,7 +118,8 @@ impl ExternalCallId {
 }
 
 /// What a bearer token may do. Each token has exactly one role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Ingest,
     Supervisor,
@@ -170,6 +171,22 @@ pub struct AudioInfo {
 pub struct Principal {
     pub tenant: TenantId,
     pub role: Role,
+    /// The token's id (never its secret): the actor the audit trail names.
+    pub token_id: String,
+    /// The client's address as the server saw it, when known.
+    pub client: Option<String>,
+}
+
+impl Principal {
+    /// A principal for a token, as tests and tools build one.
+    pub fn new(tenant: TenantId, role: Role, token_id: &str) -> Self {
+        Self {
+            tenant,
+            role,
+            token_id: token_id.to_owned(),
+            client: None,
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch, the catalog's one time representation.

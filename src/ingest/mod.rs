@@ -23,6 +23,8 @@ use futures::{Stream, StreamExt};
 use tokio::time::Instant;
 
 use crate::archive::Archive;
+use crate::audit::event::{Action as AuditAction, log_of};
+use crate::audit::trail;
 use crate::catalog::{AbortOutcome, CommitOutcome, Completion, RecordingRow, recordings};
 use crate::crypto;
 use crate::domain::{ExternalCallId, Principal};
@@ -102,7 +104,7 @@ pub async fn ingest<S>(
 where
     S: Stream<Item = Result<Bytes>> + Unpin + Send,
 {
-    crate::access::require(&principal, crate::access::Action::Ingest)?;
+    crate::access::require(&archive, &principal, crate::access::Action::Ingest).await?;
     let _slot = archive
         .uploads
         .acquire(&principal.tenant, archive.limits.max_uploads_per_tenant)?;
@@ -112,10 +114,7 @@ where
     };
     if let Some(existing) = existing {
         tracing::info!(recording = %existing.id, "ingest deduplicated by external call id");
-        return Ok(IngestOutcome {
-            recording: existing,
-            deduplicated: true,
-        });
+        return deduplicated(&archive, &principal, existing).await;
     }
     let mut upload: Option<Upload> = None;
     match run(&archive, &principal, &header, body, &mut upload).await {
@@ -289,6 +288,24 @@ where
         &completion,
     )
     .await?;
+    if outcome == CommitOutcome::Committed {
+        // The ingest's audit event commits with the recording or not at all.
+        trail::append(
+            archive,
+            &mut tx,
+            log_of(&principal.tenant),
+            trail::by(principal, AuditAction::RecordingIngested)
+                .recording(new.id)
+                .detail("external_call_id", new.external_call_id.as_str())
+                .detail("size_bytes", completion.size_bytes)
+                .detail("sha256", completion.sha256.as_str())
+                .detail("chunk_count", completion.chunk_count)
+                .detail("duration_ms", completion.audio.duration_ms)
+                .detail("key_arn", new.key_arn.as_str())
+                .detail("kms_region", new.kms_region.as_str()),
+        )
+        .await?;
+    }
     match outcome {
         CommitOutcome::Committed => {
             // If the commit's reply is lost this fails, and `settle_failed`
@@ -325,10 +342,28 @@ where
                     tracing::warn!(recording = %id, error = %e, "cleanup of duplicate upload deferred to sweeper");
                 }
             }
-            Ok(IngestOutcome {
-                recording: winner,
-                deduplicated: true,
-            })
+            deduplicated(archive, principal, winner).await
         }
     }
+}
+
+/// Answers a retry with the recording its call id already has. The answer
+/// shows that recording's metadata, so it is an audited read.
+async fn deduplicated(
+    archive: &Archive,
+    principal: &Principal,
+    recording: RecordingRow,
+) -> Result<IngestOutcome> {
+    trail::record(
+        archive,
+        principal,
+        trail::by(principal, AuditAction::RecordingDeduplicated)
+            .recording(recording.id)
+            .detail("external_call_id", recording.external_call_id.as_str()),
+    )
+    .await?;
+    Ok(IngestOutcome {
+        recording,
+        deduplicated: true,
+    })
 }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use super::require_admin;
 use crate::archive::Archive;
+use crate::audit::event::{Action as AuditAction, Actor, NewEvent, Outcome, log_of};
+use crate::audit::trail;
 use crate::catalog::{KeyHealthRecord, KeyUsage, TenantKey, keys as catalog_keys, tenants};
 use crate::domain::{KeyArn, KeyHealthState, KeyStatus, Principal, TenantId, now_ms};
 use crate::error::{Error, Result};
@@ -137,6 +139,23 @@ async fn check_key(
         },
     );
     let changed = key.health.as_ref().map(|h| h.state) != Some(health.state);
+    if let (Some(i), true) = (&incident, changed) {
+        // A new incident (not the same one found again every check).
+        let event = NewEvent::new(
+            Actor::system(&format!("key health check on {}", archive.node)),
+            AuditAction::KeyIncident,
+        )
+        .outcome(Outcome::Failed)
+        .detail("key_arn", key.key_arn.as_str())
+        .detail("state", health.state.to_string())
+        .detail("recordings", i.recordings)
+        .detail("legal_hold", i.legal_hold)
+        .detail("unreadable_at_ms", i.unreadable_at_ms)
+        .detail("message", i.message.as_str());
+        if let Err(e) = trail::record_in(archive, log_of(tenant), event).await {
+            tracing::error!(error = %e, "key incident not recorded in the audit trail");
+        }
+    }
     if let Some(i) = &incident {
         tracing::error!(
             tenant = %tenant,
@@ -186,7 +205,7 @@ pub async fn health(
     principal: &Principal,
     refresh: bool,
 ) -> Result<TenantKeyHealth> {
-    require_admin(principal)?;
+    require_admin(archive, principal).await?;
     let tenant = &principal.tenant;
     if refresh {
         let history = catalog_keys::history(&mut *archive.catalog.conn().await?, tenant).await?;
@@ -222,12 +241,21 @@ pub async fn set_rotation_policy(
     principal: &Principal,
     days: u32,
 ) -> Result<()> {
-    require_admin(principal)?;
+    require_admin(archive, principal).await?;
     if !(1..=3650).contains(&days) {
         return Err(Error::invalid("policy_days", "must be 1..=3650"));
     }
-    tenants::set_rotation_policy_days(&mut *archive.catalog.conn().await?, &principal.tenant, days)
-        .await
+    let mut tx = archive.catalog.begin().await?;
+    tenants::set_rotation_policy_days(&mut tx, &principal.tenant, days).await?;
+    trail::append(
+        archive,
+        &mut tx,
+        log_of(&principal.tenant),
+        trail::by(principal, AuditAction::RotationPolicySet).detail("policy_days", days),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 #[cfg(test)]

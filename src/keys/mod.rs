@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 
 use crate::archive::Archive;
+use crate::audit::event::{Action as AuditAction, log_of};
+use crate::audit::trail;
 use crate::catalog::{KeyUsage, NewTenantKey, TenantKey, keys as catalog_keys};
 use crate::crypto::DataKey;
 use crate::domain::{KeyArn, Principal};
@@ -25,8 +27,8 @@ pub use rewrap::{
     resume_rewrap, rewrap_job, rewrap_jobs, run_rewrap_jobs, start_rewrap, work_on,
 };
 
-fn require_admin(principal: &Principal) -> Result<()> {
-    crate::access::require(principal, crate::access::Action::ManageKeys)
+async fn require_admin(archive: &Archive, principal: &Principal) -> Result<()> {
+    crate::access::require(archive, principal, crate::access::Action::ManageKeys).await
 }
 
 /// A registration request, validated.
@@ -102,7 +104,7 @@ pub async fn register(
     principal: &Principal,
     reg: &Registration,
 ) -> Result<TenantKey> {
-    require_admin(principal)?;
+    require_admin(archive, principal).await?;
     let tenant = &principal.tenant;
     let key_arn = &reg.key_arn;
     let arn = key_arn.as_str();
@@ -219,6 +221,22 @@ pub async fn register(
         },
     )
     .await?;
+    trail::append(
+        archive,
+        &mut tx,
+        log_of(tenant),
+        trail::by(principal, AuditAction::KeyRegistered)
+            .detail("key_arn", arn)
+            .detail("key_spec", desc.key_spec.as_str())
+            .detail(
+                "replicas",
+                reg.replicas
+                    .iter()
+                    .map(|(r, a)| (r.clone(), serde_json::Value::from(a.as_str())))
+                    .collect::<serde_json::Map<_, _>>(),
+            ),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(
         tenant = %tenant,
@@ -232,7 +250,7 @@ pub async fn register(
 
 /// The tenant's key history with what each key protects.
 pub async fn list(archive: &Archive, principal: &Principal) -> Result<Vec<(TenantKey, KeyUsage)>> {
-    require_admin(principal)?;
+    require_admin(archive, principal).await?;
     catalog_keys::history(&mut *archive.catalog.conn().await?, &principal.tenant).await
 }
 
@@ -242,16 +260,23 @@ pub async fn usage_of(
     principal: &Principal,
     key_arn: &KeyArn,
 ) -> Result<KeyUsage> {
-    require_admin(principal)?;
+    require_admin(archive, principal).await?;
     let usage = catalog_keys::usage(&mut *archive.catalog.conn().await?, &principal.tenant).await?;
     Ok(usage.get(key_arn).copied().unwrap_or_default())
 }
 
 pub async fn retire(archive: &Archive, principal: &Principal, key_arn: &str) -> Result<TenantKey> {
-    require_admin(principal)?;
+    require_admin(archive, principal).await?;
     let key_arn = KeyArn::parse("key_arn", key_arn)?;
     let mut tx = archive.catalog.begin().await?;
     let key = catalog_keys::retire(&mut tx, &principal.tenant, &key_arn).await?;
+    trail::append(
+        archive,
+        &mut tx,
+        log_of(&principal.tenant),
+        trail::by(principal, AuditAction::KeyRetired).detail("key_arn", key_arn.as_str()),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(tenant = %principal.tenant, key_arn = %key_arn, event = "key_retired", "tenant key retired");
     Ok(key)

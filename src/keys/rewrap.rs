@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use super::require_admin;
 use crate::archive::Archive;
+use crate::audit::event::{Action as AuditAction, Actor, NewEvent, Outcome, log_of};
+use crate::audit::trail;
 use crate::catalog::{RewrapJob, Rewrapped, keys as catalog_keys, rewrap};
 use crate::domain::{JobStatus, KeyArn, KeyStatus, Principal, TenantId};
 use crate::error::{Error, Result};
@@ -25,7 +27,7 @@ pub async fn start_rewrap(
     destination: &str,
     max_kms_per_sec: u32,
 ) -> Result<RewrapJob> {
-    require_admin(principal)?;
+    require_admin(archive, principal).await?;
     let tenant = &principal.tenant;
     let source = KeyArn::parse("source_key_arn", source)?;
     let destination = KeyArn::parse("destination_key_arn", destination)?;
@@ -81,6 +83,18 @@ pub async fn start_rewrap(
     }
     let mut tx = archive.catalog.begin().await?;
     let job = rewrap::start(&mut tx, tenant, &source, &destination, rate).await?;
+    trail::append(
+        archive,
+        &mut tx,
+        log_of(tenant),
+        trail::by(principal, AuditAction::RewrapStarted)
+            .detail("job_id", job.id.as_str())
+            .detail("source_key_arn", source.as_str())
+            .detail("destination_key_arn", destination.as_str())
+            .detail("total", job.total)
+            .detail("max_kms_requests_per_second", rate),
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(tenant = %tenant, job = %job.id, source_arn = %source, destination_arn = %destination, total = job.total, event = "rewrap_started", "rewrap job started");
     Ok(job)
@@ -155,12 +169,13 @@ pub async fn work_on(archive: &Archive, job_id: &str, tenant: &TenantId) -> Resu
         let items = rewrap::lease_batch(&mut lease, &job, batch_size(job.max_kms_per_sec)).await?;
         if items.is_empty() {
             lease.rollback().await?;
-            let mut conn = archive.catalog.conn().await?;
-            if catalog_keys::count_under(&mut conn, tenant, &job.source_arn).await? > 0 {
+            let remaining =
+                catalog_keys::count_under(&mut *archive.catalog.conn().await?, tenant, &job.source_arn)
+                    .await?;
+            if remaining > 0 {
                 return Ok(JobPass::Yield);
             }
-            if rewrap::finish(&mut conn, tenant, &job.id, JobStatus::Succeeded, None).await? {
-                let done = rewrap::get(&mut conn, tenant, &job.id).await?;
+            if let Some(done) = end_job(archive, &job, JobStatus::Succeeded, None, worker(archive)).await? {
                 tracing::info!(tenant = %tenant, job = %job.id, rewrapped = done.rewrapped, event = "rewrap_succeeded", "rewrap job finished");
             }
             return Ok(JobPass::Finished);
@@ -232,15 +247,43 @@ pub async fn work_on(archive: &Archive, job_id: &str, tenant: &TenantId) -> Resu
     }
 }
 
-async fn fail(archive: &Archive, job: &RewrapJob, why: &str) -> Result<JobPass> {
-    rewrap::finish(
-        &mut *archive.catalog.conn().await?,
-        &job.tenant,
-        &job.id,
-        JobStatus::Failed,
-        Some(why),
+/// The rewrap worker of this node, as the audit trail names it.
+fn worker(archive: &Archive) -> NewEvent {
+    NewEvent::new(
+        Actor::system(&format!("rewrap worker on {}", archive.node)),
+        AuditAction::RewrapFinished,
     )
-    .await?;
+}
+
+/// Ends a running job with its audit event, in one transaction. `None` if
+/// it was no longer running (another node or a cancel ended it).
+async fn end_job(
+    archive: &Archive,
+    job: &RewrapJob,
+    status: JobStatus,
+    error: Option<&str>,
+    event: NewEvent,
+) -> Result<Option<RewrapJob>> {
+    let mut tx = archive.catalog.begin().await?;
+    if !rewrap::finish(&mut tx, &job.tenant, &job.id, status, error).await? {
+        return Ok(None);
+    }
+    let done = rewrap::get(&mut tx, &job.tenant, &job.id).await?;
+    let mut event = event
+        .detail("job_id", job.id.as_str())
+        .detail("status", status.to_string())
+        .detail("rewrapped", done.rewrapped)
+        .detail("total", done.total);
+    if let Some(e) = error {
+        event = event.outcome(Outcome::Failed).detail("error", e);
+    }
+    trail::append(archive, &mut tx, log_of(&job.tenant), event).await?;
+    tx.commit().await?;
+    Ok(Some(done))
+}
+
+async fn fail(archive: &Archive, job: &RewrapJob, why: &str) -> Result<JobPass> {
+    end_job(archive, job, JobStatus::Failed, Some(why), worker(archive)).await?;
     tracing::error!(tenant = %job.tenant, job = %job.id, error = %why, event = "rewrap_failed", "rewrap job failed; fix the cause and resume it");
     Ok(JobPass::Stopped)
 }
@@ -269,12 +312,12 @@ pub async fn drain_rewrap_jobs(archive: &Archive) -> Result<()> {
 }
 
 pub async fn rewrap_job(archive: &Archive, principal: &Principal, id: &str) -> Result<RewrapJob> {
-    require_admin(principal)?;
+    require_admin(archive, principal).await?;
     rewrap::get(&mut *archive.catalog.conn().await?, &principal.tenant, id).await
 }
 
 pub async fn rewrap_jobs(archive: &Archive, principal: &Principal) -> Result<Vec<RewrapJob>> {
-    require_admin(principal)?;
+    require_admin(archive, principal).await?;
     rewrap::list(&mut *archive.catalog.conn().await?, &principal.tenant).await
 }
 
@@ -283,7 +326,7 @@ pub async fn resume_rewrap(
     principal: &Principal,
     id: &str,
 ) -> Result<RewrapJob> {
-    require_admin(principal)?;
+    require_admin(archive, principal).await?;
     let mut tx = archive.catalog.begin().await?;
     let job = rewrap::resume(&mut tx, &principal.tenant, id).await?;
     tx.commit().await?;
@@ -295,15 +338,18 @@ pub async fn cancel_rewrap(
     principal: &Principal,
     id: &str,
 ) -> Result<RewrapJob> {
-    require_admin(principal)?;
-    let mut conn = archive.catalog.conn().await?;
-    if !rewrap::finish(&mut conn, &principal.tenant, id, JobStatus::Cancelled, None).await? {
-        let job = rewrap::get(&mut conn, &principal.tenant, id).await?;
-        return Err(Error::JobState {
-            id: id.to_owned(),
-            status: job.status,
-            expected: "not running",
-        });
+    require_admin(archive, principal).await?;
+    let job = rewrap::get(&mut *archive.catalog.conn().await?, &principal.tenant, id).await?;
+    let event = trail::by(principal, AuditAction::RewrapFinished);
+    match end_job(archive, &job, JobStatus::Cancelled, None, event).await? {
+        Some(done) => Ok(done),
+        None => {
+            let job = rewrap::get(&mut *archive.catalog.conn().await?, &principal.tenant, id).await?;
+            Err(Error::JobState {
+                id: id.to_owned(),
+                status: job.status,
+                expected: "not running",
+            })
+        }
     }
-    rewrap::get(&mut conn, &principal.tenant, id).await
 }

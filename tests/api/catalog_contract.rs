@@ -230,7 +230,7 @@ async fn tenant_names_are_unique_and_tokens_authenticate(f: Fixture) {
         keys::active(&mut db, &f.b.id).await.unwrap().key_arn,
         arn("b")
     );
-    let tok = tokens::create(&mut db, &f.a.id, Role::Supervisor)
+    let (_, tok) = tokens::create(&mut db, &f.a.id, Role::Supervisor)
         .await
         .unwrap();
     let p = tokens::authenticate(&mut db, &tok).await.unwrap();

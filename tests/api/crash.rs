@@ -312,6 +312,7 @@ async fn a_256_mb_recording_ingests_with_bounded_server_memory() {
         .play(pb::PlayRequest {
             recording_id: rec.recording_id.clone(),
             offset_bytes: 0,
+            ..Default::default()
         })
         .await
         .unwrap()

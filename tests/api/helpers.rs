@@ -562,10 +562,10 @@ impl TestApp {
         let t = callvault::operator::create_tenant(&self.archive.catalog, name, &arn, "local")
             .await
             .unwrap();
-        let i = callvault::catalog::tokens::create(&mut *self.db().await, &t.id, Role::Ingest)
+        let i = callvault::operator::create_token(&self.archive.catalog, name, Role::Ingest)
             .await
             .unwrap();
-        let s = callvault::catalog::tokens::create(&mut *self.db().await, &t.id, Role::Supervisor)
+        let s = callvault::operator::create_token(&self.archive.catalog, name, Role::Supervisor)
             .await
             .unwrap();
         (t, i, s)

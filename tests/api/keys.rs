@@ -315,10 +315,11 @@ async fn rewrap_resumes_after_a_crash_and_two_nodes_share_it_exactly_once() {
     app.stop_server().await;
     let job = keys::start_rewrap(
         &app.archive,
-        &callvault::domain::Principal {
-            tenant: app.tenant.id.clone(),
-            role: callvault::domain::Role::Admin,
-        },
+        &callvault::domain::Principal::new(
+            app.tenant.id.clone(),
+            callvault::domain::Role::Admin,
+            "test-admin",
+        ),
         &key_a,
         &key_c,
         10,
@@ -1024,10 +1025,11 @@ async fn a_rewrap_stopped_by_a_revoked_key_fails_precisely_and_resumes() {
     let key_c = app.ring().create_key().unwrap();
     register(&mut admin, &key_c).await.unwrap();
     app.stop_server().await; // no worker takes the job below
-    let admin_principal = callvault::domain::Principal {
-        tenant: app.tenant.id.clone(),
-        role: callvault::domain::Role::Admin,
-    };
+    let admin_principal = callvault::domain::Principal::new(
+        app.tenant.id.clone(),
+        callvault::domain::Role::Admin,
+        "test-admin",
+    );
     let job = keys::start_rewrap(&app.archive, &admin_principal, &key_b, &key_c, 0)
         .await
         .unwrap();

@@ -242,10 +242,7 @@ mod registration {
         let tenant = callvault::operator::create_tenant(&archive.catalog, "acme", OLD, "eu-west-1")
             .await
             .unwrap();
-        let admin = Principal {
-            tenant: tenant.id.clone(),
-            role: Role::Admin,
-        };
+        let admin = Principal::new(tenant.id.clone(), Role::Admin, "test-admin");
         let reg = Registration::parse(NEW, Default::default()).unwrap();
         let res = keys::register(&archive, &admin, &reg)
             .await

@@ -215,6 +215,7 @@ async fn play_partial(app: &TestApp, id: &str) -> (Vec<u8>, Option<tonic::Status
         .play(pb::PlayRequest {
             recording_id: id.into(),
             offset_bytes: 0,
+            ..Default::default()
         })
         .await
     {

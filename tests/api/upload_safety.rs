@@ -681,6 +681,7 @@ async fn play_messages_fit_stock_clients_at_any_chunk_size() {
         .play(callvault::api::pb::PlayRequest {
             recording_id: rec.recording_id.clone(),
             offset_bytes: 12345,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -130,6 +130,8 @@ pub async fn play(args: PlayArgs) -> Result<()> {
         .play(pb::PlayRequest {
             recording_id: args.id.clone(),
             offset_bytes: args.offset,
+            // A file on disk is a download in the audit trail.
+            purpose: pb::PlaybackPurpose::Download.into(),
         })
         .await;
     let mut stream = res.map_err(failed("play"))?.into_inner();

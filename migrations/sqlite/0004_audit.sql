@@ -1,0 +1,44 @@
+-- The audit trail: per tenant, an append-only log of events hashed into an
+-- RFC 6962 Merkle tree, with signed checkpoints. Nothing updates or deletes
+-- these rows; `callvault audit verify` detects it if anything does.
+
+-- The next index of each tenant's log. Taking this row in the transaction
+-- that records a change numbers the events gaplessly: a rolled-back change
+-- rolls its number back with it.
+CREATE TABLE audit_heads (
+    tenant_id  TEXT PRIMARY KEY,
+    size       INTEGER NOT NULL
+);
+
+CREATE TABLE audit_events (
+    tenant_id   TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    time_ms     INTEGER NOT NULL,
+    action      TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    actor_id    TEXT NOT NULL,
+    -- The event's canonical encoding (docs/AUDIT.md): what the leaf hash
+    -- covers. The columns above are copies for queries.
+    event       TEXT NOT NULL,
+    leaf_hash   BLOB NOT NULL,
+    PRIMARY KEY (tenant_id, seq)
+);
+CREATE INDEX audit_events_time ON audit_events (tenant_id, time_ms);
+
+-- Which recordings an event touched, for `audit log --recording`.
+CREATE TABLE audit_event_recordings (
+    tenant_id     TEXT NOT NULL,
+    recording_id  TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, recording_id, seq)
+);
+
+-- Signed checkpoints (C2SP tlog-checkpoint in a signed note).
+CREATE TABLE audit_checkpoints (
+    tenant_id      TEXT NOT NULL,
+    size           INTEGER NOT NULL,
+    root_hash      BLOB NOT NULL,
+    note           TEXT NOT NULL,
+    created_at_ms  INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, size)
+);

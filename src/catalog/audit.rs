@@ -1,0 +1,277 @@
+//! The audit trail's storage: events (their canonical bytes and leaf
+//! hashes), the per-log counter that numbers them gaplessly, and signed
+//! checkpoints. Rows are only ever inserted.
+
+use sqlx::Row;
+
+use super::Conn;
+use super::rows::{corrupt, to_u64};
+use crate::audit::event::{Action, Event, NewEvent};
+use crate::domain::RecordingId;
+use crate::error::{Error, Result};
+
+/// What `audit log` filters on. `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub recording: Option<RecordingId>,
+    pub actor: Option<String>,
+    pub action: Option<Action>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+/// A stored event as the verifier reads it: the bytes its leaf covers and
+/// the leaf hash the catalog holds for it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub index: u64,
+    pub canonical: String,
+    pub leaf_hash: [u8; 32],
+}
+
+/// A stored signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root_hash: [u8; 32],
+    pub note: String,
+    pub created_at_ms: i64,
+}
+
+fn hash32(v: Vec<u8>, what: &str) -> Result<[u8; 32]> {
+    v.try_into().map_err(|_| corrupt(what))
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Appends an event to `log` in the caller's transaction: takes the log's
+/// counter row (so events of one log are numbered gaplessly in commit
+/// order, and a rolled-back change takes its number back), writes the
+/// event's canonical bytes and leaf hash, and indexes its recordings.
+pub async fn append(
+    conn: &mut Conn,
+    log: &str,
+    time_ms: i64,
+    node: &str,
+    new: NewEvent,
+) -> Result<Event> {
+    let size: i64 = sqlx::query(
+        "INSERT INTO audit_heads (tenant_id, size) VALUES ($1, 1) \
+         ON CONFLICT (tenant_id) DO UPDATE SET size = audit_heads.size + 1 RETURNING size",
+    )
+    .bind(log)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get("size")?;
+    let index = to_u64(size - 1, "audit log size")?;
+    let event = Event::new(log, index, time_ms, node, new);
+    let canonical = event.canonical();
+    let leaf = crate::audit::event::leaf_hash(&canonical);
+    let text = String::from_utf8(canonical).map_err(|_| corrupt("audit event encoding"))?;
+    sqlx::query(
+        "INSERT INTO audit_events (tenant_id, seq, time_ms, action, outcome, actor_id, event, leaf_hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(log)
+    .bind(i64_of(index))
+    .bind(time_ms)
+    .bind(event.action.as_str())
+    .bind(event.outcome.as_str())
+    .bind(&event.actor.id)
+    .bind(&text)
+    .bind(leaf.to_vec())
+    .execute(&mut *conn)
+    .await?;
+    for rec in &event.recordings {
+        sqlx::query(
+            "INSERT INTO audit_event_recordings (tenant_id, recording_id, seq) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(log)
+        .bind(rec)
+        .bind(i64_of(index))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(event)
+}
+
+/// Events of `log` matching `filter`, in log order, after index `after`
+/// (exclusive; `None` from the start), at most `limit`.
+pub async fn list(
+    conn: &mut Conn,
+    log: &str,
+    filter: &EventFilter,
+    after: Option<u64>,
+    limit: u32,
+) -> Result<Vec<Event>> {
+    let rows = sqlx::query(
+        "SELECT e.event FROM audit_events e WHERE e.tenant_id = $1 AND e.seq > $2 \
+         AND (CAST($3 AS TEXT) IS NULL OR e.action = $3) \
+         AND (CAST($4 AS TEXT) IS NULL OR e.actor_id = $4) \
+         AND e.time_ms >= $5 AND e.time_ms < $6 \
+         AND (CAST($7 AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM audit_event_recordings r \
+              WHERE r.tenant_id = e.tenant_id AND r.seq = e.seq AND r.recording_id = $7)) \
+         ORDER BY e.seq LIMIT $8",
+    )
+    .bind(log)
+    .bind(after.map_or(-1, i64_of))
+    .bind(filter.action.map(Action::as_str))
+    .bind(filter.actor.as_deref())
+    .bind(filter.since_ms.unwrap_or(i64::MIN))
+    .bind(filter.until_ms.unwrap_or(i64::MAX))
+    .bind(filter.recording.map(|r| r.to_string()))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let text: String = row.try_get("event")?;
+            Event::from_canonical(text.as_bytes()).ok_or_else(|| corrupt("audit event"))
+        })
+        .collect()
+}
+
+/// Stored events `from..from + limit` of `log`, as the verifier needs them.
+pub async fn stored(conn: &mut Conn, log: &str, from: u64, limit: u32) -> Result<Vec<StoredEvent>> {
+    let rows = sqlx::query(
+        "SELECT seq, event, leaf_hash FROM audit_events WHERE tenant_id = $1 AND seq >= $2 \
+         ORDER BY seq LIMIT $3",
+    )
+    .bind(log)
+    .bind(i64_of(from))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(StoredEvent {
+                index: to_u64(row.try_get("seq")?, "audit index")?,
+                canonical: row.try_get("event")?,
+                leaf_hash: hash32(row.try_get("leaf_hash")?, "leaf hash")?,
+            })
+        })
+        .collect()
+}
+
+/// Leaf hashes `from..to` of `log`, in order.
+pub async fn leaf_hashes(conn: &mut Conn, log: &str, from: u64, to: u64) -> Result<Vec<[u8; 32]>> {
+    let rows = sqlx::query(
+        "SELECT seq, leaf_hash FROM audit_events WHERE tenant_id = $1 AND seq >= $2 AND seq < $3 \
+         ORDER BY seq",
+    )
+    .bind(log)
+    .bind(i64_of(from))
+    .bind(i64_of(to))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let seq = to_u64(row.try_get("seq")?, "audit index")?;
+        if seq != from + i as u64 {
+            return Err(Error::CatalogCorrupt(format!(
+                "audit log {log} has no event {}",
+                from + i as u64
+            )));
+        }
+        out.push(hash32(row.try_get("leaf_hash")?, "leaf hash")?);
+    }
+    if out.len() as u64 != to.saturating_sub(from) {
+        return Err(Error::CatalogCorrupt(format!(
+            "audit log {log} ends before index {to}"
+        )));
+    }
+    Ok(out)
+}
+
+/// The number of events in `log` (its counter).
+pub async fn size(conn: &mut Conn, log: &str) -> Result<u64> {
+    let row = sqlx::query("SELECT size FROM audit_heads WHERE tenant_id = $1")
+        .bind(log)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        Some(row) => to_u64(row.try_get("size")?, "audit log size"),
+        None => Ok(0),
+    }
+}
+
+/// Logs whose size passed their last checkpoint, with both sizes.
+pub async fn unsigned_logs(conn: &mut Conn) -> Result<Vec<(String, u64, u64)>> {
+    let rows = sqlx::query(
+        "SELECT h.tenant_id, h.size, \
+         CAST(COALESCE((SELECT MAX(c.size) FROM audit_checkpoints c WHERE c.tenant_id = h.tenant_id), 0) AS BIGINT) AS signed \
+         FROM audit_heads h",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::new();
+    for row in &rows {
+        let size = to_u64(row.try_get("size")?, "audit log size")?;
+        let signed = to_u64(row.try_get("signed")?, "checkpoint size")?;
+        if size > signed {
+            out.push((row.try_get("tenant_id")?, size, signed));
+        }
+    }
+    Ok(out)
+}
+
+/// Stores a signed checkpoint (a second one of the same size is ignored:
+/// the same tree has the same root).
+pub async fn store_checkpoint(conn: &mut Conn, log: &str, cp: &StoredCheckpoint) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_checkpoints (tenant_id, size, root_hash, note, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(log)
+    .bind(i64_of(cp.size))
+    .bind(cp.root_hash.to_vec())
+    .bind(&cp.note)
+    .bind(cp.created_at_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Every stored checkpoint of `log`, oldest first.
+pub async fn checkpoints(conn: &mut Conn, log: &str) -> Result<Vec<StoredCheckpoint>> {
+    let rows = sqlx::query(
+        "SELECT size, root_hash, note, created_at_ms FROM audit_checkpoints WHERE tenant_id = $1 \
+         ORDER BY size",
+    )
+    .bind(log)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(StoredCheckpoint {
+                size: to_u64(row.try_get("size")?, "checkpoint size")?,
+                root_hash: hash32(row.try_get("root_hash")?, "checkpoint root")?,
+                note: row.try_get("note")?,
+                created_at_ms: row.try_get("created_at_ms")?,
+            })
+        })
+        .collect()
+}
+
+/// The newest checkpoint of `log`, if any.
+pub async fn latest_checkpoint(conn: &mut Conn, log: &str) -> Result<Option<StoredCheckpoint>> {
+    let row = sqlx::query(
+        "SELECT size, root_hash, note, created_at_ms FROM audit_checkpoints WHERE tenant_id = $1 \
+         ORDER BY size DESC LIMIT 1",
+    )
+    .bind(log)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|row| {
+        Ok(StoredCheckpoint {
+            size: to_u64(row.try_get("size")?, "checkpoint size")?,
+            root_hash: hash32(row.try_get("root_hash")?, "checkpoint root")?,
+            note: row.try_get("note")?,
+            created_at_ms: row.try_get("created_at_ms")?,
+        })
+    })
+    .transpose()
+}

@@ -11,6 +11,7 @@ pub mod access;
 pub mod api;
 pub mod archive;
 pub mod audio;
+pub mod audit;
 pub mod catalog;
 pub mod client;
 pub mod config;

@@ -1,6 +1,7 @@
 //! callvault: an encrypted-at-rest archive for contact-center call recordings.
 //!
-//! Layers, bottom up (see ARCHITECTURE.md): `crypto` (pure format), `kms`,
+//! Layers, bottom up (see ARCHITECTURE.md): `crypto` (pure format) and `audit`
+//! (pure Merkle tree, proofs and signed checkpoints), `kms`,
 //! `store`, `catalog`, `audio`; the use cases `ingest`, `playback` and `keys` composed
 //! over an `archive::Archive`; `api` (gRPC edge) and `server`; `config` (settings →
 //! archive → listeners) and `client` (the typed gRPC client). The `callvault`
@@ -12,6 +13,7 @@ pub mod api;
 pub mod archive;
 pub mod audit;
 pub mod audio;
+pub mod audit;
 pub mod catalog;
 pub mod client;
 pub mod config;

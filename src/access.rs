@@ -1,9 +1,58 @@
-//! Who may do what: the role matrix, in one place. Every use case asks
-//! [`require`] before it touches anything.
+//! Who is asking and what they may do: bearer-token authentication (with a
+//! short-lived cache of recently seen tokens) and the role matrix, in one
+//! place. Every use case asks [`require`] before it touches anything.
+
+use std::time::Duration;
 
 use crate::archive::Archive;
+use crate::catalog::{Catalog, tokens};
 use crate::domain::{Principal, Role};
 use crate::error::{Error, Result};
+
+/// How long a token's principal is reused without asking the catalog: the
+/// longest a revoked token keeps working on a node that was not told.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Principals of recently seen tokens, keyed by the token's hash (the
+/// secret itself is never kept). A burst of requests with one token costs
+/// one catalog read, not one per request.
+#[derive(Debug, Clone)]
+pub struct TokenCache {
+    cache: moka::future::Cache<String, Principal>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self::new(TOKEN_CACHE_TTL)
+    }
+}
+
+impl TokenCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            cache: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    /// The principal of a bearer token, or `Unauthenticated`.
+    pub async fn authenticate(&self, catalog: &Catalog, token: &str) -> Result<Principal> {
+        let hash = tokens::hash_token(token);
+        if let Some(p) = self.cache.get(&hash).await {
+            return Ok(p);
+        }
+        let principal = tokens::authenticate(&mut *catalog.conn().await?, token).await?;
+        self.cache.insert(hash, principal.clone()).await;
+        Ok(principal)
+    }
+
+    /// Forgets every token (a token was revoked somewhere).
+    pub fn purge_all(&self) {
+        self.cache.invalidate_all();
+    }
+}
 
 /// What a request wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

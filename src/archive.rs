@@ -160,6 +160,8 @@ pub struct Archive {
     pub uploads: UploadSlots,
     /// Node-wide bound on chunks being sealed and written.
     pub chunk_writes: Arc<Semaphore>,
+    /// Recently authenticated tokens.
+    pub tokens: crate::access::TokenCache,
     /// This node's name in audit events (default: the host name).
     pub node: String,
     /// When this node last announced each revoked key, so a burst of failing
@@ -190,6 +192,7 @@ impl Archive {
             uploads: UploadSlots::default(),
             chunk_writes,
             announced: Mutex::new(HashMap::new()),
+            tokens: crate::access::TokenCache::default(),
             node: crate::audit::trail::host_name(),
         }
     }
@@ -266,10 +269,10 @@ impl Archive {
     pub async fn sweep_expired_uploads(&self) -> Result<usize> {
         let now = now_ms();
         let expired =
-            recordings::expired_uploads(&mut *self.catalog.conn().await?, now, 1000).await?;
+            recordings::expired_uploads(&mut *self.catalog.conn_bulk().await?, now, 1000).await?;
         let mut removed = 0;
         for (tenant, rec) in &expired {
-            let mut tx = self.catalog.begin().await?;
+            let mut tx = self.catalog.begin_bulk().await?;
             let outcome =
                 recordings::abort_upload(&mut tx, tenant, rec, "lease expired", Some(now)).await?;
             tx.commit().await?;
@@ -287,7 +290,8 @@ impl Archive {
     /// catalog no longer holds).
     pub async fn delete_queued_objects(&self) -> Result<usize> {
         let queued =
-            recordings::pending_object_deletions(&mut *self.catalog.conn().await?, 1000).await?;
+            recordings::pending_object_deletions(&mut *self.catalog.conn_bulk().await?, 1000)
+                .await?;
         for (tenant, rec) in &queued {
             self.delete_objects(tenant, rec).await?;
         }
@@ -297,6 +301,6 @@ impl Archive {
     /// Deletes one queued recording's objects and clears its queue entry.
     pub async fn delete_objects(&self, tenant: &TenantId, rec: &RecordingId) -> Result<()> {
         self.store.delete_recording(tenant, rec).await?;
-        recordings::object_deletion_done(&mut *self.catalog.conn().await?, tenant, rec).await
+        recordings::object_deletion_done(&mut *self.catalog.conn_bulk().await?, tenant, rec).await
     }
 }

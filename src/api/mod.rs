@@ -6,7 +6,6 @@ use bytes::Bytes;
 use tonic::{Request, Status};
 
 use crate::archive::Archive;
-use crate::catalog::tokens;
 use crate::domain::Principal;
 use crate::error::Error;
 use crate::kms::KmsError;
@@ -140,14 +139,16 @@ pub(crate) async fn authenticate<T>(
         .metadata()
         .get("authorization")
         .ok_or(Error::Unauthenticated("missing bearer token"))?;
+    // RFC 6750: the scheme name is case-insensitive.
     let token = header
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
         .filter(|t| !t.is_empty() && t.len() <= 256)
         .ok_or(Error::Unauthenticated("malformed authorization header"))?;
-    let mut conn = archive.catalog.conn().await?;
-    Ok(tokens::authenticate(&mut conn, token).await?)
+    Ok(archive.tokens.authenticate(&archive.catalog, token).await?)
 }
 
 /// Helper for clients: wraps a byte buffer as an ingest request message.

@@ -60,7 +60,12 @@ pub enum Backend {
 
 #[derive(Debug, Clone)]
 pub struct Catalog {
+    /// Interactive requests: plays, reads, key administration.
     pool: AnyPool,
+    /// Bulk work: the chunk rows and commits of uploads, background jobs.
+    /// A pool of its own, so that a burst of uploads can never take every
+    /// connection a play is waiting for (a bulkhead).
+    bulk: AnyPool,
     backend: Backend,
     /// Kept for the LISTEN connection (PostgreSQL), which the pool cannot lend.
     url: String,
@@ -89,9 +94,12 @@ impl Catalog {
             Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
             _ => url.to_owned(),
         };
-        let max = if backend == Backend::Sqlite { 4 } else { 16 };
+        let (interactive, bulk) = match backend {
+            Backend::Sqlite => (2, 3),
+            Backend::Postgres => (16, 32),
+        };
         let pool = AnyPoolOptions::new()
-            .max_connections(max)
+            .max_connections(interactive)
             .connect(&url)
             .await?;
         if backend == Backend::Sqlite {
@@ -106,7 +114,16 @@ impl Catalog {
             Backend::Postgres => PG_MIGRATIONS.run(&pool).await?,
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Self { pool, backend, url })
+        let bulk = AnyPoolOptions::new()
+            .max_connections(bulk)
+            .connect(&url)
+            .await?;
+        Ok(Self {
+            pool,
+            bulk,
+            backend,
+            url,
+        })
     }
 
     /// Begins a transaction for a use case to commit. On SQLite it takes the
@@ -123,6 +140,19 @@ impl Catalog {
     /// A pooled connection for reads that need no transaction.
     pub async fn conn(&self) -> Result<PooledConn> {
         Ok(self.pool.acquire().await?)
+    }
+
+    /// [`Catalog::begin`] on the bulk pool (uploads, background jobs).
+    pub async fn begin_bulk(&self) -> Result<Tx> {
+        Ok(match self.backend {
+            Backend::Postgres => self.bulk.begin().await?,
+            Backend::Sqlite => self.bulk.begin_with("BEGIN IMMEDIATE").await?,
+        })
+    }
+
+    /// [`Catalog::conn`] on the bulk pool (uploads, background jobs).
+    pub async fn conn_bulk(&self) -> Result<PooledConn> {
+        Ok(self.bulk.acquire().await?)
     }
 
     /// Tells every node that `key_arn` was found revoked. A no-op on SQLite,
@@ -154,6 +184,7 @@ impl Catalog {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.bulk.close().await;
     }
 
     /// Raw access for tests and tools that must inspect or alter rows (tamper

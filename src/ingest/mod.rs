@@ -109,7 +109,7 @@ where
         .uploads
         .acquire(&principal.tenant, archive.limits.max_uploads_per_tenant)?;
     let existing = {
-        let mut conn = archive.catalog.conn().await?;
+        let mut conn = archive.catalog.conn_bulk().await?;
         recordings::find_by_call_id(&mut conn, &principal.tenant, &header.external_call_id).await?
     };
     if let Some(existing) = existing {
@@ -141,7 +141,7 @@ async fn settle_failed(
     let id = up.id();
     match remove_upload(archive, principal, up, "upload failed").await {
         Ok(AbortOutcome::Committed) => {
-            let row = match archive.catalog.conn().await {
+            let row = match archive.catalog.conn_bulk().await {
                 Ok(mut conn) => recordings::get(&mut conn, &principal.tenant, &id).await,
                 Err(e) => Err(e),
             };
@@ -279,7 +279,7 @@ where
         audio,
     };
     let new = up.new.clone();
-    let mut tx = archive.catalog.begin().await?;
+    let mut tx = archive.catalog.begin_bulk().await?;
     let outcome = recordings::commit_upload(
         &mut tx,
         &principal.tenant,
@@ -328,7 +328,7 @@ where
             // A concurrent attempt with the same call id won; drop ours.
             tx.rollback().await?;
             let winner = recordings::find_by_call_id(
-                &mut *archive.catalog.conn().await?,
+                &mut *archive.catalog.conn_bulk().await?,
                 &principal.tenant,
                 &header.external_call_id,
             )

@@ -62,7 +62,7 @@ pub(super) async fn write_chunk(
         .put(&row.object_key, Bytes::from(sealed))
         .await?;
     if !is_final {
-        let mut conn = archive.catalog.conn().await?;
+        let mut conn = archive.catalog.conn_bulk().await?;
         recordings::add_chunk(&mut conn, &principal.tenant, &id, &row).await?;
     }
     Ok(row)
@@ -80,7 +80,7 @@ pub(super) async fn remove_upload(
     up.tasks.abort_all();
     while up.tasks.join_next().await.is_some() {}
     let id = up.id();
-    let mut tx = archive.catalog.begin().await?;
+    let mut tx = archive.catalog.begin_bulk().await?;
     let outcome = recordings::abort_upload(&mut tx, &principal.tenant, &id, reason, None).await?;
     tx.commit().await?;
     if matches!(outcome, AbortOutcome::Removed | AbortOutcome::Absent) {
@@ -97,7 +97,7 @@ pub(super) async fn begin(
 ) -> Result<Upload> {
     let detected = audio::detect(head)?;
     let id = RecordingId::new();
-    let key = keys::active(&mut *archive.catalog.conn().await?, &principal.tenant).await?;
+    let key = keys::active(&mut *archive.catalog.conn_bulk().await?, &principal.tenant).await?;
     let ctx = EncryptionContext {
         tenant: principal.tenant.to_string(),
         recording: id.to_string(),
@@ -169,7 +169,7 @@ pub(super) async fn begin(
         created_at_ms: now,
         lease_until_ms: now.saturating_add(lease_ms(archive)),
     };
-    recordings::begin_upload(&mut *archive.catalog.conn().await?, &new).await?;
+    recordings::begin_upload(&mut *archive.catalog.conn_bulk().await?, &new).await?;
     let analyzer = Analyzer::start(detected);
     analyzer.feed(Bytes::copy_from_slice(head)).await;
     Ok(Upload {
@@ -193,7 +193,7 @@ pub(super) async fn renew_lease(
     up: &Upload,
 ) -> Result<()> {
     let until = now_ms().saturating_add(lease_ms(archive));
-    let renewed = match archive.catalog.conn().await {
+    let renewed = match archive.catalog.conn_bulk().await {
         Ok(mut conn) => {
             recordings::renew_lease(&mut conn, &principal.tenant, &up.id(), until).await
         }

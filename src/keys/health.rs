@@ -181,11 +181,12 @@ async fn check_key(
 /// One health pass over every tenant key on this node. Returns how many
 /// keys were checked.
 pub async fn check_all(archive: &Archive) -> Result<usize> {
-    let keys = catalog_keys::to_check(&mut *archive.catalog.conn().await?).await?;
+    let keys = catalog_keys::to_check(&mut *archive.catalog.conn_bulk().await?).await?;
     let mut usage_by_tenant: BTreeMap<TenantId, BTreeMap<KeyArn, KeyUsage>> = BTreeMap::new();
     for (tenant, key) in &keys {
         if !usage_by_tenant.contains_key(tenant) {
-            let usage = catalog_keys::usage(&mut *archive.catalog.conn().await?, tenant).await?;
+            let usage =
+                catalog_keys::usage(&mut *archive.catalog.conn_bulk().await?, tenant).await?;
             usage_by_tenant.insert(tenant.clone(), usage);
         }
         let usage = usage_by_tenant

@@ -132,7 +132,7 @@ pub async fn work_on(archive: &Archive, job_id: &str, tenant: &TenantId) -> Resu
     // What the job moves between is fixed; only its status changes (a
     // cancel, another node finishing), so that is re-read per batch.
     let (job, dest) = {
-        let mut conn = archive.catalog.conn().await?;
+        let mut conn = archive.catalog.conn_bulk().await?;
         let job = rewrap::get(&mut conn, tenant, job_id).await?;
         let dest = catalog_keys::get(&mut conn, tenant, &job.destination_arn)
             .await?
@@ -153,7 +153,7 @@ pub async fn work_on(archive: &Archive, job_id: &str, tenant: &TenantId) -> Resu
     };
     loop {
         let job = {
-            let mut conn = archive.catalog.conn().await?;
+            let mut conn = archive.catalog.conn_bulk().await?;
             let job = rewrap::get(&mut conn, tenant, job_id).await?;
             if job.status != JobStatus::Running {
                 return Ok(JobPass::Stopped);
@@ -165,13 +165,16 @@ pub async fn work_on(archive: &Archive, job_id: &str, tenant: &TenantId) -> Resu
         };
         // The lease is this transaction: its rows stay locked (PostgreSQL)
         // until it commits with the new wrappings or rolls back.
-        let mut lease = archive.catalog.begin().await?;
+        let mut lease = archive.catalog.begin_bulk().await?;
         let items = rewrap::lease_batch(&mut lease, &job, batch_size(job.max_kms_per_sec)).await?;
         if items.is_empty() {
             lease.rollback().await?;
-            let remaining =
-                catalog_keys::count_under(&mut *archive.catalog.conn().await?, tenant, &job.source_arn)
-                    .await?;
+            let remaining = catalog_keys::count_under(
+                &mut *archive.catalog.conn_bulk().await?,
+                tenant,
+                &job.source_arn,
+            )
+            .await?;
             if remaining > 0 {
                 return Ok(JobPass::Yield);
             }
@@ -290,7 +293,7 @@ async fn fail(archive: &Archive, job: &RewrapJob, why: &str) -> Result<JobPass> 
 
 /// One pass of this node's rewrap worker over every running job.
 pub async fn run_rewrap_jobs(archive: &Archive) -> Result<Vec<JobPass>> {
-    let jobs = rewrap::running(&mut *archive.catalog.conn().await?).await?;
+    let jobs = rewrap::running(&mut *archive.catalog.conn_bulk().await?).await?;
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
         out.push(work_on(archive, &job.id, &job.tenant).await?);

@@ -192,12 +192,39 @@ fn aad(arn: &str, ctx: &EncryptionContext) -> Vec<u8> {
     out
 }
 
+/// What identifies one version of the keyring file: every save writes a
+/// new file and renames it over the old one, so a new inode means a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Self {
+            inode,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
 /// A local keyring rooted at one file.
 #[derive(Debug)]
 pub struct LocalKeyring {
     dir: PathBuf,
     path: PathBuf,
     region: String,
+    /// The parsed file as last read, for the wrap and unwrap paths: a
+    /// `stat` per operation instead of a read and a parse. Writers always
+    /// re-read under the lock.
+    cache: std::sync::Mutex<Option<(FileStamp, std::sync::Arc<KeyringFile>)>>,
 }
 
 impl LocalKeyring {
@@ -208,6 +235,7 @@ impl LocalKeyring {
             dir: data_dir.to_path_buf(),
             path: data_dir.join("keyring.json"),
             region: region.to_owned(),
+            cache: std::sync::Mutex::new(None),
         };
         if !ring.path.exists() {
             let _lock = ring.lock()?;
@@ -238,6 +266,25 @@ impl LocalKeyring {
         }
         let file = opts.open(self.dir.join("keyring.lock")).map_err(err)?;
         file.lock().map_err(err)?;
+        Ok(file)
+    }
+
+    /// The current file, from the cache while the file on disk is the one
+    /// it was read from.
+    fn load_shared(&self) -> Result<std::sync::Arc<KeyringFile>, KmsError> {
+        let stamp = std::fs::metadata(&self.path)
+            .map(|m| FileStamp::of(&m))
+            .map_err(|e| KmsError::Unavailable(format!("cannot read keyring: {e}")))?;
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached, file)) = cache.as_ref()
+            && *cached == stamp
+        {
+            return Ok(file.clone());
+        }
+        let file = std::sync::Arc::new(self.load()?);
+        // Stamped with what was seen before reading: if the file changed in
+        // between, the next call sees a new stamp and reads again.
+        *cache = Some((stamp, file.clone()));
         Ok(file)
     }
 
@@ -283,7 +330,7 @@ impl LocalKeyring {
         key_id: &str,
         f: impl FnOnce(&LocalKey) -> Result<T, KmsError>,
     ) -> Result<T, KmsError> {
-        let file = self.load()?;
+        let file = self.load_shared()?;
         let key = self.find(&file, key_id)?;
         f(key)
     }
@@ -589,7 +636,7 @@ impl Kms for LocalKeyring {
         ctx: &EncryptionContext,
         (destination_key_id, destination_alg): (&str, WrapAlgorithm),
     ) -> Result<(String, Vec<u8>), KmsError> {
-        let file = self.load()?;
+        let file = self.load_shared()?;
         let (src, dst) = (
             self.find(&file, source_arn)?,
             self.find(&file, destination_key_id)?,

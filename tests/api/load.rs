@@ -111,7 +111,8 @@ async fn load_2000_slow_uploads_commit_while_plays_answer() {
         let listened = listened.clone();
         tokio::spawn(async move {
             let mut first_bytes = Vec::new();
-            let until = Instant::now() + Duration::from_secs(20);
+            let begun = Instant::now();
+            let until = begun + Duration::from_secs(20);
             while Instant::now() < until {
                 let t = Instant::now();
                 let (bytes, ttfb) =
@@ -120,7 +121,7 @@ async fn load_2000_slow_uploads_commit_while_plays_answer() {
                         .expect("a play got no answer within 30 s")
                         .unwrap();
                 assert!(bytes == listened, "played bytes differ");
-                first_bytes.push((ttfb, t.elapsed()));
+                first_bytes.push((ttfb, t.duration_since(begun)));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             first_bytes
@@ -150,6 +151,12 @@ async fn load_2000_slow_uploads_commit_while_plays_answer() {
     let mut ttfb: Vec<Duration> = plays.iter().map(|p| p.0).collect();
     ttfb.sort();
     let worst = *ttfb.last().unwrap();
+    let mut slowest = plays.clone();
+    slowest.sort_by_key(|p| std::cmp::Reverse(p.0));
+    println!(
+        "slowest plays (first byte, started at): {:?}",
+        &slowest[..slowest.len().min(5)]
+    );
     println!(
         "load: {UPLOADS} uploads of {} KiB over {TENANTS} tenants committed in {:.1} s; \
          {} plays meanwhile, first byte p50 {:?} max {:?}; test-process RSS {} MiB before, peak {} MiB",

@@ -116,8 +116,9 @@ async fn main() {
         kms,
         &KeyCacheConfig::default(),
         Limits::default(),
+        Arc::new(callvault::audit::note::SignerKey::generate("callvault-bench").unwrap()),
     ));
-    let boot = callvault::operator::bootstrap_tenant(&archive.catalog, "bench", &key, "bench")
+    let boot = callvault::operator::bootstrap_tenant(&archive, "bench", &key, "bench")
         .await
         .unwrap();
     let server = LocalServer::start(archive.clone(), Roles::ALL)

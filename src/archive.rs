@@ -135,6 +135,10 @@ pub struct Schedule {
     pub key_health: Duration,
     /// Poll for running rewrap jobs (admin nodes).
     pub rewrap_poll: Duration,
+    /// Sign an audit checkpoint once a log grew by this many events…
+    pub checkpoint_every: u64,
+    /// …or once its last checkpoint is this old and it grew at all.
+    pub checkpoint_max_age: Duration,
 }
 
 impl Default for Schedule {
@@ -142,6 +146,8 @@ impl Default for Schedule {
         Self {
             key_health: Duration::from_secs(300),
             rewrap_poll: Duration::from_secs(2),
+            checkpoint_every: 1000,
+            checkpoint_max_age: Duration::from_secs(60),
         }
     }
 }
@@ -162,6 +168,8 @@ pub struct Archive {
     pub chunk_writes: Arc<Semaphore>,
     /// Recently authenticated tokens.
     pub tokens: crate::access::TokenCache,
+    /// The deployment's audit key: signs every audit event and checkpoint.
+    pub audit_key: Arc<crate::audit::note::SignerKey>,
     /// This node's name in audit events (default: the host name).
     pub node: String,
     /// When this node last announced each revoked key, so a burst of failing
@@ -176,6 +184,7 @@ impl Archive {
         kms: Arc<dyn Kms>,
         cache: &KeyCacheConfig,
         limits: Limits,
+        audit_key: Arc<crate::audit::note::SignerKey>,
     ) -> Self {
         let metrics = Arc::new(KmsMetrics::default());
         let kms: Arc<dyn Kms> = Arc::new(MeteredKms::new(kms, metrics.clone()));
@@ -193,6 +202,7 @@ impl Archive {
             chunk_writes,
             announced: Mutex::new(HashMap::new()),
             tokens: crate::access::TokenCache::default(),
+            audit_key,
             node: crate::audit::trail::host_name(),
         }
     }
@@ -253,12 +263,14 @@ impl Archive {
         .await?;
         let store = ChunkStore::local(&data_dir.join("objects"))?;
         let ring = Arc::new(LocalKeyring::open(data_dir, "local")?);
+        let audit_key = Arc::new(ring.audit_signer(crate::audit::trail::DEFAULT_KEY_NAME)?);
         let archive = Self::new(
             catalog,
             store,
             ring.clone(),
             &KeyCacheConfig::default(),
             Limits::default(),
+            audit_key,
         );
         Ok((archive, ring))
     }

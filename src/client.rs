@@ -60,6 +60,7 @@ pub struct Client {
     pub ingest: pb::ingest_service_client::IngestServiceClient<Authed>,
     pub playback: pb::playback_service_client::PlaybackServiceClient<Authed>,
     pub keys: pb::key_service_client::KeyServiceClient<Authed>,
+    pub audit: pb::audit_service_client::AuditServiceClient<Authed>,
 }
 
 impl Client {
@@ -88,7 +89,11 @@ impl Client {
                 auth.clone(),
             )
             .max_decoding_message_size(64 * 1024 * 1024),
-            keys: pb::key_service_client::KeyServiceClient::with_interceptor(channel, auth),
+            keys: pb::key_service_client::KeyServiceClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            ),
+            audit: pb::audit_service_client::AuditServiceClient::with_interceptor(channel, auth),
         })
     }
 

@@ -52,6 +52,9 @@ pub enum Error {
     /// The gRPC server failed while serving.
     #[error(transparent)]
     Server(crate::error::Error),
+    /// The audit signing key is missing or unreadable.
+    #[error("{0}")]
+    AuditKey(String),
 }
 
 /// Which KMS the node's keys live in.
@@ -79,6 +82,9 @@ pub struct BackendSettings {
     pub kms_endpoint: Option<String>,
     /// This node's region.
     pub region: String,
+    /// The deployment's audit signing key (a note signer key text file, see
+    /// `callvault audit keygen`); `None`: the local keyring's.
+    pub audit_signing_key: Option<PathBuf>,
 }
 
 impl Default for BackendSettings {
@@ -91,6 +97,7 @@ impl Default for BackendSettings {
             kms: KmsKind::Local,
             kms_endpoint: None,
             region: "local".to_owned(),
+            audit_signing_key: None,
         }
     }
 }
@@ -204,10 +211,44 @@ pub async fn open_archive(
             (ring.clone(), Some(ring))
         }
     };
+    let audit_key = match (&b.audit_signing_key, &ring) {
+        (Some(path), _) => load_audit_key(path)?,
+        (None, Some(ring)) => ring.audit_signer(crate::audit::trail::DEFAULT_KEY_NAME)?,
+        (None, None) => {
+            return Err(Error::AuditKey(
+                "with --kms aws, set --audit-signing-key FILE: the deployment's audit signing key \
+                 (make one with `callvault audit keygen --name <deployment> -o FILE`)"
+                    .into(),
+            ));
+        }
+    };
     Ok((
-        Archive::new(catalog, store, kms, cache, Limits::default()),
+        Archive::new(
+            catalog,
+            store,
+            kms,
+            cache,
+            Limits::default(),
+            Arc::new(audit_key),
+        ),
         ring,
     ))
+}
+
+/// Reads a note signer key text (`PRIVATE+KEY+…`) from a file.
+pub fn load_audit_key(path: &std::path::Path) -> Result<crate::audit::note::SignerKey, Error> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        Error::AuditKey(format!(
+            "cannot read the audit signing key {}: {e}",
+            path.display()
+        ))
+    })?);
+    crate::audit::note::SignerKey::parse(text.trim()).map_err(|e| {
+        Error::AuditKey(format!(
+            "{} is not an audit signing key: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// Opens the archive, binds the gRPC listener (and the metrics listener if

@@ -130,7 +130,9 @@ pub enum Error {
     CatalogUnavailable(#[source] DriverError),
     /// The audit trail could not record a read, so the read is refused:
     /// nothing is served unaudited.
-    #[error("the audit trail cannot be written now; the request is refused rather than served unaudited")]
+    #[error(
+        "the audit trail cannot be written now; the request is refused rather than served unaudited"
+    )]
     AuditUnavailable(#[source] Box<Error>),
     #[error("catalog migration failed")]
     CatalogMigration(#[source] DriverError),

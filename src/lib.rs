@@ -11,7 +11,6 @@
 pub mod access;
 pub mod api;
 pub mod archive;
-pub mod audit;
 pub mod audio;
 pub mod audit;
 pub mod catalog;

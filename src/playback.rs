@@ -14,9 +14,9 @@ use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::access::{self, Action};
+use crate::archive::Archive;
 use crate::audit::event::{Action as AuditAction, Outcome};
 use crate::audit::trail;
-use crate::archive::Archive;
 use crate::catalog::{ChunkRow, RecordingRow, recordings};
 use crate::crypto::{self, CryptoError, RecordingCipher, RecordingParams};
 use crate::domain::{Principal, RecordingId};
@@ -364,8 +364,10 @@ impl Drop for PlayFinish {
         // Byte offsets to times, proportionally (exact for constant bit
         // rates, an estimate for the others).
         let at = |b: u64| {
-            u64::try_from(u128::from(b) * u128::from(self.duration_ms) / u128::from(self.size.max(1)))
-                .unwrap_or(u64::MAX)
+            u64::try_from(
+                u128::from(b) * u128::from(self.duration_ms) / u128::from(self.size.max(1)),
+            )
+            .unwrap_or(u64::MAX)
         };
         let (outcome, completed, error) = match &self.end {
             Some(Ok(())) => (Outcome::Ok, true, None),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::api::{self, IngestApi, KeyApi, PlaybackApi, pb};
+use crate::api::{self, AuditApi, IngestApi, KeyApi, PlaybackApi, pb};
 use crate::archive::Archive;
 use crate::error::{Error, Result};
 
@@ -101,10 +101,20 @@ pub async fn run(
             }))
             .add_optional_service(roles.admin.then(|| {
                 pb::key_service_server::KeyServiceServer::new(KeyApi::new(archive.clone()))
+            }))
+            // Compliance staff read the trail wherever recordings are read.
+            .add_optional_service((roles.playback || roles.admin).then(|| {
+                pb::audit_service_server::AuditServiceServer::new(AuditApi::new(archive.clone()))
+                    .max_encoding_message_size(api::MAX_MESSAGE_BYTES)
             }));
     if roles.admin {
         health_reporter
             .set_serving::<pb::key_service_server::KeyServiceServer<KeyApi>>()
+            .await;
+    }
+    if roles.playback || roles.admin {
+        health_reporter
+            .set_serving::<pb::audit_service_server::AuditServiceServer<AuditApi>>()
             .await;
     }
     if roles.ingest {
@@ -146,6 +156,24 @@ pub async fn run(
         background.spawn(revocation_listener(archive.clone()));
     }
     if roles.admin {
+        // Signs a checkpoint of every audit log that grew by enough events,
+        // or grew at all and was signed long enough ago.
+        let a = archive.clone();
+        background.spawn(every(
+            Duration::from_secs(1),
+            "audit checkpoint pass",
+            move || {
+                let a = a.clone();
+                async move {
+                    crate::audit::log::checkpoint_due(
+                        &a,
+                        a.schedule.checkpoint_every,
+                        a.schedule.checkpoint_max_age,
+                    )
+                    .await
+                }
+            },
+        ));
         let a = archive.clone();
         background.spawn(every(
             archive.schedule.rewrap_poll,

@@ -21,6 +21,9 @@ CREATE TABLE audit_events (
     -- covers. The columns above are copies for queries.
     event       TEXT NOT NULL,
     leaf_hash   BLOB NOT NULL,
+    -- Ed25519 signature by the deployment's audit key over the leaf hash
+    -- (docs/AUDIT.md): an edited or inserted event cannot carry a valid one.
+    signature   BLOB NOT NULL,
     PRIMARY KEY (tenant_id, seq)
 );
 CREATE INDEX audit_events_time ON audit_events (tenant_id, time_ms);
@@ -38,6 +41,9 @@ CREATE TABLE audit_checkpoints (
     tenant_id      TEXT NOT NULL,
     size           INTEGER NOT NULL,
     root_hash      BLOB NOT NULL,
+    -- The tree's compact range (its perfect-subtree peaks, concatenated),
+    -- from which the next checkpoint continues without rereading the log.
+    peaks          BLOB NOT NULL,
     note           TEXT NOT NULL,
     created_at_ms  INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, size)

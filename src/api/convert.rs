@@ -129,7 +129,11 @@ pub(crate) fn event_to_pb(e: &Event) -> pb::AuditEvent {
         outcome: e.outcome.as_str().to_owned(),
         actor_kind: actor_kind_pb(e.actor.kind).to_owned(),
         actor_id: e.actor.id.clone(),
-        actor_role: e.actor.role.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+        actor_role: e
+            .actor
+            .role
+            .map(|r| r.as_str().to_owned())
+            .unwrap_or_default(),
         recording_ids: e.recordings.clone(),
         details_json: serde_json::to_string(&e.details).unwrap_or_default(),
         client_address: e.client.clone().unwrap_or_default(),

@@ -10,11 +10,13 @@ use crate::domain::Principal;
 use crate::error::Error;
 use crate::kms::KmsError;
 
+mod audit;
 mod convert;
 mod ingest;
 mod keys;
 mod playback;
 
+pub use audit::AuditApi;
 pub use ingest::IngestApi;
 pub use keys::KeyApi;
 pub use playback::PlaybackApi;
@@ -135,6 +137,22 @@ pub(crate) async fn authenticate<T>(
     archive: &Archive,
     req: &Request<T>,
 ) -> Result<Principal, Status> {
+    let client = req.remote_addr().map(|a| a.to_string());
+    match bearer(archive, req).await {
+        Ok(mut principal) => {
+            principal.client = client;
+            Ok(principal)
+        }
+        Err(e @ Error::Unauthenticated(why)) => {
+            // Whose log it belongs in is unknown: the system log.
+            crate::audit::trail::unknown_token(archive, client.as_deref(), why).await;
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn bearer<T>(archive: &Archive, req: &Request<T>) -> Result<Principal, Error> {
     let header = req
         .metadata()
         .get("authorization")
@@ -148,7 +166,7 @@ pub(crate) async fn authenticate<T>(
         .map(|(_, t)| t.trim())
         .filter(|t| !t.is_empty() && t.len() <= 256)
         .ok_or(Error::Unauthenticated("malformed authorization header"))?;
-    Ok(archive.tokens.authenticate(&archive.catalog, token).await?)
+    archive.tokens.authenticate(&archive.catalog, token).await
 }
 
 /// Helper for clients: wraps a byte buffer as an ingest request message.

@@ -46,8 +46,14 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
                 playback::Purpose::Stream
             }
         };
-        let stream =
-            playback::play(self.archive.clone(), &principal, id, req.offset_bytes, purpose).await?;
+        let stream = playback::play(
+            self.archive.clone(),
+            &principal,
+            id,
+            req.offset_bytes,
+            purpose,
+        )
+        .await?;
         let out = stream.map(|item| {
             item.map(|c| pb::PlayResponse {
                 offset_bytes: c.offset,

@@ -298,17 +298,6 @@ pub fn log_of(tenant: &TenantId) -> &str {
     tenant.as_str()
 }
 
-/// The Merkle leaf hash of an event's canonical bytes:
-/// `SHA-256(0x00 ‖ bytes)` (RFC 9162 §2.1.1).
-pub fn leaf_hash(canonical: &[u8]) -> [u8; 32] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(&[0]);
-    ctx.update(canonical);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,11 +310,14 @@ mod tests {
             7,
             1_700_000_000_123,
             "node-a",
-            NewEvent::new(Actor::token("tok-1", Role::Supervisor), Action::PlaybackStarted)
-                .recording(id)
-                .detail("purpose", "stream")
-                .detail("offset_bytes", 0)
-                .client(Some("127.0.0.1:5000")),
+            NewEvent::new(
+                Actor::token("tok-1", Role::Supervisor),
+                Action::PlaybackStarted,
+            )
+            .recording(id)
+            .detail("purpose", "stream")
+            .detail("offset_bytes", 0)
+            .client(Some("127.0.0.1:5000")),
         );
         let bytes = e.canonical();
         assert_eq!(
@@ -334,7 +326,9 @@ mod tests {
         );
         assert_eq!(Event::from_canonical(&bytes), Some(e));
         // Any other spelling of the same content is refused.
-        let spaced = String::from_utf8(bytes).unwrap().replace(",\"node\"", ", \"node\"");
+        let spaced = String::from_utf8(bytes)
+            .unwrap()
+            .replace(",\"node\"", ", \"node\"");
         assert_eq!(Event::from_canonical(spaced.as_bytes()), None);
     }
 

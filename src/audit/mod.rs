@@ -21,9 +21,8 @@
 //!
 //! # 1. The tree (RFC 9162 §2.1.1, identical to RFC 6962 §2.1)
 //!
-//! A log is a sequence of entries `d[0], d[1], …` (byte strings; how an audit
-//! event becomes its entry bytes is defined by the layer that writes events,
-//! not here). Hashes are SHA-256 (`H`), 32 bytes; `||` is concatenation.
+//! A log is a sequence of entries `d[0], d[1], …` (byte strings: each
+//! event's canonical encoding, defined in [`event`]). Hashes are SHA-256 (`H`), 32 bytes; `||` is concatenation.
 //!
 //! ```text
 //! leaf hash      = H(0x00 || d[i])
@@ -164,3 +163,4 @@ pub mod merkle;
 pub mod note;
 pub mod proof;
 pub mod trail;
+pub mod verify;

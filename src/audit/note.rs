@@ -23,7 +23,7 @@ const SIGNATURE_PREFIX: &str = "\u{2014} ";
 const SIGNER_KEY_PREFIX: &str = "PRIVATE+KEY+";
 const SEED_LEN: usize = 32;
 const PUBLIC_KEY_LEN: usize = 32;
-const SIGNATURE_LEN: usize = 64;
+pub const SIGNATURE_LEN: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -144,6 +144,16 @@ impl VerifierKey {
         self.key_id
     }
 
+    /// Checks a [`SignerKey::sign_raw`] signature.
+    pub fn verify_raw(&self, context: &[u8], message: &[u8], signature: &[u8]) -> bool {
+        let mut m = Vec::with_capacity(context.len() + message.len());
+        m.extend_from_slice(context);
+        m.extend_from_slice(message);
+        UnparsedPublicKey::new(&ED25519, self.public_key)
+            .verify(&m, signature)
+            .is_ok()
+    }
+
     pub fn public_key(&self) -> &[u8; PUBLIC_KEY_LEN] {
         &self.public_key
     }
@@ -261,6 +271,18 @@ impl SignerKey {
         text.push_str(&format!("+{:08x}+", self.key_id));
         STANDARD.encode_string(key.as_slice(), &mut text);
         SecretString::from(text)
+    }
+
+    /// A raw Ed25519 signature over `context || message`, for signatures
+    /// that are not notes (the audit trail signs each event's leaf hash).
+    /// `context` separates the uses of one key.
+    pub fn sign_raw(&self, context: &[u8], message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let mut m = Vec::with_capacity(context.len() + message.len());
+        m.extend_from_slice(context);
+        m.extend_from_slice(message);
+        let mut out = [0u8; SIGNATURE_LEN];
+        out.copy_from_slice(self.pair.sign(&m).as_ref());
+        out
     }
 
     pub fn verifier(&self) -> VerifierKey {

@@ -12,6 +12,16 @@ use crate::catalog::{Conn, audit};
 use crate::domain::{Principal, now_ms};
 use crate::error::{Error, Result};
 
+/// The name of the audit key the embedded default creates: it names the
+/// deployment in note signatures and checkpoint origins.
+pub const DEFAULT_KEY_NAME: &str = "callvault";
+
+/// The origin line of `log`'s checkpoints: the deployment (the audit key's
+/// name) and the log.
+pub fn origin(archive: &Archive, log: &str) -> String {
+    format!("{}/audit/{log}", archive.audit_key.name())
+}
+
 /// An event by `principal` (its token and client address).
 pub fn by(principal: &Principal, action: Action) -> NewEvent {
     NewEvent::new(Actor::token(&principal.token_id, principal.role), action)
@@ -38,8 +48,21 @@ pub fn host_name() -> String {
 
 /// Appends `event` to `log` in the caller's transaction: it commits (or
 /// not) together with the change it records.
-pub async fn append(archive: &Archive, conn: &mut Conn, log: &str, event: NewEvent) -> Result<Event> {
-    audit::append(conn, log, now_ms(), &archive.node, event).await
+pub async fn append(
+    archive: &Archive,
+    conn: &mut Conn,
+    log: &str,
+    event: NewEvent,
+) -> Result<Event> {
+    audit::append(
+        conn,
+        log,
+        now_ms(),
+        &archive.node,
+        &archive.audit_key,
+        event,
+    )
+    .await
 }
 
 /// Appends `event` to the principal's tenant log and commits it now. Any

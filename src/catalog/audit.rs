@@ -7,6 +7,8 @@ use sqlx::Row;
 use super::Conn;
 use super::rows::{corrupt, to_u64};
 use crate::audit::event::{Action, Event, NewEvent};
+use crate::audit::merkle::{self, Hash};
+use crate::audit::note::SignerKey;
 use crate::domain::RecordingId;
 use crate::error::{Error, Result};
 
@@ -20,13 +22,14 @@ pub struct EventFilter {
     pub until_ms: Option<i64>,
 }
 
-/// A stored event as the verifier reads it: the bytes its leaf covers and
-/// the leaf hash the catalog holds for it.
+/// A stored event as the verifier reads it: the bytes its leaf covers, the
+/// leaf hash the catalog holds for it, and its signature.
 #[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub index: u64,
     pub canonical: String,
     pub leaf_hash: [u8; 32],
+    pub signature: Vec<u8>,
 }
 
 /// A stored signed checkpoint.
@@ -34,12 +37,39 @@ pub struct StoredEvent {
 pub struct StoredCheckpoint {
     pub size: u64,
     pub root_hash: [u8; 32],
+    /// The tree's compact range at `size` (its peaks, in order).
+    pub peaks: Vec<[u8; 32]>,
     pub note: String,
     pub created_at_ms: i64,
 }
 
 fn hash32(v: Vec<u8>, what: &str) -> Result<[u8; 32]> {
     v.try_into().map_err(|_| corrupt(what))
+}
+
+fn checkpoint_of(row: &sqlx::any::AnyRow) -> Result<StoredCheckpoint> {
+    let peaks: Vec<u8> = row.try_get("peaks")?;
+    if !peaks.len().is_multiple_of(32) {
+        return Err(corrupt("checkpoint peaks"));
+    }
+    Ok(StoredCheckpoint {
+        size: to_u64(row.try_get("size")?, "checkpoint size")?,
+        root_hash: hash32(row.try_get("root_hash")?, "checkpoint root")?,
+        peaks: peaks
+            .chunks_exact(32)
+            .map(|c| hash32(c.to_vec(), "checkpoint peak"))
+            .collect::<Result<_>>()?,
+        note: row.try_get("note")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
+
+/// What the audit key signs for each event: its leaf hash, after a context
+/// string no other use of the key shares (docs/AUDIT.md).
+pub const EVENT_SIGNATURE_CONTEXT: &[u8] = b"callvault audit event v1\n";
+
+pub fn event_signature(signer: &SignerKey, leaf: &Hash) -> [u8; 64] {
+    signer.sign_raw(EVENT_SIGNATURE_CONTEXT, leaf.as_bytes())
 }
 
 fn i64_of(v: u64) -> i64 {
@@ -49,12 +79,14 @@ fn i64_of(v: u64) -> i64 {
 /// Appends an event to `log` in the caller's transaction: takes the log's
 /// counter row (so events of one log are numbered gaplessly in commit
 /// order, and a rolled-back change takes its number back), writes the
-/// event's canonical bytes and leaf hash, and indexes its recordings.
+/// event's canonical bytes, leaf hash and signature, and indexes its
+/// recordings.
 pub async fn append(
     conn: &mut Conn,
     log: &str,
     time_ms: i64,
     node: &str,
+    signer: &SignerKey,
     new: NewEvent,
 ) -> Result<Event> {
     let size: i64 = sqlx::query(
@@ -68,11 +100,12 @@ pub async fn append(
     let index = to_u64(size - 1, "audit log size")?;
     let event = Event::new(log, index, time_ms, node, new);
     let canonical = event.canonical();
-    let leaf = crate::audit::event::leaf_hash(&canonical);
+    let leaf = merkle::leaf_hash(&canonical);
+    let signature = event_signature(signer, &leaf);
     let text = String::from_utf8(canonical).map_err(|_| corrupt("audit event encoding"))?;
     sqlx::query(
-        "INSERT INTO audit_events (tenant_id, seq, time_ms, action, outcome, actor_id, event, leaf_hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO audit_events (tenant_id, seq, time_ms, action, outcome, actor_id, event, leaf_hash, signature) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(log)
     .bind(i64_of(index))
@@ -81,7 +114,8 @@ pub async fn append(
     .bind(event.outcome.as_str())
     .bind(&event.actor.id)
     .bind(&text)
-    .bind(leaf.to_vec())
+    .bind(leaf.as_bytes().to_vec())
+    .bind(signature.to_vec())
     .execute(&mut *conn)
     .await?;
     for rec in &event.recordings {
@@ -137,7 +171,7 @@ pub async fn list(
 /// Stored events `from..from + limit` of `log`, as the verifier needs them.
 pub async fn stored(conn: &mut Conn, log: &str, from: u64, limit: u32) -> Result<Vec<StoredEvent>> {
     let rows = sqlx::query(
-        "SELECT seq, event, leaf_hash FROM audit_events WHERE tenant_id = $1 AND seq >= $2 \
+        "SELECT seq, event, leaf_hash, signature FROM audit_events WHERE tenant_id = $1 AND seq >= $2 \
          ORDER BY seq LIMIT $3",
     )
     .bind(log)
@@ -151,6 +185,7 @@ pub async fn stored(conn: &mut Conn, log: &str, from: u64, limit: u32) -> Result
                 index: to_u64(row.try_get("seq")?, "audit index")?,
                 canonical: row.try_get("event")?,
                 leaf_hash: hash32(row.try_get("leaf_hash")?, "leaf hash")?,
+                signature: row.try_get("signature")?,
             })
         })
         .collect()
@@ -198,36 +233,50 @@ pub async fn size(conn: &mut Conn, log: &str) -> Result<u64> {
     }
 }
 
-/// Logs whose size passed their last checkpoint, with both sizes.
-pub async fn unsigned_logs(conn: &mut Conn) -> Result<Vec<(String, u64, u64)>> {
+/// A log that grew since its last checkpoint.
+#[derive(Debug, Clone)]
+pub struct UnsignedLog {
+    pub log: String,
+    pub size: u64,
+    /// The last checkpoint's size and time (0 when there is none).
+    pub signed: u64,
+    pub signed_at_ms: i64,
+}
+
+/// Logs whose size passed their last checkpoint.
+pub async fn unsigned_logs(conn: &mut Conn) -> Result<Vec<UnsignedLog>> {
     let rows = sqlx::query(
         "SELECT h.tenant_id, h.size, \
-         CAST(COALESCE((SELECT MAX(c.size) FROM audit_checkpoints c WHERE c.tenant_id = h.tenant_id), 0) AS BIGINT) AS signed \
-         FROM audit_heads h",
+         CAST(COALESCE(c.size, 0) AS BIGINT) AS signed, CAST(COALESCE(c.created_at_ms, 0) AS BIGINT) AS signed_at \
+         FROM audit_heads h LEFT JOIN audit_checkpoints c ON c.tenant_id = h.tenant_id \
+         AND c.size = (SELECT MAX(m.size) FROM audit_checkpoints m WHERE m.tenant_id = h.tenant_id) \
+         WHERE h.size > COALESCE(c.size, 0)",
     )
     .fetch_all(&mut *conn)
     .await?;
-    let mut out = Vec::new();
-    for row in &rows {
-        let size = to_u64(row.try_get("size")?, "audit log size")?;
-        let signed = to_u64(row.try_get("signed")?, "checkpoint size")?;
-        if size > signed {
-            out.push((row.try_get("tenant_id")?, size, signed));
-        }
-    }
-    Ok(out)
+    rows.iter()
+        .map(|row| {
+            Ok(UnsignedLog {
+                log: row.try_get("tenant_id")?,
+                size: to_u64(row.try_get("size")?, "audit log size")?,
+                signed: to_u64(row.try_get("signed")?, "checkpoint size")?,
+                signed_at_ms: row.try_get("signed_at")?,
+            })
+        })
+        .collect()
 }
 
 /// Stores a signed checkpoint (a second one of the same size is ignored:
 /// the same tree has the same root).
 pub async fn store_checkpoint(conn: &mut Conn, log: &str, cp: &StoredCheckpoint) -> Result<()> {
     sqlx::query(
-        "INSERT INTO audit_checkpoints (tenant_id, size, root_hash, note, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        "INSERT INTO audit_checkpoints (tenant_id, size, root_hash, peaks, note, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
     )
     .bind(log)
     .bind(i64_of(cp.size))
     .bind(cp.root_hash.to_vec())
+    .bind(cp.peaks.concat())
     .bind(&cp.note)
     .bind(cp.created_at_ms)
     .execute(&mut *conn)
@@ -238,40 +287,23 @@ pub async fn store_checkpoint(conn: &mut Conn, log: &str, cp: &StoredCheckpoint)
 /// Every stored checkpoint of `log`, oldest first.
 pub async fn checkpoints(conn: &mut Conn, log: &str) -> Result<Vec<StoredCheckpoint>> {
     let rows = sqlx::query(
-        "SELECT size, root_hash, note, created_at_ms FROM audit_checkpoints WHERE tenant_id = $1 \
+        "SELECT size, root_hash, peaks, note, created_at_ms FROM audit_checkpoints WHERE tenant_id = $1 \
          ORDER BY size",
     )
     .bind(log)
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(StoredCheckpoint {
-                size: to_u64(row.try_get("size")?, "checkpoint size")?,
-                root_hash: hash32(row.try_get("root_hash")?, "checkpoint root")?,
-                note: row.try_get("note")?,
-                created_at_ms: row.try_get("created_at_ms")?,
-            })
-        })
-        .collect()
+    rows.iter().map(checkpoint_of).collect()
 }
 
 /// The newest checkpoint of `log`, if any.
 pub async fn latest_checkpoint(conn: &mut Conn, log: &str) -> Result<Option<StoredCheckpoint>> {
     let row = sqlx::query(
-        "SELECT size, root_hash, note, created_at_ms FROM audit_checkpoints WHERE tenant_id = $1 \
+        "SELECT size, root_hash, peaks, note, created_at_ms FROM audit_checkpoints WHERE tenant_id = $1 \
          ORDER BY size DESC LIMIT 1",
     )
     .bind(log)
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(|row| {
-        Ok(StoredCheckpoint {
-            size: to_u64(row.try_get("size")?, "checkpoint size")?,
-            root_hash: hash32(row.try_get("root_hash")?, "checkpoint root")?,
-            note: row.try_get("note")?,
-            created_at_ms: row.try_get("created_at_ms")?,
-        })
-    })
-    .transpose()
+    row.as_ref().map(checkpoint_of).transpose()
 }

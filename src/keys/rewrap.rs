@@ -178,7 +178,9 @@ pub async fn work_on(archive: &Archive, job_id: &str, tenant: &TenantId) -> Resu
             if remaining > 0 {
                 return Ok(JobPass::Yield);
             }
-            if let Some(done) = end_job(archive, &job, JobStatus::Succeeded, None, worker(archive)).await? {
+            if let Some(done) =
+                end_job(archive, &job, JobStatus::Succeeded, None, worker(archive)).await?
+            {
                 tracing::info!(tenant = %tenant, job = %job.id, rewrapped = done.rewrapped, event = "rewrap_succeeded", "rewrap job finished");
             }
             return Ok(JobPass::Finished);
@@ -347,7 +349,8 @@ pub async fn cancel_rewrap(
     match end_job(archive, &job, JobStatus::Cancelled, None, event).await? {
         Some(done) => Ok(done),
         None => {
-            let job = rewrap::get(&mut *archive.catalog.conn().await?, &principal.tenant, id).await?;
+            let job =
+                rewrap::get(&mut *archive.catalog.conn().await?, &principal.tenant, id).await?;
             Err(Error::JobState {
                 id: id.to_owned(),
                 status: job.status,

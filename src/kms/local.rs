@@ -50,6 +50,27 @@ const WRAPPED_LEN: usize = 4 + 4 + 12 + 32 + 16;
 #[derive(Debug, Serialize, Deserialize, Default)]
 struct KeyringFile {
     keys: Vec<LocalKey>,
+    /// The deployment's audit signing key (a note signer key text), made on
+    /// first use: the embedded default keeps it here, with the KEKs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audit_signing_key: Option<SecretText>,
+}
+
+/// Key text kept in the keyring: zeroized on drop, never printed.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+struct SecretText(String);
+
+impl Drop for SecretText {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -267,6 +288,29 @@ impl LocalKeyring {
         let file = opts.open(self.dir.join("keyring.lock")).map_err(err)?;
         file.lock().map_err(err)?;
         Ok(file)
+    }
+
+    /// The deployment's audit signing key, created (named `name`) and kept in
+    /// the keyring on first use.
+    pub fn audit_signer(&self, name: &str) -> Result<crate::audit::note::SignerKey, KmsError> {
+        use crate::audit::note::SignerKey;
+        use secrecy::ExposeSecret;
+        let parse = |t: &SecretText| {
+            SignerKey::parse(&t.0)
+                .map_err(|_| KmsError::Other("keyring holds an invalid audit key".into()))
+        };
+        if let Some(t) = &self.load_shared()?.audit_signing_key {
+            return parse(t);
+        }
+        let _lock = self.lock()?;
+        let mut file = self.load()?;
+        if let Some(t) = &file.audit_signing_key {
+            return parse(t);
+        }
+        let key = SignerKey::generate(name).map_err(|e| KmsError::Other(e.to_string()))?;
+        file.audit_signing_key = Some(SecretText(key.to_secret_text().expose_secret().to_owned()));
+        self.save(&file)?;
+        Ok(key)
     }
 
     /// The current file, from the cache while the file on disk is the one

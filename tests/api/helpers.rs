@@ -356,6 +356,13 @@ impl Kms for FaultKms {
     }
 }
 
+/// The tests' deployment audit key: one fixed key, so every node of a
+/// test signs with the same key, as the nodes of one deployment do.
+pub fn test_audit_key() -> Arc<callvault::audit::note::SignerKey> {
+    let seed = zeroize::Zeroizing::new([7u8; 32]);
+    Arc::new(callvault::audit::note::SignerKey::from_seed("callvault-test", seed).unwrap())
+}
+
 pub async fn spawn_app(kind: CatalogKind) -> TestApp {
     spawn_app_with(kind, Remote::Local, KeyCacheConfig::default()).await
 }
@@ -453,8 +460,15 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
     } else {
         "local"
     };
-    let archive = Arc::new(Archive::new(catalog, store, kms, &cache, limits));
-    let boot = callvault::operator::bootstrap_tenant(&archive.catalog, "acme", &key_arn, region)
+    let archive = Arc::new(Archive::new(
+        catalog,
+        store,
+        kms,
+        &cache,
+        limits,
+        test_audit_key(),
+    ));
+    let boot = callvault::operator::bootstrap_tenant(&archive, "acme", &key_arn, region)
         .await
         .unwrap();
     let server = LocalServer::start(archive.clone(), Roles::ALL)
@@ -499,7 +513,14 @@ impl TestApp {
     pub async fn node_archive(&self, kms: Arc<dyn Kms>, cache: &KeyCacheConfig) -> Arc<Archive> {
         let catalog = Catalog::connect(&self.db_url).await.unwrap();
         let store = ChunkStore::local(&self.dir.path().join("objects")).unwrap();
-        Arc::new(Archive::new(catalog, store, kms, cache, Limits::default()))
+        Arc::new(Archive::new(
+            catalog,
+            store,
+            kms,
+            cache,
+            Limits::default(),
+            test_audit_key(),
+        ))
     }
 
     /// Starts another node serving `roles`.
@@ -559,13 +580,13 @@ impl TestApp {
                 .key_arn
                 .to_string(),
         };
-        let t = callvault::operator::create_tenant(&self.archive.catalog, name, &arn, "local")
+        let t = callvault::operator::create_tenant(&self.archive, name, &arn, "local")
             .await
             .unwrap();
-        let i = callvault::operator::create_token(&self.archive.catalog, name, Role::Ingest)
+        let i = callvault::operator::create_token(&self.archive, name, Role::Ingest)
             .await
             .unwrap();
-        let s = callvault::operator::create_token(&self.archive.catalog, name, Role::Supervisor)
+        let s = callvault::operator::create_token(&self.archive, name, Role::Supervisor)
             .await
             .unwrap();
         (t, i, s)

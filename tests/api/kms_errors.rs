@@ -238,8 +238,9 @@ mod registration {
             Arc::new(AwsKms::from_client(client, "eu-west-1")),
             &KeyCacheConfig::default(),
             Limits::default(),
+            crate::helpers::test_audit_key(),
         );
-        let tenant = callvault::operator::create_tenant(&archive.catalog, "acme", OLD, "eu-west-1")
+        let tenant = callvault::operator::create_tenant(&archive, "acme", OLD, "eu-west-1")
             .await
             .unwrap();
         let admin = Principal::new(tenant.id.clone(), Role::Admin, "test-admin");

@@ -137,8 +137,7 @@ pub async fn run() -> Result<()> {
     );
     let (archive, ring) = Archive::embedded(dir.path()).await?;
     let key = ring.create_key()?;
-    let boot =
-        callvault::operator::bootstrap_tenant(&archive.catalog, "demo", &key, "local").await?;
+    let boot = callvault::operator::bootstrap_tenant(&archive, "demo", &key, "local").await?;
     println!("  tenant `demo` with local KMS key {key}");
 
     let archive = Arc::new(archive);

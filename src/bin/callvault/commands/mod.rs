@@ -2,6 +2,7 @@
 //! the shared flags into the library's settings. Every flag, environment
 //! variable and default here is part of the operator interface.
 
+mod audit;
 mod keys;
 mod local_keys;
 mod recordings;
@@ -54,6 +55,10 @@ pub enum Command {
     /// Tenant KMS keys: register, history, health, rewrap (admin token).
     #[command(subcommand)]
     Keys(keys::KeysCmd),
+    /// The tenant's audit trail: events, checkpoints, verification, proofs
+    /// (compliance token).
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -66,6 +71,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Play(args) => recordings::play(args).await,
         Command::Recordings(cmd) => recordings::run(cmd).await,
         Command::Keys(cmd) => keys::run(cmd).await,
+        Command::Audit(cmd) => audit::run(cmd).await,
     }
 }
 
@@ -91,6 +97,10 @@ pub struct BackendArgs {
     /// This node's region.
     #[arg(long, env = "CALLVAULT_REGION", default_value = "local")]
     pub region: String,
+    /// The deployment's audit signing key file (`callvault audit keygen`);
+    /// default: the local keyring's. Required with `--kms aws`.
+    #[arg(long, env = "CALLVAULT_AUDIT_SIGNING_KEY")]
+    pub audit_signing_key: Option<PathBuf>,
 }
 
 impl From<BackendArgs> for BackendSettings {
@@ -107,6 +117,7 @@ impl From<BackendArgs> for BackendSettings {
             },
             kms_endpoint: b.kms_endpoint,
             region: b.region,
+            audit_signing_key: b.audit_signing_key,
         }
     }
 }

@@ -50,8 +50,7 @@ pub async fn tenant(cmd: TenantCmd) -> Result<()> {
     let region = callvault::kms::arn_region(&key_arn)
         .unwrap_or(&backend.region)
         .to_owned();
-    let tenant =
-        callvault::operator::create_tenant(&archive.catalog, &name, &key_arn, &region).await?;
+    let tenant = callvault::operator::create_tenant(&archive, &name, &key_arn, &region).await?;
     println!(
         "tenant {} ({}) created with KMS key {key_arn}",
         tenant.name, tenant.id
@@ -69,7 +68,7 @@ pub async fn token(cmd: TokenCmd) -> Result<()> {
     let (archive, _) = open_archive(&backend.into(), &KeyCacheConfig::default()).await?;
     println!(
         "{}",
-        callvault::operator::create_token(&archive.catalog, &tenant, role).await?
+        callvault::operator::create_token(&archive, &tenant, role).await?
     );
     Ok(())
 }

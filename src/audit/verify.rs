@@ -54,24 +54,22 @@ pub struct Report {
     pub checkpoints: Vec<u64>,
 }
 
-/// Opens signed checkpoint notes of `origin` with `key`. A note that does
-/// not verify is a divergence in itself.
+/// Opens signed checkpoint notes of `origin` with `key`: the ones that
+/// verify, and why each other one does not.
 pub fn open_checkpoints(
     notes: &[String],
     origin: &str,
     key: &VerifierKey,
-) -> Result<Vec<Checkpoint>, Divergence> {
-    notes
-        .iter()
-        .map(|n| {
-            Checkpoint::open(n.as_bytes(), origin, std::slice::from_ref(key)).map_err(|e| {
-                Divergence {
-                    index: None,
-                    reason: format!("a checkpoint does not verify: {e}"),
-                }
-            })
-        })
-        .collect()
+) -> (Vec<Checkpoint>, Vec<String>) {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for n in notes {
+        match Checkpoint::open(n.as_bytes(), origin, std::slice::from_ref(key)) {
+            Ok(cp) => good.push(cp),
+            Err(e) => bad.push(e.to_string()),
+        }
+    }
+    (good, bad)
 }
 
 /// Verifies the events of `log` (in store order) against `checkpoints`

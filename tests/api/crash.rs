@@ -9,7 +9,7 @@ use callvault::api::pb;
 use callvault::client::Client;
 use futures::StreamExt;
 
-use crate::helpers::header;
+use crate::helpers::{client_cli, header};
 
 const BIN: &str = env!("CARGO_BIN_EXE_callvault");
 
@@ -411,16 +411,6 @@ async fn metrics_endpoint_and_graceful_sigterm() {
         assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn client_cli(server: &str, token: &str, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .env("CALLVAULT_SERVER", server)
-        .env("CALLVAULT_TOKEN", token)
-        .env("CALLVAULT_LOG", "warn")
-        .output()
-        .unwrap()
 }
 
 #[tokio::test]

@@ -234,6 +234,7 @@ pub struct TestApp {
     pub ingest_token: String,
     pub supervisor_token: String,
     pub admin_token: String,
+    pub compliance_token: String,
     /// The catalog URL, for further nodes over the same catalog.
     pub db_url: String,
     pg_db: Option<String>,
@@ -483,6 +484,7 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
         ingest_token: boot.ingest_token,
         supervisor_token: boot.supervisor_token,
         admin_token: boot.admin_token,
+        compliance_token: boot.compliance_token,
         db_url,
         pg_db,
         server: Some(server),
@@ -655,6 +657,30 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Runs the real binary as a client of `server` with `token`.
+pub fn client_cli(server: &str, token: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_callvault"))
+        .args(args)
+        .env("CALLVAULT_SERVER", server)
+        .env("CALLVAULT_TOKEN", token)
+        .env("CALLVAULT_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// [`client_cli`] for a server in this test's own runtime: the command runs
+/// without blocking the thread the server needs to answer it.
+pub async fn cli_against(server: &str, token: &str, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_callvault"))
+        .args(args)
+        .env("CALLVAULT_SERVER", server)
+        .env("CALLVAULT_TOKEN", token)
+        .env("CALLVAULT_LOG", "warn")
+        .output()
+        .await
+        .unwrap()
 }
 
 /// True if any 32-byte window of `needle` (sampled) occurs in `hay`.

@@ -8,6 +8,7 @@
 #[macro_use]
 mod helpers;
 
+mod audit;
 mod bad_input;
 mod catalog_contract;
 mod crash;

@@ -371,7 +371,9 @@ async fn verify_cmd(
         notes.push(note);
     }
     let outcome = async {
-        let checkpoints = verify::open_checkpoints(&notes, &vk.origin, &key)?;
+        // A checkpoint the trusted key did not sign is reported after the
+        // events: the first event that differs says more.
+        let (checkpoints, unsigned) = verify::open_checkpoints(&notes, &vk.origin, &key);
         let mut stream = c
             .audit
             .stream_leaves(pb::StreamLeavesRequest { start: 0, end: 0 })
@@ -389,9 +391,16 @@ async fn verify_cmd(
             });
         }
         let report = verify::verify_log(&log, &key, leaves, &checkpoints)?;
+        if let Some(why) = unsigned.first() {
+            bail!(
+                "{} of {} checkpoints do not verify with the trusted key (the first: {why})",
+                unsigned.len(),
+                notes.len()
+            );
+        }
         // Each checkpoint an auditor kept must also be provably a prefix of
         // the newest one (RFC 9162 consistency), as the server proves it.
-        let kept_cps = verify::open_checkpoints(&kept_notes, &vk.origin, &key)?;
+        let (kept_cps, _) = verify::open_checkpoints(&kept_notes, &vk.origin, &key);
         let newest = checkpoints.iter().max_by_key(|c| c.size());
         for old in &kept_cps {
             let Some(new) = newest.filter(|n| n.size() > old.size() && old.size() > 0) else {

@@ -21,4 +21,5 @@ mod load;
 mod pg_proxy;
 mod roundtrip;
 mod tamper;
+mod tls;
 mod upload_safety;

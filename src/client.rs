@@ -2,17 +2,22 @@
 //! with a client per service. The CLI, the integration tests and the benches
 //! all talk to the server through it, so the path the tests drive is the path
 //! operators use.
+//!
+//! `https://` always means TLS (never a silent fallback to cleartext, which
+//! would send the bearer token readable); `http://` is for loopback unless
+//! the caller allows otherwise.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::api::{self, pb};
-use crate::server;
+use crate::{server, tls};
 
 /// Why a client could not be set up. RPC failures are `tonic::Status`.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +25,30 @@ use crate::server;
 pub enum Error {
     #[error("invalid server URL")]
     InvalidUrl(#[source] http::uri::InvalidUri),
+    #[error(
+        "the server URL `{0}` must start with https:// (TLS) or http:// (cleartext, loopback only)"
+    )]
+    UnsupportedScheme(String),
+    /// `http://` to a host that is not loopback, without `allow_insecure`.
+    #[error(
+        "refusing to connect to {server} in cleartext: it is not a loopback address and the token \
+         would cross the network readable; use https://, or --allow-insecure"
+    )]
+    Insecure { server: String },
+    /// A CA or client certificate was given for an `http://` server: the
+    /// caller expects TLS, so cleartext would be a silent downgrade.
+    #[error("TLS settings were given but {server} is http://; use https://")]
+    TlsSettingsWithoutHttps { server: String },
+    #[error("a client certificate needs its key and a client key its certificate")]
+    IncompleteClientIdentity,
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
+    #[error("cannot set up TLS for {server}")]
+    TlsConfig {
+        server: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
     #[error("cannot connect to {server}")]
     Connect {
         server: String,
@@ -54,6 +83,84 @@ impl tonic::service::Interceptor for BearerAuth {
     }
 }
 
+/// How to reach a server beyond its URL. `Default` suits loopback
+/// `http://` and `https://` servers whose certificate the system trusts.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// PEM CA certificates trusted beside the system's roots (`https://`).
+    pub ca_cert: Option<PathBuf>,
+    /// PEM certificate chain presented to a server that requires one (mTLS),
+    /// with `client_key`.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Allow `http://` to a host that is not loopback.
+    pub allow_insecure: bool,
+}
+
+impl ConnectOptions {
+    fn has_tls_settings(&self) -> bool {
+        self.ca_cert.is_some() || self.client_cert.is_some() || self.client_key.is_some()
+    }
+
+    fn tls_config(&self) -> Result<ClientTlsConfig, Error> {
+        let config = ClientTlsConfig::new()
+            .trust_anchors(tls::client_trust_anchors(self.ca_cert.as_deref())?)
+            .timeout(tls::HANDSHAKE_TIMEOUT);
+        Ok(match (&self.client_cert, &self.client_key) {
+            (None, None) => config,
+            (Some(cert), Some(key)) => config.identity(Identity::from_pem(
+                tls::read_certificate_pem(cert)?,
+                tls::read_key_pem(key)?,
+            )),
+            _ => return Err(Error::IncompleteClientIdentity),
+        })
+    }
+}
+
+/// The endpoint for `server`: TLS for `https://`; cleartext for `http://`
+/// only to loopback (or with `allow_insecure`) and only when no TLS
+/// settings were given.
+fn endpoint(server: &str, opts: &ConnectOptions) -> Result<Endpoint, Error> {
+    let endpoint = Channel::from_shared(server.to_owned()).map_err(Error::InvalidUrl)?;
+    match endpoint.uri().scheme_str() {
+        Some("https") => {
+            endpoint
+                .tls_config(opts.tls_config()?)
+                .map_err(|source| Error::TlsConfig {
+                    server: server.to_owned(),
+                    source,
+                })
+        }
+        Some("http") => {
+            if opts.has_tls_settings() {
+                return Err(Error::TlsSettingsWithoutHttps {
+                    server: server.to_owned(),
+                });
+            }
+            if !opts.allow_insecure && !endpoint.uri().host().is_some_and(is_loopback) {
+                return Err(Error::Insecure {
+                    server: server.to_owned(),
+                });
+            }
+            Ok(endpoint)
+        }
+        _ => Err(Error::UnsupportedScheme(server.to_owned())),
+    }
+}
+
+/// `localhost` or a loopback IP literal (`[::1]` as a URL writes it). Other
+/// names count as remote, whatever they resolve to.
+fn is_loopback(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A connected, authenticated client for every service.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -64,11 +171,22 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `server` (`http://host:port`) with the same HTTP/2 windows
-    /// the server uses, then authenticates every call with `token`.
+    /// Connects to `server` with default options: a loopback `http://`
+    /// server, or an `https://` one the system's roots trust.
     pub async fn connect(server: &str, token: &str) -> Result<Self, Error> {
-        let channel = Channel::from_shared(server.to_owned())
-            .map_err(Error::InvalidUrl)?
+        Self::connect_with(server, token, &ConnectOptions::default()).await
+    }
+
+    /// Connects to `server` (`https://host:port`, or `http://` on loopback)
+    /// with the same HTTP/2 windows the server uses, then authenticates
+    /// every call with `token`.
+    pub async fn connect_with(
+        server: &str,
+        token: &str,
+        opts: &ConnectOptions,
+    ) -> Result<Self, Error> {
+        let auth = BearerAuth::new(token)?;
+        let channel = endpoint(server, opts)?
             .initial_stream_window_size(server::HTTP2_STREAM_WINDOW)
             .initial_connection_window_size(server::HTTP2_CONNECTION_WINDOW)
             .connect()
@@ -77,7 +195,6 @@ impl Client {
                 server: server.to_owned(),
                 source,
             })?;
-        let auth = BearerAuth::new(token)?;
         Ok(Self {
             ingest: pb::ingest_service_client::IngestServiceClient::with_interceptor(
                 channel.clone(),
@@ -144,4 +261,71 @@ pub fn pieces(data: Bytes, piece: usize) -> impl futures::Stream<Item = Bytes> +
     futures::stream::iter(
         (0..n).map(move |i| data.slice(i * piece..((i + 1) * piece).min(data.len()))),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Which URLs connect how, before any network I/O.
+    #[test]
+    fn cleartext_is_for_loopback_and_never_with_tls_settings() {
+        let plain = ConnectOptions::default();
+        let insecure = ConnectOptions {
+            allow_insecure: true,
+            ..Default::default()
+        };
+        let with_ca = ConnectOptions {
+            ca_cert: Some("ca.pem".into()),
+            ..Default::default()
+        };
+        let cases: &[(&str, &ConnectOptions, Result<(), &str>)] = &[
+            ("http://127.0.0.1:50051", &plain, Ok(())),
+            ("http://127.8.9.10:50051", &plain, Ok(())),
+            ("http://localhost:50051", &plain, Ok(())),
+            ("http://[::1]:50051", &plain, Ok(())),
+            (
+                "http://10.0.0.5:50051",
+                &plain,
+                Err("not a loopback address"),
+            ),
+            (
+                "http://0.0.0.0:50051",
+                &plain,
+                Err("not a loopback address"),
+            ),
+            (
+                "http://archive.example:50051",
+                &plain,
+                Err("not a loopback address"),
+            ),
+            (
+                "http://localhost.example:50051",
+                &plain,
+                Err("not a loopback address"),
+            ),
+            ("http://archive.example:50051", &insecure, Ok(())),
+            (
+                "http://127.0.0.1:50051",
+                &with_ca,
+                Err("is http://; use https://"),
+            ),
+            ("127.0.0.1:50051", &plain, Err("must start with https://")),
+            (
+                "ftp://127.0.0.1:50051",
+                &plain,
+                Err("must start with https://"),
+            ),
+            ("https://archive.example:50051", &plain, Ok(())),
+            ("https://archive.example:50051", &insecure, Ok(())),
+        ];
+        for (url, opts, want) in cases {
+            let got = endpoint(url, opts).map(|_| ()).map_err(|e| e.to_string());
+            match (want, &got) {
+                (Ok(()), Ok(())) => {}
+                (Err(part), Err(msg)) if msg.contains(part) => {}
+                _ => panic!("{url} with {opts:?}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
 }

@@ -20,6 +20,7 @@ use crate::kms::local::LocalKeyring;
 use crate::kms::{Kms, KmsError};
 use crate::server::{self, Roles};
 use crate::store::{ChunkStore, S3Options};
+use crate::tls::{self, ServerTls, TlsFiles};
 
 /// Why a node could not start (or stopped serving with an error).
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,18 @@ pub enum Error {
         address: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
+    /// A cleartext listener on an address other hosts can reach: tokens and
+    /// audio would cross the network readable.
+    #[error(
+        "refusing to serve {listener} in cleartext on {address}, which is not a loopback address: \
+         give --tls-cert and --tls-key, or --allow-insecure to serve cleartext anyway"
+    )]
+    Insecure {
+        listener: &'static str,
+        address: std::net::SocketAddr,
     },
     /// The gRPC server failed while serving.
     #[error(transparent)]
@@ -128,6 +141,10 @@ pub struct ServeSettings {
     pub max_concurrent_streams: u32,
     /// The longest a unary RPC may run.
     pub request_timeout_secs: u64,
+    /// Serve gRPC and metrics over TLS with these files; `None`: cleartext.
+    pub tls: Option<TlsFiles>,
+    /// Serve cleartext on an address that is not loopback.
+    pub allow_insecure: bool,
 }
 
 impl Default for ServeSettings {
@@ -147,6 +164,8 @@ impl Default for ServeSettings {
             max_uploads_per_tenant: limits.max_uploads_per_tenant,
             max_concurrent_streams: limits.max_concurrent_streams,
             request_timeout_secs: limits.request_timeout.as_secs(),
+            tls: None,
+            allow_insecure: false,
         }
     }
 }
@@ -251,15 +270,32 @@ pub fn load_audit_key(path: &std::path::Path) -> Result<crate::audit::note::Sign
     })
 }
 
-/// Opens the archive, binds the gRPC listener (and the metrics listener if
-/// configured) and serves until `shutdown` resolves, then drains in-flight
-/// calls.
+/// Checks the TLS files, opens the archive, binds the gRPC listener (and
+/// the metrics listener if configured) and serves until `shutdown`
+/// resolves, then drains in-flight calls. A listener that would serve
+/// cleartext on a non-loopback address is refused unless `allow_insecure`.
+/// With TLS, the certificate is reloaded on SIGHUP and when its files
+/// change.
 pub async fn serve(
     settings: &ServeSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    let tls = match &settings.tls {
+        Some(files) => {
+            let tls = ServerTls::load(files.clone())?;
+            tracing::info!(
+                cert = %files.cert.display(),
+                sha256 = %tls.fingerprint(),
+                mtls = files.client_ca.is_some(),
+                "TLS certificate loaded"
+            );
+            Some(Arc::new(tls))
+        }
+        None => None,
+    };
     let (mut archive, _) = open_archive(&settings.backend, &settings.key_cache()).await?;
     settings.configure(&mut archive);
+    let archive = Arc::new(archive);
     let listen_error = |address: &str| {
         let address = address.to_owned();
         move |source| Error::Listen { address, source }
@@ -270,26 +306,66 @@ pub async fn serve(
     let address = listener
         .local_addr()
         .map_err(listen_error(&settings.listen))?;
+    settings.check_cleartext("gRPC", address, tls.is_some())?;
+    let metrics = match &settings.metrics_listen {
+        Some(addr) => {
+            let metrics_error = |source| Error::MetricsListen {
+                address: addr.clone(),
+                source,
+            };
+            let metrics = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(metrics_error)?;
+            let address = metrics.local_addr().map_err(metrics_error)?;
+            settings.check_cleartext("metrics", address, tls.is_some())?;
+            Some((metrics, address))
+        }
+        None => None,
+    };
     let roles = settings.roles;
-    tracing::info!(%address, ?roles, "callvault serving");
-    let archive = Arc::new(archive);
-    if let Some(addr) = &settings.metrics_listen {
-        let metrics_error = |source| Error::MetricsListen {
-            address: addr.clone(),
-            source,
-        };
-        let metrics = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(metrics_error)?;
-        let address = metrics.local_addr().map_err(metrics_error)?;
-        tracing::info!(%address, "metrics at GET /metrics");
-        tokio::spawn(server::serve_metrics(metrics, archive.clone()));
+    let tls_on = tls.is_some();
+    tracing::info!(%address, ?roles, tls = tls_on, "callvault serving");
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some((metrics, address)) = metrics {
+        tracing::info!(%address, tls = tls_on, "metrics at GET /metrics");
+        let (tls, archive) = (tls.clone(), archive.clone());
+        tasks.spawn(async move { server::serve_metrics(metrics, tls.as_deref(), archive).await });
+    }
+    if let Some(tls) = &tls {
+        tasks.spawn(tls::watch(tls.clone(), tls::RELOAD_POLL));
     }
     let shutdown = async {
         shutdown.await;
         tracing::info!("shutting down, draining in-flight calls");
     };
-    server::run(listener, archive, roles, shutdown)
-        .await
-        .map_err(Error::Server)
+    let served = match &tls {
+        Some(tls) => server::run_tls(listener, tls, archive, roles, shutdown).await,
+        None => server::run(listener, archive, roles, shutdown).await,
+    };
+    tasks.abort_all();
+    served.map_err(Error::Server)
+}
+
+impl ServeSettings {
+    /// Cleartext is for loopback, where nothing crosses a network, unless
+    /// the operator said otherwise (a TLS-terminating sidecar, a test rig).
+    fn check_cleartext(
+        &self,
+        listener: &'static str,
+        address: std::net::SocketAddr,
+        tls: bool,
+    ) -> Result<(), Error> {
+        if tls || address.ip().is_loopback() {
+            return Ok(());
+        }
+        if !self.allow_insecure {
+            return Err(Error::Insecure { listener, address });
+        }
+        tracing::warn!(
+            listener,
+            %address,
+            "serving cleartext on a non-loopback address (--allow-insecure): tokens and audio cross the network readable"
+        );
+        Ok(())
+    }
 }

@@ -3,8 +3,9 @@
 //! Layers, bottom up (see ARCHITECTURE.md): `crypto` (pure format) and `audit`
 //! (pure Merkle tree, proofs and signed checkpoints), `kms`,
 //! `store`, `catalog`, `audio`; the use cases `ingest`, `playback` and `keys` composed
-//! over an `archive::Archive`; `api` (gRPC edge) and `server`; `config` (settings →
-//! archive → listeners) and `client` (the typed gRPC client). The `callvault`
+//! over an `archive::Archive`; `api` (gRPC edge) and `server`; `tls` (rustls for
+//! the listeners and the client); `config` (settings → archive → listeners) and
+//! `client` (the typed gRPC client). The `callvault`
 //! binary (`src/bin/callvault/`) is the command line over `config` and `client`;
 //! `synth` makes synthetic audio for the demo, tests and benches.
 
@@ -28,3 +29,4 @@ pub mod playback;
 pub mod server;
 pub mod store;
 pub mod synth;
+pub mod tls;

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::api::{self, AuditApi, IngestApi, KeyApi, PlaybackApi, pb};
 use crate::archive::Archive;
 use crate::error::{Error, Result};
+use crate::tls::{self, ServerTls, TlsIncoming};
 
 /// Which services this node serves (least privilege: an ingest-only node
 /// needs no `kms:Decrypt`, a playback-only node no `kms:GenerateDataKey`).
@@ -56,13 +57,52 @@ impl Roles {
     }
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight calls.
+/// Serves cleartext gRPC until `shutdown` resolves, then drains in-flight
+/// calls. (`config::serve` allows that only on loopback unless told
+/// otherwise.)
 pub async fn run(
     listener: TcpListener,
     archive: Arc<Archive>,
     roles: Roles,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    serve_grpc(TcpListenerStream::new(listener), archive, roles, shutdown).await
+}
+
+/// Serves gRPC over TLS (ALPN `h2`, the certificate `tls` holds at each
+/// handshake) until `shutdown` resolves, then drains in-flight calls.
+pub async fn run_tls(
+    listener: TcpListener,
+    tls: &ServerTls,
+    archive: Arc<Archive>,
+    roles: Roles,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let incoming =
+        TlsIncoming::new(listener, tls.acceptor(&[tls::ALPN_H2])).map_err(|source| Error::Io {
+            what: "TLS listener has no local address",
+            source,
+        })?;
+    serve_grpc(incoming, archive, roles, shutdown).await
+}
+
+/// The services, their limits and the node's background work, over
+/// connections from `incoming` (plain TCP or TLS-established).
+async fn serve_grpc<IO, IE>(
+    incoming: impl futures::Stream<Item = std::result::Result<IO, IE>>,
+    archive: Arc<Archive>,
+    roles: Roles,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()>
+where
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -185,7 +225,7 @@ pub async fn run(
         ));
     }
     let res = router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Server(crate::error::DriverError::new(e)));
     background.abort_all();
@@ -327,7 +367,26 @@ pub struct LocalServer {
 }
 
 impl LocalServer {
+    /// Cleartext on loopback: `addr` is `http://127.0.0.1:<port>`.
     pub async fn start(archive: Arc<Archive>, roles: Roles) -> Result<Self> {
+        Self::start_with(archive, roles, None).await
+    }
+
+    /// TLS on loopback with `tls`'s certificate: `addr` is
+    /// `https://127.0.0.1:<port>`, so the certificate must name 127.0.0.1.
+    pub async fn start_tls(
+        archive: Arc<Archive>,
+        roles: Roles,
+        tls: Arc<ServerTls>,
+    ) -> Result<Self> {
+        Self::start_with(archive, roles, Some(tls)).await
+    }
+
+    async fn start_with(
+        archive: Arc<Archive>,
+        roles: Roles,
+        tls: Option<Arc<ServerTls>>,
+    ) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|source| Error::Io {
@@ -339,11 +398,23 @@ impl LocalServer {
             source,
         })?;
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(run(listener, archive, roles, async {
+        let shutdown = async {
             let _ = rx.await;
-        }));
+        };
+        let (scheme, handle) = match tls {
+            Some(tls) => (
+                "https",
+                tokio::spawn(
+                    async move { run_tls(listener, &tls, archive, roles, shutdown).await },
+                ),
+            ),
+            None => (
+                "http",
+                tokio::spawn(run(listener, archive, roles, shutdown)),
+            ),
+        };
         Ok(Self {
-            addr: format!("http://{addr}"),
+            addr: format!("{scheme}://{addr}"),
             stop,
             handle,
         })
@@ -357,8 +428,10 @@ impl LocalServer {
 }
 
 /// Serves the Prometheus text exposition of the node's metrics on
-/// `GET /metrics` (anything else is 404), until the process ends.
-pub async fn serve_metrics(listener: TcpListener, archive: Arc<Archive>) {
+/// `GET /metrics` (anything else is 404), over TLS when `tls` is given (the
+/// node's certificate and client verification, ALPN `http/1.1`), until the
+/// process ends.
+pub async fn serve_metrics(listener: TcpListener, tls: Option<&ServerTls>, archive: Arc<Archive>) {
     use axum::http::header;
     let app = axum::Router::new().route(
         "/metrics",
@@ -372,8 +445,36 @@ pub async fn serve_metrics(listener: TcpListener, archive: Arc<Archive>) {
             }
         }),
     );
-    if let Err(e) = axum::serve(listener, app).await {
+    let served = match tls {
+        None => axum::serve(listener, app).await,
+        Some(tls) => match TlsIncoming::new(listener, tls.acceptor(&[tls::ALPN_HTTP1])) {
+            Ok(incoming) => axum::serve(MetricsTls(incoming), app).await,
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = served {
         tracing::error!(error = %e, "metrics listener failed");
+    }
+}
+
+/// `TlsIncoming` as axum's listener (tls knows no axum).
+#[derive(Debug)]
+struct MetricsTls(TlsIncoming);
+
+impl axum::serve::Listener for MetricsTls {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.0.accept().await {
+            Some(conn) => conn,
+            // The accept loop ends only when `TlsIncoming` is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.0.local_addr())
     }
 }
 

@@ -482,7 +482,10 @@ async fn tamper_case(kind: CatalogKind, case: &str) {
                  FROM audit_events WHERE tenant_id = '{log}' AND seq = 3"
             ))
             .await;
-            exec(format!("UPDATE audit_heads SET size = size + 1 WHERE tenant_id = '{log}'")).await;
+            exec(format!(
+                "UPDATE audit_heads SET size = size + 1 WHERE tenant_id = '{log}'"
+            ))
+            .await;
             12
         }
         "recompute the whole tree without the key" => {

@@ -22,4 +22,5 @@ mod load;
 mod pg_proxy;
 mod roundtrip;
 mod tamper;
+mod tls;
 mod upload_safety;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use callvault::client::Client;
+use callvault::client::{Client, ConnectOptions};
 use callvault::config::{BackendSettings, KmsKind};
 use clap::{Args, Parser, Subcommand};
 
@@ -124,6 +124,8 @@ impl From<BackendArgs> for BackendSettings {
 
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
+    /// `https://host:port` (TLS), or `http://host:port` (cleartext: loopback
+    /// only unless --allow-insecure).
     #[arg(
         long,
         env = "CALLVAULT_SERVER",
@@ -132,11 +134,31 @@ pub struct ClientArgs {
     pub server: String,
     #[arg(long, env = "CALLVAULT_TOKEN", hide_env_values = true)]
     pub token: String,
+    /// PEM CA certificates to trust for an https:// server, beside the
+    /// system's roots.
+    #[arg(long, env = "CALLVAULT_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate chain for a server that requires mTLS.
+    #[arg(long, env = "CALLVAULT_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(long, env = "CALLVAULT_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Allow an http:// server that is not on loopback (the token and
+    /// audio cross the network readable).
+    #[arg(long, env = "CALLVAULT_ALLOW_INSECURE")]
+    pub allow_insecure: bool,
 }
 
 impl ClientArgs {
     async fn connect(&self) -> Result<Client> {
-        Ok(Client::connect(&self.server, &self.token).await?)
+        let opts = ConnectOptions {
+            ca_cert: self.ca_cert.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            allow_insecure: self.allow_insecure,
+        };
+        Ok(Client::connect_with(&self.server, &self.token, &opts).await?)
     }
 }
 
@@ -199,6 +221,8 @@ mod tests {
         assert_eq!(got.max_uploads_per_tenant, want.max_uploads_per_tenant);
         assert_eq!(got.max_concurrent_streams, want.max_concurrent_streams);
         assert_eq!(got.request_timeout_secs, want.request_timeout_secs);
+        assert_eq!(got.tls, want.tls);
+        assert_eq!(got.allow_insecure, want.allow_insecure);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! `callvault serve`: flags into `config::ServeSettings`, then the library
 //! starts the node.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 use callvault::config::{self, ServeSettings};
 use callvault::server::{self, Roles};
+use callvault::tls::TlsFiles;
 use clap::Args;
 
 use super::BackendArgs;
@@ -55,6 +58,21 @@ pub struct ServeArgs {
     /// are bounded by their idle timeouts instead).
     #[arg(long, env = "CALLVAULT_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
     pub request_timeout_secs: u64,
+    /// PEM certificate chain (leaf first): serve gRPC and metrics over TLS
+    /// 1.2/1.3. Reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "CALLVAULT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS certificate.
+    #[arg(long, env = "CALLVAULT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates for mTLS: a client without a certificate issued
+    /// by one of them is refused at the TLS handshake.
+    #[arg(long, env = "CALLVAULT_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve cleartext on an address that is not loopback (without TLS,
+    /// tokens and audio cross the network readable).
+    #[arg(long, env = "CALLVAULT_ALLOW_INSECURE")]
+    pub allow_insecure: bool,
 }
 
 impl TryFrom<ServeArgs> for ServeSettings {
@@ -73,6 +91,17 @@ impl TryFrom<ServeArgs> for ServeSettings {
             max_uploads_per_tenant: a.max_uploads_per_tenant,
             max_concurrent_streams: a.max_concurrent_streams,
             request_timeout_secs: a.request_timeout_secs,
+            // clap requires the key with the certificate and the
+            // certificate with the client CA.
+            tls: match (a.tls_cert, a.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert,
+                    key,
+                    client_ca: a.tls_client_ca,
+                }),
+                _ => None,
+            },
+            allow_insecure: a.allow_insecure,
         })
     }
 }

@@ -41,6 +41,10 @@ impl TokenCache {
     pub async fn authenticate(&self, catalog: &Catalog, token: &str) -> Result<Principal> {
         let hash = tokens::hash_token(token);
         if let Some(p) = self.cache.get(&hash).await {
+            if p.expired_at(crate::domain::now_ms()) {
+                self.cache.invalidate(&hash).await;
+                return Err(Error::Unauthenticated("token expired"));
+            }
             return Ok(p);
         }
         let principal = tokens::authenticate(&mut *catalog.conn().await?, token).await?;

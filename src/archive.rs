@@ -168,10 +168,14 @@ pub struct Archive {
     pub chunk_writes: Arc<Semaphore>,
     /// Recently authenticated tokens.
     pub tokens: crate::access::TokenCache,
+    /// Revoked keys and tokens, announced to this node's open streams.
+    pub revocations: crate::revocation::Revocations,
     /// The deployment's audit key: signs every audit event and checkpoint.
     pub audit_key: Arc<crate::audit::note::SignerKey>,
     /// This node's name in audit events (default: the host name).
     pub node: String,
+    /// AWS accounts whose KMS keys tenants may register (empty: any).
+    pub allowed_kms_accounts: crate::domain::AllowedAccounts,
     /// When this node last announced each revoked key, so a burst of failing
     /// plays does not become a burst of NOTIFYs.
     announced: Mutex<HashMap<String, Instant>>,
@@ -202,9 +206,22 @@ impl Archive {
             chunk_writes,
             announced: Mutex::new(HashMap::new()),
             tokens: crate::access::TokenCache::default(),
+            revocations: crate::revocation::Revocations::default(),
             audit_key,
             node: crate::audit::trail::host_name(),
+            allowed_kms_accounts: crate::domain::AllowedAccounts::default(),
         }
+    }
+
+    /// Refuses a key outside the deployment's allowed AWS accounts.
+    pub fn check_kms_account(&self, arn: &KeyArn) -> Result<()> {
+        if self.allowed_kms_accounts.permits(arn) {
+            return Ok(());
+        }
+        Err(Error::KmsAccountNotAllowed {
+            arn: arn.clone(),
+            allowed: self.allowed_kms_accounts.describe(),
+        })
     }
 
     /// The ARN this node calls KMS with for `key_arn` of the tenant's key
@@ -242,6 +259,8 @@ impl Archive {
             Err(_) => true,
         };
         if announce {
+            self.revocations
+                .announce(crate::revocation::Revoked::Key(key_arn.to_owned()));
             tracing::warn!(key_arn = %key_arn, event = "key_revoked", "KMS key refused; cached data keys purged on every node");
             if let Err(e) = self.catalog.notify_key_revoked(key_arn).await {
                 tracing::warn!(key_arn = %key_arn, error = %e, "could not announce the revoked key; other nodes fall back to the cache TTL");

@@ -52,6 +52,9 @@ pub enum Error {
     },
     #[error(transparent)]
     Tls(#[from] tls::Error),
+    /// Settings that contradict each other or are malformed.
+    #[error("{0}")]
+    Settings(String),
     /// A cleartext listener on an address other hosts can reach: tokens and
     /// audio would cross the network readable.
     #[error(
@@ -98,6 +101,9 @@ pub struct BackendSettings {
     /// The deployment's audit signing key (a note signer key text file, see
     /// `callvault audit keygen`); `None`: the local keyring's.
     pub audit_signing_key: Option<PathBuf>,
+    /// AWS accounts whose KMS keys tenants may register; empty: any.
+    /// Only with `KmsKind::Aws`.
+    pub allowed_kms_accounts: Vec<String>,
 }
 
 impl Default for BackendSettings {
@@ -111,6 +117,7 @@ impl Default for BackendSettings {
             kms_endpoint: None,
             region: "local".to_owned(),
             audit_signing_key: None,
+            allowed_kms_accounts: Vec::new(),
         }
     }
 }
@@ -200,6 +207,14 @@ pub async fn open_archive(
     b: &BackendSettings,
     cache: &KeyCacheConfig,
 ) -> Result<(Archive, Option<Arc<LocalKeyring>>), Error> {
+    let allowed = crate::domain::AllowedAccounts::new(&b.allowed_kms_accounts)
+        .map_err(|e| Error::Settings(format!("--allowed-kms-accounts: {e}")))?;
+    if !allowed.is_any() && b.kms == KmsKind::Local {
+        return Err(Error::Settings(
+            "--allowed-kms-accounts restricts AWS KMS keys; the local keyring has no accounts (use --kms aws)"
+                .into(),
+        ));
+    }
     std::fs::create_dir_all(&b.data_dir).map_err(|source| Error::DataDir {
         path: b.data_dir.clone(),
         source,
@@ -241,17 +256,16 @@ pub async fn open_archive(
             ));
         }
     };
-    Ok((
-        Archive::new(
-            catalog,
-            store,
-            kms,
-            cache,
-            Limits::default(),
-            Arc::new(audit_key),
-        ),
-        ring,
-    ))
+    let mut archive = Archive::new(
+        catalog,
+        store,
+        kms,
+        cache,
+        Limits::default(),
+        Arc::new(audit_key),
+    );
+    archive.allowed_kms_accounts = allowed;
+    Ok((archive, ring))
 }
 
 /// Reads a note signer key text (`PRIVATE+KEY+…`) from a file.

@@ -46,12 +46,17 @@ pub enum Error {
     KeyNotFound { arn: KeyArn, context: &'static str },
     #[error("rewrap job {0} not found")]
     JobNotFound(String),
+    #[error("token {0} not found in this tenant")]
+    TokenNotFound(String),
 
     // ---- the state does not allow it ----
     #[error("tenant `{0}` already exists")]
     TenantExists(String),
     #[error("tenant has no active KMS key")]
     NoActiveKey,
+    /// The deployment allows keys of listed AWS accounts only.
+    #[error("key {arn} is in AWS account {}, which this deployment does not allow (allowed: {allowed})", arn.account())]
+    KmsAccountNotAllowed { arn: KeyArn, allowed: String },
     #[error("key {0} belongs to another tenant's key history; each tenant brings its own key")]
     KeyOwnedByAnotherTenant(KeyArn),
     /// The active key cannot be retired or rewrapped away from.
@@ -61,6 +66,13 @@ pub enum Error {
     KeyProtectsRecordings { arn: KeyArn, count: u64 },
     #[error("destination key {0} is retired")]
     KeyRetired(KeyArn),
+    /// A running rewrap job reads from or writes to the key.
+    #[error("key {arn} is the {role} of running rewrap job {job_id}; wait for it to finish or cancel it")]
+    KeyInRewrap {
+        arn: KeyArn,
+        role: &'static str,
+        job_id: String,
+    },
     /// KMS says the key is not usable now (DescribeKey state).
     #[error("destination key {arn} is {state}")]
     KeyNotEnabled { arn: KeyArn, state: String },
@@ -71,6 +83,12 @@ pub enum Error {
     NoReplicaInRegion { arn: KeyArn, region: String },
     #[error("a rewrap job is already running for this tenant")]
     RewrapAlreadyRunning,
+    #[error("token {id} was already revoked at {}", crate::domain::format_ms(*at_ms))]
+    TokenAlreadyRevoked { id: String, at_ms: i64 },
+    /// The recording's KMS key stopped working while its audio was being
+    /// sent: the stream ends rather than keep serving under a revoked key.
+    #[error("the recording's KMS key {arn} became unusable during playback: {reason}")]
+    KeyRevokedMidStream { arn: String, reason: String },
     #[error("rewrap job {id} is {status}, {expected}")]
     JobState {
         id: String,

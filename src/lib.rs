@@ -4,7 +4,8 @@
 //! (pure Merkle tree, proofs and signed checkpoints), `kms`,
 //! `store`, `catalog`, `audio`; the use cases `ingest`, `playback` and `keys` composed
 //! over an `archive::Archive`; `api` (gRPC edge) and `server`; `tls` (rustls for
-//! the listeners and the client); `config` (settings → archive → listeners) and
+//! the listeners and the client); `revocation` (revoked keys and tokens reaching open
+//! streams); `config` (settings → archive → listeners) and
 //! `client` (the typed gRPC client). The `callvault`
 //! binary (`src/bin/callvault/`) is the command line over `config` and `client`;
 //! `synth` makes synthetic audio for the demo, tests and benches.
@@ -26,6 +27,7 @@ pub mod kms;
 pub mod metrics;
 pub mod operator;
 pub mod playback;
+pub mod revocation;
 pub mod server;
 pub mod store;
 pub mod synth;

@@ -157,16 +157,7 @@ impl KmsMetrics {
 
 /// The metrics label spelling of a key health state.
 fn state_label(s: crate::domain::KeyHealthState) -> &'static str {
-    use crate::domain::KeyHealthState as H;
-    match s {
-        H::Enabled => "enabled",
-        H::Disabled => "disabled",
-        H::PendingDeletion => "pending_deletion",
-        H::AccessDenied => "access_denied",
-        H::NotFound => "not_found",
-        H::Unreachable => "unreachable",
-        H::InvalidState => "invalid_state",
-    }
+    s.code()
 }
 
 /// One tenant key's health as exported in metrics.

@@ -1,13 +1,13 @@
 //! Operator commands that run directly on the catalog (no server, no
-//! token): creating tenants and issuing tokens. Each is an audit event in
+//! token): creating tenants, issuing, listing and revoking tokens. Each is an audit event in
 //! the tenant's log, naming the OS user and host that ran it, committed with
 //! the change.
 
 use crate::archive::Archive;
 use crate::audit::event::{Action, NewEvent, log_of};
 use crate::audit::trail;
-use crate::catalog::{Conn, Tenant, TenantBootstrap, audit, tenants, tokens};
-use crate::domain::{KeyArn, Role, TenantId, now_ms};
+use crate::catalog::{Backend, Conn, Tenant, TenantBootstrap, audit, tenants, tokens};
+use crate::domain::{KeyArn, Role, TenantId, format_ms, now_ms};
 use crate::error::Result;
 
 async fn record(
@@ -35,6 +35,7 @@ async fn create(
     key_arn: &KeyArn,
     region: &str,
 ) -> Result<Tenant> {
+    archive.check_kms_account(key_arn)?;
     let tenant = tenants::create(conn, name, key_arn, region).await?;
     let event = NewEvent::new(trail::operator(), Action::TenantCreated)
         .detail("name", name)
@@ -49,13 +50,28 @@ async fn issue(
     conn: &mut Conn,
     tenant: &TenantId,
     role: Role,
-) -> Result<String> {
-    let (id, token) = tokens::create(conn, tenant, role).await?;
-    let event = NewEvent::new(trail::operator(), Action::TokenCreated)
-        .detail("token_id", id)
+    expires_at_ms: Option<i64>,
+) -> Result<tokens::Issued> {
+    let issued = tokens::create(conn, tenant, role, expires_at_ms).await?;
+    let mut event = NewEvent::new(trail::operator(), Action::TokenCreated)
+        .detail("token_id", issued.id.as_str())
         .detail("role", role.as_str());
+    if let Some(e) = expires_at_ms {
+        event = event.detail("expires_at", format_ms(e));
+    }
     record(archive, conn, tenant, event).await?;
-    Ok(token)
+    Ok(issued)
+}
+
+async fn bootstrap_token(
+    archive: &Archive,
+    conn: &mut Conn,
+    tenant: &TenantId,
+    role: Role,
+) -> Result<String> {
+    use secrecy::ExposeSecret as _;
+    let issued = issue(archive, conn, tenant, role, None).await?;
+    Ok(issued.secret.expose_secret().to_owned())
 }
 
 /// Creates a tenant whose first (active) key is `key_arn` in `region`.
@@ -72,14 +88,50 @@ pub async fn create_tenant(
     Ok(tenant)
 }
 
-/// Issues a token for the tenant named `tenant`; the plaintext is returned
-/// once and stored only as a hash.
-pub async fn create_token(archive: &Archive, tenant: &str, role: Role) -> Result<String> {
+/// Issues a token for the tenant named `tenant`, valid until
+/// `expires_at_ms` if given; the plaintext is returned once and stored only
+/// as a hash.
+pub async fn create_token(
+    archive: &Archive,
+    tenant: &str,
+    role: Role,
+    expires_at_ms: Option<i64>,
+) -> Result<tokens::Issued> {
     let mut tx = archive.catalog.begin().await?;
     let tenant = tenants::by_name(&mut tx, tenant).await?;
-    let token = issue(archive, &mut tx, &tenant.id, role).await?;
+    let issued = issue(archive, &mut tx, &tenant.id, role, expires_at_ms).await?;
     tx.commit().await?;
-    Ok(token)
+    Ok(issued)
+}
+
+/// The tokens of the tenant named `tenant` (never their secrets).
+pub async fn list_tokens(archive: &Archive, tenant: &str) -> Result<Vec<tokens::TokenInfo>> {
+    let mut conn = archive.catalog.conn().await?;
+    let tenant = tenants::by_name(&mut conn, tenant).await?;
+    tokens::list(&mut conn, &tenant.id).await
+}
+
+/// Revokes a token of the tenant named `tenant`. New requests with it are
+/// refused on every node within the token cache's TTL (at once on
+/// PostgreSQL, by NOTIFY), and its open streams end.
+pub async fn revoke_token(
+    archive: &Archive,
+    tenant: &str,
+    token_id: &str,
+    reason: &str,
+) -> Result<tokens::TokenInfo> {
+    let mut tx = archive.catalog.begin().await?;
+    let tenant = tenants::by_name(&mut tx, tenant).await?;
+    let postgres = archive.catalog.backend() == Backend::Postgres;
+    let info = tokens::revoke(&mut tx, &tenant.id, token_id, postgres).await?;
+    let event = NewEvent::new(trail::operator(), Action::TokenRevoked)
+        .detail("token_id", token_id)
+        .detail("role", info.role.as_str())
+        .detail("reason", reason);
+    record(archive, &mut tx, &tenant.id, event).await?;
+    tx.commit().await?;
+    archive.tokens.purge_all();
+    Ok(info)
 }
 
 /// A tenant with its first key and one token of each role, all or nothing:
@@ -93,10 +145,10 @@ pub async fn bootstrap_tenant(
     let key_arn = KeyArn::parse("kms_key", key_arn)?;
     let mut tx = archive.catalog.begin().await?;
     let tenant = create(archive, &mut tx, name, &key_arn, region).await?;
-    let ingest_token = issue(archive, &mut tx, &tenant.id, Role::Ingest).await?;
-    let supervisor_token = issue(archive, &mut tx, &tenant.id, Role::Supervisor).await?;
-    let admin_token = issue(archive, &mut tx, &tenant.id, Role::Admin).await?;
-    let compliance_token = issue(archive, &mut tx, &tenant.id, Role::Compliance).await?;
+    let ingest_token = bootstrap_token(archive, &mut tx, &tenant.id, Role::Ingest).await?;
+    let supervisor_token = bootstrap_token(archive, &mut tx, &tenant.id, Role::Supervisor).await?;
+    let admin_token = bootstrap_token(archive, &mut tx, &tenant.id, Role::Admin).await?;
+    let compliance_token = bootstrap_token(archive, &mut tx, &tenant.id, Role::Compliance).await?;
     tx.commit().await?;
     Ok(TenantBootstrap {
         tenant,

@@ -179,9 +179,8 @@ where
             async move { a.sweep_expired_uploads().await }
         },
     ));
-    // Nodes that unwrap data keys check every tenant key's health and drop
-    // cached data keys when another node announces a revoked key. An
-    // ingest-only node does neither: in write-only mode it holds no KMS
+    // Nodes that unwrap data keys check every tenant key's health. An
+    // ingest-only node does not: in write-only mode it holds no KMS
     // permission, and its failed checks would read as revocations.
     if roles.playback || roles.admin {
         let a = archive.clone();
@@ -193,8 +192,12 @@ where
                 async move { crate::keys::check_all(&a).await }
             },
         ));
-        background.spawn(revocation_listener(archive.clone()));
     }
+    // Every node hears of revoked keys and tokens (NOTIFY on PostgreSQL, a
+    // poll of the token table everywhere) and ends the open streams they
+    // served.
+    background.spawn(crate::revocation::listen(archive.clone()));
+    background.spawn(crate::revocation::poll_tokens(archive.clone()));
     if roles.admin {
         // Signs a checkpoint of every audit log that grew by enough events,
         // or grew at all and was signed long enough ago.
@@ -246,36 +249,6 @@ where
         if let Err(e) = work().await {
             tracing::warn!(error = %e, "{what} failed");
         }
-    }
-}
-
-/// Purges cached data keys of every key another node announces as revoked
-/// (PostgreSQL LISTEN). When the connection drops, notifications may have
-/// been missed, so the whole cache is purged before listening again.
-async fn revocation_listener(archive: Arc<Archive>) {
-    loop {
-        match archive.catalog.revocation_listener().await {
-            Ok(None) => return,
-            Ok(Some(mut listener)) => loop {
-                match listener.try_recv().await {
-                    Ok(Some(n)) => {
-                        tracing::info!(key_arn = %n.payload(), event = "key_revoked_remote", "purging cached data keys of a key revoked on another node");
-                        archive.keys.purge_key(n.payload());
-                    }
-                    Ok(None) => {
-                        tracing::warn!("revocation channel reconnecting; purging the key cache");
-                        archive.keys.purge_all();
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "revocation listener failed; purging the key cache");
-                        archive.keys.purge_all();
-                        break;
-                    }
-                }
-            },
-            Err(e) => tracing::warn!(error = %e, "cannot listen for key revocations"),
-        }
-        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }
 

@@ -49,15 +49,7 @@ fn key_status_pb(s: KeyStatus) -> &'static str {
 }
 
 pub(crate) fn key_health_pb(s: KeyHealthState) -> &'static str {
-    match s {
-        KeyHealthState::Enabled => "enabled",
-        KeyHealthState::Disabled => "disabled",
-        KeyHealthState::PendingDeletion => "pending_deletion",
-        KeyHealthState::AccessDenied => "access_denied",
-        KeyHealthState::NotFound => "not_found",
-        KeyHealthState::Unreachable => "unreachable",
-        KeyHealthState::InvalidState => "invalid_state",
-    }
+    s.code()
 }
 
 fn job_status_pb(s: JobStatus) -> &'static str {

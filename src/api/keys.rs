@@ -83,7 +83,7 @@ impl pb::key_service_server::KeyService for KeyApi {
                     state: key_health_pb(i.state).to_owned(),
                     recording_count: i.recordings,
                     legal_hold_count: i.legal_hold,
-                    unreadable_time: Some(timestamp(i.unreadable_at_ms)),
+                    unreadable_time: i.unreadable_at_ms.map(timestamp),
                     message: i.message.clone(),
                 })
                 .collect(),

@@ -49,20 +49,26 @@ impl From<Error> for Status {
             Error::OffsetPastEnd { .. } => Status::out_of_range(msg),
             Error::Cancelled => Status::cancelled(msg),
             Error::Unauthenticated(m) => Status::unauthenticated(*m),
-            Error::RoleNotAllowed { .. } => Status::permission_denied(msg),
+            Error::RoleNotAllowed { .. } | Error::KmsAccountNotAllowed { .. } => {
+                Status::permission_denied(msg)
+            }
             Error::RecordingNotFound(_)
             | Error::TenantNotFound(_)
             | Error::KeyNotFound { .. }
-            | Error::JobNotFound(_) => Status::not_found(msg),
+            | Error::JobNotFound(_)
+            | Error::TokenNotFound(_) => Status::not_found(msg),
             Error::TenantExists(_) => Status::already_exists(msg),
             Error::NoActiveKey
             | Error::KeyOwnedByAnotherTenant(_)
             | Error::KeyIsActive { .. }
             | Error::KeyProtectsRecordings { .. }
             | Error::KeyRetired(_)
+            | Error::KeyInRewrap { .. }
             | Error::KeyNotEnabled { .. }
             | Error::NoReplicaInRegion { .. }
             | Error::RewrapAlreadyRunning
+            | Error::TokenAlreadyRevoked { .. }
+            | Error::KeyRevokedMidStream { .. }
             | Error::JobState { .. } => Status::failed_precondition(msg),
             Error::UploadSwept(_) => Status::aborted(format!(
                 "{msg}; nothing of it was stored: retry the whole upload"

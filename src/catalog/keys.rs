@@ -206,9 +206,37 @@ pub async fn held_by_other_tenant(
     Ok(n > 0)
 }
 
-/// Marks a key retired. Refused while it is active or still protects a
-/// recording (including an upload in flight). Run it in a transaction.
+/// Locks the tenant's key rows `arns` until the caller's transaction ends
+/// (PostgreSQL row locks, taken in ARN order so two transactions locking
+/// the same keys cannot deadlock; SQLite's write transaction already
+/// excludes every other writer). Retiring a key and starting a rewrap job
+/// that reads or writes it take this lock, so they cannot interleave.
+pub async fn lock(conn: &mut Conn, tenant: &TenantId, arns: &[&KeyArn]) -> Result<()> {
+    let mut sorted = arns.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    for arn in sorted {
+        sqlx::query("UPDATE tenant_keys SET status = status WHERE tenant_id = $1 AND key_arn = $2")
+            .bind(tenant.as_str())
+            .bind(arn.as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Marks a key retired. Refused while it is active, still protects a
+/// recording (including an upload in flight), or a running rewrap job
+/// reads from or writes to it. Run it in a transaction.
 pub async fn retire(conn: &mut Conn, tenant: &TenantId, key_arn: &KeyArn) -> Result<TenantKey> {
+    lock(conn, tenant, &[key_arn]).await?;
+    if let Some((job_id, role)) = super::rewrap::running_with_key(conn, tenant, key_arn).await? {
+        return Err(Error::KeyInRewrap {
+            arn: key_arn.clone(),
+            role,
+            job_id,
+        });
+    }
     let key = get(conn, tenant, key_arn)
         .await?
         .ok_or_else(|| Error::KeyNotFound {

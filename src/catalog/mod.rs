@@ -73,7 +73,10 @@ pub struct Catalog {
 
 /// The PostgreSQL NOTIFY channel on which nodes announce a revoked KMS key
 /// (payload: the key ARN), so every node drops its cached data keys at once.
-pub const REVOCATION_CHANNEL: &str = "callvault_key_revoked";
+pub const KEY_REVOCATION_CHANNEL: &str = "callvault_key_revoked";
+/// The PostgreSQL NOTIFY channel on which a revoked token's id is announced
+/// (sent in the revoking transaction, so delivered when it commits).
+pub const TOKEN_REVOCATION_CHANNEL: &str = "callvault_token_revoked";
 
 impl Catalog {
     /// Connects and migrates. `postgres://…` or `sqlite://path`.
@@ -160,7 +163,7 @@ impl Catalog {
     pub async fn notify_key_revoked(&self, key_arn: &str) -> Result<()> {
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(REVOCATION_CHANNEL)
+                .bind(KEY_REVOCATION_CHANNEL)
                 .bind(key_arn)
                 .execute(&self.pool)
                 .await?;
@@ -168,13 +171,16 @@ impl Catalog {
         Ok(())
     }
 
-    /// A LISTEN connection on the revocation channel (PostgreSQL only).
+    /// A LISTEN connection on the key and token revocation channels
+    /// (PostgreSQL only).
     pub async fn revocation_listener(&self) -> Result<Option<sqlx::postgres::PgListener>> {
         if self.backend != Backend::Postgres {
             return Ok(None);
         }
         let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
-        listener.listen(REVOCATION_CHANNEL).await?;
+        listener
+            .listen_all([KEY_REVOCATION_CHANNEL, TOKEN_REVOCATION_CHANNEL])
+            .await?;
         Ok(Some(listener))
     }
 
@@ -216,6 +222,10 @@ mod tests {
             (
                 include_str!("../../migrations/postgres/0004_audit.sql"),
                 include_str!("../../migrations/sqlite/0004_audit.sql"),
+            ),
+            (
+                include_str!("../../migrations/postgres/0005_token_lifecycle.sql"),
+                include_str!("../../migrations/sqlite/0005_token_lifecycle.sql"),
             ),
         ] {
             assert_eq!(

@@ -106,6 +106,34 @@ pub async fn list(conn: &mut Conn, tenant: &TenantId) -> Result<Vec<RewrapJob>> 
     rows.iter().map(rows::job).collect()
 }
 
+/// The tenant's running job that reads from (`"source"`) or writes to
+/// (`"destination"`) `key_arn`, if any.
+pub async fn running_with_key(
+    conn: &mut Conn,
+    tenant: &TenantId,
+    key_arn: &KeyArn,
+) -> Result<Option<(String, &'static str)>> {
+    let row = sqlx::query(
+        "SELECT job_id, source_arn FROM rewrap_jobs \
+         WHERE tenant_id = $1 AND status = 'running' AND (source_arn = $2 OR destination_arn = $2) \
+         LIMIT 1",
+    )
+    .bind(tenant.as_str())
+    .bind(key_arn.as_str())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| {
+        let source: String = r.try_get("source_arn")?;
+        let role = if source == key_arn.as_str() {
+            "source"
+        } else {
+            "destination"
+        };
+        Ok((r.try_get("job_id")?, role))
+    })
+    .transpose()
+}
+
 /// Running jobs of every tenant: what each node's worker picks up.
 pub async fn running(conn: &mut Conn) -> Result<Vec<RewrapJob>> {
     let rows = sqlx::query(job_select!(

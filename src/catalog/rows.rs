@@ -46,28 +46,11 @@ impl KeyStatus {
 
 impl KeyHealthState {
     pub(super) fn as_db(self) -> &'static str {
-        match self {
-            KeyHealthState::Enabled => "enabled",
-            KeyHealthState::Disabled => "disabled",
-            KeyHealthState::PendingDeletion => "pending_deletion",
-            KeyHealthState::AccessDenied => "access_denied",
-            KeyHealthState::NotFound => "not_found",
-            KeyHealthState::Unreachable => "unreachable",
-            KeyHealthState::InvalidState => "invalid_state",
-        }
+        self.code()
     }
 
     fn from_db(s: &str) -> Result<Self> {
-        Ok(match s {
-            "enabled" => KeyHealthState::Enabled,
-            "disabled" => KeyHealthState::Disabled,
-            "pending_deletion" => KeyHealthState::PendingDeletion,
-            "access_denied" => KeyHealthState::AccessDenied,
-            "not_found" => KeyHealthState::NotFound,
-            "unreachable" => KeyHealthState::Unreachable,
-            "invalid_state" => KeyHealthState::InvalidState,
-            _ => return Err(corrupt("key health state")),
-        })
+        Self::from_code(s).ok_or_else(|| corrupt("key health state"))
     }
 }
 

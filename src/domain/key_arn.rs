@@ -132,9 +132,60 @@ impl AsRef<str> for KeyArn {
     }
 }
 
+/// The AWS accounts whose KMS keys tenants may register
+/// (`--allowed-kms-accounts`); empty means any account. A deployment that
+/// lists its accounts cannot be made to wrap recordings under a key in an
+/// account it does not control.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedAccounts(std::collections::BTreeSet<String>);
+
+impl AllowedAccounts {
+    /// From account ids: each exactly twelve digits.
+    pub fn new<S: AsRef<str>>(ids: impl IntoIterator<Item = S>) -> Result<Self, String> {
+        let mut set = std::collections::BTreeSet::new();
+        for id in ids {
+            let id = id.as_ref().trim();
+            if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "`{id}` is not an AWS account id (twelve digits)"
+                ));
+            }
+            set.insert(id.to_owned());
+        }
+        Ok(Self(set))
+    }
+
+    /// Whether any account is allowed (no list given).
+    pub fn is_any(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn permits(&self, arn: &KeyArn) -> bool {
+        self.is_any() || self.0.contains(arn.account())
+    }
+
+    /// The list, comma-separated, for messages.
+    pub fn describe(&self) -> String {
+        self.0.iter().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowed_accounts() {
+        let any = AllowedAccounts::default();
+        let k = KeyArn::parse("f", "arn:aws:kms:eu-west-1:111122223333:key/x").unwrap();
+        assert!(any.permits(&k));
+        let one = AllowedAccounts::new(["444455556666"]).unwrap();
+        assert!(!one.permits(&k));
+        assert!(AllowedAccounts::new(["111122223333", "444455556666"]).unwrap().permits(&k));
+        for bad in ["", "12345", "1111222233334", "11112222333a", "local"] {
+            assert!(AllowedAccounts::new([bad]).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn exact_arns_only() {

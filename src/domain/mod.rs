@@ -8,8 +8,8 @@ use std::fmt;
 mod key_arn;
 mod states;
 
-pub use key_arn::KeyArn;
-pub use states::{JobStatus, KeyHealthState, KeyStatus, RecordingStatus};
+pub use key_arn::{AllowedAccounts, KeyArn};
+pub use states::{JobStatus, KEY_HEALTH_STATES, KeyHealthState, KeyStatus, RecordingStatus};
 
 /// A value from outside that does not parse: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -175,6 +175,8 @@ pub struct Principal {
     pub token_id: String,
     /// The client's address as the server saw it, when known.
     pub client: Option<String>,
+    /// When the token stops working (ms since the epoch), if it expires.
+    pub expires_at_ms: Option<i64>,
 }
 
 impl Principal {
@@ -185,7 +187,13 @@ impl Principal {
             role,
             token_id: token_id.to_owned(),
             client: None,
+            expires_at_ms: None,
         }
+    }
+
+    /// Whether the token has expired at `now_ms`.
+    pub fn expired_at(&self, now_ms: i64) -> bool {
+        self.expires_at_ms.is_some_and(|e| now_ms >= e)
     }
 }
 
@@ -195,6 +203,31 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A span as people write it on a command line or in a config file: a whole
+/// number and a unit, `s`, `m`, `h`, `d` (24 h) or `w`: `90d`, `15m`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let unit_at = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{s}` has no unit: write e.g. 90d, 12h, 15m or 30s"))?;
+    let (n, unit) = s.split_at(unit_at);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("`{s}` does not start with a whole number"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m, h, d or w)")),
+    };
+    n.checked_mul(secs)
+        .filter(|&t| t > 0 && t <= 100 * 365 * 86_400)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("`{s}` must be more than zero and at most 100 years"))
 }
 
 /// RFC 3339 UTC rendering of a catalog time, for messages and logs.
@@ -218,6 +251,17 @@ mod tests {
         assert_eq!(RecordingId::parse("f", &id.to_string()).unwrap(), id);
         assert!(RecordingId::parse("f", "nope").is_err());
         assert!(RecordingId::parse("f", &id.to_string().to_uppercase()).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(14 * 86_400)));
+        for bad in ["", "90", "d", "0s", "-5m", "5 minutes", "1.5h", "999999999w"] {
+            assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -26,7 +26,25 @@ pub enum KeyHealthState {
     Unreachable,
     /// A KMS state callvault cannot use (e.g. PendingImport).
     InvalidState,
+    /// KMS answers GetPublicKey for this RSA key with another public key
+    /// than the one pinned at registration: the key was replaced (or the
+    /// ARN now names another key). A security incident: data keys wrapped
+    /// at ingest with the pinned key may not be unwrappable, and new ones
+    /// would be wrapped for whoever holds the new private key.
+    PublicKeyMismatch,
 }
+
+/// Every key health state, in declaration order.
+pub const KEY_HEALTH_STATES: [KeyHealthState; 8] = [
+    KeyHealthState::Enabled,
+    KeyHealthState::Disabled,
+    KeyHealthState::PendingDeletion,
+    KeyHealthState::AccessDenied,
+    KeyHealthState::NotFound,
+    KeyHealthState::Unreachable,
+    KeyHealthState::InvalidState,
+    KeyHealthState::PublicKeyMismatch,
+];
 
 impl KeyHealthState {
     /// States in which KMS will not unwrap under the key.
@@ -35,6 +53,32 @@ impl KeyHealthState {
             self,
             Self::Disabled | Self::PendingDeletion | Self::AccessDenied | Self::NotFound
         )
+    }
+
+    /// States that are an incident whether or not the key protects
+    /// recordings: someone changed the key itself.
+    pub fn is_security_incident(self) -> bool {
+        self == Self::PublicKeyMismatch
+    }
+
+    /// The machine spelling (snake case): the catalog's column value, the
+    /// API's `state` string and the metrics label are all this one word.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+            Self::PendingDeletion => "pending_deletion",
+            Self::AccessDenied => "access_denied",
+            Self::NotFound => "not_found",
+            Self::Unreachable => "unreachable",
+            Self::InvalidState => "invalid_state",
+            Self::PublicKeyMismatch => "public_key_mismatch",
+        }
+    }
+
+    /// The state whose [`code`](Self::code) is `code`.
+    pub fn from_code(code: &str) -> Option<Self> {
+        KEY_HEALTH_STATES.into_iter().find(|s| s.code() == code)
     }
 }
 
@@ -48,6 +92,7 @@ impl fmt::Display for KeyHealthState {
             Self::NotFound => "not found",
             Self::Unreachable => "unreachable",
             Self::InvalidState => "in a state callvault cannot use",
+            Self::PublicKeyMismatch => "not the key registered (its public key changed)",
         })
     }
 }

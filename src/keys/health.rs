@@ -24,8 +24,9 @@ pub struct KeyIncident {
     pub recordings: u64,
     pub legal_hold: u64,
     /// When the recordings become unreadable: the deletion date of a key
-    /// pending deletion, else the time of the check (they already are).
-    pub unreadable_at_ms: i64,
+    /// pending deletion, else the time of the check (they already are);
+    /// `None` for a public key mismatch, where nobody can tell.
+    pub unreadable_at_ms: Option<i64>,
     pub message: String,
 }
 
@@ -70,8 +71,45 @@ fn health_of(result: std::result::Result<KeyDescription, KmsError>) -> KeyHealth
     }
 }
 
+/// What GetPublicKey says of an RSA key whose public key was pinned at
+/// registration: `None` when it still matches.
+fn pinned_key_health(
+    pinned: &[u8],
+    answer: std::result::Result<crate::kms::PublicKeyInfo, KmsError>,
+) -> Option<KeyHealthRecord> {
+    match answer {
+        Ok(info) if info.spki_der == pinned => None,
+        Ok(info) => Some(KeyHealthRecord {
+            state: KeyHealthState::PublicKeyMismatch,
+            detail: Some(format!(
+                "GetPublicKey returned a public key with SHA-256 {}, not the one pinned at registration (SHA-256 {})",
+                crate::crypto::sha256_hex(&info.spki_der),
+                crate::crypto::sha256_hex(pinned)
+            )),
+            deletion_date_ms: None,
+            checked_at_ms: now_ms(),
+        }),
+        Err(e) => Some(health_of(Err(e))),
+    }
+}
+
 fn incident_of(key: &TenantKey, usage: &KeyUsage) -> Option<KeyIncident> {
     let health = key.health.as_ref()?;
+    if health.state.is_security_incident() {
+        return Some(KeyIncident {
+            key_arn: key.key_arn.clone(),
+            state: health.state,
+            recordings: usage.recordings,
+            legal_hold: usage.legal_hold,
+            unreadable_at_ms: None,
+            message: format!(
+                "KMS key {} is {}: {} recordings ({} under legal hold) were wrapped for the pinned public key \
+                 and may not be unwrappable by the key KMS now holds; new recordings stay wrapped for the \
+                 pinned key. Investigate who replaced the key",
+                key.key_arn, health.state, usage.recordings, usage.legal_hold
+            ),
+        });
+    }
     if !health.state.is_revoked() || usage.recordings == 0 {
         return None;
     }
@@ -89,7 +127,7 @@ fn incident_of(key: &TenantKey, usage: &KeyUsage) -> Option<KeyIncident> {
         state: health.state,
         recordings: usage.recordings,
         legal_hold: usage.legal_hold,
-        unreadable_at_ms,
+        unreadable_at_ms: Some(unreadable_at_ms),
         message: format!(
             "KMS key {} is {}: {} recordings ({} under legal hold) {when}",
             key.key_arn, health.state, usage.recordings, usage.legal_hold
@@ -111,12 +149,23 @@ async fn check_key(
     let Some(arn) = key.arn_in(archive.kms.region()) else {
         return Ok(());
     };
-    let health = health_of(
+    let mut health = health_of(
         archive
             .kms
             .describe_key(arn.as_str(), tenant.as_str())
             .await,
     );
+    // An RSA key's public key was pinned at registration (ingest wraps data
+    // keys with it, without KMS): KMS must still hold its private half.
+    if let (KeyHealthState::Enabled, Some(pinned)) = (health.state, &key.public_key) {
+        let answer = archive
+            .kms
+            .get_public_key(arn.as_str(), tenant.as_str())
+            .await;
+        if let Some(h) = pinned_key_health(pinned, answer) {
+            health = h;
+        }
+    }
     catalog_keys::record_health(
         &mut *archive.catalog.conn().await?,
         tenant,
@@ -291,7 +340,7 @@ mod tests {
             legal_hold: 3,
         };
         let i = incident_of(&key, &usage).unwrap();
-        assert_eq!(i.unreadable_at_ms, 1_900_000_000_000);
+        assert_eq!(i.unreadable_at_ms, Some(1_900_000_000_000));
         assert!(
             i.message.contains("12 recordings (3 under legal hold)"),
             "{}",
@@ -300,5 +349,45 @@ mod tests {
         assert!(i.message.contains("pending deletion"), "{}", i.message);
         assert!(i.message.contains("2030-03-17"), "{}", i.message);
         assert!(incident_of(&key, &KeyUsage::default()).is_none());
+    }
+
+    #[test]
+    fn a_changed_public_key_is_an_incident_even_with_nothing_protected() {
+        let info = |der: &[u8]| {
+            Ok(crate::kms::PublicKeyInfo {
+                arn: "arn:aws:kms:eu-west-1:1:key/a".into(),
+                spki_der: der.to_vec(),
+            })
+        };
+        assert!(pinned_key_health(b"pinned", info(b"pinned")).is_none());
+        let h = pinned_key_health(b"pinned", info(b"other")).unwrap();
+        assert_eq!(h.state, KeyHealthState::PublicKeyMismatch);
+        assert!(h.detail.unwrap().contains("not the one pinned"));
+        let refused = pinned_key_health(
+            b"pinned",
+            Err(KmsError::Disabled {
+                arn: "arn:aws:kms:eu-west-1:1:key/a".into(),
+            }),
+        )
+        .unwrap();
+        assert_eq!(refused.state, KeyHealthState::Disabled);
+
+        let key = TenantKey {
+            key_arn: KeyArn::parse("f", "arn:aws:kms:eu-west-1:1:key/a").unwrap(),
+            region: "eu-west-1".into(),
+            status: KeyStatus::Active,
+            key_spec: "RSA_3072".into(),
+            algorithm: WrapAlgorithm::RsaesOaepSha256,
+            public_key: Some(b"pinned".to_vec()),
+            replicas: BTreeMap::new(),
+            registered_at_ms: 0,
+            activated_at_ms: 0,
+            deactivated_at_ms: None,
+            retired_at_ms: None,
+            health: Some(h),
+        };
+        let i = incident_of(&key, &KeyUsage::default()).unwrap();
+        assert_eq!(i.unreadable_at_ms, None);
+        assert!(i.message.contains("Investigate"), "{}", i.message);
     }
 }

@@ -108,6 +108,12 @@ pub async fn register(
     let tenant = &principal.tenant;
     let key_arn = &reg.key_arn;
     let arn = key_arn.as_str();
+    // Before any KMS call: a key outside the allowed accounts is never
+    // asked for anything.
+    archive.check_kms_account(key_arn)?;
+    for replica in reg.replicas.values() {
+        archive.check_kms_account(replica)?;
+    }
     if catalog_keys::held_by_other_tenant(&mut *archive.catalog.conn().await?, tenant, key_arn)
         .await?
     {

@@ -82,6 +82,9 @@ pub async fn start_rewrap(
         });
     }
     let mut tx = archive.catalog.begin().await?;
+    // Under the key rows' lock, so a concurrent `keys retire` either
+    // happened before (and is seen here) or waits and sees this job.
+    ensure_destination_usable(&mut tx, tenant, &source, &destination).await?;
     let job = rewrap::start(&mut tx, tenant, &source, &destination, rate).await?;
     trail::append(
         archive,
@@ -98,6 +101,25 @@ pub async fn start_rewrap(
     tx.commit().await?;
     tracing::info!(tenant = %tenant, job = %job.id, source_arn = %source, destination_arn = %destination, total = job.total, event = "rewrap_started", "rewrap job started");
     Ok(job)
+}
+
+/// Locks both keys' rows and checks, under the lock, that the destination
+/// was not retired meanwhile.
+async fn ensure_destination_usable(
+    conn: &mut crate::catalog::Conn,
+    tenant: &TenantId,
+    source: &KeyArn,
+    destination: &KeyArn,
+) -> Result<()> {
+    catalog_keys::lock(conn, tenant, &[source, destination]).await?;
+    match catalog_keys::get(conn, tenant, destination).await? {
+        Some(k) if k.status == KeyStatus::Retired => Err(Error::KeyRetired(destination.clone())),
+        Some(_) => Ok(()),
+        None => Err(Error::KeyNotFound {
+            arn: destination.clone(),
+            context: " in the key history (register it first)",
+        }),
+    }
 }
 
 /// How one pass over a job ended.
@@ -333,6 +355,14 @@ pub async fn resume_rewrap(
 ) -> Result<RewrapJob> {
     require_admin(archive, principal).await?;
     let mut tx = archive.catalog.begin().await?;
+    let job = rewrap::get(&mut tx, &principal.tenant, id).await?;
+    ensure_destination_usable(
+        &mut tx,
+        &principal.tenant,
+        &job.source_arn,
+        &job.destination_arn,
+    )
+    .await?;
     let job = rewrap::resume(&mut tx, &principal.tenant, id).await?;
     tx.commit().await?;
     Ok(job)

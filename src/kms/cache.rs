@@ -56,6 +56,7 @@ pub struct KeyCache {
     entries: Cache<CacheId, Arc<CachedKey>>,
     denied: Cache<CacheId, KmsError>,
     metrics: Arc<KmsMetrics>,
+    ttl: Duration,
 }
 
 fn cache_id(
@@ -96,7 +97,13 @@ impl KeyCache {
             entries,
             denied,
             metrics,
+            ttl: config.ttl,
         }
+    }
+
+    /// The absolute TTL: the oldest answer of KMS a cached key stands for.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Returns the unwrapped data key, calling KMS at most once for any number

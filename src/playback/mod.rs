@@ -24,6 +24,7 @@ use crate::crypto::{self, CryptoError, RecordingCipher, RecordingParams};
 use crate::domain::{Principal, RecordingId};
 use crate::error::{Error, Result};
 use crate::kms::{EncryptionContext, KmsError};
+use crate::revocation::{self, KeyInUse, is_refusal};
 use audited::{Audited, PlayFinish};
 
 /// The most plaintext one Play message carries, whatever the chunk size
@@ -61,32 +62,32 @@ fn params_of(row: &RecordingRow) -> Result<RecordingParams> {
     })
 }
 
-/// Unwraps the data key (cached) and derives the cipher, checking the key
-/// commitment before anything is decrypted.
-async fn cipher_for(archive: &Archive, row: &RecordingRow) -> Result<RecordingCipher> {
-    let ctx = EncryptionContext {
-        tenant: row.tenant.to_string(),
-        recording: row.id.to_string(),
-    };
+/// The data key a recording is read with, as this node asks KMS for it.
+async fn key_in_use(archive: &Archive, row: &RecordingRow) -> Result<KeyInUse> {
     // A node outside the key's region unwraps with the multi-Region replica
     // in its own region.
     let arn = archive.kms_arn(&row.tenant, &row.key_arn).await?;
-    let arn = arn.as_str();
-    let key = match archive
-        .keys
-        .unwrap(arn, row.wrap_algorithm, &row.wrapped_key, &ctx)
-        .await
-    {
+    Ok(KeyInUse {
+        kms_arn: arn.as_str().to_owned(),
+        algorithm: row.wrap_algorithm,
+        wrapped: row.wrapped_key.clone(),
+        ctx: EncryptionContext {
+            tenant: row.tenant.to_string(),
+            recording: row.id.to_string(),
+        },
+    })
+}
+
+/// Unwraps the data key (cached) and derives the cipher, checking the key
+/// commitment before anything is decrypted.
+async fn cipher_for(archive: &Archive, row: &RecordingRow, key: &KeyInUse) -> Result<RecordingCipher> {
+    let key = match key.unwrap(archive).await {
         Ok(k) => k,
         Err(KmsError::InvalidCiphertext { .. }) => {
             return Err(Error::integrity(row.id, CryptoError::CommitmentMismatch));
         }
-        Err(
-            e @ (KmsError::Disabled { .. }
-            | KmsError::PendingDeletion { .. }
-            | KmsError::AccessDenied { .. }),
-        ) => {
-            archive.key_revoked(arn).await;
+        Err(e) if is_refusal(&e) => {
+            archive.key_revoked(&key.kms_arn).await;
             return Err(Error::Kms(e));
         }
         Err(e) => return Err(Error::Kms(e)),
@@ -260,6 +261,8 @@ pub async fn play(
     purpose: Purpose,
 ) -> Result<BoxStream<'static, Result<PlayChunk>>> {
     require_reader(&archive, principal).await?;
+    // Listen for revocations before the key is first unwrapped.
+    let revocations = archive.revocations.subscribe();
     let row = find(&archive, principal, rec, AuditAction::PlaybackStarted).await?;
     if offset >= row.size_bytes {
         return Err(Error::OffsetPastEnd {
@@ -288,8 +291,12 @@ pub async fn play(
             .detail("offset_bytes", offset)
             .detail("size_bytes", row.size_bytes),
     );
-    let (cipher, listing, started) =
-        tokio::join!(cipher_for(&archive, &row), chunks_and_first, started);
+    let cipher = async {
+        let key = key_in_use(&archive, &row).await?;
+        let cipher = cipher_for(&archive, &row, &key).await?;
+        Ok::<_, Error>((key, cipher))
+    };
+    let (cipher, listing, started) = tokio::join!(cipher, chunks_and_first, started);
     started?;
     let mut finish = PlayFinish {
         archive: archive.clone(),
@@ -302,8 +309,8 @@ pub async fn play(
         duration_ms: row.audio.duration_ms,
         end: None,
     };
-    let (cipher, (chunks, head)) = match (cipher, listing) {
-        (Ok(c), Ok(l)) => (Arc::new(c), l),
+    let ((key, cipher), (chunks, head)) = match (cipher, listing) {
+        (Ok((k, c)), Ok(l)) => ((k, Arc::new(c)), l),
         (Err(e), _) | (_, Err(e)) => {
             finish.end = Some(Err(e.to_string()));
             return Err(e);
@@ -313,12 +320,13 @@ pub async fn play(
     let skip = (offset - first as u64 * u64::from(row.chunk_size)) as usize;
     let mut head = Some(head);
     let read_ahead = archive.limits.read_ahead.max(1);
+    let reader = archive.clone();
     let stream = stream::iter(chunks.into_iter().skip(first))
         .map(move |chunk| {
             let prefetched = head.take();
             let is_final = chunk.index as usize == last;
             fetch_and_open(
-                archive.clone(),
+                reader.clone(),
                 cipher.clone(),
                 rec,
                 chunk,
@@ -340,6 +348,9 @@ pub async fn play(
             stream::iter(pieces)
         })
         .boxed();
+    // A revoked token or key ends the stream (with an error the audit
+    // finish event records).
+    let stream = revocation::guard(archive, principal, key, revocations, stream);
     Ok(Box::pin(Audited {
         inner: stream,
         finish,
@@ -378,7 +389,8 @@ pub async fn get(
     let labels = match &row.labels_sealed {
         None => BTreeMap::new(),
         Some(sealed) => {
-            let cipher = cipher_for(archive, &row).await?;
+            let key = key_in_use(archive, &row).await?;
+            let cipher = cipher_for(archive, &row, &key).await?;
             let json = cipher
                 .open_metadata(sealed)
                 .map_err(|e| Error::integrity(rec, e))?;

@@ -14,6 +14,7 @@ use callvault::domain::{
 };
 use callvault::error::Error;
 use callvault::kms::WrapAlgorithm;
+use secrecy::ExposeSecret;
 
 use crate::helpers::*;
 
@@ -230,9 +231,10 @@ async fn tenant_names_are_unique_and_tokens_authenticate(f: Fixture) {
         keys::active(&mut db, &f.b.id).await.unwrap().key_arn,
         arn("b")
     );
-    let (_, tok) = tokens::create(&mut db, &f.a.id, Role::Supervisor)
+    let issued = tokens::create(&mut db, &f.a.id, Role::Supervisor, None)
         .await
         .unwrap();
+    let tok = issued.secret.expose_secret().to_owned();
     let p = tokens::authenticate(&mut db, &tok).await.unwrap();
     assert_eq!((p.tenant, p.role), (f.a.id.clone(), Role::Supervisor));
     assert!(tokens::authenticate(&mut db, "cv_unknown").await.is_err());

@@ -272,6 +272,8 @@ pub struct FaultKms {
     pub stall_after_re_encrypts: Option<usize>,
     pub re_encrypts: std::sync::atomic::AtomicUsize,
     pub calls: std::sync::atomic::AtomicUsize,
+    /// When set, GetPublicKey answers this SPKI (a key replaced in KMS).
+    pub served_public_key: Mutex<Option<Vec<u8>>>,
 }
 
 impl FaultKms {
@@ -283,6 +285,7 @@ impl FaultKms {
             stall_after_re_encrypts: None,
             re_encrypts: Default::default(),
             calls: Default::default(),
+            served_public_key: Mutex::new(None),
         }
     }
 
@@ -350,10 +353,15 @@ impl Kms for FaultKms {
         self.enter(key_id).await?.describe_key(key_id, tenant).await
     }
     async fn get_public_key(&self, key_id: &str, tenant: &str) -> Result<PublicKeyInfo, KmsError> {
-        self.enter(key_id)
+        let mut info = self
+            .enter(key_id)
             .await?
             .get_public_key(key_id, tenant)
-            .await
+            .await?;
+        if let Some(spki) = self.served_public_key.lock().unwrap().clone() {
+            info.spki_der = spki;
+        }
+        Ok(info)
     }
 }
 
@@ -390,6 +398,8 @@ pub struct AppOptions {
     /// Rewrites the catalog URL the server uses (e.g. through a fault proxy);
     /// the test's own view (`db_url`) stays direct.
     pub route_catalog: Option<RouteCatalog>,
+    /// `--allowed-kms-accounts`, applied after the test tenant exists.
+    pub allowed_kms_accounts: Vec<String>,
 }
 
 impl Default for AppOptions {
@@ -400,6 +410,7 @@ impl Default for AppOptions {
             cache: KeyCacheConfig::default(),
             limits: Limits::default(),
             route_catalog: None,
+            allowed_kms_accounts: Vec::new(),
         }
     }
 }
@@ -411,6 +422,7 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
         cache,
         limits,
         route_catalog,
+        allowed_kms_accounts,
     } = opts;
     init_logging();
     let dir = tempfile::tempdir().unwrap();
@@ -461,17 +473,13 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
     } else {
         "local"
     };
-    let archive = Arc::new(Archive::new(
-        catalog,
-        store,
-        kms,
-        &cache,
-        limits,
-        test_audit_key(),
-    ));
+    let mut archive = Archive::new(catalog, store, kms, &cache, limits, test_audit_key());
     let boot = callvault::operator::bootstrap_tenant(&archive, "acme", &key_arn, region)
         .await
         .unwrap();
+    archive.allowed_kms_accounts =
+        callvault::domain::AllowedAccounts::new(&allowed_kms_accounts).unwrap();
+    let archive = Arc::new(archive);
     let server = LocalServer::start(archive.clone(), Roles::ALL)
         .await
         .unwrap();
@@ -585,12 +593,18 @@ impl TestApp {
         let t = callvault::operator::create_tenant(&self.archive, name, &arn, "local")
             .await
             .unwrap();
-        let i = callvault::operator::create_token(&self.archive, name, Role::Ingest)
+        let i = callvault::operator::create_token(&self.archive, name, Role::Ingest, None)
             .await
-            .unwrap();
-        let s = callvault::operator::create_token(&self.archive, name, Role::Supervisor)
+            .unwrap()
+            .secret
+            .expose_secret()
+            .to_owned();
+        let s = callvault::operator::create_token(&self.archive, name, Role::Supervisor, None)
             .await
-            .unwrap();
+            .unwrap()
+            .secret
+            .expose_secret()
+            .to_owned();
         (t, i, s)
     }
 

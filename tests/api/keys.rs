@@ -20,14 +20,14 @@ use crate::helpers::{CatalogKind, FaultKms, Remote, TestApp, fixture, spawn_app,
 
 /// A small distinct recording per call id (1 s of 8 kHz mono PCM with the
 /// call id mixed in), so many can be ingested quickly.
-fn small_wav(i: u32) -> Bytes {
+pub(crate) fn small_wav(i: u32) -> Bytes {
     let mut wav = callvault::synth::synth_wav(1, 8000, 1);
     let n = wav.len();
     wav[n - 4..].copy_from_slice(&i.to_le_bytes());
     Bytes::from(wav)
 }
 
-async fn active_arn(app: &TestApp) -> String {
+pub(crate) async fn active_arn(app: &TestApp) -> String {
     callvault::catalog::keys::active(&mut *app.db().await, &app.tenant.id)
         .await
         .unwrap()
@@ -36,7 +36,7 @@ async fn active_arn(app: &TestApp) -> String {
 }
 
 /// Ingests through the app and returns the committed recording.
-async fn archive_call(app: &TestApp, call: &str, audio: &Bytes) -> pb::Recording {
+pub(crate) async fn archive_call(app: &TestApp, call: &str, audio: &Bytes) -> pb::Recording {
     app.ingest(call, audio.clone())
         .await
         .unwrap()
@@ -44,7 +44,7 @@ async fn archive_call(app: &TestApp, call: &str, audio: &Bytes) -> pb::Recording
         .unwrap()
 }
 
-async fn start_rewrap(
+pub(crate) async fn start_rewrap(
     c: &mut Client,
     from: &str,
     to: &str,
@@ -60,7 +60,7 @@ async fn start_rewrap(
         .map(|r| r.into_inner())
 }
 
-async fn register(c: &mut Client, arn: &str) -> Result<pb::TenantKey, tonic::Status> {
+pub(crate) async fn register(c: &mut Client, arn: &str) -> Result<pb::TenantKey, tonic::Status> {
     c.keys
         .register_key(pb::RegisterKeyRequest {
             key_arn: arn.to_owned(),
@@ -70,7 +70,7 @@ async fn register(c: &mut Client, arn: &str) -> Result<pb::TenantKey, tonic::Sta
         .map(|r| r.into_inner())
 }
 
-async fn list_keys(c: &mut Client) -> Vec<pb::TenantKey> {
+pub(crate) async fn list_keys(c: &mut Client) -> Vec<pb::TenantKey> {
     c.keys
         .list_keys(pb::ListKeysRequest {})
         .await
@@ -79,7 +79,7 @@ async fn list_keys(c: &mut Client) -> Vec<pb::TenantKey> {
         .keys
 }
 
-fn key<'a>(keys: &'a [pb::TenantKey], arn: &str) -> &'a pb::TenantKey {
+pub(crate) fn key<'a>(keys: &'a [pb::TenantKey], arn: &str) -> &'a pb::TenantKey {
     keys.iter().find(|k| k.key_arn == arn).unwrap()
 }
 
@@ -103,7 +103,7 @@ fn objects(app: &TestApp) -> std::collections::BTreeMap<std::path::PathBuf, Vec<
     out
 }
 
-async fn wait_for_job(c: &mut Client, id: &str) -> pb::RewrapJob {
+pub(crate) async fn wait_for_job(c: &mut Client, id: &str) -> pb::RewrapJob {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let job = c

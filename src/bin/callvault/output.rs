@@ -263,3 +263,45 @@ pub fn print_recordings(all: &[pb::Recording], json: bool) {
         eprintln!("{} recordings", all.len());
     }
 }
+
+fn opt_time(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, |t| callvault::domain::format_ms(t).into())
+}
+
+/// `token list`: never a secret, never a hash.
+pub fn print_tokens(tokens: &[callvault::catalog::tokens::TokenInfo], json: bool) {
+    if json {
+        let v: Vec<_> = tokens
+            .iter()
+            .map(|t| {
+                json!({
+                    "token_id": t.id,
+                    "role": t.role.as_str(),
+                    "created_at": callvault::domain::format_ms(t.created_at_ms),
+                    "last_used_at": opt_time(t.last_used_at_ms),
+                    "expires_at": opt_time(t.expires_at_ms),
+                    "revoked_at": opt_time(t.revoked_at_ms),
+                })
+            })
+            .collect();
+        println!("{}", Value::Array(v));
+        return;
+    }
+    let show = |ms: Option<i64>, none: &str| ms.map_or(none.to_owned(), callvault::domain::format_ms);
+    println!(
+        "{:<36}  {:<10}  {:<24}  {:<24}  {:<24}  {}",
+        "TOKEN ID", "ROLE", "CREATED", "LAST USED", "EXPIRES", "REVOKED"
+    );
+    for t in tokens {
+        println!(
+            "{:<36}  {:<10}  {:<24}  {:<24}  {:<24}  {}",
+            t.id,
+            t.role.as_str(),
+            callvault::domain::format_ms(t.created_at_ms),
+            show(t.last_used_at_ms, "never"),
+            show(t.expires_at_ms, "never"),
+            show(t.revoked_at_ms, "-"),
+        );
+    }
+    eprintln!("{} tokens", tokens.len());
+}

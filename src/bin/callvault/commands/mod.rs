@@ -101,6 +101,11 @@ pub struct BackendArgs {
     /// default: the local keyring's. Required with `--kms aws`.
     #[arg(long, env = "CALLVAULT_AUDIT_SIGNING_KEY")]
     pub audit_signing_key: Option<PathBuf>,
+    /// Only KMS keys of these AWS account ids (comma-separated, twelve
+    /// digits each) may be registered as tenant keys. Default: any account.
+    /// Requires `--kms aws`.
+    #[arg(long, env = "CALLVAULT_ALLOWED_KMS_ACCOUNTS", value_delimiter = ',')]
+    pub allowed_kms_accounts: Vec<String>,
 }
 
 impl From<BackendArgs> for BackendSettings {
@@ -118,6 +123,7 @@ impl From<BackendArgs> for BackendSettings {
             kms_endpoint: b.kms_endpoint,
             region: b.region,
             audit_signing_key: b.audit_signing_key,
+            allowed_kms_accounts: b.allowed_kms_accounts,
         }
     }
 }

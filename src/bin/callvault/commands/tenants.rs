@@ -3,7 +3,10 @@
 
 use anyhow::{Result, bail};
 use callvault::config::open_archive;
-use callvault::domain::Role;
+use std::time::Duration;
+
+use callvault::domain::{Role, format_ms, now_ms};
+use secrecy::ExposeSecret;
 use callvault::kms::cache::KeyCacheConfig;
 use clap::Subcommand;
 
@@ -23,12 +26,46 @@ pub enum TenantCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
-    /// Issue a token; it is printed once and stored only as a hash.
+    /// Issue a token; it is printed once on stdout and stored only as a
+    /// hash (its id and expiry go to stderr).
     Create {
+        /// The tenant's name.
         #[arg(long)]
         tenant: String,
+        /// ingest, supervisor, compliance or admin (see the role matrix in
+        /// the README).
         #[arg(long)]
         role: String,
+        /// Stop working after this long: a number and s, m, h, d or w
+        /// (`90d`). Default: no expiry.
+        #[arg(long, value_parser = callvault::domain::parse_duration)]
+        expires_in: Option<Duration>,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// List the tenant's tokens: id, role, created, last used, expires,
+    /// revoked. Never their secrets.
+    List {
+        /// The tenant's name.
+        #[arg(long)]
+        tenant: String,
+        /// Print JSON (an array of objects).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Revoke a token: every node refuses it within seconds and its open
+    /// streams end.
+    Revoke {
+        /// The token's id (from `token list`), not its secret.
+        id: String,
+        /// The tenant's name.
+        #[arg(long)]
+        tenant: String,
+        /// Why, for the audit trail.
+        #[arg(long, default_value = "")]
+        reason: String,
         #[command(flatten)]
         backend: BackendArgs,
     },
@@ -59,16 +96,53 @@ pub async fn tenant(cmd: TenantCmd) -> Result<()> {
 }
 
 pub async fn token(cmd: TokenCmd) -> Result<()> {
-    let TokenCmd::Create {
-        tenant,
-        role,
-        backend,
-    } = cmd;
-    let role: Role = role.parse()?;
-    let (archive, _) = open_archive(&backend.into(), &KeyCacheConfig::default()).await?;
-    println!(
-        "{}",
-        callvault::operator::create_token(&archive, &tenant, role).await?
-    );
+    match cmd {
+        TokenCmd::Create {
+            tenant,
+            role,
+            expires_in,
+            backend,
+        } => {
+            let role: Role = role.parse()?;
+            let expires_at_ms = expires_in.map(|d| {
+                now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            });
+            let (archive, _) = open_archive(&backend.into(), &KeyCacheConfig::default()).await?;
+            let issued =
+                callvault::operator::create_token(&archive, &tenant, role, expires_at_ms).await?;
+            eprintln!(
+                "token {} for tenant {tenant}, role {}, {}",
+                issued.id,
+                role.as_str(),
+                issued
+                    .expires_at_ms
+                    .map_or("no expiry".to_owned(), |e| format!("expires {}", format_ms(e)))
+            );
+            println!("{}", issued.secret.expose_secret());
+        }
+        TokenCmd::List {
+            tenant,
+            json,
+            backend,
+        } => {
+            let (archive, _) = open_archive(&backend.into(), &KeyCacheConfig::default()).await?;
+            let tokens = callvault::operator::list_tokens(&archive, &tenant).await?;
+            crate::output::print_tokens(&tokens, json);
+        }
+        TokenCmd::Revoke {
+            id,
+            tenant,
+            reason,
+            backend,
+        } => {
+            let (archive, _) = open_archive(&backend.into(), &KeyCacheConfig::default()).await?;
+            let info = callvault::operator::revoke_token(&archive, &tenant, &id, &reason).await?;
+            println!(
+                "token {} ({}) revoked; every node refuses it within seconds",
+                info.id,
+                info.role.as_str()
+            );
+        }
+    }
     Ok(())
 }

@@ -63,16 +63,25 @@ pub enum Error {
 /// A channel that sends the bearer token with every request.
 pub type Authed = InterceptedService<Channel, BearerAuth>;
 
-/// Adds `authorization: Bearer <token>` to every request.
-#[derive(Debug, Clone)]
+/// Adds `authorization: Bearer <token>` to every request. Its `Debug`
+/// never shows the token, and the header is marked sensitive (HTTP/2
+/// HPACK does not index it).
+#[derive(Clone)]
 pub struct BearerAuth(MetadataValue<Ascii>);
+
+impl std::fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerAuth([redacted])")
+    }
+}
 
 impl BearerAuth {
     pub fn new(token: &str) -> Result<Self, Error> {
-        format!("Bearer {token}")
+        let mut value: MetadataValue<Ascii> = format!("Bearer {token}")
             .parse()
-            .map(Self)
-            .map_err(Error::InvalidToken)
+            .map_err(Error::InvalidToken)?;
+        value.set_sensitive(true);
+        Ok(Self(value))
     }
 }
 
@@ -266,6 +275,14 @@ pub fn pieces(data: Bytes, piece: usize) -> impl futures::Stream<Item = Bytes> +
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_token_never_shows_in_debug() {
+        let auth = BearerAuth::new("cv_secret-token-value").unwrap();
+        let shown = format!("{auth:?}");
+        assert!(!shown.contains("secret-token-value"), "{shown}");
+        assert!(auth.0.is_sensitive());
+    }
 
     /// Which URLs connect how, before any network I/O.
     #[test]

@@ -137,6 +137,9 @@ pub struct ServeSettings {
     pub key_health_interval_secs: u64,
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     pub metrics_listen: Option<String>,
+    /// Refuse a metrics address that is not loopback, TLS or not (the
+    /// metrics name tenants and key ARNs; a local agent scrapes them).
+    pub metrics_loopback_only: bool,
     /// An upload's catalog lease; renewed every third of it while the client
     /// is connected.
     pub upload_lease_secs: u64,
@@ -166,6 +169,7 @@ impl Default for ServeSettings {
             key_cache_ttl_secs: KeyCacheConfig::default().ttl.as_secs(),
             key_health_interval_secs: Schedule::default().key_health.as_secs(),
             metrics_listen: None,
+            metrics_loopback_only: false,
             upload_lease_secs: limits.upload_lease.as_secs(),
             upload_idle_timeout_secs: limits.upload_idle_timeout.as_secs(),
             max_uploads_per_tenant: limits.max_uploads_per_tenant,
@@ -331,6 +335,11 @@ pub async fn serve(
                 .await
                 .map_err(metrics_error)?;
             let address = metrics.local_addr().map_err(metrics_error)?;
+            if settings.metrics_loopback_only && !address.ip().is_loopback() {
+                return Err(Error::Settings(format!(
+                    "--metrics-loopback-only: the metrics address {address} is not a loopback address"
+                )));
+            }
             settings.check_cleartext("metrics", address, tls.is_some())?;
             Some((metrics, address))
         }

@@ -89,7 +89,11 @@ impl KmsMetrics {
         let _ = writeln!(out, "# TYPE callvault_kms_latency_seconds_max gauge");
         if let Ok(m) = self.latency.lock() {
             for ((op, region), s) in m.iter() {
-                let l = format!("operation=\"{op}\",region=\"{region}\"");
+                let l = format!(
+                    "operation=\"{}\",region=\"{}\"",
+                    label_value(op),
+                    label_value(region)
+                );
                 let _ = writeln!(out, "callvault_kms_requests_total{{{l}}} {}", s.count);
                 let _ = writeln!(out, "callvault_kms_errors_total{{{l}}} {}", s.errors);
                 let _ = writeln!(
@@ -109,7 +113,10 @@ impl KmsMetrics {
             for ((tenant, op, region), n) in m.iter() {
                 let _ = writeln!(
                     out,
-                    "callvault_kms_tenant_requests_total{{tenant=\"{tenant}\",operation=\"{op}\",region=\"{region}\"}} {n}"
+                    "callvault_kms_tenant_requests_total{{tenant=\"{}\",operation=\"{}\",region=\"{}\"}} {n}",
+                    label_value(tenant),
+                    label_value(op),
+                    label_value(region)
                 );
             }
         }
@@ -121,7 +128,11 @@ impl KmsMetrics {
         let _ = writeln!(out, "# TYPE callvault_tenant_key_incident gauge");
         if let Ok(m) = self.key_health.lock() {
             for ((tenant, arn), g) in m.iter() {
-                let l = format!("tenant=\"{tenant}\",key_arn=\"{arn}\"");
+                let l = format!(
+                    "tenant=\"{}\",key_arn=\"{}\"",
+                    label_value(tenant),
+                    label_value(arn)
+                );
                 let _ = writeln!(
                     out,
                     "callvault_tenant_key_state{{{l},state=\"{}\"}} 1",
@@ -155,6 +166,25 @@ impl KmsMetrics {
     }
 }
 
+/// A label value as the Prometheus text format requires: backslash, double
+/// quote and line feed escaped, so a value can never end its label or its
+/// line (a tenant id or key ARN is validated elsewhere; this holds anyway).
+fn label_value(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    let mut out = String::with_capacity(v.len() + 8);
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The metrics label spelling of a key health state.
 fn state_label(s: crate::domain::KeyHealthState) -> &'static str {
     s.code()
@@ -166,4 +196,32 @@ pub struct KeyHealthGauge {
     pub state: crate::domain::KeyHealthState,
     pub recordings: u64,
     pub incident: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_cannot_break_out_of_their_label() {
+        assert_eq!(label_value("acme"), "acme");
+        assert_eq!(label_value(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(label_value("a\nb"), "a\\nb");
+        let m = KmsMetrics::default();
+        m.set_key_health(
+            "evil\"} 1\ncallvault_fake 1",
+            "arn",
+            KeyHealthGauge {
+                state: crate::domain::KeyHealthState::Enabled,
+                recordings: 1,
+                incident: false,
+            },
+        );
+        let text = m.render_prometheus();
+        assert!(
+            !text.lines().any(|l| l.starts_with("callvault_fake")),
+            "{text}"
+        );
+        assert!(text.contains(r#"tenant="evil\"} 1\ncallvault_fake 1""#), "{text}");
+    }
 }

@@ -205,7 +205,7 @@ impl Kms for AwsKms {
         key_id: &str,
         ctx: &EncryptionContext,
     ) -> Result<GeneratedDataKey, KmsError> {
-        let out = self
+        let mut out = self
             .client
             .generate_data_key()
             .key_id(key_id)
@@ -216,9 +216,16 @@ impl Kms for AwsKms {
             .map_err(|e| map_sdk_error(e, key_id))?;
         let missing =
             |what: &str| KmsError::Other(format!("GenerateDataKey response lacks {what}"));
-        let plaintext = out.plaintext().ok_or_else(|| missing("Plaintext"))?;
+        // The SDK's copy of the plaintext key is taken out of the response
+        // and wiped once copied into a `DataKey`.
+        let plaintext = zeroize::Zeroizing::new(
+            out.plaintext
+                .take()
+                .ok_or_else(|| missing("Plaintext"))?
+                .into_inner(),
+        );
         let plaintext =
-            DataKey::from_slice(plaintext.as_ref()).map_err(|_| missing("a 32-byte Plaintext"))?;
+            DataKey::from_slice(&plaintext).map_err(|_| missing("a 32-byte Plaintext"))?;
         let wrapped = out
             .ciphertext_blob()
             .ok_or_else(|| missing("CiphertextBlob"))?
@@ -239,7 +246,7 @@ impl Kms for AwsKms {
         wrapped: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<DataKey, KmsError> {
-        let out = self
+        let mut out = self
             .client
             .decrypt()
             .key_id(key_arn)
@@ -254,10 +261,13 @@ impl Kms for AwsKms {
                 arn: key_arn.to_owned(),
             });
         }
-        let plain = out
-            .plaintext()
-            .ok_or_else(|| KmsError::Other("Decrypt response lacks Plaintext".into()))?;
-        DataKey::from_slice(plain.as_ref())
+        let plain = zeroize::Zeroizing::new(
+            out.plaintext
+                .take()
+                .ok_or_else(|| KmsError::Other("Decrypt response lacks Plaintext".into()))?
+                .into_inner(),
+        );
+        DataKey::from_slice(&plain)
             .map_err(|_| KmsError::Other("Decrypt returned a key of the wrong length".into()))
     }
 

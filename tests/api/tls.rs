@@ -924,3 +924,37 @@ async fn tls_cleartext_off_loopback_refuses_to_start_without_allow_insecure() {
         .is_none()
     );
 }
+
+/// `--metrics-loopback-only` keeps the metrics (tenant ids, key ARNs) off
+/// the network even where TLS would allow them.
+#[tokio::test]
+async fn metrics_loopback_only_refuses_a_remote_metrics_address_even_with_tls() {
+    let (pki, ca) = (Pki::new(), Ca::new("server CA"));
+    let files = pki.server_files(&ca.server(1, 30), None);
+    let tls = [
+        "--tls-cert",
+        files.cert.to_str().unwrap(),
+        "--tls-key",
+        files.key.to_str().unwrap(),
+    ];
+    let with = |metrics: &'static str| {
+        let mut a = vec!["--listen", "127.0.0.1:0", "--metrics-listen", metrics];
+        a.extend_from_slice(&tls);
+        a
+    };
+    let mut remote = with("0.0.0.0:0");
+    remote.push("--metrics-loopback-only");
+    let (status, stderr) = serve_outcome(&remote)
+        .await
+        .expect("served metrics off loopback with --metrics-loopback-only");
+    assert!(!status.success());
+    assert!(
+        stderr.contains("--metrics-loopback-only") && stderr.contains("0.0.0.0"),
+        "{stderr}"
+    );
+    // Without the flag TLS allows it; on loopback the flag allows it.
+    assert!(serve_outcome(&with("0.0.0.0:0")).await.is_none());
+    let mut local = with("127.0.0.1:0");
+    local.push("--metrics-loopback-only");
+    assert!(serve_outcome(&local).await.is_none());
+}

@@ -4,14 +4,38 @@
 //! `client`); this binary parses, prints and sets the exit code.
 
 mod commands;
+mod config_file;
 mod demo;
 mod output;
 
-use clap::Parser;
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches};
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {e:#}");
+    ExitCode::FAILURE
+}
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let cli = commands::Cli::parse();
+async fn main() -> ExitCode {
+    // A config file supplies the flags' defaults, so it is read before clap
+    // parses: file < environment < flags.
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let mut cmd = commands::Cli::command();
+    let file = match config_file::path_from(&args) {
+        Some(path) => match config_file::ConfigFile::load(&path, &cmd) {
+            Ok(f) => Some(f),
+            Err(e) => return fail(&e),
+        },
+        None => None,
+    };
+    if let Some(f) = &file {
+        cmd = f.apply(cmd);
+    }
+    let matches = cmd.clone().get_matches_from(&args);
+    let cli = commands::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let filter = tracing_subscriber::EnvFilter::try_from_env("CALLVAULT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -22,11 +46,27 @@ async fn main() -> std::process::ExitCode {
     } else {
         builder.init();
     }
-    match commands::run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+    let result = match cli.command {
+        commands::Command::Config(commands::ConfigCmd::Check(args)) => {
+            let (Some(check_matches), Some(check_cmd)) = (
+                matches
+                    .subcommand_matches("config")
+                    .and_then(|m| m.subcommand_matches("check")),
+                cmd.find_subcommand("config")
+                    .and_then(|c| c.find_subcommand("check")),
+            ) else {
+                unreachable!("clap parsed `config check`")
+            };
+            print!(
+                "{}",
+                config_file::effective(check_matches, check_cmd, file.as_ref())
+            );
+            commands::check_serve_settings(*args)
         }
+        command => commands::run(command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
     }
 }

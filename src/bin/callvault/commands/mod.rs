@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 use callvault::client::{Client, ConnectOptions};
 use callvault::config::{BackendSettings, KmsKind};
 use clap::{Args, Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
 
 pub use keys::follow_job;
 
@@ -29,6 +30,10 @@ pub struct Cli {
     /// Log as JSON lines.
     #[arg(long, global = true, env = "CALLVAULT_LOG_JSON")]
     pub log_json: bool,
+    /// A TOML file of flag values (keys are the long flag names; see
+    /// `callvault.example.toml`). Precedence: file < environment < flags.
+    #[arg(long, global = true, env = "CALLVAULT_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -59,10 +64,40 @@ pub enum Command {
     /// (compliance token).
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// The configuration file and the effective settings.
+    #[command(subcommand)]
+    Config(ConfigCmd),
 }
 
-pub async fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print the effective `serve` settings (file < environment < flags),
+    /// each with where it came from and secrets redacted, and check them
+    /// (roles, accounts, TLS files) without starting anything.
+    Check(Box<serve::ServeArgs>),
+}
+
+/// `config check`: the settings a `serve` with the same flags would use,
+/// validated as far as possible without binding or connecting.
+pub fn check_serve_settings(args: serve::ServeArgs) -> Result<()> {
+    let settings = callvault::config::ServeSettings::try_from(args)?;
+    let allowed = callvault::domain::AllowedAccounts::new(&settings.backend.allowed_kms_accounts)
+        .map_err(|e| anyhow::anyhow!("allowed-kms-accounts: {e}"))?;
+    if !allowed.is_any() && settings.backend.kms == KmsKind::Local {
+        anyhow::bail!("allowed-kms-accounts restricts AWS KMS keys; set kms = \"aws\"");
+    }
+    if let Some(files) = &settings.tls {
+        callvault::tls::ServerTls::load(files.clone()).context("tls")?;
+    }
+    if let Some(path) = &settings.backend.audit_signing_key {
+        callvault::config::load_audit_key(path)?;
+    }
+    eprintln!("configuration OK");
+    Ok(())
+}
+
+pub async fn run(command: Command) -> Result<()> {
+    match command {
         Command::Serve(args) => serve::run(args).await,
         Command::Demo => crate::demo::run().await,
         Command::Tenant(cmd) => tenants::tenant(cmd).await,
@@ -72,7 +107,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Recordings(cmd) => recordings::run(cmd).await,
         Command::Keys(cmd) => keys::run(cmd).await,
         Command::Audit(cmd) => audit::run(cmd).await,
+        Command::Config(ConfigCmd::Check(args)) => check_serve_settings(*args),
     }
+}
+
+/// A flag that holds a secret (a token, a URL with a password): kept as a
+/// `SecretString`, so the parsed arguments' `Debug` never shows it.
+fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(s.to_owned()))
 }
 
 /// Where state lives. Shared by `serve` and the operator commands.
@@ -81,8 +123,8 @@ pub struct BackendArgs {
     #[arg(long, env = "CALLVAULT_DATA_DIR", default_value = "./callvault-data")]
     pub data_dir: PathBuf,
     /// `postgres://…` or `sqlite://…`; default: SQLite in the data dir.
-    #[arg(long, env = "CALLVAULT_DATABASE_URL")]
-    pub database_url: Option<String>,
+    #[arg(long, env = "CALLVAULT_DATABASE_URL", hide_env_values = true, value_parser = secret)]
+    pub database_url: Option<SecretString>,
     /// Object store URL: a directory, `file:///dir` or `s3://bucket/prefix`; default: the data dir.
     #[arg(long, env = "CALLVAULT_STORE")]
     pub store: Option<String>,
@@ -112,7 +154,7 @@ impl From<BackendArgs> for BackendSettings {
     fn from(b: BackendArgs) -> Self {
         Self {
             data_dir: b.data_dir,
-            database_url: b.database_url.map(Into::into),
+            database_url: b.database_url,
             store: b.store,
             store_endpoint: b.store_endpoint,
             // clap admits only `local` and `aws`.
@@ -138,8 +180,10 @@ pub struct ClientArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub server: String,
-    #[arg(long, env = "CALLVAULT_TOKEN", hide_env_values = true)]
-    pub token: String,
+    /// The bearer token (better from the environment than on a command
+    /// line other users can see).
+    #[arg(long, env = "CALLVAULT_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub token: SecretString,
     /// PEM CA certificates to trust for an https:// server, beside the
     /// system's roots.
     #[arg(long, env = "CALLVAULT_CA_CERT")]
@@ -164,7 +208,7 @@ impl ClientArgs {
             client_key: self.client_key.clone(),
             allow_insecure: self.allow_insecure,
         };
-        Ok(Client::connect_with(&self.server, &self.token, &opts).await?)
+        Ok(Client::connect_with(&self.server, self.token.expose_secret(), &opts).await?)
     }
 }
 
@@ -222,6 +266,7 @@ mod tests {
         assert_eq!(got.key_cache_ttl_secs, want.key_cache_ttl_secs);
         assert_eq!(got.key_health_interval_secs, want.key_health_interval_secs);
         assert_eq!(got.metrics_listen, want.metrics_listen);
+        assert_eq!(got.metrics_loopback_only, want.metrics_loopback_only);
         assert_eq!(got.upload_lease_secs, want.upload_lease_secs);
         assert_eq!(got.upload_idle_timeout_secs, want.upload_idle_timeout_secs);
         assert_eq!(got.max_uploads_per_tenant, want.max_uploads_per_tenant);

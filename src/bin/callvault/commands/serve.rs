@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     #[arg(long, env = "CALLVAULT_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Refuse a --metrics-listen address that is not loopback, even with
+    /// TLS (the metrics name tenants and key ARNs; scrape them locally).
+    #[arg(long, env = "CALLVAULT_METRICS_LOOPBACK_ONLY")]
+    pub metrics_loopback_only: bool,
     /// Seconds an upload's catalog lease lasts. The node renews it every
     /// third of this while the client is connected; the uploads of a node
     /// that crashed are removed once their lease ran out.
@@ -86,6 +90,7 @@ impl TryFrom<ServeArgs> for ServeSettings {
             key_cache_ttl_secs: a.key_cache_ttl_secs,
             key_health_interval_secs: a.key_health_interval_secs,
             metrics_listen: a.metrics_listen,
+            metrics_loopback_only: a.metrics_loopback_only,
             upload_lease_secs: a.upload_lease_secs,
             upload_idle_timeout_secs: a.upload_idle_timeout_secs,
             max_uploads_per_tenant: a.max_uploads_per_tenant,

@@ -67,7 +67,9 @@ pub enum Error {
     #[error("destination key {0} is retired")]
     KeyRetired(KeyArn),
     /// A running rewrap job reads from or writes to the key.
-    #[error("key {arn} is the {role} of running rewrap job {job_id}; wait for it to finish or cancel it")]
+    #[error(
+        "key {arn} is the {role} of running rewrap job {job_id}; wait for it to finish or cancel it"
+    )]
     KeyInRewrap {
         arn: KeyArn,
         role: &'static str,

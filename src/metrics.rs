@@ -222,6 +222,9 @@ mod tests {
             !text.lines().any(|l| l.starts_with("callvault_fake")),
             "{text}"
         );
-        assert!(text.contains(r#"tenant="evil\"} 1\ncallvault_fake 1""#), "{text}");
+        assert!(
+            text.contains(r#"tenant="evil\"} 1\ncallvault_fake 1""#),
+            "{text}"
+        );
     }
 }

@@ -106,7 +106,9 @@ impl KeyInUse {
 pub fn is_refusal(e: &KmsError) -> bool {
     matches!(
         e,
-        KmsError::Disabled { .. } | KmsError::PendingDeletion { .. } | KmsError::AccessDenied { .. }
+        KmsError::Disabled { .. }
+            | KmsError::PendingDeletion { .. }
+            | KmsError::AccessDenied { .. }
     )
 }
 
@@ -166,7 +168,10 @@ impl Watch {
     }
 
     /// The inner stream's next item, unless a revocation ends it first.
-    async fn next<T>(&mut self, inner: &mut BoxStream<'static, Result<T>>) -> Result<Option<Result<T>>> {
+    async fn next<T>(
+        &mut self,
+        inner: &mut BoxStream<'static, Result<T>>,
+    ) -> Result<Option<Result<T>>> {
         loop {
             tokio::select! {
                 biased;
@@ -259,7 +264,9 @@ pub async fn listen(archive: Arc<Archive>) {
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => {
-                        tracing::warn!("revocation channel reconnecting; purging the key and token caches");
+                        tracing::warn!(
+                            "revocation channel reconnecting; purging the key and token caches"
+                        );
                         missed(&archive);
                     }
                     Err(e) => {

@@ -5,8 +5,8 @@ use std::str::FromStr;
 
 use sqlx::Row;
 
-use super::{Conn, TOKEN_REVOCATION_CHANNEL};
 use super::rows::corrupt;
+use super::{Conn, TOKEN_REVOCATION_CHANNEL};
 use crate::domain::{Principal, Role, TenantId, now_ms};
 use crate::error::{Error, Result};
 

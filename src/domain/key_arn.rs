@@ -146,9 +146,7 @@ impl AllowedAccounts {
         for id in ids {
             let id = id.as_ref().trim();
             if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!(
-                    "`{id}` is not an AWS account id (twelve digits)"
-                ));
+                return Err(format!("`{id}` is not an AWS account id (twelve digits)"));
             }
             set.insert(id.to_owned());
         }
@@ -181,7 +179,11 @@ mod tests {
         assert!(any.permits(&k));
         let one = AllowedAccounts::new(["444455556666"]).unwrap();
         assert!(!one.permits(&k));
-        assert!(AllowedAccounts::new(["111122223333", "444455556666"]).unwrap().permits(&k));
+        assert!(
+            AllowedAccounts::new(["111122223333", "444455556666"])
+                .unwrap()
+                .permits(&k)
+        );
         for bad in ["", "12345", "1111222233334", "11112222333a", "local"] {
             assert!(AllowedAccounts::new([bad]).is_err(), "{bad}");
         }

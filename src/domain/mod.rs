@@ -222,7 +222,11 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "h" => 3600,
         "d" => 86_400,
         "w" => 7 * 86_400,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m, h, d or w)")),
+        _ => {
+            return Err(format!(
+                "`{s}`: unknown unit `{unit}` (use s, m, h, d or w)"
+            ));
+        }
     };
     n.checked_mul(secs)
         .filter(|&t| t > 0 && t <= 100 * 365 * 86_400)
@@ -259,7 +263,16 @@ mod tests {
         assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(14 * 86_400)));
-        for bad in ["", "90", "d", "0s", "-5m", "5 minutes", "1.5h", "999999999w"] {
+        for bad in [
+            "",
+            "90",
+            "d",
+            "0s",
+            "-5m",
+            "5 minutes",
+            "1.5h",
+            "999999999w",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad} accepted");
         }
     }

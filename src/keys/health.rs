@@ -362,7 +362,7 @@ mod tests {
         assert!(pinned_key_health(b"pinned", info(b"pinned")).is_none());
         let h = pinned_key_health(b"pinned", info(b"other")).unwrap();
         assert_eq!(h.state, KeyHealthState::PublicKeyMismatch);
-        assert!(h.detail.unwrap().contains("not the one pinned"));
+        assert!(h.detail.as_deref().unwrap().contains("not the one pinned"));
         let refused = pinned_key_health(
             b"pinned",
             Err(KmsError::Disabled {

@@ -80,7 +80,11 @@ async fn key_in_use(archive: &Archive, row: &RecordingRow) -> Result<KeyInUse> {
 
 /// Unwraps the data key (cached) and derives the cipher, checking the key
 /// commitment before anything is decrypted.
-async fn cipher_for(archive: &Archive, row: &RecordingRow, key: &KeyInUse) -> Result<RecordingCipher> {
+async fn cipher_for(
+    archive: &Archive,
+    row: &RecordingRow,
+    key: &KeyInUse,
+) -> Result<RecordingCipher> {
     let key = match key.unwrap(archive).await {
         Ok(k) => k,
         Err(KmsError::InvalidCiphertext { .. }) => {

@@ -52,7 +52,12 @@ fn the_example_config_is_accepted_and_every_flag_is_shown() {
         }
     }
     // And every flag of `serve` is there, set or not.
-    for key in ["database-url", "tls-cert", "metrics-listen", "allowed-kms-accounts"] {
+    for key in [
+        "database-url",
+        "tls-cert",
+        "metrics-listen",
+        "allowed-kms-accounts",
+    ] {
         line(&stdout, key);
     }
 }
@@ -68,15 +73,31 @@ fn flags_beat_the_environment_which_beats_the_file() {
     .unwrap();
     let f = file.to_str().unwrap();
     let (_, stdout, stderr) = callvault(
-        &["config", "check", "--config", f, "--listen", "127.0.0.1:3333"],
-        &[("CALLVAULT_LISTEN", "127.0.0.1:2222"), ("CALLVAULT_REQUEST_TIMEOUT_SECS", "22")],
+        &[
+            "config",
+            "check",
+            "--config",
+            f,
+            "--listen",
+            "127.0.0.1:3333",
+        ],
+        &[
+            ("CALLVAULT_LISTEN", "127.0.0.1:2222"),
+            ("CALLVAULT_REQUEST_TIMEOUT_SECS", "22"),
+        ],
     );
-    assert_eq!(line(&stdout, "listen"), "listen = \"127.0.0.1:3333\"  # flag");
+    assert_eq!(
+        line(&stdout, "listen"),
+        "listen = \"127.0.0.1:3333\"  # flag"
+    );
     assert_eq!(
         line(&stdout, "request-timeout-secs"),
         "request-timeout-secs = \"22\"  # environment CALLVAULT_REQUEST_TIMEOUT_SECS"
     );
-    assert!(line(&stdout, "upload-lease-secs").ends_with(":3"), "{stdout}");
+    assert!(
+        line(&stdout, "upload-lease-secs").ends_with(":3"),
+        "{stdout}"
+    );
     assert!(line(&stdout, "upload-lease-secs").contains("\"33\""));
     assert!(
         line(&stdout, "allowed-kms-accounts").contains("[\"111122223333\", \"444455556666\"]"),
@@ -91,28 +112,47 @@ fn flags_beat_the_environment_which_beats_the_file() {
 fn unknown_keys_and_bad_values_are_refused_with_their_line() {
     let dir = tempfile::tempdir().unwrap();
     for (body, want) in [
-        ("# a comment\n\nlistne = \"127.0.0.1:1\"\n", ":3: unknown key `listne`"),
-        ("listen = { host = \"x\" }\n", ":1: `listen` must be a string"),
+        (
+            "# a comment\n\nlistne = \"127.0.0.1:1\"\n",
+            ":3: unknown key `listne`",
+        ),
+        (
+            "listen = { host = \"x\" }\n",
+            ":1: `listen` must be a string",
+        ),
         ("[server]\nlisten = \"x\"\n", ":1: `server` is a table"),
         ("listen = \n", ":1: not valid TOML"),
         ("config = \"other.toml\"\n", ":1: unknown key `config`"),
     ] {
         let file = dir.path().join("bad.toml");
         std::fs::write(&file, body).unwrap();
-        let (ok, _, stderr) = callvault(&["config", "check", "--config", file.to_str().unwrap()], &[]);
+        let (ok, _, stderr) = callvault(
+            &["config", "check", "--config", file.to_str().unwrap()],
+            &[],
+        );
         assert!(!ok, "{body} accepted");
         assert!(stderr.contains(want), "{body}: {stderr}");
     }
     let (ok, _, stderr) = callvault(&["config", "check", "--config", "/nonexistent.toml"], &[]);
-    assert!(!ok && stderr.contains("cannot read the config file /nonexistent.toml"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("cannot read the config file /nonexistent.toml"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn config_check_never_prints_a_secret() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
-    std::fs::write(&file, "database-url = \"postgres://cv:hunter2@db.internal:5432/callvault\"\n").unwrap();
-    let (_, stdout, stderr) = callvault(&["config", "check", "--config", file.to_str().unwrap()], &[]);
+    std::fs::write(
+        &file,
+        "database-url = \"postgres://cv:hunter2@db.internal:5432/callvault\"\n",
+    )
+    .unwrap();
+    let (_, stdout, stderr) = callvault(
+        &["config", "check", "--config", file.to_str().unwrap()],
+        &[],
+    );
     assert!(
         line(&stdout, "database-url").contains("postgres://cv:REDACTED@db.internal:5432/callvault"),
         "{stdout}"

@@ -22,6 +22,7 @@ use callvault::kms::{
 };
 use callvault::server::{LocalServer, Roles};
 use callvault::store::{ChunkStore, S3Options};
+use secrecy::ExposeSecret;
 use sqlx::Connection;
 
 pub const FIXTURES: &[(&str, &str, &str)] = &[

@@ -17,7 +17,10 @@ use tonic::Code;
 use crate::helpers::*;
 use crate::keys::{active_arn, archive_call, register, small_wav, start_rewrap};
 
-async fn retire(c: &mut callvault::client::Client, arn: &str) -> Result<pb::TenantKey, tonic::Status> {
+async fn retire(
+    c: &mut callvault::client::Client,
+    arn: &str,
+) -> Result<pb::TenantKey, tonic::Status> {
     c.keys
         .retire_key(pb::RetireKeyRequest {
             key_arn: arn.to_owned(),
@@ -52,19 +55,26 @@ async fn retire_waits_for_the_job(kind: CatalogKind) {
         let err = retire(&mut admin, arn).await.unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
         assert!(
-            err.message().contains(&format!("is the {role} of running rewrap job {job}")),
+            err.message()
+                .contains(&format!("is the {role} of running rewrap job {job}")),
             "{}",
             err.message()
         );
     }
     admin
         .keys
-        .cancel_rewrap(pb::GetRewrapJobRequest { job_id: job.clone() })
+        .cancel_rewrap(pb::GetRewrapJobRequest {
+            job_id: job.clone(),
+        })
         .await
         .unwrap();
     // Without the job, the usual rule: a key that protects recordings stays.
     let err = retire(&mut admin, &a).await.unwrap_err();
-    assert!(err.message().contains("still protects"), "{}", err.message());
+    assert!(
+        err.message().contains("still protects"),
+        "{}",
+        err.message()
+    );
     app.shutdown().await;
 }
 
@@ -104,7 +114,10 @@ async fn a_rewrap_cannot_start_into_a_key_retired_meanwhile() {
     };
     // The start is blocked on C's row lock.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(!start.is_finished(), "the rewrap start did not wait for the key lock");
+    assert!(
+        !start.is_finished(),
+        "the rewrap start did not wait for the key lock"
+    );
     tx.commit().await.unwrap();
     let err = start.await.unwrap().unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -129,7 +142,9 @@ async fn a_replaced_rsa_public_key_is_a_security_incident() {
     // A node whose KMS answers GetPublicKey with another key's public key,
     // as KMS would after the key material behind the ARN was replaced.
     let kms = Arc::new(FaultKms::over(app.ring().clone()));
-    let node = app.node(kms.clone(), Roles::ALL, &KeyCacheConfig::default()).await;
+    let node = app
+        .node(kms.clone(), Roles::ALL, &KeyCacheConfig::default())
+        .await;
 
     // Control: the pinned key matches, nothing to report.
     callvault::keys::check_all(&node.archive).await.unwrap();
@@ -142,7 +157,12 @@ async fn a_replaced_rsa_public_key_is_a_security_incident() {
     assert!(health.incidents.is_empty(), "{health:?}");
 
     let other = app.ring().create_rsa_key("RSA_2048").unwrap();
-    let other_spki = app.ring().get_public_key(&other, "t").await.unwrap().spki_der;
+    let other_spki = app
+        .ring()
+        .get_public_key(&other, "t")
+        .await
+        .unwrap()
+        .spki_der;
     *kms.served_public_key.lock().unwrap() = Some(other_spki);
     callvault::keys::check_all(&node.archive).await.unwrap();
     callvault::keys::check_all(&node.archive).await.unwrap();
@@ -155,11 +175,19 @@ async fn a_replaced_rsa_public_key_is_a_security_incident() {
     let key = health.keys.iter().find(|k| k.key_arn == rsa).unwrap();
     let check = key.health.clone().unwrap();
     assert_eq!(check.state, "public_key_mismatch", "{check:?}");
-    assert!(check.detail.contains("not the one pinned"), "{}", check.detail);
+    assert!(
+        check.detail.contains("not the one pinned"),
+        "{}",
+        check.detail
+    );
     assert_eq!(health.incidents.len(), 1, "{health:?}");
     let incident = &health.incidents[0];
     assert_eq!(
-        (incident.key_arn.as_str(), incident.state.as_str(), incident.recording_count),
+        (
+            incident.key_arn.as_str(),
+            incident.state.as_str(),
+            incident.recording_count
+        ),
         (rsa.as_str(), "public_key_mismatch", 1)
     );
     assert!(incident.unreadable_time.is_none());
@@ -179,7 +207,10 @@ async fn a_replaced_rsa_public_key_is_a_security_incident() {
         .filter(|e| e.action == Action::KeyIncident)
         .collect();
     assert_eq!(incidents.len(), 1, "{incidents:?}");
-    assert_eq!(incidents[0].details["state"], "not the key registered (its public key changed)");
+    assert_eq!(
+        incidents[0].details["state"],
+        "not the key registered (its public key changed)"
+    );
     app.shutdown().await;
 }
 
@@ -237,10 +268,34 @@ async fn the_account_list_is_checked_at_startup() {
             .output()
             .unwrap()
     };
-    let out = run(&["tenant", "create", "x", "--kms", "aws", "--kms-key", "arn:aws:kms:us-east-1:123456789012:key/x", "--allowed-kms-accounts", "12345"]);
+    let out = run(&[
+        "tenant",
+        "create",
+        "x",
+        "--kms",
+        "aws",
+        "--kms-key",
+        "arn:aws:kms:us-east-1:123456789012:key/x",
+        "--allowed-kms-accounts",
+        "12345",
+    ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("twelve digits"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run(&["tenant", "create", "x", "--allowed-kms-accounts", "111122223333"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("twelve digits"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&[
+        "tenant",
+        "create",
+        "x",
+        "--allowed-kms-accounts",
+        "111122223333",
+    ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("use --kms aws"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use --kms aws"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

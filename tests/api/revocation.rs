@@ -75,7 +75,10 @@ async fn a_play_ends_within_the_cache_ttl_when_its_key_is_disabled() {
     assert!(got < size, "{got} of {size}");
     // TTL (1 s) + one re-check (250 ms) + the client's pauses; the whole
     // recording at this pace would take 3.4 s.
-    assert!(took < Duration::from_secs(3), "ended {took:?} after the key was disabled");
+    assert!(
+        took < Duration::from_secs(3),
+        "ended {took:?} after the key was disabled"
+    );
 }
 
 /// Another node's health check finds the key disabled and says so over
@@ -111,5 +114,8 @@ async fn a_play_ends_on_every_node_when_one_node_finds_its_key_disabled() {
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("disabled"), "{}", err.message());
     assert!(got < size / 2, "{got} of {size}");
-    assert!(took < Duration::from_secs(2), "ended {took:?} after the announcement");
+    assert!(
+        took < Duration::from_secs(2),
+        "ended {took:?} after the announcement"
+    );
 }

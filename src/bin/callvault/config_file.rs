@@ -60,7 +60,9 @@ pub struct ConfigFile {
 }
 
 fn line_of(text: &str, at: Option<std::ops::Range<usize>>) -> usize {
-    at.map_or(0, |r| text[..r.start.min(text.len())].lines().count().max(1))
+    at.map_or(1, |r| {
+        text[..r.start.min(text.len())].matches('\n').count() + 1
+    })
 }
 
 /// Every long flag name of `cmd` and its subcommands.
@@ -103,7 +105,9 @@ impl ConfigFile {
                 bail!("{at}: `{key}` is a table; flags are top-level keys");
             }
             if !known.contains(key) || NOT_IN_FILE.contains(&key) {
-                bail!("{at}: unknown key `{key}` (keys are the long flag names of `callvault --help`)");
+                bail!(
+                    "{at}: unknown key `{key}` (keys are the long flag names of `callvault --help`)"
+                );
             }
             let scalar = |v: &toml_edit::Value| -> Result<String> {
                 Ok(match v {
@@ -180,11 +184,7 @@ pub fn redact(flag: &str, value: &str) -> String {
 
 /// The effective settings of `serve` as `name = value  # source` lines:
 /// every flag, where its value came from, secrets redacted.
-pub fn effective(
-    matches: &clap::ArgMatches,
-    cmd: &Command,
-    file: Option<&ConfigFile>,
-) -> String {
+pub fn effective(matches: &clap::ArgMatches, cmd: &Command, file: Option<&ConfigFile>) -> String {
     let mut out = String::new();
     for arg in cmd.get_arguments() {
         let (Some(long), id) = (arg.get_long(), arg.get_id().as_str()) else {
@@ -201,12 +201,16 @@ pub fn effective(
             Some(ValueSource::CommandLine) => "flag".to_owned(),
             Some(ValueSource::EnvVariable) => format!(
                 "environment {}",
-                arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()
+                arg.get_env()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_default()
             ),
-            Some(ValueSource::DefaultValue) => match file.and_then(|f| f.line(long).map(|l| (f, l))) {
-                Some((f, line)) => format!("{}:{line}", f.path.display()),
-                None => "default".to_owned(),
-            },
+            Some(ValueSource::DefaultValue) => {
+                match file.and_then(|f| f.line(long).map(|l| (f, l))) {
+                    Some((f, line)) => format!("{}:{line}", f.path.display()),
+                    None => "default".to_owned(),
+                }
+            }
             _ => "unset".to_owned(),
         };
         let shown: Vec<String> = values
@@ -231,7 +235,10 @@ mod tests {
     #[test]
     fn secrets_are_redacted() {
         assert_eq!(
-            redact("database-url", "postgres://cv:hunter2@db.internal:5432/callvault"),
+            redact(
+                "database-url",
+                "postgres://cv:hunter2@db.internal:5432/callvault"
+            ),
             "postgres://cv:REDACTED@db.internal:5432/callvault"
         );
         assert_eq!(redact("token", "cv_abcdef"), "REDACTED");

@@ -34,6 +34,9 @@ async fn main() -> ExitCode {
     if let Some(f) = &file {
         cmd = f.apply(cmd);
     }
+    // Built, so that subcommands carry the global flags (`config check`
+    // shows them too).
+    cmd.build();
     let matches = cmd.clone().get_matches_from(&args);
     let cli = commands::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let filter = tracing_subscriber::EnvFilter::try_from_env("CALLVAULT_LOG")
@@ -48,11 +51,16 @@ async fn main() -> ExitCode {
     }
     let result = match cli.command {
         commands::Command::Config(commands::ConfigCmd::Check(args)) => {
+            // The flags in their declared order (the file's defaults moved
+            // the ones it set to the end of `cmd`).
+            let mut fresh = commands::Cli::command();
+            fresh.build();
             let (Some(check_matches), Some(check_cmd)) = (
                 matches
                     .subcommand_matches("config")
                     .and_then(|m| m.subcommand_matches("check")),
-                cmd.find_subcommand("config")
+                fresh
+                    .find_subcommand("config")
                     .and_then(|c| c.find_subcommand("check")),
             ) else {
                 unreachable!("clap parsed `config check`")

@@ -287,10 +287,11 @@ pub fn print_tokens(tokens: &[callvault::catalog::tokens::TokenInfo], json: bool
         println!("{}", Value::Array(v));
         return;
     }
-    let show = |ms: Option<i64>, none: &str| ms.map_or(none.to_owned(), callvault::domain::format_ms);
+    let show =
+        |ms: Option<i64>, none: &str| ms.map_or(none.to_owned(), callvault::domain::format_ms);
     println!(
-        "{:<36}  {:<10}  {:<24}  {:<24}  {:<24}  {}",
-        "TOKEN ID", "ROLE", "CREATED", "LAST USED", "EXPIRES", "REVOKED"
+        "{:<36}  {:<10}  {:<24}  {:<24}  {:<24}  REVOKED",
+        "TOKEN ID", "ROLE", "CREATED", "LAST USED", "EXPIRES"
     );
     for t in tokens {
         println!(

@@ -6,9 +6,9 @@ use callvault::config::open_archive;
 use std::time::Duration;
 
 use callvault::domain::{Role, format_ms, now_ms};
-use secrecy::ExposeSecret;
 use callvault::kms::cache::KeyCacheConfig;
 use clap::Subcommand;
+use secrecy::ExposeSecret;
 
 use super::BackendArgs;
 
@@ -104,9 +104,8 @@ pub async fn token(cmd: TokenCmd) -> Result<()> {
             backend,
         } => {
             let role: Role = role.parse()?;
-            let expires_at_ms = expires_in.map(|d| {
-                now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            });
+            let expires_at_ms = expires_in
+                .map(|d| now_ms().saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
             let (archive, _) = open_archive(&backend.into(), &KeyCacheConfig::default()).await?;
             let issued =
                 callvault::operator::create_token(&archive, &tenant, role, expires_at_ms).await?;
@@ -116,7 +115,10 @@ pub async fn token(cmd: TokenCmd) -> Result<()> {
                 role.as_str(),
                 issued
                     .expires_at_ms
-                    .map_or("no expiry".to_owned(), |e| format!("expires {}", format_ms(e)))
+                    .map_or("no expiry".to_owned(), |e| format!(
+                        "expires {}",
+                        format_ms(e)
+                    ))
             );
             println!("{}", issued.secret.expose_secret());
         }

@@ -276,12 +276,7 @@ impl RecordingCipher {
     /// index exactly once and re-sending the same sealed bytes on retry.
     pub fn seal_chunk(&self, index: u32, is_final: bool, mut buf: Vec<u8>) -> Vec<u8> {
         let aad = self.aad(index, is_final);
-        // seal only fails when the plaintext exceeds GCM's 64 GiB limit, far
-        // above MAX_CHUNK_SIZE.
-        #[allow(clippy::expect_used)]
-        self.chunk_key
-            .seal_in_place_append_tag(self.nonce(index, is_final), Aad::from(&aad), &mut buf)
-            .expect("chunk within AES-GCM length limit");
+        gcm_seal(&self.chunk_key, self.nonce(index, is_final), &aad, &mut buf);
         buf
     }
 
@@ -301,16 +296,12 @@ impl RecordingCipher {
             });
         }
         let aad = self.aad(index, is_final);
-        match self
-            .chunk_key
-            .open_in_place(self.nonce(index, is_final), Aad::from(&aad), &mut buf)
-        {
-            Ok(plain) => {
-                let n = plain.len();
+        match gcm_open(&self.chunk_key, self.nonce(index, is_final), &aad, &mut buf) {
+            Some(n) => {
                 buf.truncate(n);
                 Ok(buf)
             }
-            Err(_) => {
+            None => {
                 buf.zeroize();
                 Err(CryptoError::ChunkAuthentication { index })
             }
@@ -322,18 +313,22 @@ impl RecordingCipher {
     pub fn seal_metadata(&self, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let mut nonce = [0u8; METADATA_NONCE_LEN];
         fill_random(&mut nonce)?;
+        Ok(self.seal_metadata_with(nonce, plaintext))
+    }
+
+    /// [`seal_metadata`](Self::seal_metadata) with a given nonce (the
+    /// FORMAT.md vector; every real seal takes a random one).
+    fn seal_metadata_with(&self, nonce: [u8; METADATA_NONCE_LEN], plaintext: &[u8]) -> Vec<u8> {
         let mut buf = plaintext.to_vec();
-        #[allow(clippy::expect_used)]
-        self.metadata_key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&self.aad_head),
-                &mut buf,
-            )
-            .expect("metadata within AES-GCM length limit");
+        gcm_seal(
+            &self.metadata_key,
+            Nonce::assume_unique_for_key(nonce),
+            &self.aad_head,
+            &mut buf,
+        );
         let mut out = nonce.to_vec();
         out.extend_from_slice(&buf);
-        Ok(out)
+        out
     }
 
     pub fn open_metadata(&self, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
@@ -345,23 +340,78 @@ impl RecordingCipher {
             .try_into()
             .map_err(|_| CryptoError::MetadataAuthentication)?;
         let mut buf = body.to_vec();
-        let n = self
-            .metadata_key
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&self.aad_head),
-                &mut buf,
-            )
-            .map_err(|_| CryptoError::MetadataAuthentication)?
-            .len();
+        let n = gcm_open(
+            &self.metadata_key,
+            Nonce::assume_unique_for_key(nonce),
+            &self.aad_head,
+            &mut buf,
+        )
+        .ok_or(CryptoError::MetadataAuthentication)?;
         buf.truncate(n);
         Ok(buf)
     }
 }
 
+/// AES-256-GCM seal in place: `buf` becomes `ciphertext || tag`. The one
+/// sealing primitive of the format (chunks and labels), checked against
+/// Project Wycheproof's vectors.
+fn gcm_seal(key: &LessSafeKey, nonce: Nonce, aad: &[u8], buf: &mut Vec<u8>) {
+    // Sealing only fails past GCM's 64 GiB limit, far above MAX_CHUNK_SIZE.
+    #[allow(clippy::expect_used)]
+    key.seal_in_place_append_tag(nonce, Aad::from(aad), buf)
+        .expect("within the AES-GCM length limit");
+}
+
+/// AES-256-GCM open in place of `ciphertext || tag`: the plaintext length
+/// (the plaintext is `buf[..n]`), or `None` when the tag does not verify.
+fn gcm_open(key: &LessSafeKey, nonce: Nonce, aad: &[u8], buf: &mut [u8]) -> Option<usize> {
+    key.open_in_place(nonce, Aad::from(aad), buf)
+        .ok()
+        .map(|plain| plain.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Project Wycheproof's AES-GCM vectors (every group with a 256-bit
+    /// key, a 96-bit nonce and a 128-bit tag: the only shape the format
+    /// uses) through the format's own seal and open.
+    #[test]
+    fn aes_gcm_passes_wycheproof() {
+        use wycheproof::TestResult;
+        let set = wycheproof::aead::TestSet::load(wycheproof::aead::TestName::AesGcm).unwrap();
+        let (mut valid, mut invalid) = (0, 0);
+        for group in set.test_groups {
+            if group.key_size != 256 || group.nonce_size != 96 || group.tag_size != 128 {
+                continue;
+            }
+            for t in group.tests {
+                let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &t.key).unwrap());
+                let nonce = || Nonce::try_assume_unique_for_key(&t.nonce).unwrap();
+                let mut sealed = [&t.ct[..], &t.tag[..]].concat();
+                let opened = gcm_open(&key, nonce(), &t.aad, &mut sealed);
+                match t.result {
+                    TestResult::Valid | TestResult::Acceptable => {
+                        assert_eq!(opened, Some(t.pt.len()), "tcId {}", t.tc_id);
+                        assert_eq!(&sealed[..t.pt.len()], &t.pt[..], "tcId {}", t.tc_id);
+                        let mut buf = t.pt.to_vec();
+                        gcm_seal(&key, nonce(), &t.aad, &mut buf);
+                        assert_eq!(buf, [&t.ct[..], &t.tag[..]].concat(), "tcId {}", t.tc_id);
+                        valid += 1;
+                    }
+                    TestResult::Invalid => {
+                        assert_eq!(opened, None, "tcId {} ({}) opened", t.tc_id, t.comment);
+                        invalid += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            valid >= 20 && invalid >= 10,
+            "{valid} valid, {invalid} invalid vectors run"
+        );
+    }
 
     /// The vector printed in docs/FORMAT.md.
     pub(crate) fn vector() -> (DataKey, RecordingParams) {
@@ -393,6 +443,20 @@ mod tests {
             "866c2b8c861f622ad06fa8c5f022790a2c54ba74ca"
         );
     }
+
+    /// The labels vector printed in docs/FORMAT.md.
+    #[test]
+    fn labels_vector_matches_format_doc() {
+        let (dk, params) = vector();
+        let c = RecordingCipher::new(&dk, &params, "tenant-a", "rec-1").unwrap();
+        let nonce: [u8; 12] = core::array::from_fn(|i| 0xb0 + i as u8);
+        let sealed = c.seal_metadata_with(nonce, br#"{"agent":"alex"}"#);
+        assert_eq!(hex::encode(&sealed), LABELS_VECTOR);
+        assert_eq!(c.open_metadata(&sealed).unwrap(), br#"{"agent":"alex"}"#);
+    }
+
+    const LABELS_VECTOR: &str =
+        "b0b1b2b3b4b5b6b7b8b9babbb3070141992ef728bae30c543ca37745f5a9f9f92b0dd099eed9eab55536ebdb";
 
     #[test]
     fn round_trip_and_every_binding_matters() {

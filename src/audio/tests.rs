@@ -50,6 +50,27 @@ async fn analyze(audio: &Bytes, piece: usize) -> AudioInfo {
     analyzer.finish().await.unwrap()
 }
 
+/// Random bytes are "unrecognised binary data", never a stream that a
+/// sync word somewhere inside made look like MP3 or AAC.
+#[test]
+fn random_bytes_are_never_audio() {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..40 {
+        let random: Vec<u8> = (0..300_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        match detect(&random) {
+            Err(Error::NotAudio(what)) => assert_eq!(what, "unrecognised binary data"),
+            other => panic!("random bytes detected as {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn detect_rejects_text() {
     let err = detect(b"just some text, not a recording").unwrap_err();

@@ -176,4 +176,49 @@ fn format_doc_vectors_hold_for_an_independent_implementation() {
     );
     // The final flag is authenticated: chunk 1 does not open as non-final.
     assert!(cipher.open(1, false, &doc_value(&doc, "chunk_1")).is_none());
+
+    // Labels: nonce || AES-256-GCM(metadata_key, nonce, version || lp(T) || lp(R), json) || tag.
+    let sealed = doc_value(&doc, "labels_sealed");
+    let metadata_key = derive(&dk, &salt, 3, t, r);
+    let mut aad = vec![1u8];
+    lp(&mut aad, t.as_bytes());
+    lp(&mut aad, r.as_bytes());
+    let json = Aes256Gcm::new_from_slice(&metadata_key)
+        .unwrap()
+        .decrypt(
+            Nonce::from_slice(&sealed[..12]),
+            Payload {
+                msg: &sealed[12..],
+                aad: &aad,
+            },
+        )
+        .unwrap();
+    assert_eq!(json, doc_value(&doc, "labels_json"));
+
+    // A local keyring wrap: "CVK1" || u32be(version) || nonce || GCM(kek, nonce, aad, DK) || tag,
+    // aad = u32be(len(id)) || id || for "recording", "tenant": u32be(len) || key || u32be(len) || value.
+    let wrapped = doc_value(&doc, "keyring_wrapped");
+    assert_eq!(&wrapped[..8], b"CVK1\0\0\0\0");
+    let mut aad = Vec::new();
+    for part in [
+        &b"k-1"[..],
+        b"recording",
+        r.as_bytes(),
+        b"tenant",
+        t.as_bytes(),
+    ] {
+        aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        aad.extend_from_slice(part);
+    }
+    let unwrapped = Aes256Gcm::new_from_slice(&doc_value(&doc, "keyring_kek"))
+        .unwrap()
+        .decrypt(
+            Nonce::from_slice(&wrapped[8..20]),
+            Payload {
+                msg: &wrapped[20..],
+                aad: &aad,
+            },
+        )
+        .unwrap();
+    assert_eq!(unwrapped, dk);
 }

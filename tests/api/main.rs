@@ -23,6 +23,7 @@ mod kms_errors;
 mod load;
 mod pg_proxy;
 mod revocation;
+mod robustness;
 mod roundtrip;
 mod tamper;
 mod tls;

@@ -16,6 +16,34 @@ use crate::crypto::{DataKey, fill_random};
 const MAGIC: &[u8; 4] = b"CVK1";
 const WRAPPED_LEN: usize = 4 + 4 + 12 + 32 + 16;
 
+/// `"CVK1" || u32be(version) || nonce || AES-256-GCM(kek, nonce, aad, DK) || tag`
+/// (docs/FORMAT.md, "Local keyring wrapped keys").
+fn seal_data_key(
+    kek: &aws_lc_rs::aead::LessSafeKey,
+    version: u32,
+    nonce: [u8; 12],
+    aad: &[u8],
+    data_key: &DataKey,
+) -> Result<Vec<u8>, KmsError> {
+    // Room for the tag up front: growing would free a copy of the
+    // plaintext data key unzeroized.
+    let mut buf = Vec::with_capacity(data_key.expose().len() + AES_256_GCM.tag_len());
+    buf.extend_from_slice(data_key.expose());
+    kek.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut buf,
+    )
+    .map_err(|_| KmsError::Other("local wrap failed".into()))?;
+    let mut out = Vec::with_capacity(WRAPPED_LEN);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&buf);
+    buf.zeroize();
+    Ok(out)
+}
+
 impl LocalKeyring {
     pub(super) fn wrap(
         key: &LocalKey,
@@ -30,23 +58,7 @@ impl LocalKeyring {
         let kek = key.kek(version)?;
         let mut nonce = [0u8; 12];
         fill_random(&mut nonce).map_err(|e| KmsError::Other(e.to_string()))?;
-        // Room for the tag up front: growing would free a copy of the
-        // plaintext data key unzeroized.
-        let mut buf = Vec::with_capacity(data_key.expose().len() + AES_256_GCM.tag_len());
-        buf.extend_from_slice(data_key.expose());
-        kek.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(aad(&key.arn, ctx)),
-            &mut buf,
-        )
-        .map_err(|_| KmsError::Other("local wrap failed".into()))?;
-        let mut out = Vec::with_capacity(WRAPPED_LEN);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&version.to_be_bytes());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&buf);
-        buf.zeroize();
-        Ok(out)
+        seal_data_key(&kek, version, nonce, &aad(&key.arn, ctx), data_key)
     }
 
     pub(super) fn unwrap_key(
@@ -175,4 +187,29 @@ impl Kms for LocalKeyring {
             })
         })
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keyring vector printed in docs/FORMAT.md.
+    #[test]
+    fn keyring_wrap_vector_matches_format_doc() {
+        let kek_bytes: Vec<u8> = (0x60u8..0x80).collect();
+        let kek = aws_lc_rs::aead::LessSafeKey::new(
+            aws_lc_rs::aead::UnboundKey::new(&AES_256_GCM, &kek_bytes).unwrap(),
+        );
+        let dk = DataKey::from_slice(&(0u8..32).collect::<Vec<_>>()).unwrap();
+        let ctx = EncryptionContext {
+            tenant: "tenant-a".into(),
+            recording: "rec-1".into(),
+        };
+        let aad = aad("arn:callvault:kms:local:local:key/k-1", &ctx);
+        let nonce: [u8; 12] = core::array::from_fn(|i| 0xc0 + i as u8);
+        let wrapped = seal_data_key(&kek, 0, nonce, &aad, &dk).unwrap();
+        assert_eq!(hex::encode(&wrapped), KEYRING_VECTOR);
+    }
+
+    const KEYRING_VECTOR: &str = "43564b3100000000c0c1c2c3c4c5c6c7c8c9cacbe12192d41116dde467e5120983d4161a962c1040cca4dfe1316b5172fda5c3a94c9f32a71bc84ddea716be8f9ed59e5b";
 }

@@ -135,9 +135,17 @@ pub async fn play(args: PlayArgs) -> Result<()> {
         })
         .await;
     let mut stream = res.map_err(failed("play"))?.into_inner();
-    let mut out = tokio::fs::File::create(&args.output)
+    // Written beside the target and renamed only after the stream ended
+    // normally: a failed or interrupted play never leaves a file that looks
+    // like the whole recording.
+    let partial = {
+        let mut name = args.output.clone().into_os_string();
+        name.push(".partial");
+        std::path::PathBuf::from(name)
+    };
+    let mut out = tokio::fs::File::create(&partial)
         .await
-        .with_context(|| format!("cannot create {}", args.output.display()))?;
+        .with_context(|| format!("cannot create {}", partial.display()))?;
     let mut written = 0u64;
     let result: Result<()> = async {
         while let Some(msg) = stream.message().await.map_err(failed("play"))? {
@@ -145,13 +153,15 @@ pub async fn play(args: PlayArgs) -> Result<()> {
             written += msg.data.len() as u64;
         }
         out.flush().await?;
+        out.sync_all().await?;
+        tokio::fs::rename(&partial, &args.output)
+            .await
+            .with_context(|| format!("cannot rename to {}", args.output.display()))?;
         Ok(())
     }
     .await;
     if let Err(e) = result {
-        drop(out);
-        // Never leave a partial recording that looks complete.
-        let _ = tokio::fs::remove_file(&args.output).await;
+        let _ = tokio::fs::remove_file(&partial).await;
         return Err(e);
     }
     eprintln!("wrote {written} bytes to {}", args.output.display());

@@ -53,6 +53,12 @@ export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-eas
 
 cargo fmt --all --check
 cargo clippy --all-targets --locked -- -D warnings
+# The dependency tree: licenses, one version per crate (or a reason in
+# deny.toml), crates.io only. cargo-deny is built from crates.io once.
+if ! cargo deny --version >/dev/null 2>&1; then
+  cargo install --locked cargo-deny
+fi
+cargo deny --log-level error check licenses bans sources
 # The bounded load tests (tests/api/load.rs) run after the rest, alone, so
 # that what they measure is the server and not the other tests.
 status=0

@@ -12,11 +12,13 @@ use crate::kms::KmsError;
 
 mod audit;
 mod convert;
+mod export;
 mod ingest;
 mod keys;
 mod playback;
 
 pub use audit::AuditApi;
+pub use export::ExportApi;
 pub use ingest::IngestApi;
 pub use keys::KeyApi;
 pub use playback::PlaybackApi;
@@ -53,7 +55,9 @@ impl From<Error> for Status {
             Error::RecordingNotFound(_)
             | Error::TenantNotFound(_)
             | Error::KeyNotFound { .. }
-            | Error::JobNotFound(_) => Status::not_found(msg),
+            | Error::JobNotFound(_)
+            | Error::CallNotFound(_)
+            | Error::NothingSelected(_) => Status::not_found(msg),
             Error::TenantExists(_) => Status::already_exists(msg),
             Error::NoActiveKey
             | Error::KeyOwnedByAnotherTenant(_)
@@ -63,12 +67,13 @@ impl From<Error> for Status {
             | Error::KeyNotEnabled { .. }
             | Error::NoReplicaInRegion { .. }
             | Error::RewrapAlreadyRunning
+            | Error::RecordingsUndecryptable(_)
             | Error::JobState { .. } => Status::failed_precondition(msg),
             Error::UploadSwept(_) => Status::aborted(format!(
                 "{msg}; nothing of it was stored: retry the whole upload"
             )),
             Error::UploadIdle { .. } => Status::deadline_exceeded(msg),
-            Error::Integrity { .. } => {
+            Error::Integrity { .. } | Error::IngestHashMismatch(_) => {
                 tracing::error!(error = %err, "integrity failure");
                 Status::data_loss(msg)
             }

@@ -3,6 +3,7 @@
 //! variable and default here is part of the operator interface.
 
 mod audit;
+mod export;
 mod keys;
 mod local_keys;
 mod recordings;
@@ -59,6 +60,9 @@ pub enum Command {
     /// (compliance token).
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// Export recordings as a signed BagIt bundle, optionally age-encrypted
+    /// (compliance token); `export verify FILE` checks one offline.
+    Export(export::ExportArgs),
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -72,6 +76,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Recordings(cmd) => recordings::run(cmd).await,
         Command::Keys(cmd) => keys::run(cmd).await,
         Command::Audit(cmd) => audit::run(cmd).await,
+        Command::Export(args) => export::run(args).await,
     }
 }
 

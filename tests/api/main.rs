@@ -13,6 +13,8 @@ mod bad_input;
 mod catalog_contract;
 mod crash;
 mod durability;
+mod export;
+mod export_load;
 mod formats;
 mod independent;
 mod keys;

@@ -953,3 +953,54 @@ async fn export_verify_names_each_tampering() {
     }
     app.shutdown().await;
 }
+
+/// Audio that does not hash to what the catalog recorded at ingest (here
+/// the catalog's hash was altered) ends the stream with DATA_LOSS, naming
+/// the recording: the manifest already promised that hash. The CLI keeps
+/// nothing of the bundle, and `export.finish` records the failure.
+#[tokio::test]
+async fn audio_that_differs_from_its_ingest_hash_fails_the_export_and_nothing_is_kept() {
+    let app = spawn_app(CatalogKind::Sqlite).await;
+    let recs = ingest_fixtures(&app).await;
+    sqlx::query("UPDATE recordings SET sha256 = $1 WHERE recording_id = $2")
+        .bind("0".repeat(64))
+        .bind(&recs[1].0)
+        .execute(&mut *app.db().await)
+        .await
+        .unwrap();
+    let out_path = app.dir.path().join("lied.tar");
+    let out = export_cli(
+        &app,
+        &[
+            "--recording",
+            &recs[0].0,
+            "--recording",
+            &recs[1].0,
+            "--reason",
+            "audit",
+            "-o",
+            out_path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("DataLoss") && stderr.contains(&recs[1].0),
+        "{stderr}"
+    );
+    assert!(stderr.contains("SHA-256"), "{stderr}");
+    assert!(!out_path.exists());
+    assert!(!app.dir.path().join("lied.tar.partial").exists());
+    let mut finished = Vec::new();
+    for _ in 0..100 {
+        finished = audit_events(&app, "export.finish").await;
+        if !finished.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(finished.len(), 1, "no export.finish event");
+    assert_eq!(finished[0].outcome, "failed");
+    app.shutdown().await;
+}

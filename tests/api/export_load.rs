@@ -87,11 +87,14 @@ async fn export_200_recordings_of_1_gib_at_flat_server_memory() {
         "server RSS while exporting {} MiB: peak after ingest {after_ingest} KiB, peak after export {peak} KiB, samples (bytes sent, KiB): {samples:?}",
         received >> 20
     );
-    // Flat: from a tenth of the bundle to its end, RSS moves by less than
-    // a few chunks' worth, though 900 MiB more went through.
+    // Flat: over the second half of the bundle (500 MiB more audio through
+    // the server) RSS moves by less than a few chunks' worth. Over the first
+    // half it rises by some MiB while bounded caches warm up (each pooled
+    // SQLite connection's page cache, the allocator's per-thread arenas of
+    // the blocking pool that opens chunks), which the ceiling below covers.
     let settled: Vec<u64> = samples
         .iter()
-        .filter(|(at, _)| *at >= h.tar_size_bytes / 10)
+        .filter(|(at, _)| *at >= h.tar_size_bytes / 2)
         .map(|(_, kib)| *kib)
         .collect();
     let (lo, hi) = (
@@ -99,11 +102,11 @@ async fn export_200_recordings_of_1_gib_at_flat_server_memory() {
         settled.iter().max().copied().unwrap(),
     );
     assert!(
-        hi - lo < 32 * 1024,
-        "server RSS grew from {lo} KiB to {hi} KiB during the export"
+        hi - lo < 16 * 1024,
+        "server RSS grew from {lo} KiB to {hi} KiB over the second half of the export"
     );
     assert!(
-        peak < 256 * 1024,
+        peak < 160 * 1024,
         "server peak RSS {peak} KiB is not bounded"
     );
     server.kill();

@@ -8,18 +8,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use callvault::api::pb;
-use callvault::archive::{Archive, Limits};
 use callvault::catalog::Catalog;
 use callvault::client::{Client, pieces};
-use callvault::kms::cache::KeyCacheConfig;
 use callvault::kms::local::LocalKeyring;
-use callvault::server::{LocalServer, Roles};
-use callvault::store::ChunkStore;
 use callvault::synth::synth_wav;
 
 const RECORDINGS: usize = 16;
@@ -60,29 +58,11 @@ async fn main() {
     .unwrap();
     let ring = Arc::new(LocalKeyring::open(dir.path(), "bench").unwrap());
     let key = ring.create_key().unwrap();
-    let archive = Arc::new(Archive::new(
-        catalog,
-        ChunkStore::local(&dir.path().join("objects")).unwrap(),
-        ring,
-        &KeyCacheConfig::default(),
-        Limits::default(),
-        Arc::new(callvault::audit::note::SignerKey::generate("callvault-bench").unwrap()),
-    ));
-    let boot = callvault::operator::bootstrap_tenant(&archive, "bench", &key, "bench")
-        .await
-        .unwrap();
-    let server = LocalServer::start(archive.clone(), Roles::ALL)
-        .await
-        .unwrap();
-    let mut up = Client::connect(&server.addr, &boot.ingest_token)
-        .await
-        .unwrap();
-    let mut play = Client::connect(&server.addr, &boot.supervisor_token)
-        .await
-        .unwrap();
-    let mut comp = Client::connect(&server.addr, &boot.compliance_token)
-        .await
-        .unwrap();
+    let archive = support::archive(catalog, ring, dir.path());
+    let (server, boot) = support::serve(&archive, &key).await;
+    let mut up = support::client(&server, &boot.ingest_token).await;
+    let mut play = support::client(&server, &boot.supervisor_token).await;
+    let mut comp = support::client(&server, &boot.compliance_token).await;
 
     let audio = Bytes::from(synth_wav(1000, 16_000, 1)); // 32 MB
     let mut ids = Vec::new();

@@ -83,7 +83,9 @@ pub struct RecordingMetadata {
     pub probe: Probe,
 }
 
-/// What the audio probe found at ingest.
+/// What the audio probe found at ingest. The same fields as
+/// `domain::AudioInfo`, kept apart on purpose: this is a published file
+/// format, which must not change when the domain type does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probe {
     pub container: String,

@@ -92,6 +92,36 @@ async fn ingest_fixtures(app: &TestApp) -> Vec<(String, Bytes)> {
     out
 }
 
+/// Exports `ids` through the CLI to `name` in the app's directory, expecting
+/// a refusal that leaves neither the file nor its `.partial`: its stderr.
+async fn refused_export(app: &TestApp, ids: &[&str], reason: &str, name: &str) -> String {
+    let out_path = app.dir.path().join(name);
+    let mut args = vec!["--reason", reason, "-o", out_path.to_str().unwrap()];
+    for id in ids {
+        args.extend(["--recording", id]);
+    }
+    let out = export_cli(app, &args).await;
+    assert!(!out.status.success(), "{name}: the export succeeded");
+    assert!(!out_path.exists());
+    let mut partial = out_path.clone().into_os_string();
+    partial.push(".partial");
+    assert!(!PathBuf::from(partial).exists());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The audit events of `action`, waiting for the first one (a stream's
+/// closing event is written when its stream is dropped).
+async fn eventually(app: &TestApp, action: &str) -> Vec<pb::AuditEvent> {
+    for _ in 0..100 {
+        let events = audit_events(app, action).await;
+        if !events.is_empty() {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {action} event");
+}
+
 /// The deployment's verifier key, pinned in a file as an auditor keeps it.
 fn pinned_key(app: &TestApp) -> PathBuf {
     let path = app.dir.path().join("verifier.key");
@@ -650,23 +680,13 @@ async fn a_disabled_key_refuses_the_export_and_nothing_is_written() {
         .to_string();
     app.ring().set_enabled(&arn, false).unwrap();
     app.archive.key_revoked(&arn).await;
-    let out_path = app.dir.path().join("refused.tar");
-    let out = export_cli(
+    let stderr = refused_export(
         &app,
-        &[
-            "--recording",
-            &recs[0].0,
-            "--recording",
-            &recs[2].0,
-            "--reason",
-            "court order 7",
-            "-o",
-            out_path.to_str().unwrap(),
-        ],
+        &[&recs[0].0, &recs[2].0],
+        "court order 7",
+        "refused.tar",
     )
     .await;
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
     for part in [
         "FailedPrecondition",
         "disabled",
@@ -676,13 +696,6 @@ async fn a_disabled_key_refuses_the_export_and_nothing_is_written() {
     ] {
         assert!(stderr.contains(part), "{part:?} not in {stderr}");
     }
-    assert!(!out_path.exists());
-    let leftovers: Vec<_> = std::fs::read_dir(app.dir.path())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains("refused"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(audit_events(&app, "export.start").await.is_empty());
     app.shutdown().await;
 }
@@ -714,15 +727,8 @@ async fn an_export_is_an_audit_event() {
     assert_eq!(details["recording_count"], 2);
     assert_eq!(e.actor_role, "compliance");
     // The finish event is written when the stream ends.
-    let mut finished = Vec::new();
-    for _ in 0..100 {
-        finished = audit_events(&app, "export.finish").await;
-        if !finished.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(finished.len(), 1, "no export.finish event");
+    let finished = eventually(&app, "export.finish").await;
+    assert_eq!(finished.len(), 1);
     let details: serde_json::Value = serde_json::from_str(&finished[0].details_json).unwrap();
     assert_eq!(details["export_id"], header.export_id.as_str());
     assert_eq!(details["completed"], true);
@@ -968,39 +974,14 @@ async fn audio_that_differs_from_its_ingest_hash_fails_the_export_and_nothing_is
         .execute(&mut *app.db().await)
         .await
         .unwrap();
-    let out_path = app.dir.path().join("lied.tar");
-    let out = export_cli(
-        &app,
-        &[
-            "--recording",
-            &recs[0].0,
-            "--recording",
-            &recs[1].0,
-            "--reason",
-            "audit",
-            "-o",
-            out_path.to_str().unwrap(),
-        ],
-    )
-    .await;
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused_export(&app, &[&recs[0].0, &recs[1].0], "audit", "lied.tar").await;
     assert!(
         stderr.contains("DataLoss") && stderr.contains(&recs[1].0),
         "{stderr}"
     );
     assert!(stderr.contains("SHA-256"), "{stderr}");
-    assert!(!out_path.exists());
-    assert!(!app.dir.path().join("lied.tar.partial").exists());
-    let mut finished = Vec::new();
-    for _ in 0..100 {
-        finished = audit_events(&app, "export.finish").await;
-        if !finished.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(finished.len(), 1, "no export.finish event");
+    let finished = eventually(&app, "export.finish").await;
+    assert_eq!(finished.len(), 1);
     assert_eq!(finished[0].outcome, "failed");
     app.shutdown().await;
 }

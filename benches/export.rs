@@ -1,7 +1,7 @@
 //! Export throughput through the real gRPC server on loopback, against plain
 //! playback of the same recordings on the same server: a plain bundle and
-//! an age-encrypted one, each received whole by the client (counted and
-//! hashed, not kept). SQLite catalog, local store and keyring (the embedded
+//! an age-encrypted one, each received whole by the client (counted, not
+//! kept; playback collects each recording in memory, as `play_all` does). SQLite catalog, local store and keyring (the embedded
 //! default).
 //!
 //! `cargo bench --bench export`
@@ -22,7 +22,7 @@ use callvault::synth::synth_wav;
 
 const RECORDINGS: usize = 16;
 
-/// Receives an export whole: (bundle bytes, seconds).
+/// Receives an export whole: (bundle size, seconds).
 async fn export(c: &mut Client, ids: &[String], recipients: Vec<String>) -> (u64, f64) {
     let t = Instant::now();
     let mut s = c
@@ -36,11 +36,9 @@ async fn export(c: &mut Client, ids: &[String], recipients: Vec<String>) -> (u64
         .await
         .unwrap()
         .into_inner();
-    let mut sha = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     let mut n = 0u64;
     while let Some(m) = s.message().await.unwrap() {
         if let Some(pb::export_response::Payload::Data(d)) = m.payload {
-            sha.update(&d);
             n += d.len() as u64;
         }
     }

@@ -90,7 +90,7 @@ pub(crate) fn tar_stream(
             mtime,
         )));
         let body = match entry.body {
-            Body::Bytes(b) => stream::once(futures::future::ready(Ok(b))).boxed(),
+            Body::Bytes(b) => stream::iter(pieces(b)).boxed(),
             Body::Recording { row, cipher } => audio(archive.clone(), *row, cipher),
         };
         let pad = padding(size);
@@ -103,6 +103,16 @@ pub(crate) fn tar_stream(
             as usize
     ]))));
     files.chain(end).boxed()
+}
+
+/// `b` as messages of at most `MAX_PLAY_MESSAGE_BYTES` (zero-copy slices):
+/// a chunk may be 16 MiB and a manifest of many recordings several MiB,
+/// while a gRPC message may not exceed 4 MiB.
+fn pieces(b: Bytes) -> Vec<Result<Bytes>> {
+    (0..b.len())
+        .step_by(MAX_PLAY_MESSAGE_BYTES)
+        .map(|at| Ok(b.slice(at..(at + MAX_PLAY_MESSAGE_BYTES).min(b.len()))))
+        .collect()
 }
 
 /// A recording's plaintext, chunk by chunk (each released only after its
@@ -119,17 +129,7 @@ fn audio(
             recordings::chunks(&mut *archive.catalog.conn().await?, &row.tenant, &row.id).await?;
         playback::check_chunk_list(&row, &chunks)?;
         let pieces = playback::opened_chunks(archive, cipher, row.id, chunks, 0, None)
-            .map_ok(|plain| {
-                let plain = Bytes::from(plain);
-                stream::iter(
-                    (0..plain.len())
-                        .step_by(MAX_PLAY_MESSAGE_BYTES)
-                        .map(|at| {
-                            Ok(plain.slice(at..(at + MAX_PLAY_MESSAGE_BYTES).min(plain.len())))
-                        })
-                        .collect::<Vec<Result<Bytes>>>(),
-                )
-            })
+            .map_ok(|plain| stream::iter(pieces(Bytes::from(plain))))
             .try_flatten();
         Ok::<_, Error>((pieces, row.sha256, row.size_bytes))
     })

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use crate::archive::Archive;
 use crate::audit::event::Action as AuditAction;
 use crate::catalog::{RecordingRow, recordings};
-use crate::domain::{ExternalCallId, Principal, RecordingId};
+use crate::domain::{ExternalCallId, Principal, RecordingId, format_ms};
 use crate::error::{Error, Result};
 use crate::playback;
 
@@ -40,6 +40,26 @@ impl Selection {
             Selection::Recordings(_) => "recording_ids",
             Selection::CallIds(_) => "external_call_ids",
             Selection::Query { .. } => "query",
+        }
+    }
+
+    /// What was asked, for a message.
+    pub fn describe(&self) -> String {
+        match self {
+            Selection::Query {
+                labels,
+                from_ms,
+                to_ms,
+            } => format!(
+                "the query (calls from {} to {}{})",
+                format_ms(*from_ms),
+                format_ms(*to_ms),
+                labels
+                    .iter()
+                    .map(|(k, v)| format!(", label {k}={v}"))
+                    .collect::<String>()
+            ),
+            other => format!("the {} given", other.mode()),
         }
     }
 

@@ -14,6 +14,7 @@ mod catalog_contract;
 mod crash;
 mod durability;
 mod export;
+mod export_bundle;
 mod export_load;
 mod formats;
 mod independent;

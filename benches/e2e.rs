@@ -8,24 +8,22 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use callvault::api::pb;
-use callvault::archive::{Archive, Limits};
 use callvault::catalog::Catalog;
-use callvault::client::{Client, pieces};
+use callvault::client::pieces;
 use callvault::crypto::DataKey;
-use callvault::kms::cache::KeyCacheConfig;
 use callvault::kms::local::LocalKeyring;
 use callvault::kms::{
     EncryptionContext, GeneratedDataKey, KeyDescription, Kms, KmsError, PublicKeyInfo,
     WrapAlgorithm,
 };
-use callvault::server::{LocalServer, Roles};
-use callvault::store::ChunkStore;
 use callvault::synth::synth_wav;
 use sqlx::Connection;
 
@@ -109,27 +107,10 @@ async fn main() {
         inner: ring,
         delay: Duration::from_millis(50),
     });
-    let store = ChunkStore::local(&dir.path().join("objects")).unwrap();
-    let archive = Arc::new(Archive::new(
-        catalog,
-        store,
-        kms,
-        &KeyCacheConfig::default(),
-        Limits::default(),
-        Arc::new(callvault::audit::note::SignerKey::generate("callvault-bench").unwrap()),
-    ));
-    let boot = callvault::operator::bootstrap_tenant(&archive, "bench", &key, "bench")
-        .await
-        .unwrap();
-    let server = LocalServer::start(archive.clone(), Roles::ALL)
-        .await
-        .unwrap();
-    let mut up = Client::connect(&server.addr, &boot.ingest_token)
-        .await
-        .unwrap();
-    let mut play = Client::connect(&server.addr, &boot.supervisor_token)
-        .await
-        .unwrap();
+    let archive = support::archive(catalog, kms, dir.path());
+    let (server, boot) = support::serve(&archive, &key).await;
+    let mut up = support::client(&server, &boot.ingest_token).await;
+    let mut play = support::client(&server, &boot.supervisor_token).await;
     println!(
         "catalog: {which}; injected KMS round trip: 50 ms; chunk size 1 MiB; 256 KiB messages"
     );

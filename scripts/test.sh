@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Tools the tests drive as a user would: real encoders generate the audio
-# test set, strace watches fsyncs. Installed from Debian when missing.
-PACKAGES=(strace ffmpeg sox libsox-fmt-all lame opus-tools flac vorbis-tools espeak-ng)
+# test set, strace watches fsyncs, the reference age CLI decrypts export
+# bundles. Installed from Debian when missing.
+PACKAGES=(strace ffmpeg sox libsox-fmt-all lame opus-tools flac vorbis-tools espeak-ng age)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -34,6 +35,15 @@ if [ ! -x "$VENV/bin/moto_server" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'moto[server]'
 fi
+# The Library of Congress bagit package validates export bags (tests/api/export.rs).
+BAGIT_VENV="${CALLVAULT_BAGIT_VENV:-target/bagit-venv}"
+if [ ! -x "$BAGIT_VENV/bin/bagit.py" ]; then
+  python3 -m venv "$BAGIT_VENV"
+  "$BAGIT_VENV/bin/pip" install --quiet --disable-pip-version-check bagit
+fi
+CALLVAULT_TEST_BAGIT="$(cd "$BAGIT_VENV/bin" && pwd)/bagit.py"
+export CALLVAULT_TEST_BAGIT
+
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >target/moto.log 2>&1 &
 MOTO_PID=$!
@@ -59,13 +69,15 @@ if ! cargo deny --version >/dev/null 2>&1; then
   cargo install --locked cargo-deny
 fi
 cargo deny --log-level error check licenses bans sources
-# The bounded load tests (tests/api/load.rs) run after the rest, alone, so
-# that what they measure is the server and not the other tests.
+# The bounded load tests (tests/api/load.rs, tests/api/export_load.rs) run
+# after the rest, alone, so that what they measure is the server and not the
+# other tests.
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast -E 'not test(/^load::/)' || status=$?
-  cargo nextest run --locked --no-fail-fast --test-threads 1 -E 'test(/^load::/)' || status=$?
+  cargo nextest run --locked --no-fail-fast -E 'not (test(/^load::/) | test(/^export_load::/))' || status=$?
+  cargo nextest run --locked --no-fail-fast --test-threads 1 -E 'test(/^load::/) | test(/^export_load::/)' || status=$?
 else
+  # libtest filters are substrings: `load::` also names `export_load::`.
   cargo test --locked --no-fail-fast -- --skip load:: || status=$?
   cargo test --locked --no-fail-fast --test api -- load:: --test-threads 1 || status=$?
 fi

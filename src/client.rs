@@ -177,6 +177,7 @@ pub struct Client {
     pub playback: pb::playback_service_client::PlaybackServiceClient<Authed>,
     pub keys: pb::key_service_client::KeyServiceClient<Authed>,
     pub audit: pb::audit_service_client::AuditServiceClient<Authed>,
+    pub export: pb::export_service_client::ExportServiceClient<Authed>,
 }
 
 impl Client {
@@ -219,7 +220,12 @@ impl Client {
                 channel.clone(),
                 auth.clone(),
             ),
-            audit: pb::audit_service_client::AuditServiceClient::with_interceptor(channel, auth),
+            audit: pb::audit_service_client::AuditServiceClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            ),
+            export: pb::export_service_client::ExportServiceClient::with_interceptor(channel, auth)
+                .max_decoding_message_size(api::MAX_MESSAGE_BYTES),
         })
     }
 

@@ -48,6 +48,12 @@ pub enum Error {
     JobNotFound(String),
     #[error("token {0} not found in this tenant")]
     TokenNotFound(String),
+    /// No committed recording of the caller's tenant has this call id.
+    #[error("no recording of call `{0}` found")]
+    CallNotFound(String),
+    /// An export query matched nothing.
+    #[error("no recording matches {0}")]
+    NothingSelected(String),
 
     // ---- the state does not allow it ----
     #[error("tenant `{0}` already exists")]
@@ -83,6 +89,15 @@ pub enum Error {
          serve it from the key's region or register a replica"
     )]
     NoReplicaInRegion { arn: KeyArn, region: String },
+    /// Recordings an export asked for whose data key KMS will not unwrap now:
+    /// each entry names the recording and its key's state. Nothing was
+    /// exported.
+    #[error(
+        "cannot export: {} recording(s) cannot be decrypted, nothing was exported: {}",
+        .0.len(),
+        .0.join("; ")
+    )]
+    RecordingsUndecryptable(Vec<String>),
     #[error("a rewrap job is already running for this tenant")]
     RewrapAlreadyRunning,
     #[error("token {id} was already revoked at {}", crate::domain::format_ms(*at_ms))]
@@ -124,6 +139,10 @@ pub enum Error {
         #[source]
         source: CryptoError,
     },
+    /// A recording's authenticated plaintext does not hash to the SHA-256
+    /// (or add up to the size) the catalog recorded at ingest.
+    #[error("recording {0} does not match the SHA-256 and size recorded at ingest")]
+    IngestHashMismatch(RecordingId),
     /// A catalog row holds a value no release of callvault writes.
     #[error("catalog holds an invalid {0}")]
     CatalogCorrupt(String),

@@ -21,6 +21,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod error;
+pub mod export;
 pub mod ingest;
 pub mod keys;
 pub mod kms;

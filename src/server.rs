@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::api::{self, AuditApi, IngestApi, KeyApi, PlaybackApi, pb};
+use crate::api::{self, AuditApi, ExportApi, IngestApi, KeyApi, PlaybackApi, pb};
 use crate::archive::Archive;
 use crate::error::{Error, Result};
 use crate::tls::{self, ServerTls, TlsIncoming};
@@ -142,6 +142,11 @@ where
             .add_optional_service(roles.admin.then(|| {
                 pb::key_service_server::KeyServiceServer::new(KeyApi::new(archive.clone()))
             }))
+            // Exports decrypt recordings: wherever recordings are played.
+            .add_optional_service(roles.playback.then(|| {
+                pb::export_service_server::ExportServiceServer::new(ExportApi::new(archive.clone()))
+                    .max_encoding_message_size(api::MAX_MESSAGE_BYTES)
+            }))
             // Compliance staff read the trail wherever recordings are read.
             .add_optional_service((roles.playback || roles.admin).then(|| {
                 pb::audit_service_server::AuditServiceServer::new(AuditApi::new(archive.clone()))
@@ -165,6 +170,9 @@ where
     if roles.playback {
         health_reporter
             .set_serving::<pb::playback_service_server::PlaybackServiceServer<PlaybackApi>>()
+            .await;
+        health_reporter
+            .set_serving::<pb::export_service_server::ExportServiceServer<ExportApi>>()
             .await;
     }
     let mut background = tokio::task::JoinSet::new();
@@ -267,6 +275,7 @@ pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 const STREAMING_METHODS: &[&str] = &[
     "/callvault.v1.IngestService/Ingest",
     "/callvault.v1.PlaybackService/Play",
+    "/callvault.v1.ExportService/Export",
     "/grpc.health.v1.Health/Watch",
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",

@@ -12,11 +12,13 @@ use crate::kms::KmsError;
 
 mod audit;
 mod convert;
+mod export;
 mod ingest;
 mod keys;
 mod playback;
 
 pub use audit::AuditApi;
+pub use export::ExportApi;
 pub use ingest::IngestApi;
 pub use keys::KeyApi;
 pub use playback::PlaybackApi;
@@ -56,7 +58,9 @@ impl From<Error> for Status {
             | Error::TenantNotFound(_)
             | Error::KeyNotFound { .. }
             | Error::JobNotFound(_)
-            | Error::TokenNotFound(_) => Status::not_found(msg),
+            | Error::TokenNotFound(_)
+            | Error::CallNotFound(_)
+            | Error::NothingSelected(_) => Status::not_found(msg),
             Error::TenantExists(_) => Status::already_exists(msg),
             Error::NoActiveKey
             | Error::KeyOwnedByAnotherTenant(_)
@@ -69,12 +73,13 @@ impl From<Error> for Status {
             | Error::RewrapAlreadyRunning
             | Error::TokenAlreadyRevoked { .. }
             | Error::KeyRevokedMidStream { .. }
+            | Error::RecordingsUndecryptable(_)
             | Error::JobState { .. } => Status::failed_precondition(msg),
             Error::UploadSwept(_) => Status::aborted(format!(
                 "{msg}; nothing of it was stored: retry the whole upload"
             )),
             Error::UploadIdle { .. } => Status::deadline_exceeded(msg),
-            Error::Integrity { .. } => {
+            Error::Integrity { .. } | Error::IngestHashMismatch(_) => {
                 tracing::error!(error = %err, "integrity failure");
                 Status::data_loss(msg)
             }

@@ -11,7 +11,7 @@ use crate::audit::merkle::{self, CompactRange, Hash, MerkleError};
 use crate::audit::note::VerifierKey;
 use crate::audit::{proof, trail};
 use crate::catalog::audit::{self as store, EventFilter, StoredCheckpoint, StoredEvent};
-use crate::domain::{Principal, now_ms};
+use crate::domain::{Principal, RecordingId, now_ms};
 use crate::error::{Error, Result};
 
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -217,6 +217,56 @@ async fn all_leaves(archive: &Archive, log: &str, size: u64) -> Result<Vec<Hash>
         at = to;
     }
     Ok(out)
+}
+
+/// Every event of `log` that names one of `recordings`, below `size`, in
+/// log order, each with its inclusion proof in the tree of `size`: the
+/// evidence an export carries. The leaf hashes are read once and a subtree
+/// root shared by several proofs is hashed once.
+pub(crate) async fn evidence(
+    archive: &Archive,
+    log: &str,
+    size: u64,
+    recordings: &[RecordingId],
+) -> Result<Vec<(Event, Vec<Hash>)>> {
+    let mut events = std::collections::BTreeMap::new();
+    let mut conn = archive.catalog.conn_bulk().await?;
+    for rec in recordings {
+        let filter = EventFilter {
+            recording: Some(*rec),
+            ..EventFilter::default()
+        };
+        let mut after = None;
+        loop {
+            let page = store::list(&mut conn, log, &filter, after, MAX_PAGE_SIZE).await?;
+            let full = page.len() == MAX_PAGE_SIZE as usize;
+            after = page.last().map(|e| e.index);
+            for e in page.into_iter().filter(|e| e.index < size) {
+                events.insert(e.index, e);
+            }
+            if !full || after.is_some_and(|a| a >= size) {
+                break;
+            }
+        }
+    }
+    drop(conn);
+    let leaves = all_leaves(archive, log, size).await?;
+    let mut memo = std::collections::HashMap::new();
+    events
+        .into_values()
+        .map(|e| {
+            let proof = proof::inclusion_proof(e.index, size, |r: std::ops::Range<u64>| {
+                if let Some(h) = memo.get(&r) {
+                    return Ok(*h);
+                }
+                let h = merkle::range_root(&leaves, r.clone())?;
+                memo.insert(r, h);
+                Ok::<_, MerkleError>(h)
+            })
+            .map_err(|err| Error::CatalogCorrupt(format!("audit log {log}: {err}")))?;
+            Ok((e, proof))
+        })
+        .collect()
 }
 
 /// The size a proof is against: `size`, or the newest checkpoint's.

@@ -157,6 +157,7 @@
 //! checkpoints that no consistency proof connects.
 
 pub mod checkpoint;
+pub mod ending;
 pub mod event;
 pub mod log;
 pub mod merkle;

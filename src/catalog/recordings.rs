@@ -408,6 +408,32 @@ pub async fn list(
     rows.iter().map(rows::recording).collect()
 }
 
+/// Committed recordings whose call started in `[from_ms, to_ms)` (a
+/// recording without a start time: that was ingested then), in id order
+/// after `after`.
+pub async fn started_between(
+    conn: &mut Conn,
+    tenant: &TenantId,
+    from_ms: i64,
+    to_ms: i64,
+    after: Option<&RecordingId>,
+    limit: u32,
+) -> Result<Vec<RecordingRow>> {
+    let rows = sqlx::query(recording_select!(
+        "WHERE tenant_id = $1 AND status = 'complete' \
+         AND COALESCE(start_time_ms, created_at_ms) >= $2 AND COALESCE(start_time_ms, created_at_ms) < $3 \
+         AND recording_id > $4 ORDER BY recording_id LIMIT $5"
+    ))
+    .bind(tenant.as_str())
+    .bind(from_ms)
+    .bind(to_ms)
+    .bind(after.map(|a| a.to_string()).unwrap_or_default())
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(rows::recording).collect()
+}
+
 pub async fn chunks(
     conn: &mut Conn,
     tenant: &TenantId,

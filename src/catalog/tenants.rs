@@ -83,10 +83,24 @@ pub async fn by_name(conn: &mut Conn, name: &str) -> Result<Tenant> {
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| Error::TenantNotFound(name.to_owned()))?;
+    tenant_of(&row)
+}
+
+fn tenant_of(row: &sqlx::any::AnyRow) -> Result<Tenant> {
     Ok(Tenant {
         id: TenantId::from_catalog(row.try_get("tenant_id")?),
         name: row.try_get("name")?,
     })
+}
+
+/// The tenant of `id`.
+pub async fn get(conn: &mut Conn, id: &TenantId) -> Result<Tenant> {
+    let row = sqlx::query("SELECT tenant_id, name FROM tenants WHERE tenant_id = $1")
+        .bind(id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| Error::TenantNotFound(id.as_str().to_owned()))?;
+    tenant_of(&row)
 }
 
 /// The tenant's key-rotation policy, in days.

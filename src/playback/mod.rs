@@ -17,6 +17,7 @@ mod audited;
 
 use crate::access::{self, Action};
 use crate::archive::Archive;
+use crate::audit::ending::Ending;
 use crate::audit::event::{Action as AuditAction, Outcome};
 use crate::audit::trail;
 use crate::catalog::{ChunkRow, RecordingRow, recordings};
@@ -25,7 +26,6 @@ use crate::domain::{Principal, RecordingId};
 use crate::error::{Error, Result};
 use crate::kms::{EncryptionContext, KmsError};
 use crate::revocation::{self, KeyInUse, is_refusal};
-use audited::{Audited, PlayFinish};
 
 /// The most plaintext one Play message carries, whatever the chunk size
 /// (up to 16 MiB): stock gRPC clients refuse messages over 4 MiB.
@@ -80,7 +80,12 @@ async fn key_in_use(archive: &Archive, row: &RecordingRow) -> Result<KeyInUse> {
 
 /// Unwraps the data key (cached) and derives the cipher, checking the key
 /// commitment before anything is decrypted.
-async fn cipher_for(
+pub(crate) async fn cipher_for(archive: &Archive, row: &RecordingRow) -> Result<RecordingCipher> {
+    let key = key_in_use(archive, row).await?;
+    cipher_with(archive, row, &key).await
+}
+
+async fn cipher_with(
     archive: &Archive,
     row: &RecordingRow,
     key: &KeyInUse,
@@ -109,7 +114,7 @@ async fn cipher_for(
 
 /// The catalog's chunk list must describe exactly the recording: contiguous
 /// indices, full non-final chunks, sizes that add up.
-fn check_chunk_list(row: &RecordingRow, chunks: &[ChunkRow]) -> Result<()> {
+pub(crate) fn check_chunk_list(row: &RecordingRow, chunks: &[ChunkRow]) -> Result<()> {
     let bad = |index: u32, reason| {
         Err(Error::integrity(
             row.id,
@@ -227,7 +232,7 @@ impl Purpose {
 /// A committed recording of the caller's tenant. A miss (an id of another
 /// tenant, or none) is a refusal in the caller's audit trail, naming the
 /// id, and NOT_FOUND to the caller either way.
-async fn find(
+pub(crate) async fn find(
     archive: &Archive,
     principal: &Principal,
     rec: RecordingId,
@@ -297,48 +302,32 @@ pub async fn play(
     );
     let cipher = async {
         let key = key_in_use(&archive, &row).await?;
-        let cipher = cipher_for(&archive, &row, &key).await?;
+        let cipher = cipher_with(&archive, &row, &key).await?;
         Ok::<_, Error>((key, cipher))
     };
     let (cipher, listing, started) = tokio::join!(cipher, chunks_and_first, started);
     started?;
-    let mut finish = PlayFinish {
-        archive: archive.clone(),
-        principal: principal.clone(),
-        rec,
-        purpose,
-        from: offset,
-        sent: 0,
-        size: row.size_bytes,
-        duration_ms: row.audio.duration_ms,
-        end: None,
-    };
+    let mut finish = Ending::new(
+        archive.clone(),
+        principal,
+        audited::play_finished(
+            principal,
+            rec,
+            purpose,
+            offset,
+            row.size_bytes,
+            row.audio.duration_ms,
+        ),
+    );
     let ((key, cipher), (chunks, head)) = match (cipher, listing) {
         (Ok((k, c)), Ok(l)) => ((k, Arc::new(c)), l),
         (Err(e), _) | (_, Err(e)) => {
-            finish.end = Some(Err(e.to_string()));
+            finish.fail(e.to_string());
             return Err(e);
         }
     };
-    let last = chunks.len() - 1;
     let skip = (offset - first as u64 * u64::from(row.chunk_size)) as usize;
-    let mut head = Some(head);
-    let read_ahead = archive.limits.read_ahead.max(1);
-    let reader = archive.clone();
-    let stream = stream::iter(chunks.into_iter().skip(first))
-        .map(move |chunk| {
-            let prefetched = head.take();
-            let is_final = chunk.index as usize == last;
-            fetch_and_open(
-                reader.clone(),
-                cipher.clone(),
-                rec,
-                chunk,
-                is_final,
-                prefetched,
-            )
-        })
-        .buffered(read_ahead)
+    let stream = opened_chunks(archive.clone(), cipher, rec, chunks, first, Some(head))
         .enumerate()
         .flat_map(move |(i, res)| {
             let pieces = match res {
@@ -355,10 +344,37 @@ pub async fn play(
     // A revoked token or key ends the stream (with an error the audit
     // finish event records).
     let stream = revocation::guard(archive, principal, key, revocations, stream);
-    Ok(Box::pin(Audited {
-        inner: stream,
-        finish,
-    }))
+    Ok(finish.watch(stream, |c: &PlayChunk| c.data.len() as u64))
+}
+
+/// The opened chunks of a recording from chunk `first` on, in order, read
+/// ahead `limits.read_ahead` chunks at a time; `head` is chunk `first`
+/// already fetched. `chunks` passed [`check_chunk_list`].
+pub(crate) fn opened_chunks(
+    archive: Arc<Archive>,
+    cipher: Arc<RecordingCipher>,
+    rec: RecordingId,
+    chunks: Vec<ChunkRow>,
+    first: usize,
+    mut head: Option<Bytes>,
+) -> BoxStream<'static, Result<Vec<u8>>> {
+    let last = chunks.len().saturating_sub(1);
+    let read_ahead = archive.limits.read_ahead.max(1);
+    stream::iter(chunks.into_iter().skip(first))
+        .map(move |chunk| {
+            let prefetched = head.take();
+            let is_final = chunk.index as usize == last;
+            fetch_and_open(
+                archive.clone(),
+                cipher.clone(),
+                rec,
+                chunk,
+                is_final,
+                prefetched,
+            )
+        })
+        .buffered(read_ahead)
+        .boxed()
 }
 
 /// An opened chunk from byte `from` on, as messages of at most
@@ -393,8 +409,7 @@ pub async fn get(
     let labels = match &row.labels_sealed {
         None => BTreeMap::new(),
         Some(sealed) => {
-            let key = key_in_use(archive, &row).await?;
-            let cipher = cipher_for(archive, &row, &key).await?;
+            let cipher = cipher_for(archive, &row).await?;
             let json = cipher
                 .open_metadata(sealed)
                 .map_err(|e| Error::integrity(rec, e))?;

@@ -13,7 +13,7 @@ use crate::helpers::{client_cli, header};
 
 const BIN: &str = env!("CARGO_BIN_EXE_callvault");
 
-fn cli(data_dir: &std::path::Path, args: &[&str]) -> String {
+pub(crate) fn cli(data_dir: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new(BIN)
         .args(args)
         .arg("--data-dir")
@@ -29,13 +29,13 @@ fn cli(data_dir: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
 }
 
 impl Server {
-    async fn start(data_dir: &std::path::Path) -> Self {
+    pub(crate) async fn start(data_dir: &std::path::Path) -> Self {
         Self::start_with(data_dir, &[]).await
     }
 
@@ -67,16 +67,24 @@ impl Server {
         Self { child, addr }
     }
 
-    fn peak_rss_kib(&self) -> u64 {
+    pub(crate) fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    pub(crate) fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
     }
 
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
@@ -98,7 +106,7 @@ fn count_files(p: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
-fn bootstrap(dir: &std::path::Path) -> (String, String) {
+pub(crate) fn bootstrap(dir: &std::path::Path) -> (String, String) {
     let out = cli(dir, &["tenant", "create", "acme"]);
     assert!(out.contains("tenant acme"), "{out}");
     let ingest = cli(
@@ -125,7 +133,7 @@ fn bootstrap(dir: &std::path::Path) -> (String, String) {
 }
 
 /// A PCM WAV of `total` bytes, generated piece by piece (never held whole).
-fn wav_stream(
+pub(crate) fn wav_stream(
     total: usize,
     piece: usize,
 ) -> (impl futures::Stream<Item = Bytes> + Send + 'static, String) {

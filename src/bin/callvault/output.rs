@@ -18,6 +18,8 @@ pub fn failed(what: &str) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
 pub enum Progress {
     /// Bytes of a file being uploaded.
     Upload,
+    /// Bytes of an export bundle arriving.
+    Download,
     /// Recordings a rewrap job has moved.
     Rewrap,
 }
@@ -30,7 +32,9 @@ pub fn progress_bar(kind: Progress, total: u64, json: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let template = match kind {
-        Progress::Upload => "{spinner} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        Progress::Upload | Progress::Download => {
+            "{spinner} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+        }
         Progress::Rewrap => {
             "{spinner} rewrap [{bar:40}] {pos}/{len} recordings {per_sec} eta {eta}"
         }

@@ -288,7 +288,7 @@ pub async fn run(cmd: AuditCmd) -> Result<()> {
     }
 }
 
-fn timestamp(text: &str) -> Result<prost_types::Timestamp> {
+pub(super) fn timestamp(text: &str) -> Result<prost_types::Timestamp> {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .with_context(|| format!("`{text}` is not an RFC 3339 time (2026-11-25T10:00:00Z)"))?;
     Ok(prost_types::Timestamp {
@@ -297,7 +297,7 @@ fn timestamp(text: &str) -> Result<prost_types::Timestamp> {
     })
 }
 
-fn read_verifier(path: &std::path::Path) -> Result<VerifierKey> {
+pub(super) fn read_verifier(path: &std::path::Path) -> Result<VerifierKey> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(VerifierKey::parse(text.trim())?)

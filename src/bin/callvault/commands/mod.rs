@@ -3,6 +3,7 @@
 //! variable and default here is part of the operator interface.
 
 mod audit;
+mod export;
 mod keys;
 mod local_keys;
 mod recordings;
@@ -67,6 +68,9 @@ pub enum Command {
     /// The configuration file and the effective settings.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Export recordings as a signed BagIt bundle, optionally age-encrypted
+    /// (compliance token); `export verify FILE` checks one offline.
+    Export(export::ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +112,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Keys(cmd) => keys::run(cmd).await,
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Config(ConfigCmd::Check(args)) => check_serve_settings(*args),
+        Command::Export(args) => export::run(args).await,
     }
 }
 

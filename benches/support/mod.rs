@@ -1,0 +1,40 @@
+//! What the end-to-end benches share: a tenant on a real server on loopback
+//! over the archive a bench composed, and clients for its tokens.
+
+use std::sync::Arc;
+
+use callvault::archive::{Archive, Limits};
+use callvault::catalog::{Catalog, TenantBootstrap};
+use callvault::client::Client;
+use callvault::kms::Kms;
+use callvault::kms::cache::KeyCacheConfig;
+use callvault::server::{LocalServer, Roles};
+use callvault::store::ChunkStore;
+
+/// A node over `catalog` and `kms`, its objects under `dir`, default limits
+/// and cache, a fresh audit key.
+pub fn archive(catalog: Catalog, kms: Arc<dyn Kms>, dir: &std::path::Path) -> Arc<Archive> {
+    Arc::new(Archive::new(
+        catalog,
+        ChunkStore::local(&dir.join("objects")).unwrap(),
+        kms,
+        &KeyCacheConfig::default(),
+        Limits::default(),
+        Arc::new(callvault::audit::note::SignerKey::generate("callvault-bench").unwrap()),
+    ))
+}
+
+/// Bootstraps tenant `bench` with `key` and serves every role.
+pub async fn serve(archive: &Arc<Archive>, key: &str) -> (LocalServer, TenantBootstrap) {
+    let boot = callvault::operator::bootstrap_tenant(archive, "bench", key, "bench")
+        .await
+        .unwrap();
+    let server = LocalServer::start(archive.clone(), Roles::ALL)
+        .await
+        .unwrap();
+    (server, boot)
+}
+
+pub async fn client(server: &LocalServer, token: &str) -> Client {
+    Client::connect(&server.addr, token).await.unwrap()
+}

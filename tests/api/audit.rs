@@ -11,7 +11,7 @@ use tonic::Code;
 use crate::helpers::*;
 
 /// Every event of the app's tenant log, in order.
-async fn events(app: &TestApp) -> Vec<Event> {
+pub(crate) async fn events(app: &TestApp) -> Vec<Event> {
     store::list(
         &mut *app.db().await,
         app.tenant.id.as_str(),
@@ -23,7 +23,7 @@ async fn events(app: &TestApp) -> Vec<Event> {
     .unwrap()
 }
 
-fn of(events: &[Event], action: Action) -> Vec<&Event> {
+pub(crate) fn of(events: &[Event], action: Action) -> Vec<&Event> {
     events.iter().filter(|e| e.action == action).collect()
 }
 

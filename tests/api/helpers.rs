@@ -132,6 +132,21 @@ pub fn missing(needs: &[Service]) -> Option<String> {
 
 /// Returns early from a test, saying why, when a service it needs is not
 /// running (a plain `cargo test` without PostgreSQL or the emulator).
+/// Two tests, one per catalog, each running `body(kind)`.
+macro_rules! on_both_catalogs {
+    ($sqlite:ident, $postgres:ident, $body:path) => {
+        #[tokio::test]
+        async fn $sqlite() {
+            $body(crate::helpers::CatalogKind::Sqlite).await;
+        }
+
+        #[tokio::test]
+        async fn $postgres() {
+            $body(crate::helpers::CatalogKind::Postgres).await;
+        }
+    };
+}
+
 macro_rules! require {
     ($($svc:ident),+) => {
         if let Some(why) = crate::helpers::missing(&[$(crate::helpers::Service::$svc),+]) {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use callvault::api::pb;
 use callvault::audit::event::Action;
-use callvault::catalog::audit::{self as store, EventFilter};
 use callvault::kms::Kms;
 use callvault::kms::cache::KeyCacheConfig;
 use callvault::server::Roles;
@@ -78,15 +77,11 @@ async fn retire_waits_for_the_job(kind: CatalogKind) {
     app.shutdown().await;
 }
 
-#[tokio::test]
-async fn a_key_a_running_rewrap_uses_cannot_be_retired_on_sqlite() {
-    retire_waits_for_the_job(CatalogKind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_key_a_running_rewrap_uses_cannot_be_retired_on_postgres() {
-    retire_waits_for_the_job(CatalogKind::Postgres).await;
-}
+on_both_catalogs!(
+    a_key_a_running_rewrap_uses_cannot_be_retired_on_sqlite,
+    a_key_a_running_rewrap_uses_cannot_be_retired_on_postgres,
+    retire_waits_for_the_job
+);
 
 /// Forced interleaving on PostgreSQL: a retire of C holds C's row when a
 /// rewrap into C starts (its pre-check outside the transaction saw C
@@ -132,6 +127,16 @@ async fn a_rewrap_cannot_start_into_a_key_retired_meanwhile() {
     app.shutdown().await;
 }
 
+/// The tenant's key health as last recorded (no new check).
+async fn key_health(admin: &mut callvault::client::Client) -> pb::KeyHealth {
+    admin
+        .keys
+        .get_key_health(pb::GetKeyHealthRequest { refresh: false })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 #[tokio::test]
 async fn a_replaced_rsa_public_key_is_a_security_incident() {
     let app = spawn_app(CatalogKind::Sqlite).await;
@@ -148,12 +153,7 @@ async fn a_replaced_rsa_public_key_is_a_security_incident() {
 
     // Control: the pinned key matches, nothing to report.
     callvault::keys::check_all(&node.archive).await.unwrap();
-    let health = admin
-        .keys
-        .get_key_health(pb::GetKeyHealthRequest { refresh: false })
-        .await
-        .unwrap()
-        .into_inner();
+    let health = key_health(&mut admin).await;
     assert!(health.incidents.is_empty(), "{health:?}");
 
     let other = app.ring().create_rsa_key("RSA_2048").unwrap();
@@ -166,12 +166,7 @@ async fn a_replaced_rsa_public_key_is_a_security_incident() {
     *kms.served_public_key.lock().unwrap() = Some(other_spki);
     callvault::keys::check_all(&node.archive).await.unwrap();
     callvault::keys::check_all(&node.archive).await.unwrap();
-    let health = admin
-        .keys
-        .get_key_health(pb::GetKeyHealthRequest { refresh: false })
-        .await
-        .unwrap()
-        .into_inner();
+    let health = key_health(&mut admin).await;
     let key = health.keys.iter().find(|k| k.key_arn == rsa).unwrap();
     let check = key.health.clone().unwrap();
     assert_eq!(check.state, "public_key_mismatch", "{check:?}");
@@ -193,19 +188,8 @@ async fn a_replaced_rsa_public_key_is_a_security_incident() {
     assert!(incident.unreadable_time.is_none());
 
     // One audit event for the incident, not one per check.
-    let events = store::list(
-        &mut *app.db().await,
-        app.tenant.id.as_str(),
-        &EventFilter::default(),
-        None,
-        10_000,
-    )
-    .await
-    .unwrap();
-    let incidents: Vec<_> = events
-        .iter()
-        .filter(|e| e.action == Action::KeyIncident)
-        .collect();
+    let events = crate::audit::events(&app).await;
+    let incidents = crate::audit::of(&events, Action::KeyIncident);
     assert_eq!(incidents.len(), 1, "{incidents:?}");
     assert_eq!(
         incidents[0].details["state"],
@@ -268,34 +252,25 @@ async fn the_account_list_is_checked_at_startup() {
             .output()
             .unwrap()
     };
-    let out = run(&[
-        "tenant",
-        "create",
-        "x",
-        "--kms",
-        "aws",
-        "--kms-key",
-        "arn:aws:kms:us-east-1:123456789012:key/x",
-        "--allowed-kms-accounts",
-        "12345",
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("twelve digits"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = run(&[
-        "tenant",
-        "create",
-        "x",
-        "--allowed-kms-accounts",
-        "111122223333",
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("use --kms aws"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for (args, says) in [
+        (
+            &[
+                "--kms",
+                "aws",
+                "--kms-key",
+                "arn:aws:kms:us-east-1:123456789012:key/x",
+                "--allowed-kms-accounts",
+                "12345",
+            ][..],
+            "twelve digits",
+        ),
+        (
+            &["--allowed-kms-accounts", "111122223333"][..],
+            "use --kms aws",
+        ),
+    ] {
+        let out = run(&[&["tenant", "create", "x"][..], args].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "{stderr}");
+    }
 }

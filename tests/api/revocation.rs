@@ -12,18 +12,19 @@ use crate::helpers::*;
 use crate::keys::active_arn;
 use crate::tokens::{big_recording, play_slowly};
 
+/// An embedded app whose key cache forgets after 1 s (re-checks every 250 ms).
+async fn short_ttl_app() -> TestApp {
+    let cache = KeyCacheConfig {
+        ttl: Duration::from_secs(1),
+        ..Default::default()
+    };
+    spawn_app_with(CatalogKind::Sqlite, Remote::Local, cache).await
+}
+
 /// Control: re-checks every 250 ms do not disturb a healthy stream.
 #[tokio::test]
 async fn a_slow_play_under_a_working_key_completes() {
-    let app = spawn_app_with(
-        CatalogKind::Sqlite,
-        Remote::Local,
-        KeyCacheConfig {
-            ttl: Duration::from_secs(1),
-            ..Default::default()
-        },
-    )
-    .await;
+    let app = short_ttl_app().await;
     let (id, size) = big_recording(&app).await;
     let (got, end) = play_slowly(
         &app.addr,
@@ -41,15 +42,7 @@ async fn a_slow_play_under_a_working_key_completes() {
 /// 1 s TTL) finds the key disabled once its cached answer expires.
 #[tokio::test]
 async fn a_play_ends_within_the_cache_ttl_when_its_key_is_disabled() {
-    let app = spawn_app_with(
-        CatalogKind::Sqlite,
-        Remote::Local,
-        KeyCacheConfig {
-            ttl: Duration::from_secs(1),
-            ..Default::default()
-        },
-    )
-    .await;
+    let app = short_ttl_app().await;
     let (id, size) = big_recording(&app).await;
     let arn = active_arn(&app).await;
     let disabled_at = std::sync::Mutex::new(None);

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use callvault::api::pb;
 use callvault::audit::event::Action;
-use callvault::catalog::audit::{self as store, EventFilter};
 use callvault::domain::{Role, now_ms};
 use secrecy::ExposeSecret;
 use tonic::Code;
@@ -25,6 +24,31 @@ pub async fn operator_cli(app: &TestApp, args: &[&str]) -> std::process::Output 
         .output()
         .await
         .unwrap()
+}
+
+async fn create_ingest_token(app: &TestApp, expires_in: &str) -> std::process::Output {
+    let args = [
+        "token",
+        "create",
+        "--tenant",
+        "acme",
+        "--role",
+        "ingest",
+        "--expires-in",
+        expires_in,
+    ];
+    operator_cli(app, &args).await
+}
+
+/// The id (not the secret) of the app's bootstrap supervisor token.
+async fn supervisor_token_id(app: &TestApp) -> String {
+    callvault::operator::list_tokens(&app.archive, "acme")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.role == Role::Supervisor)
+        .unwrap()
+        .id
 }
 
 async fn list_as(addr: &str, token: &str) -> Result<(), tonic::Status> {
@@ -106,20 +130,7 @@ async fn an_expired_token_is_refused_even_when_cached() {
 #[tokio::test]
 async fn token_commands_show_ids_and_times_never_secrets() {
     let app = spawn_app(CatalogKind::Sqlite).await;
-    let out = operator_cli(
-        &app,
-        &[
-            "token",
-            "create",
-            "--tenant",
-            "acme",
-            "--role",
-            "ingest",
-            "--expires-in",
-            "90d",
-        ],
-    )
-    .await;
+    let out = create_ingest_token(&app, "90d").await;
     assert!(
         out.status.success(),
         "{}",
@@ -135,20 +146,7 @@ async fn token_commands_show_ids_and_times_never_secrets() {
     list_as(&app.addr, &app.supervisor_token).await.unwrap();
 
     for bad in ["0s", "90", "ninety days", "1.5h"] {
-        let out = operator_cli(
-            &app,
-            &[
-                "token",
-                "create",
-                "--tenant",
-                "acme",
-                "--role",
-                "ingest",
-                "--expires-in",
-                bad,
-            ],
-        )
-        .await;
+        let out = create_ingest_token(&app, bad).await;
         assert!(!out.status.success(), "--expires-in {bad} accepted");
         assert!(String::from_utf8_lossy(&out.stderr).contains("--expires-in"));
     }
@@ -209,13 +207,7 @@ async fn revoked_everywhere(kind: CatalogKind, limit: Duration) {
     // Both nodes have the token cached.
     list_as(&app.addr, &app.supervisor_token).await.unwrap();
     list_as(&other.addr, &app.supervisor_token).await.unwrap();
-    let id = callvault::operator::list_tokens(&app.archive, "acme")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|t| t.role == Role::Supervisor)
-        .unwrap()
-        .id;
+    let id = supervisor_token_id(&app).await;
 
     // An operator revokes it from another process, as in production.
     let out = operator_cli(
@@ -258,19 +250,8 @@ async fn revoked_everywhere(kind: CatalogKind, limit: Duration) {
     .await;
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("not found"));
 
-    let events = store::list(
-        &mut *app.db().await,
-        app.tenant.id.as_str(),
-        &EventFilter::default(),
-        None,
-        10_000,
-    )
-    .await
-    .unwrap();
-    let revoked: Vec<_> = events
-        .iter()
-        .filter(|e| e.action == Action::TokenRevoked)
-        .collect();
+    let events = crate::audit::events(&app).await;
+    let revoked = crate::audit::of(&events, Action::TokenRevoked);
     assert_eq!(revoked.len(), 1, "one revocation event");
     let details = serde_json::to_string(&revoked[0].details).unwrap();
     assert!(
@@ -347,13 +328,7 @@ pub async fn big_recording(app: &TestApp) -> (String, usize) {
 async fn revoking_ends_open_plays(kind: CatalogKind) {
     let app = spawn_app(kind).await;
     let (id, size) = big_recording(&app).await;
-    let token_id = callvault::operator::list_tokens(&app.archive, "acme")
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|t| t.role == Role::Supervisor)
-        .unwrap()
-        .id;
+    let token_id = supervisor_token_id(&app).await;
     let revoke = async {
         callvault::operator::revoke_token(&app.archive, "acme", &token_id, "test")
             .await
@@ -376,15 +351,11 @@ async fn revoking_ends_open_plays(kind: CatalogKind) {
     );
 }
 
-#[tokio::test]
-async fn revoking_a_token_ends_its_open_plays_on_sqlite() {
-    revoking_ends_open_plays(CatalogKind::Sqlite).await;
-}
-
-#[tokio::test]
-async fn revoking_a_token_ends_its_open_plays_on_postgres() {
-    revoking_ends_open_plays(CatalogKind::Postgres).await;
-}
+on_both_catalogs!(
+    revoking_a_token_ends_its_open_plays_on_sqlite,
+    revoking_a_token_ends_its_open_plays_on_postgres,
+    revoking_ends_open_plays
+);
 
 #[tokio::test]
 async fn a_token_expiring_mid_play_ends_the_play() {

@@ -43,11 +43,27 @@ if [ ! -x "$BAGIT_VENV/bin/bagit.py" ]; then
 fi
 CALLVAULT_TEST_BAGIT="$(cd "$BAGIT_VENV/bin" && pwd)/bagit.py"
 export CALLVAULT_TEST_BAGIT
+# LocalStack's KMS (host mode, no Docker) enforces key states and decrypts
+# RSA-OAEP, which moto does not (tests/api/localstack.rs). 4.6.0 with these
+# pins is what runs on Python 3.11.
+LOCALSTACK_VENV="${CALLVAULT_LOCALSTACK_VENV:-target/localstack-venv}"
+if [ ! -x "$LOCALSTACK_VENV/bin/localstack" ] || ! "$LOCALSTACK_VENV/bin/python" -c 'import rolo, service_identity' 2>/dev/null; then
+  python3 -m venv "$LOCALSTACK_VENV"
+  "$LOCALSTACK_VENV/bin/pip" install --quiet --disable-pip-version-check \
+    'localstack-core[runtime]==4.6.0' 'cbor2<5.7' 'pyopenssl<24.3' 'cryptography<44' \
+    'service_identity<24.2' 'psutil<7'
+fi
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >target/moto.log 2>&1 &
 MOTO_PID=$!
-trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
+LS_PORT=$(free_port)
+# Only KMS, only on loopback, no DNS server of its own.
+GATEWAY_LISTEN="127.0.0.1:$LS_PORT" SERVICES=kms DNS_ADDRESS=0 DISABLE_EVENTS=1 \
+  "$LOCALSTACK_VENV/bin/python" -m localstack.cli.main start --host >target/localstack.log 2>&1 &
+LS_PID=$!
+trap 'kill "$MOTO_PID" "$LS_PID" 2>/dev/null || true' EXIT
 python3 - "$PORT" <<'PY'
 import socket, sys, time
 for _ in range(200):
@@ -57,7 +73,21 @@ for _ in range(200):
         time.sleep(0.1)
 sys.exit("moto did not start")
 PY
+python3 - "$LS_PORT" <<'PY'
+import json, sys, time, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/_localstack/health"
+for _ in range(600):
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            if json.load(r).get("services", {}).get("kms") in ("available", "running"):
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.1)
+sys.exit("LocalStack did not start (see target/localstack.log)")
+PY
 export CALLVAULT_TEST_MOTO="http://127.0.0.1:$PORT"
+export CALLVAULT_TEST_LOCALSTACK="http://127.0.0.1:$LS_PORT"
 # moto's fixed test credentials, read by the AWS default chain and object_store.
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
 

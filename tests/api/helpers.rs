@@ -91,6 +91,9 @@ pub enum Remote {
     Local,
     /// S3 store + AWS KMS, both on moto over HTTP.
     Moto,
+    /// Local directory store + AWS KMS on LocalStack over HTTP (key states
+    /// and RSA, which moto does not enforce).
+    LocalStack,
 }
 
 /// A service some tests need beside the code under test.
@@ -100,6 +103,8 @@ pub enum Service {
     Postgres,
     /// The moto S3 + KMS emulator at `CALLVAULT_TEST_MOTO` (scripts/test.sh starts it).
     Moto,
+    /// LocalStack's KMS at `CALLVAULT_TEST_LOCALSTACK` (scripts/test.sh starts it).
+    LocalStack,
 }
 
 /// Why a test cannot run here, if it cannot. Under CI (`CI` set) the
@@ -123,6 +128,10 @@ pub fn missing(needs: &[Service]) -> Option<String> {
         }
         Service::Moto => std::env::var("CALLVAULT_TEST_MOTO").is_err().then(|| {
             "the S3 + KMS emulator is not running (CALLVAULT_TEST_MOTO unset; run scripts/test.sh)"
+                .to_owned()
+        }),
+        Service::LocalStack => std::env::var("CALLVAULT_TEST_LOCALSTACK").is_err().then(|| {
+            "LocalStack is not running (CALLVAULT_TEST_LOCALSTACK unset; run scripts/test.sh)"
                 .to_owned()
         }),
     })?;
@@ -213,6 +222,37 @@ pub async fn moto_create_key(kms: &AwsKms) -> String {
         .await;
     let client = aws_sdk_kms::Client::new(&conf);
     let out = client.create_key().send().await.expect("moto CreateKey");
+    out.key_metadata().unwrap().arn().unwrap().to_owned()
+}
+
+pub fn localstack_endpoint() -> String {
+    std::env::var("CALLVAULT_TEST_LOCALSTACK").expect(
+        "CALLVAULT_TEST_LOCALSTACK must point at a running LocalStack; run the suite with scripts/test.sh",
+    )
+}
+
+/// A plain AWS SDK KMS client on LocalStack: the test's stand-in for the
+/// tenant's own KMS console (create, disable, schedule deletion…).
+pub async fn localstack_client() -> aws_sdk_kms::Client {
+    set_moto_credentials();
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(localstack_endpoint())
+        .load()
+        .await;
+    aws_sdk_kms::Client::new(&conf)
+}
+
+/// A new LocalStack key of `spec` (ENCRYPT_DECRYPT); its ARN.
+pub async fn localstack_create_key(spec: aws_sdk_kms::types::KeySpec) -> String {
+    let out = localstack_client()
+        .await
+        .create_key()
+        .key_spec(spec)
+        .key_usage(aws_sdk_kms::types::KeyUsageType::EncryptDecrypt)
+        .send()
+        .await
+        .expect("LocalStack CreateKey");
     out.key_metadata().unwrap().arn().unwrap().to_owned()
 }
 
@@ -483,11 +523,21 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
             .unwrap();
             (store, Arc::new(kms), None, arn)
         }
+        Remote::LocalStack => {
+            set_moto_credentials();
+            let kms = AwsKms::connect("us-east-1", Some(&localstack_endpoint())).await;
+            let arn = localstack_create_key(aws_sdk_kms::types::KeySpec::SymmetricDefault).await;
+            (
+                ChunkStore::local(&dir.path().join("objects")).unwrap(),
+                Arc::new(kms),
+                None,
+                arn,
+            )
+        }
     };
-    let region = if remote == Remote::Moto {
-        "us-east-1"
-    } else {
-        "local"
+    let region = match remote {
+        Remote::Moto | Remote::LocalStack => "us-east-1",
+        Remote::Local => "local",
     };
     let mut archive = Archive::new(catalog, store, kms, &cache, limits, test_audit_key());
     let boot = callvault::operator::bootstrap_tenant(&archive, "acme", &key_arn, region)

@@ -24,6 +24,7 @@ mod keys;
 mod kms_contract;
 mod kms_errors;
 mod load;
+mod localstack;
 mod pg_proxy;
 mod revocation;
 mod robustness;

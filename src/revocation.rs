@@ -122,7 +122,9 @@ struct Watch {
     archive: Arc<Archive>,
     tenant: TenantId,
     token_id: String,
-    key: KeyInUse,
+    /// `None` for a stream over many recordings (an export): only its
+    /// token is watched.
+    key: Option<KeyInUse>,
     rx: broadcast::Receiver<Revoked>,
     listening: bool,
     tick: Interval,
@@ -130,9 +132,9 @@ struct Watch {
 }
 
 impl Watch {
-    fn ended(&self, reason: String) -> Error {
+    fn ended(key: &KeyInUse, reason: String) -> Error {
         Error::KeyRevokedMidStream {
-            arn: self.key.kms_arn.clone(),
+            arn: key.kms_arn.clone(),
             reason,
         }
     }
@@ -151,15 +153,19 @@ impl Watch {
             Err(e) => tracing::warn!(error = %e, "open stream could not re-check its token"),
             Ok(()) => {}
         }
-        match self.key.unwrap(&self.archive).await {
+        let Some(key) = &self.key else {
+            return Ok(());
+        };
+        match key.unwrap(&self.archive).await {
             Ok(_) => Ok(()),
             Err(e) if is_refusal(&e) => {
-                self.archive.key_revoked(&self.key.kms_arn).await;
-                Err(self.ended(e.to_string()))
+                self.archive.key_revoked(&key.kms_arn).await;
+                Err(Self::ended(key, e.to_string()))
             }
-            Err(e) if announced => Err(self.ended(format!(
-                "another node found it refused, and KMS cannot confirm now: {e}"
-            ))),
+            Err(e) if announced => Err(Self::ended(
+                key,
+                format!("another node found it refused, and KMS cannot confirm now: {e}"),
+            )),
             Err(e) => {
                 tracing::warn!(error = %e, "open stream could not re-check its key");
                 Ok(())
@@ -180,7 +186,9 @@ impl Watch {
                     Ok(Revoked::Token(id)) if id == self.token_id => {
                         return Err(Error::Unauthenticated("token revoked"));
                     }
-                    Ok(Revoked::Key(arn)) if arn_key_id(&arn) == arn_key_id(&self.key.kms_arn) => {
+                    Ok(Revoked::Key(arn))
+                        if self.key.as_ref().is_some_and(|k| arn_key_id(&arn) == arn_key_id(&k.kms_arn)) =>
+                    {
                         self.recheck(true).await?;
                     }
                     Ok(Revoked::Unknown) | Err(RecvError::Lagged(_)) => self.recheck(false).await?,
@@ -197,11 +205,12 @@ impl Watch {
 /// Wraps an open stream of `principal` reading with `key` so that it ends
 /// with an error once the token or the key is revoked (see the module
 /// documentation for the bounds). `rx` is a subscription taken before the
-/// key was first unwrapped.
+/// key was first unwrapped. With `key` `None` (a stream over many
+/// recordings, such as an export) only the token is watched.
 pub fn guard<T: Send + 'static>(
     archive: Arc<Archive>,
     principal: &Principal,
-    key: KeyInUse,
+    key: Option<KeyInUse>,
     rx: broadcast::Receiver<Revoked>,
     inner: BoxStream<'static, Result<T>>,
 ) -> BoxStream<'static, Result<T>> {

@@ -186,6 +186,8 @@ pub async fn start(
     req: ExportRequest,
 ) -> Result<Export> {
     access::require(&archive, principal, Action::Export).await?;
+    // A token revoked (or expiring) during the export ends it.
+    let revocations = archive.revocations.subscribe();
     let selection = Selection::parse(&req.recording_ids, &req.external_call_ids, req.query)?;
     let reason = check_reason(&req.reason)?;
     let recipients = parse_recipients(&req.age_recipients)?;
@@ -278,6 +280,7 @@ pub async fn start(
     } else {
         tar
     };
+    let stream = crate::revocation::guard(archive.clone(), principal, None, revocations, stream);
     Ok(Export {
         id: export_id,
         recordings: ids,

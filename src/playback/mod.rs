@@ -343,7 +343,7 @@ pub async fn play(
         .boxed();
     // A revoked token or key ends the stream (with an error the audit
     // finish event records).
-    let stream = revocation::guard(archive, principal, key, revocations, stream);
+    let stream = revocation::guard(archive, principal, Some(key), revocations, stream);
     Ok(finish.watch(stream, |c: &PlayChunk| c.data.len() as u64))
 }
 

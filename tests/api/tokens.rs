@@ -40,13 +40,13 @@ async fn create_ingest_token(app: &TestApp, expires_in: &str) -> std::process::O
     operator_cli(app, &args).await
 }
 
-/// The id (not the secret) of the app's bootstrap supervisor token.
-async fn supervisor_token_id(app: &TestApp) -> String {
+/// The id (not the secret) of the app's bootstrap token of `role`.
+async fn token_id_of(app: &TestApp, role: Role) -> String {
     callvault::operator::list_tokens(&app.archive, "acme")
         .await
         .unwrap()
         .into_iter()
-        .find(|t| t.role == Role::Supervisor)
+        .find(|t| t.role == role)
         .unwrap()
         .id
 }
@@ -207,7 +207,7 @@ async fn revoked_everywhere(kind: CatalogKind, limit: Duration) {
     // Both nodes have the token cached.
     list_as(&app.addr, &app.supervisor_token).await.unwrap();
     list_as(&other.addr, &app.supervisor_token).await.unwrap();
-    let id = supervisor_token_id(&app).await;
+    let id = token_id_of(&app, Role::Supervisor).await;
 
     // An operator revokes it from another process, as in production.
     let out = operator_cli(
@@ -328,7 +328,7 @@ pub async fn big_recording(app: &TestApp) -> (String, usize) {
 async fn revoking_ends_open_plays(kind: CatalogKind) {
     let app = spawn_app(kind).await;
     let (id, size) = big_recording(&app).await;
-    let token_id = supervisor_token_id(&app).await;
+    let token_id = token_id_of(&app, Role::Supervisor).await;
     let revoke = async {
         callvault::operator::revoke_token(&app.archive, "acme", &token_id, "test")
             .await
@@ -383,4 +383,50 @@ async fn a_token_expiring_mid_play_ends_the_play() {
         (Code::Unauthenticated, "token expired")
     );
     assert!(got < size, "{got} of {size}");
+}
+
+/// An export is as long-lived as a play: revoking the compliance token
+/// that runs it ends it.
+#[tokio::test]
+async fn revoking_a_token_ends_its_open_export() {
+    let app = spawn_app(CatalogKind::Postgres).await;
+    let (id, size) = big_recording(&app).await;
+    let token_id = token_id_of(&app, Role::Compliance).await;
+    let mut c = app.client(&app.compliance_token).await;
+    let mut s = c
+        .export
+        .export(pb::ExportRequest {
+            recording_ids: vec![id],
+            reason: "case 42".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    s.message().await.unwrap().unwrap();
+    callvault::operator::revoke_token(&app.archive, "acme", &token_id, "test")
+        .await
+        .unwrap();
+    let mut got = 0usize;
+    let end = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match s.message().await {
+            Ok(Some(m)) => {
+                if let Some(pb::export_response::Payload::Data(d)) = m.payload {
+                    got += d.len();
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        }
+    };
+    let err = end.expect_err("the export outlived its token");
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unauthenticated, "token revoked")
+    );
+    assert!(
+        got < size / 2,
+        "{got} of {size} bytes exported after revocation"
+    );
 }

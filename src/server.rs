@@ -276,6 +276,7 @@ const STREAMING_METHODS: &[&str] = &[
     "/callvault.v1.IngestService/Ingest",
     "/callvault.v1.PlaybackService/Play",
     "/callvault.v1.ExportService/Export",
+    "/callvault.v1.AuditService/StreamLeaves",
     "/grpc.health.v1.Health/Watch",
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",

@@ -127,11 +127,15 @@ async fn a_rewrap_cannot_start_into_a_key_retired_meanwhile() {
     app.shutdown().await;
 }
 
-/// The tenant's key health as last recorded (no new check).
-async fn key_health(admin: &mut callvault::client::Client) -> pb::KeyHealth {
+/// The tenant's key health: as last recorded, or after a fresh check of
+/// every key (`refresh`).
+pub(crate) async fn key_health(
+    admin: &mut callvault::client::Client,
+    refresh: bool,
+) -> pb::KeyHealth {
     admin
         .keys
-        .get_key_health(pb::GetKeyHealthRequest { refresh: false })
+        .get_key_health(pb::GetKeyHealthRequest { refresh })
         .await
         .unwrap()
         .into_inner()
@@ -153,7 +157,7 @@ async fn a_replaced_rsa_public_key_is_a_security_incident() {
 
     // Control: the pinned key matches, nothing to report.
     callvault::keys::check_all(&node.archive).await.unwrap();
-    let health = key_health(&mut admin).await;
+    let health = key_health(&mut admin, false).await;
     assert!(health.incidents.is_empty(), "{health:?}");
 
     let other = app.ring().create_rsa_key("RSA_2048").unwrap();
@@ -166,7 +170,7 @@ async fn a_replaced_rsa_public_key_is_a_security_incident() {
     *kms.served_public_key.lock().unwrap() = Some(other_spki);
     callvault::keys::check_all(&node.archive).await.unwrap();
     callvault::keys::check_all(&node.archive).await.unwrap();
-    let health = key_health(&mut admin).await;
+    let health = key_health(&mut admin, false).await;
     let key = health.keys.iter().find(|k| k.key_arn == rsa).unwrap();
     let check = key.health.clone().unwrap();
     assert_eq!(check.state, "public_key_mismatch", "{check:?}");

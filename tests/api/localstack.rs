@@ -8,6 +8,7 @@ use callvault::api::pb;
 use tonic::Code;
 
 use crate::helpers::*;
+use crate::key_safety::key_health;
 use crate::keys::{active_arn, archive_call, register, start_rewrap, wait_for_job};
 
 async fn localstack_app() -> TestApp {
@@ -21,15 +22,8 @@ async fn localstack_app() -> TestApp {
 
 /// The key's health as a fresh check on the server records it.
 async fn health_state(app: &TestApp, arn: &str) -> pb::KeyHealthCheck {
-    let health = app
-        .client(&app.admin_token)
+    key_health(&mut app.client(&app.admin_token).await, true)
         .await
-        .keys
-        .get_key_health(pb::GetKeyHealthRequest { refresh: true })
-        .await
-        .unwrap()
-        .into_inner();
-    health
         .keys
         .into_iter()
         .find(|k| k.key_arn == arn)
@@ -77,14 +71,7 @@ async fn localstack_disabled_pending_deletion_and_re_enabled_keys() {
         "{}",
         err.message()
     );
-    let health = app
-        .client(&app.admin_token)
-        .await
-        .keys
-        .get_key_health(pb::GetKeyHealthRequest { refresh: false })
-        .await
-        .unwrap()
-        .into_inner();
+    let health = key_health(&mut app.client(&app.admin_token).await, false).await;
     assert_eq!(health.incidents.len(), 1, "{health:?}");
     assert_eq!(health.incidents[0].recording_count, 1);
     assert!(health.incidents[0].unreadable_time.is_some());

@@ -71,6 +71,8 @@ pub enum Action {
     ReadAudit,
     /// Export recordings as verifiable bundles.
     Export,
+    /// Retention policy, legal holds, erasure and deletion certificates.
+    Govern,
 }
 
 impl Action {
@@ -82,7 +84,7 @@ impl Action {
             // reads neither audio nor the audit trail of recordings.
             Action::ReadRecordings => &[Role::Supervisor, Role::Compliance],
             Action::ManageKeys => &[Role::Admin],
-            Action::ReadAudit | Action::Export => &[Role::Compliance],
+            Action::ReadAudit | Action::Export | Action::Govern => &[Role::Compliance],
         }
     }
 
@@ -93,6 +95,7 @@ impl Action {
             Action::ManageKeys => "manage keys",
             Action::ReadAudit => "read the audit trail",
             Action::Export => "export recordings",
+            Action::Govern => "manage retention, legal holds and erasure",
         }
     }
 
@@ -105,6 +108,7 @@ impl Action {
             Action::ManageKeys => A::KeyRegistered,
             Action::ReadAudit => A::AuditRead,
             Action::Export => A::ExportStarted,
+            Action::Govern => A::RecordingErased,
         }
     }
 }

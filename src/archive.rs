@@ -139,6 +139,9 @@ pub struct Schedule {
     pub checkpoint_every: u64,
     /// …or once its last checkpoint is this old and it grew at all.
     pub checkpoint_max_age: Duration,
+    /// The expiry job's pass (admin nodes): erases recordings whose
+    /// retention ended, completes pending deletion certificates.
+    pub retention_check: Duration,
 }
 
 impl Default for Schedule {
@@ -148,6 +151,28 @@ impl Default for Schedule {
             rewrap_poll: Duration::from_secs(2),
             checkpoint_every: 1000,
             checkpoint_max_age: Duration::from_secs(60),
+            retention_check: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Erasure settings of the deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErasureSettings {
+    /// The expiry job erases at most this many recordings per second per
+    /// node.
+    pub max_per_sec: u32,
+    /// How long catalog backups are kept (`backup prune`): deletion
+    /// certificates say until when a backup may still hold an erased
+    /// recording's wrapped data key.
+    pub backup_retention_days: u32,
+}
+
+impl Default for ErasureSettings {
+    fn default() -> Self {
+        Self {
+            max_per_sec: 50,
+            backup_retention_days: 35,
         }
     }
 }
@@ -162,6 +187,7 @@ pub struct Archive {
     pub metrics: Arc<KmsMetrics>,
     pub limits: Limits,
     pub schedule: Schedule,
+    pub erasure: ErasureSettings,
     /// Uploads in flight per tenant (`limits.max_uploads_per_tenant`).
     pub uploads: UploadSlots,
     /// Node-wide bound on chunks being sealed and written.
@@ -202,6 +228,7 @@ impl Archive {
             metrics,
             limits,
             schedule: Schedule::default(),
+            erasure: ErasureSettings::default(),
             uploads: UploadSlots::default(),
             chunk_writes,
             announced: Mutex::new(HashMap::new()),

@@ -178,6 +178,7 @@ pub struct Client {
     pub keys: pb::key_service_client::KeyServiceClient<Authed>,
     pub audit: pb::audit_service_client::AuditServiceClient<Authed>,
     pub export: pb::export_service_client::ExportServiceClient<Authed>,
+    pub compliance: pb::compliance_service_client::ComplianceServiceClient<Authed>,
 }
 
 impl Client {
@@ -224,6 +225,11 @@ impl Client {
                 channel.clone(),
                 auth.clone(),
             ),
+            compliance: pb::compliance_service_client::ComplianceServiceClient::with_interceptor(
+                channel.clone(),
+                auth.clone(),
+            )
+            .max_decoding_message_size(api::MAX_MESSAGE_BYTES),
             export: pb::export_service_client::ExportServiceClient::with_interceptor(channel, auth)
                 .max_decoding_message_size(api::MAX_MESSAGE_BYTES),
         })

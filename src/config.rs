@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::archive::{Archive, Limits, Schedule};
+use crate::archive::{Archive, ErasureSettings, Limits, Schedule};
 use crate::catalog::Catalog;
 use crate::kms::aws::AwsKms;
 use crate::kms::cache::KeyCacheConfig;
@@ -135,6 +135,12 @@ pub struct ServeSettings {
     pub key_cache_ttl_secs: u64,
     /// Between DescribeKey health checks of every tenant key.
     pub key_health_interval_secs: u64,
+    /// Between passes of the retention expiry job (admin nodes).
+    pub retention_check_interval_secs: u64,
+    /// Recordings the expiry job erases per second at most (per node).
+    pub erase_max_per_sec: u32,
+    /// How long catalog backups are kept: deletion certificates quote it.
+    pub backup_retention_days: u32,
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     pub metrics_listen: Option<String>,
     /// Refuse a metrics address that is not loopback, TLS or not (the
@@ -168,6 +174,9 @@ impl Default for ServeSettings {
             roles: Roles::ALL,
             key_cache_ttl_secs: KeyCacheConfig::default().ttl.as_secs(),
             key_health_interval_secs: Schedule::default().key_health.as_secs(),
+            retention_check_interval_secs: Schedule::default().retention_check.as_secs(),
+            erase_max_per_sec: ErasureSettings::default().max_per_sec,
+            backup_retention_days: ErasureSettings::default().backup_retention_days,
             metrics_listen: None,
             metrics_loopback_only: false,
             upload_lease_secs: limits.upload_lease.as_secs(),
@@ -196,6 +205,11 @@ impl ServeSettings {
     /// Applies the node's limits and schedule to a freshly opened archive.
     fn configure(&self, archive: &mut Archive) {
         archive.schedule.key_health = secs(self.key_health_interval_secs);
+        archive.schedule.retention_check = secs(self.retention_check_interval_secs);
+        archive.erasure = ErasureSettings {
+            max_per_sec: self.erase_max_per_sec.max(1),
+            backup_retention_days: self.backup_retention_days,
+        };
         let limits = &mut archive.limits;
         limits.upload_lease = secs(self.upload_lease_secs);
         limits.upload_idle_timeout = secs(self.upload_idle_timeout_secs);

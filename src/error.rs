@@ -54,6 +54,17 @@ pub enum Error {
     /// An export query matched nothing.
     #[error("no recording matches {0}")]
     NothingSelected(String),
+    /// The recording was crypto-shredded: its key and audio are gone.
+    #[error("recording {id} was erased on {}, certificate {certificate_id}", crate::domain::format_ms(*erased_at_ms))]
+    RecordingErased {
+        id: RecordingId,
+        erased_at_ms: i64,
+        certificate_id: String,
+    },
+    #[error("no active legal hold named `{0}`")]
+    HoldNotFound(String),
+    #[error("deletion certificate {0} not found")]
+    CertificateNotFound(String),
 
     // ---- the state does not allow it ----
     #[error("tenant `{0}` already exists")]
@@ -68,8 +79,16 @@ pub enum Error {
     /// The active key cannot be retired or rewrapped away from.
     #[error("key {arn} is the active key{why}")]
     KeyIsActive { arn: KeyArn, why: &'static str },
-    #[error("key {arn} still protects {count} recordings; rewrap them first")]
-    KeyProtectsRecordings { arn: KeyArn, count: u64 },
+    #[error(
+        "key {arn} still protects {count} recordings{}; rewrap them first",
+        if holds.is_empty() { String::new() } else { format!(", some under legal hold ({})", holds.join(", ")) }
+    )]
+    KeyProtectsRecordings {
+        arn: KeyArn,
+        count: u64,
+        /// Active legal holds covering some of them.
+        holds: Vec<String>,
+    },
     #[error("destination key {0} is retired")]
     KeyRetired(KeyArn),
     /// A running rewrap job reads from or writes to the key.
@@ -98,6 +117,17 @@ pub enum Error {
         .0.join("; ")
     )]
     RecordingsUndecryptable(Vec<String>),
+    #[error("an active legal hold named `{0}` already exists")]
+    HoldExists(String),
+    /// Erasure refused: legal holds cover the recording.
+    #[error("recording {id} is under legal hold ({}); release the hold first", holds.join(", "))]
+    RecordingHeld { id: RecordingId, holds: Vec<String> },
+    /// Erasure refused before the retention period ended.
+    #[error(
+        "recording {id} must be retained until {}; erasing it earlier needs --override-retention",
+        crate::domain::format_ms(*until_ms)
+    )]
+    RetentionNotExpired { id: RecordingId, until_ms: i64 },
     #[error("a rewrap job is already running for this tenant")]
     RewrapAlreadyRunning,
     #[error("token {id} was already revoked at {}", crate::domain::format_ms(*at_ms))]

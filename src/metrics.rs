@@ -27,6 +27,12 @@ pub struct KmsMetrics {
     key_health: Mutex<BTreeMap<(String, String), KeyHealthGauge>>,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
+    /// (tenant, trigger) -> recordings erased by this node.
+    erasures: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Recordings due for erasure at the last expiry pass (held excluded).
+    pub retention_due: AtomicU64,
+    /// Deletion certificates waiting for their objects, at the last pass.
+    pub certificates_pending: AtomicU64,
 }
 
 impl KmsMetrics {
@@ -50,6 +56,13 @@ impl KmsMetrics {
         }
         if let (Some(t), Ok(mut m)) = (tenant, self.per_tenant.lock()) {
             *m.entry((t.to_owned(), op, region.to_owned())).or_default() += 1;
+        }
+    }
+
+    /// Counts recordings erased (`trigger`: `request` or `retention_expiry`).
+    pub fn erased(&self, tenant: &str, trigger: &'static str, n: u64) {
+        if let Ok(mut m) = self.erasures.lock() {
+            *m.entry((tenant.to_owned(), trigger)).or_default() += n;
         }
     }
 
@@ -150,6 +163,28 @@ impl KmsMetrics {
                 );
             }
         }
+        let _ = writeln!(out, "# TYPE callvault_recordings_erased_total counter");
+        if let Ok(m) = self.erasures.lock() {
+            for ((tenant, trigger), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "callvault_recordings_erased_total{{tenant=\"{}\",trigger=\"{trigger}\"}} {n}",
+                    label_value(tenant)
+                );
+            }
+        }
+        let _ = writeln!(out, "# TYPE callvault_retention_due_recordings gauge");
+        let _ = writeln!(
+            out,
+            "callvault_retention_due_recordings {}",
+            self.retention_due.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(out, "# TYPE callvault_deletion_certificates_pending gauge");
+        let _ = writeln!(
+            out,
+            "callvault_deletion_certificates_pending {}",
+            self.certificates_pending.load(Ordering::Relaxed)
+        );
         let _ = writeln!(out, "# TYPE callvault_key_cache_hits_total counter");
         let _ = writeln!(
             out,

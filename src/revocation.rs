@@ -29,7 +29,9 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::archive::Archive;
-use crate::catalog::{KEY_REVOCATION_CHANNEL, TOKEN_REVOCATION_CHANNEL, tokens};
+use crate::catalog::{
+    KEY_REVOCATION_CHANNEL, RECORDING_ERASED_CHANNEL, TOKEN_REVOCATION_CHANNEL, tokens,
+};
 use crate::domain::{Principal, TenantId, now_ms};
 use crate::error::{Error, Result};
 use crate::kms::cache::CachedKey;
@@ -270,6 +272,11 @@ pub async fn listen(archive: Arc<Archive>) {
                         archive
                             .revocations
                             .announce(Revoked::Token(n.payload().to_owned()));
+                    }
+                    Ok(Some(n)) if n.channel() == RECORDING_ERASED_CHANNEL => {
+                        if let Some((tenant, recording)) = n.payload().split_once('/') {
+                            archive.keys.purge_recording(tenant, recording);
+                        }
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::api::{self, AuditApi, ExportApi, IngestApi, KeyApi, PlaybackApi, pb};
+use crate::api::{self, AuditApi, ComplianceApi, ExportApi, IngestApi, KeyApi, PlaybackApi, pb};
 use crate::archive::Archive;
 use crate::error::{Error, Result};
 use crate::tls::{self, ServerTls, TlsIncoming};
@@ -151,6 +151,13 @@ where
             .add_optional_service((roles.playback || roles.admin).then(|| {
                 pb::audit_service_server::AuditServiceServer::new(AuditApi::new(archive.clone()))
                     .max_encoding_message_size(api::MAX_MESSAGE_BYTES)
+            }))
+            // …and govern them there: retention, holds, erasure, certificates.
+            .add_optional_service((roles.playback || roles.admin).then(|| {
+                pb::compliance_service_server::ComplianceServiceServer::new(ComplianceApi::new(
+                    archive.clone(),
+                ))
+                .max_encoding_message_size(api::MAX_MESSAGE_BYTES)
             }));
     if roles.admin {
         health_reporter
@@ -160,6 +167,9 @@ where
     if roles.playback || roles.admin {
         health_reporter
             .set_serving::<pb::audit_service_server::AuditServiceServer<AuditApi>>()
+            .await;
+        health_reporter
+            .set_serving::<pb::compliance_service_server::ComplianceServiceServer<ComplianceApi>>()
             .await;
     }
     if roles.ingest {
@@ -223,6 +233,17 @@ where
                     )
                     .await
                 }
+            },
+        ));
+        // The expiry job: erases recordings whose retention ended (nodes
+        // share the work, SKIP LOCKED) and completes pending certificates.
+        let a = archive.clone();
+        background.spawn(every(
+            archive.schedule.retention_check,
+            "retention expiry pass",
+            move || {
+                let a = a.clone();
+                async move { crate::compliance::run_expiry(&a).await }
             },
         ));
         let a = archive.clone();

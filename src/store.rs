@@ -39,6 +39,18 @@ pub struct ChunkStore {
     local_root: Option<PathBuf>,
 }
 
+/// What the store keeps of deleted objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Versioning {
+    /// Deleted objects are gone (why we know).
+    Off(&'static str),
+    /// The bucket keeps noncurrent versions until its lifecycle rules
+    /// expire them.
+    On,
+    /// The probe failed (the error).
+    Unknown(String),
+}
+
 /// Options for S3-compatible stores.
 #[derive(Debug, Clone, Default)]
 pub struct S3Options {
@@ -159,6 +171,34 @@ impl ChunkStore {
                 })?;
         }
         Ok(deleted.len())
+    }
+
+    /// Whether the store keeps old versions of what is deleted: a local
+    /// directory does not; for S3, a probe object is written and S3's answer
+    /// says (a version id comes back only from a bucket with versioning
+    /// enabled or suspended), then deleted.
+    pub async fn versioning(&self) -> Versioning {
+        if self.local_root.is_some() {
+            return Versioning::Off("a local directory keeps no old versions");
+        }
+        let probe = self.join(".callvault/versioning-probe");
+        match self
+            .inner
+            .put(&probe, PutPayload::from_static(b"probe"))
+            .await
+        {
+            Ok(put) => {
+                let _ = self.inner.delete(&probe).await;
+                if put.version.is_some() {
+                    Versioning::On
+                } else {
+                    Versioning::Off(
+                        "the bucket answered without a version id: versioning is not enabled",
+                    )
+                }
+            }
+            Err(e) => Versioning::Unknown(e.to_string()),
+        }
     }
 
     /// Every object key under a recording, relative to the store root.

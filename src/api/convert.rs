@@ -36,6 +36,8 @@ pub(crate) fn to_pb(row: &RecordingRow, labels: BTreeMap<String, String>) -> pb:
         kms_key_arn: row.key_arn.to_string(),
         kms_region: row.kms_region.clone(),
         create_time: Some(timestamp(row.created_at_ms)),
+        retain_until: row.retain_until_ms.map(timestamp),
+        legal_hold: row.legal_hold,
     }
 }
 

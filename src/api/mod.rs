@@ -11,6 +11,7 @@ use crate::error::Error;
 use crate::kms::KmsError;
 
 mod audit;
+mod compliance;
 mod convert;
 mod export;
 mod ingest;
@@ -18,6 +19,7 @@ mod keys;
 mod playback;
 
 pub use audit::AuditApi;
+pub use compliance::ComplianceApi;
 pub use export::ExportApi;
 pub use ingest::IngestApi;
 pub use keys::KeyApi;
@@ -60,8 +62,11 @@ impl From<Error> for Status {
             | Error::JobNotFound(_)
             | Error::TokenNotFound(_)
             | Error::CallNotFound(_)
-            | Error::NothingSelected(_) => Status::not_found(msg),
-            Error::TenantExists(_) => Status::already_exists(msg),
+            | Error::NothingSelected(_)
+            | Error::RecordingErased { .. }
+            | Error::HoldNotFound(_)
+            | Error::CertificateNotFound(_) => Status::not_found(msg),
+            Error::TenantExists(_) | Error::HoldExists(_) => Status::already_exists(msg),
             Error::NoActiveKey
             | Error::KeyOwnedByAnotherTenant(_)
             | Error::KeyIsActive { .. }
@@ -71,6 +76,8 @@ impl From<Error> for Status {
             | Error::KeyNotEnabled { .. }
             | Error::NoReplicaInRegion { .. }
             | Error::RewrapAlreadyRunning
+            | Error::RecordingHeld { .. }
+            | Error::RetentionNotExpired { .. }
             | Error::TokenAlreadyRevoked { .. }
             | Error::KeyRevokedMidStream { .. }
             | Error::RecordingsUndecryptable(_)

@@ -104,6 +104,16 @@ pub enum Action {
     TenantCreated,
     TokenCreated,
     TokenRevoked,
+    /// A tenant's retention policy changed (and, when asked, how many
+    /// existing recordings it re-evaluated).
+    RetentionPolicySet,
+    HoldPlaced,
+    HoldReleased,
+    /// Recordings crypto-shredded (or a refused attempt), with the
+    /// certificate id, the reason and the trigger.
+    RecordingErased,
+    /// A deletion certificate was completed and signed.
+    CertificateIssued,
     /// A request refused: bad token, wrong role, another tenant's id.
     AccessRefused,
 }
@@ -128,6 +138,11 @@ impl Action {
         Action::TenantCreated,
         Action::TokenCreated,
         Action::TokenRevoked,
+        Action::RetentionPolicySet,
+        Action::HoldPlaced,
+        Action::HoldReleased,
+        Action::RecordingErased,
+        Action::CertificateIssued,
         Action::AccessRefused,
     ];
 
@@ -151,6 +166,11 @@ impl Action {
             Action::TenantCreated => "tenant.create",
             Action::TokenCreated => "token.create",
             Action::TokenRevoked => "token.revoke",
+            Action::RetentionPolicySet => "retention.policy",
+            Action::HoldPlaced => "hold.place",
+            Action::HoldReleased => "hold.release",
+            Action::RecordingErased => "recording.erase",
+            Action::CertificateIssued => "certificate.issue",
             Action::AccessRefused => "access.refused",
         }
     }

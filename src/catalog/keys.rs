@@ -254,6 +254,7 @@ pub async fn retire(conn: &mut Conn, tenant: &TenantId, key_arn: &KeyArn) -> Res
         return Err(Error::KeyProtectsRecordings {
             arn: key_arn.clone(),
             count,
+            holds: super::compliance::holds_under_key(conn, tenant, key_arn).await?,
         });
     }
     sqlx::query(

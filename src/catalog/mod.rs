@@ -22,6 +22,7 @@ use sqlx::any::AnyPoolOptions;
 use crate::error::{Error, Result};
 
 pub mod audit;
+pub mod compliance;
 pub mod keys;
 pub mod recordings;
 pub mod rewrap;
@@ -77,6 +78,31 @@ pub const KEY_REVOCATION_CHANNEL: &str = "callvault_key_revoked";
 /// The PostgreSQL NOTIFY channel on which a revoked token's id is announced
 /// (sent in the revoking transaction, so delivered when it commits).
 pub const TOKEN_REVOCATION_CHANNEL: &str = "callvault_token_revoked";
+/// The PostgreSQL NOTIFY channel on which an erased recording is announced
+/// (payload: `tenant/recording`), so every node drops its cached data key.
+pub const RECORDING_ERASED_CHANNEL: &str = "callvault_recording_erased";
+
+/// Pool options per backend. SQLite connections zero what they delete
+/// (`secure_delete`: an erased recording's wrapped data key must not
+/// survive in a free page of the catalog file) and wait up to 5 s for the
+/// writer (every connection: the setting is per connection).
+fn pool_options(backend: Backend) -> AnyPoolOptions {
+    let options = AnyPoolOptions::new();
+    match backend {
+        Backend::Postgres => options,
+        Backend::Sqlite => options.after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::query("PRAGMA secure_delete = ON")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("PRAGMA busy_timeout = 5000")
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        }),
+    }
+}
 
 impl Catalog {
     /// Connects and migrates. `postgres://…` or `sqlite://path`.
@@ -101,7 +127,7 @@ impl Catalog {
             Backend::Sqlite => (2, 3),
             Backend::Postgres => (16, 32),
         };
-        let pool = AnyPoolOptions::new()
+        let pool = pool_options(backend)
             .max_connections(interactive)
             .connect(&url)
             .await?;
@@ -109,15 +135,12 @@ impl Catalog {
             sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&pool)
                 .await?;
-            sqlx::query("PRAGMA busy_timeout = 5000")
-                .execute(&pool)
-                .await?;
         }
         match backend {
             Backend::Postgres => PG_MIGRATIONS.run(&pool).await?,
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
         }
-        let bulk = AnyPoolOptions::new()
+        let bulk = pool_options(backend)
             .max_connections(bulk)
             .connect(&url)
             .await?;
@@ -171,6 +194,19 @@ impl Catalog {
         Ok(())
     }
 
+    /// Tells every node that a recording was erased (its cached data key
+    /// must go). A no-op on SQLite, whose catalog serves a single node.
+    pub async fn notify_recording_erased(&self, tenant: &str, recording: &str) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(RECORDING_ERASED_CHANNEL)
+                .bind(format!("{tenant}/{recording}"))
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// A LISTEN connection on the key and token revocation channels
     /// (PostgreSQL only).
     pub async fn revocation_listener(&self) -> Result<Option<sqlx::postgres::PgListener>> {
@@ -179,7 +215,11 @@ impl Catalog {
         }
         let mut listener = sqlx::postgres::PgListener::connect(&self.url).await?;
         listener
-            .listen_all([KEY_REVOCATION_CHANNEL, TOKEN_REVOCATION_CHANNEL])
+            .listen_all([
+                KEY_REVOCATION_CHANNEL,
+                TOKEN_REVOCATION_CHANNEL,
+                RECORDING_ERASED_CHANNEL,
+            ])
             .await?;
         Ok(Some(listener))
     }
@@ -226,6 +266,10 @@ mod tests {
             (
                 include_str!("../../migrations/postgres/0005_token_lifecycle.sql"),
                 include_str!("../../migrations/sqlite/0005_token_lifecycle.sql"),
+            ),
+            (
+                include_str!("../../migrations/postgres/0006_compliance.sql"),
+                include_str!("../../migrations/sqlite/0006_compliance.sql"),
             ),
         ] {
             assert_eq!(

@@ -31,6 +31,10 @@ pub struct NewRecording {
     pub created_at_ms: i64,
     /// The upload's first lease: the sweeper leaves it alone until then.
     pub lease_until_ms: i64,
+    /// When retention lets it be erased (None: no rule applies), and the
+    /// rule that decided (`""` the default, `k=v` a label rule).
+    pub retain_until_ms: Option<i64>,
+    pub retention_rule: Option<String>,
 }
 
 /// What ingest writes when the final chunk is committed.
@@ -74,6 +78,7 @@ pub struct RecordingRow {
     pub labels_sealed: Option<Vec<u8>>,
     pub start_time_ms: Option<i64>,
     pub created_at_ms: i64,
+    pub retain_until_ms: Option<i64>,
 }
 
 impl RecordingRow {
@@ -102,6 +107,7 @@ impl RecordingRow {
             labels_sealed: new.labels_sealed.clone(),
             start_time_ms: new.start_time_ms,
             created_at_ms: new.created_at_ms,
+            retain_until_ms: new.retain_until_ms,
         }
     }
 }
@@ -132,8 +138,9 @@ pub async fn begin_upload(conn: &mut Conn, r: &NewRecording) -> Result<()> {
     sqlx::query(
         "INSERT INTO recordings (tenant_id, recording_id, external_call_id, status, format_version, key_arn, \
          kms_region, wrapped_key, encryption_context, salt, nonce_prefix, commitment, chunk_size, \
-         labels_sealed, start_time_ms, created_at_ms, updated_at_ms, wrap_algorithm, lease_until_ms) \
-         VALUES ($1, $2, $3, 'uploading', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17)",
+         labels_sealed, start_time_ms, created_at_ms, updated_at_ms, wrap_algorithm, lease_until_ms, \
+         retain_until_ms, retention_rule) \
+         VALUES ($1, $2, $3, 'uploading', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17, $18, $19)",
     )
     .bind(r.tenant.as_str())
     .bind(r.id.to_string())
@@ -152,6 +159,8 @@ pub async fn begin_upload(conn: &mut Conn, r: &NewRecording) -> Result<()> {
     .bind(r.created_at_ms)
     .bind(r.wrap_algorithm.as_str())
     .bind(r.lease_until_ms)
+    .bind(r.retain_until_ms)
+    .bind(r.retention_rule.as_deref())
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -377,7 +386,8 @@ pub async fn find_by_call_id(
 }
 
 /// A committed recording of this tenant. Another tenant's recording and an
-/// upload in progress are both simply not found.
+/// upload in progress are both simply not found; an erased recording is
+/// [`Error::RecordingErased`], with its date and certificate.
 pub async fn get(conn: &mut Conn, tenant: &TenantId, rec: &RecordingId) -> Result<RecordingRow> {
     let row = sqlx::query(recording_select!(
         "WHERE tenant_id = $1 AND recording_id = $2 AND status = 'complete'"
@@ -385,9 +395,20 @@ pub async fn get(conn: &mut Conn, tenant: &TenantId, rec: &RecordingId) -> Resul
     .bind(tenant.as_str())
     .bind(rec.to_string())
     .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(Error::RecordingNotFound(*rec))?;
-    rows::recording(&row)
+    .await?;
+    match row {
+        Some(row) => rows::recording(&row),
+        None => Err(
+            match super::compliance::tombstone(conn, tenant, rec).await? {
+                Some(t) => Error::RecordingErased {
+                    id: t.id,
+                    erased_at_ms: t.erased_at_ms,
+                    certificate_id: t.certificate_id,
+                },
+                None => Error::RecordingNotFound(*rec),
+            },
+        ),
+    }
 }
 
 /// Committed recordings in id (= creation) order, after `after`.

@@ -148,6 +148,9 @@ pub(super) async fn begin(
         Some(cipher.seal_metadata(&json)?)
     };
     let now = now_ms();
+    let retention = crate::compliance::retention::policy_for_ingest(archive, principal)
+        .await?
+        .evaluate(&header.labels);
     let new = NewRecording {
         tenant: principal.tenant.clone(),
         id,
@@ -168,6 +171,10 @@ pub(super) async fn begin(
         start_time_ms: header.start_time_ms,
         created_at_ms: now,
         lease_until_ms: now.saturating_add(lease_ms(archive)),
+        retain_until_ms: retention
+            .as_ref()
+            .map(|(_, days)| crate::catalog::compliance::retain_until(now, *days)),
+        retention_rule: retention.map(|(code, _)| code),
     };
     recordings::begin_upload(&mut *archive.catalog.conn_bulk().await?, &new).await?;
     let analyzer = Analyzer::start(detected);

@@ -23,6 +23,8 @@ pub struct KeyIncident {
     pub state: KeyHealthState,
     pub recordings: u64,
     pub legal_hold: u64,
+    /// The active legal holds over those recordings: a critical incident.
+    pub holds: Vec<String>,
     /// When the recordings become unreadable: the deletion date of a key
     /// pending deletion, else the time of the check (they already are);
     /// `None` for a public key mismatch, where nobody can tell.
@@ -93,7 +95,20 @@ fn pinned_key_health(
     }
 }
 
-fn incident_of(key: &TenantKey, usage: &KeyUsage) -> Option<KeyIncident> {
+/// `(N under legal hold)`, naming the holds when there are any.
+fn held(usage: &KeyUsage, holds: &[String]) -> String {
+    if holds.is_empty() {
+        format!("{} under legal hold", usage.legal_hold)
+    } else {
+        format!(
+            "{} under legal hold: CRITICAL, holds {}",
+            usage.legal_hold,
+            holds.join(", ")
+        )
+    }
+}
+
+fn incident_of(key: &TenantKey, usage: &KeyUsage, holds: &[String]) -> Option<KeyIncident> {
     let health = key.health.as_ref()?;
     if health.state.is_security_incident() {
         return Some(KeyIncident {
@@ -101,12 +116,16 @@ fn incident_of(key: &TenantKey, usage: &KeyUsage) -> Option<KeyIncident> {
             state: health.state,
             recordings: usage.recordings,
             legal_hold: usage.legal_hold,
+            holds: holds.to_vec(),
             unreadable_at_ms: None,
             message: format!(
-                "KMS key {} is {}: {} recordings ({} under legal hold) were wrapped for the pinned public key \
+                "KMS key {} is {}: {} recordings ({}) were wrapped for the pinned public key \
                  and may not be unwrappable by the key KMS now holds; new recordings stay wrapped for the \
                  pinned key. Investigate who replaced the key",
-                key.key_arn, health.state, usage.recordings, usage.legal_hold
+                key.key_arn,
+                health.state,
+                usage.recordings,
+                held(usage, holds)
             ),
         });
     }
@@ -127,10 +146,14 @@ fn incident_of(key: &TenantKey, usage: &KeyUsage) -> Option<KeyIncident> {
         state: health.state,
         recordings: usage.recordings,
         legal_hold: usage.legal_hold,
+        holds: holds.to_vec(),
         unreadable_at_ms: Some(unreadable_at_ms),
         message: format!(
-            "KMS key {} is {}: {} recordings ({} under legal hold) {when}",
-            key.key_arn, health.state, usage.recordings, usage.legal_hold
+            "KMS key {} is {}: {} recordings ({}) {when}",
+            key.key_arn,
+            health.state,
+            usage.recordings,
+            held(usage, holds)
         ),
     })
 }
@@ -177,7 +200,17 @@ async fn check_key(
         health: Some(health.clone()),
         ..key.clone()
     };
-    let incident = incident_of(&checked, usage);
+    let holds = if usage.legal_hold > 0 {
+        crate::catalog::compliance::holds_under_key(
+            &mut *archive.catalog.conn().await?,
+            tenant,
+            &key.key_arn,
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
+    let incident = incident_of(&checked, usage, &holds);
     archive.metrics.set_key_health(
         tenant.as_str(),
         key.key_arn.as_str(),
@@ -199,6 +232,7 @@ async fn check_key(
         .detail("state", health.state.to_string())
         .detail("recordings", i.recordings)
         .detail("legal_hold", i.legal_hold)
+        .detail("holds", i.holds.join(", "))
         .detail("unreadable_at_ms", i.unreadable_at_ms)
         .detail("message", i.message.as_str());
         if let Err(e) = trail::record_in(archive, log_of(tenant), event).await {
@@ -267,7 +301,15 @@ pub async fn health(
     }
     let mut conn = archive.catalog.conn().await?;
     let keys = catalog_keys::history(&mut conn, tenant).await?;
-    let incidents = keys.iter().filter_map(|(k, u)| incident_of(k, u)).collect();
+    let mut incidents = Vec::new();
+    for (k, u) in &keys {
+        let holds = if u.legal_hold > 0 {
+            crate::catalog::compliance::holds_under_key(&mut conn, tenant, &k.key_arn).await?
+        } else {
+            Vec::new()
+        };
+        incidents.extend(incident_of(k, u, &holds));
+    }
     let policy_days = tenants::rotation_policy_days(&mut conn, tenant).await?;
     let active = keys
         .iter()
@@ -339,16 +381,24 @@ mod tests {
             bytes: 1000,
             legal_hold: 3,
         };
-        let i = incident_of(&key, &usage).unwrap();
+        let i = incident_of(&key, &usage, &[]).unwrap();
         assert_eq!(i.unreadable_at_ms, Some(1_900_000_000_000));
         assert!(
             i.message.contains("12 recordings (3 under legal hold)"),
             "{}",
             i.message
         );
+        let named = incident_of(&key, &usage, &["case-17".into()]).unwrap();
+        assert!(
+            named
+                .message
+                .contains("3 under legal hold: CRITICAL, holds case-17"),
+            "{}",
+            i.message
+        );
         assert!(i.message.contains("pending deletion"), "{}", i.message);
         assert!(i.message.contains("2030-03-17"), "{}", i.message);
-        assert!(incident_of(&key, &KeyUsage::default()).is_none());
+        assert!(incident_of(&key, &KeyUsage::default(), &[]).is_none());
     }
 
     #[test]
@@ -386,7 +436,7 @@ mod tests {
             retired_at_ms: None,
             health: Some(h),
         };
-        let i = incident_of(&key, &KeyUsage::default()).unwrap();
+        let i = incident_of(&key, &KeyUsage::default(), &[]).unwrap();
         assert_eq!(i.unreadable_at_ms, None);
         assert!(i.message.contains("Investigate"), "{}", i.message);
     }

@@ -46,6 +46,8 @@ impl Default for KeyCacheConfig {
 pub struct CachedKey {
     pub key_arn: String,
     pub key: DataKey,
+    /// The recording it belongs to (for purging one recording's key).
+    pub context: EncryptionContext,
 }
 
 type CacheId = [u8; 32];
@@ -120,6 +122,7 @@ impl KeyCache {
             return Err(err);
         }
         let kms = self.kms.clone();
+        let context = ctx.clone();
         let entry = self
             .entries
             .entry(id)
@@ -128,6 +131,7 @@ impl KeyCache {
                 Ok::<_, KmsError>(Arc::new(CachedKey {
                     key_arn: key_arn.to_owned(),
                     key,
+                    context,
                 }))
             })
             .await;
@@ -157,6 +161,21 @@ impl KeyCache {
                 }
                 Err(err)
             }
+        }
+    }
+
+    /// Drops the cached data key of one recording (it was erased), whichever
+    /// regional ARN unwrapped it.
+    pub fn purge_recording(&self, tenant: &str, recording: &str) {
+        let (tenant, recording) = (tenant.to_owned(), recording.to_owned());
+        if self
+            .entries
+            .invalidate_entries_if(move |_, v| {
+                v.context.tenant == tenant && v.context.recording == recording
+            })
+            .is_err()
+        {
+            self.entries.invalidate_all();
         }
     }
 

@@ -45,6 +45,8 @@ fn new_recording(tenant: &TenantId, call: &str) -> NewRecording {
         start_time_ms: Some(1_700_000_000_000),
         created_at_ms: now_ms(),
         lease_until_ms: now_ms() + 60_000,
+        retain_until_ms: None,
+        retention_rule: None,
     }
 }
 

@@ -11,6 +11,7 @@ mod helpers;
 mod audit;
 mod bad_input;
 mod catalog_contract;
+mod compliance;
 mod config_file;
 mod crash;
 mod durability;

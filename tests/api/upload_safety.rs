@@ -410,6 +410,8 @@ fn new_upload(app: &TestApp, call: &str, lease_until_ms: i64) -> NewRecording {
         start_time_ms: None,
         created_at_ms: now_ms(),
         lease_until_ms,
+        retain_until_ms: None,
+        retention_rule: None,
     }
 }
 

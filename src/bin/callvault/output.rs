@@ -217,6 +217,8 @@ fn recording_json(rec: &pb::Recording, deduplicated: Option<bool>) -> Value {
         "kms_key_arn": rec.kms_key_arn,
         "kms_region": rec.kms_region,
         "labels": rec.labels,
+        "retain_until": time_json(rec.retain_until.as_ref()),
+        "legal_hold": rec.legal_hold,
     });
     if let Some(d) = deduplicated {
         v["deduplicated"] = d.into();
@@ -251,6 +253,12 @@ pub fn print_recording(rec: &pb::Recording, json: bool, deduplicated: Option<boo
     if !audio.warning.is_empty() {
         println!("  warning: {}", audio.warning);
     }
+    if let Some(t) = &rec.retain_until {
+        println!("  retain until {}", format_ts(t));
+    }
+    if rec.legal_hold {
+        println!("  under legal hold");
+    }
     for (k, v) in &rec.labels {
         println!("  {k} = {v}");
     }
@@ -266,6 +274,20 @@ pub fn print_recordings(all: &[pb::Recording], json: bool) {
         }
         eprintln!("{} recordings", all.len());
     }
+}
+
+/// A protobuf time as RFC 3339.
+pub fn format_ts(t: &prost_types::Timestamp) -> String {
+    callvault::domain::format_ms(
+        t.seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(t.nanos / 1_000_000)),
+    )
+}
+
+/// A protobuf time as JSON: RFC 3339, or null when unset.
+pub fn time_json(t: Option<&prost_types::Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| format_ts(t).into())
 }
 
 fn opt_time(ms: Option<i64>) -> Value {

@@ -3,6 +3,7 @@
 //! variable and default here is part of the operator interface.
 
 mod audit;
+mod compliance;
 mod export;
 mod keys;
 mod local_keys;
@@ -71,6 +72,18 @@ pub enum Command {
     /// Export recordings as a signed BagIt bundle, optionally age-encrypted
     /// (compliance token); `export verify FILE` checks one offline.
     Export(export::ExportArgs),
+    /// The tenant's retention policy (compliance token).
+    #[command(subcommand)]
+    Retention(compliance::RetentionCmd),
+    /// Legal holds: place, release, list, show (compliance token).
+    #[command(subcommand)]
+    Hold(compliance::HoldCmd),
+    /// Crypto-shred recordings now and get a deletion certificate
+    /// (compliance token).
+    Erase(compliance::EraseArgs),
+    /// Deletion certificates: list, get, and verify offline.
+    #[command(subcommand)]
+    Certificates(compliance::CertificatesCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +126,10 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Config(ConfigCmd::Check(args)) => check_serve_settings(*args),
         Command::Export(args) => export::run(args).await,
+        Command::Retention(cmd) => compliance::retention(cmd).await,
+        Command::Hold(cmd) => compliance::hold(cmd).await,
+        Command::Erase(args) => compliance::erase(args).await,
+        Command::Certificates(cmd) => compliance::certificates(cmd).await,
     }
 }
 
@@ -270,6 +287,12 @@ mod tests {
         assert_eq!(got.roles, want.roles);
         assert_eq!(got.key_cache_ttl_secs, want.key_cache_ttl_secs);
         assert_eq!(got.key_health_interval_secs, want.key_health_interval_secs);
+        assert_eq!(
+            got.retention_check_interval_secs,
+            want.retention_check_interval_secs
+        );
+        assert_eq!(got.erase_max_per_sec, want.erase_max_per_sec);
+        assert_eq!(got.backup_retention_days, want.backup_retention_days);
         assert_eq!(got.metrics_listen, want.metrics_listen);
         assert_eq!(got.metrics_loopback_only, want.metrics_loopback_only);
         assert_eq!(got.upload_lease_secs, want.upload_lease_secs);

@@ -31,6 +31,23 @@ pub struct ServeArgs {
         default_value_t = 300
     )]
     pub key_health_interval_secs: u64,
+    /// Seconds between passes of the retention expiry job (admin nodes):
+    /// recordings whose retention ended and that no hold covers are erased
+    /// within one interval.
+    #[arg(
+        long,
+        env = "CALLVAULT_RETENTION_CHECK_INTERVAL_SECS",
+        default_value_t = 300
+    )]
+    pub retention_check_interval_secs: u64,
+    /// Recordings the expiry job erases per second at most, per node.
+    #[arg(long, env = "CALLVAULT_ERASE_MAX_PER_SEC", default_value_t = 50)]
+    pub erase_max_per_sec: u32,
+    /// Days catalog backups are kept (`backup prune` uses the same
+    /// setting); deletion certificates say until when a backup may still
+    /// hold an erased recording's wrapped data key.
+    #[arg(long, env = "CALLVAULT_BACKUP_RETENTION_DAYS", default_value_t = 35)]
+    pub backup_retention_days: u32,
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     #[arg(long, env = "CALLVAULT_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
@@ -89,6 +106,9 @@ impl TryFrom<ServeArgs> for ServeSettings {
             listen: a.listen,
             key_cache_ttl_secs: a.key_cache_ttl_secs,
             key_health_interval_secs: a.key_health_interval_secs,
+            retention_check_interval_secs: a.retention_check_interval_secs,
+            erase_max_per_sec: a.erase_max_per_sec,
+            backup_retention_days: a.backup_retention_days,
             metrics_listen: a.metrics_listen,
             metrics_loopback_only: a.metrics_loopback_only,
             upload_lease_secs: a.upload_lease_secs,

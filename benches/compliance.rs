@@ -185,6 +185,7 @@ async fn run(url: &str, dir: &std::path::Path) {
                 recording_ids: vec![id.clone()],
                 reason: "bench".into(),
                 override_retention: false,
+                participant: String::new(),
             })
             .await
             .unwrap()

@@ -110,6 +110,28 @@ impl RecordingParams {
 }
 
 /// Lowercase hex SHA-256: the catalog's form for plaintext, object and token digests.
+/// The length of a blind-index digest.
+pub const BLIND_INDEX_LEN: usize = 32;
+
+/// A keyed blind index: HMAC-SHA256 under the tenant's index key over
+/// `domain || 0x00 || len(part) || part || …` (lengths as 8-byte big
+/// endian), so that equal inputs match and nothing else can be learned
+/// without the key. `domain` separates what is indexed (`participant`,
+/// `label`).
+pub fn blind_index(key: &DataKey, domain: &str, parts: &[&[u8]]) -> [u8; BLIND_INDEX_LEN] {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.expose());
+    let mut ctx = aws_lc_rs::hmac::Context::with_key(&key);
+    ctx.update(domain.as_bytes());
+    ctx.update(&[0]);
+    for p in parts {
+        ctx.update(&(p.len() as u64).to_be_bytes());
+        ctx.update(p);
+    }
+    let mut out = [0u8; BLIND_INDEX_LEN];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
 }

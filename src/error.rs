@@ -89,6 +89,10 @@ pub enum Error {
         /// Active legal holds covering some of them.
         holds: Vec<String>,
     },
+    #[error(
+        "key {0} still wraps the tenant's search index key; a rewrap job away from it moves that too"
+    )]
+    KeyWrapsIndexKey(KeyArn),
     #[error("destination key {0} is retired")]
     KeyRetired(KeyArn),
     /// A running rewrap job reads from or writes to the key.

@@ -246,6 +246,20 @@ where
                 async move { crate::compliance::run_expiry(&a).await }
             },
         ));
+        // The indexer: recordings a write-only node could not index (and
+        // those from before the index existed) join the search index.
+        let a = archive.clone();
+        background.spawn(every(
+            archive
+                .schedule
+                .retention_check
+                .min(Duration::from_secs(30)),
+            "search index pass",
+            move || {
+                let a = a.clone();
+                async move { crate::compliance::subjects::index_pending(&a).await }
+            },
+        ));
         let a = archive.clone();
         background.spawn(every(
             archive.schedule.rewrap_poll,

@@ -84,15 +84,19 @@ fn ids(field: &str, raw: &[String]) -> Result<Vec<RecordingId>, Error> {
 }
 
 fn selection(req: &pb::PlaceLegalHoldRequest) -> Result<HoldSelection, Error> {
-    let window = req.start_time.is_some() || req.end_time.is_some();
+    let window = req.start_time.is_some() || req.end_time.is_some() || !req.labels.is_empty();
     let modes = usize::from(!req.recording_ids.is_empty())
         + usize::from(!req.external_call_ids.is_empty())
-        + usize::from(window);
+        + usize::from(window)
+        + usize::from(!req.participant.is_empty());
     if modes != 1 {
         return Err(Error::invalid(
             "selection",
-            "give exactly one of recording_ids, external_call_ids, or start_time and end_time",
+            "give exactly one of recording_ids, external_call_ids, a window (start_time and end_time, optionally labels), or participant",
         ));
+    }
+    if !req.participant.is_empty() {
+        return Ok(HoldSelection::Participant(req.participant.clone()));
     }
     if !req.recording_ids.is_empty() {
         return Ok(HoldSelection::Recordings(ids(
@@ -111,6 +115,11 @@ fn selection(req: &pb::PlaceLegalHoldRequest) -> Result<HoldSelection, Error> {
         (Some(a), Some(b)) => Ok(HoldSelection::Window {
             from_ms: ms_of(a),
             to_ms: ms_of(b),
+            labels: req
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }),
         _ => Err(Error::invalid(
             "start_time",
@@ -242,7 +251,33 @@ impl pb::compliance_service_server::ComplianceService for ComplianceApi {
     ) -> Result<Response<pb::EraseRecordingsResponse>, Status> {
         let principal = authenticate(&self.archive, &request).await?;
         let req = request.into_inner();
-        let ids = ids("recording_ids", &req.recording_ids)?;
+        let ids = match (req.recording_ids.is_empty(), req.participant.is_empty()) {
+            (true, false) => {
+                // A data-subject erasure: every recording of the person. The
+                // role is checked before anything is looked up.
+                crate::access::require(&self.archive, &principal, crate::access::Action::Govern)
+                    .await?;
+                let rows = compliance::subjects::all_with_participant(
+                    &self.archive,
+                    &principal,
+                    &req.participant,
+                    erase::MAX_PER_REQUEST,
+                )
+                .await?;
+                if rows.is_empty() {
+                    return Err(Error::NothingSelected("the participant given".into()).into());
+                }
+                rows.iter().map(|r| r.id).collect()
+            }
+            (false, false) => {
+                return Err(Error::invalid(
+                    "selection",
+                    "give recording_ids or participant, not both",
+                )
+                .into());
+            }
+            _ => ids("recording_ids", &req.recording_ids)?,
+        };
         let report = compliance::erase_requested(
             &self.archive,
             &principal,

@@ -15,7 +15,11 @@ pub(crate) fn timestamp(ms: i64) -> prost_types::Timestamp {
     }
 }
 
-pub(crate) fn to_pb(row: &RecordingRow, labels: BTreeMap<String, String>) -> pb::Recording {
+pub(crate) fn to_pb(
+    row: &RecordingRow,
+    labels: BTreeMap<String, String>,
+    participants: BTreeMap<String, String>,
+) -> pb::Recording {
     pb::Recording {
         recording_id: row.id.to_string(),
         external_call_id: row.external_call_id.clone(),
@@ -38,6 +42,7 @@ pub(crate) fn to_pb(row: &RecordingRow, labels: BTreeMap<String, String>) -> pb:
         create_time: Some(timestamp(row.created_at_ms)),
         retain_until: row.retain_until_ms.map(timestamp),
         legal_hold: row.legal_hold,
+        participants: participants.into_iter().collect(),
     }
 }
 

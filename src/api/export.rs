@@ -52,6 +52,7 @@ impl pb::export_service_server::ExportService for ExportApi {
                 recording_ids: req.recording_ids,
                 external_call_ids: req.external_call_ids,
                 query,
+                participant: (!req.participant.is_empty()).then_some(req.participant),
                 reason: req.reason,
                 age_recipients: req.age_recipients,
             },

@@ -54,6 +54,7 @@ impl pb::ingest_service_server::IngestService for IngestApi {
             start_time_ms,
             header.labels.into_iter().collect(),
             header.chunk_size_bytes,
+            header.participants.into_iter().collect(),
         )?;
         let body = stream.map(|msg| match msg {
             Ok(pb::IngestRequest {
@@ -84,7 +85,7 @@ impl pb::ingest_service_server::IngestService for IngestApi {
         // Labels were just written by this caller; they are not echoed back so
         // that a dedup response cannot be used to read another upload's labels.
         Ok(Response::new(pb::IngestResponse {
-            recording: Some(to_pb(&outcome.recording, BTreeMap::new())),
+            recording: Some(to_pb(&outcome.recording, BTreeMap::new(), BTreeMap::new())),
             deduplicated: outcome.deduplicated,
         }))
     }

@@ -71,6 +71,7 @@ impl From<Error> for Status {
             | Error::KeyOwnedByAnotherTenant(_)
             | Error::KeyIsActive { .. }
             | Error::KeyProtectsRecordings { .. }
+            | Error::KeyWrapsIndexKey(_)
             | Error::KeyRetired(_)
             | Error::KeyInRewrap { .. }
             | Error::KeyNotEnabled { .. }

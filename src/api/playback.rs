@@ -72,7 +72,11 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
         let id = RecordingId::parse("recording_id", &request.get_ref().recording_id)
             .map_err(Error::from)?;
         let view = playback::get(&self.archive, &principal, id).await?;
-        Ok(Response::new(to_pb(&view.row, view.labels)))
+        Ok(Response::new(to_pb(
+            &view.row,
+            view.labels,
+            view.participants,
+        )))
     }
 
     async fn list_recordings(
@@ -89,9 +93,15 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
             let s = String::from_utf8(raw).map_err(|_| bad())?;
             Some(RecordingId::parse("page_token", &s).map_err(|_| bad())?)
         };
-        let (rows, next) = playback::list(&self.archive, &principal, req.page_size, after).await?;
+        let participant = (!req.participant.is_empty()).then_some(req.participant.as_str());
+        let (rows, next, unindexed) =
+            playback::list(&self.archive, &principal, req.page_size, after, participant).await?;
         Ok(Response::new(pb::ListRecordingsResponse {
-            recordings: rows.iter().map(|r| to_pb(r, BTreeMap::new())).collect(),
+            recordings: rows
+                .iter()
+                .map(|r| to_pb(r, BTreeMap::new(), BTreeMap::new()))
+                .collect(),
+            unindexed_count: unindexed,
             next_page_token: next
                 .map(|n| URL_SAFE_NO_PAD.encode(n.to_string()))
                 .unwrap_or_default(),

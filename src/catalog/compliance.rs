@@ -608,11 +608,18 @@ pub async fn erase(
     if gone != 1 {
         return Ok(false);
     }
-    sqlx::query("DELETE FROM chunks WHERE tenant_id = $1 AND recording_id = $2")
-        .bind(r.tenant.as_str())
-        .bind(r.id.to_string())
-        .execute(&mut *conn)
-        .await?;
+    // The foreign keys cascade; said again so the rule does not rest on the
+    // engine's foreign-key setting.
+    for table in [
+        "DELETE FROM chunks WHERE tenant_id = $1 AND recording_id = $2",
+        "DELETE FROM recording_index WHERE tenant_id = $1 AND recording_id = $2",
+    ] {
+        sqlx::query(table)
+            .bind(r.tenant.as_str())
+            .bind(r.id.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
     sqlx::query(
         "INSERT INTO erased_recordings (tenant_id, recording_id, external_call_id, sha256, size_bytes, \
          ingested_at_ms, erased_at_ms, key_arn, chunk_count, certificate_id) \
@@ -900,7 +907,8 @@ pub async fn catalog_still_holds(
 ) -> Result<bool> {
     let n: i64 = sqlx::query(
         "SELECT (SELECT COUNT(*) FROM recordings WHERE tenant_id = $1 AND recording_id = $2) \
-              + (SELECT COUNT(*) FROM chunks WHERE tenant_id = $1 AND recording_id = $2) AS n",
+              + (SELECT COUNT(*) FROM chunks WHERE tenant_id = $1 AND recording_id = $2) \
+              + (SELECT COUNT(*) FROM recording_index WHERE tenant_id = $1 AND recording_id = $2) AS n",
     )
     .bind(tenant.as_str())
     .bind(rec.to_string())

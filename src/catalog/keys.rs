@@ -257,6 +257,9 @@ pub async fn retire(conn: &mut Conn, tenant: &TenantId, key_arn: &KeyArn) -> Res
             holds: super::compliance::holds_under_key(conn, tenant, key_arn).await?,
         });
     }
+    if super::subjects::index_key_under(conn, tenant, key_arn).await? {
+        return Err(Error::KeyWrapsIndexKey(key_arn.clone()));
+    }
     sqlx::query(
         "UPDATE tenant_keys SET status = 'retired', retired_at_ms = $3 \
          WHERE tenant_id = $1 AND key_arn = $2",

@@ -27,6 +27,7 @@ pub mod keys;
 pub mod recordings;
 pub mod rewrap;
 mod rows;
+pub mod subjects;
 pub mod tenants;
 pub mod tokens;
 
@@ -270,6 +271,10 @@ mod tests {
             (
                 include_str!("../../migrations/postgres/0006_compliance.sql"),
                 include_str!("../../migrations/sqlite/0006_compliance.sql"),
+            ),
+            (
+                include_str!("../../migrations/postgres/0007_subject_index.sql"),
+                include_str!("../../migrations/sqlite/0007_subject_index.sql"),
             ),
         ] {
             assert_eq!(

@@ -35,6 +35,11 @@ pub struct NewRecording {
     /// rule that decided (`""` the default, `k=v` a label rule).
     pub retain_until_ms: Option<i64>,
     pub retention_rule: Option<String>,
+    /// The participants, sealed like the labels.
+    pub participants_sealed: Option<Vec<u8>>,
+    /// The blind-index digests of its labels and participants, when this
+    /// node could compute them (else the indexer does, later).
+    pub index: Option<Vec<[u8; 32]>>,
 }
 
 /// What ingest writes when the final chunk is committed.
@@ -79,6 +84,7 @@ pub struct RecordingRow {
     pub start_time_ms: Option<i64>,
     pub created_at_ms: i64,
     pub retain_until_ms: Option<i64>,
+    pub participants_sealed: Option<Vec<u8>>,
 }
 
 impl RecordingRow {
@@ -108,6 +114,7 @@ impl RecordingRow {
             start_time_ms: new.start_time_ms,
             created_at_ms: new.created_at_ms,
             retain_until_ms: new.retain_until_ms,
+            participants_sealed: new.participants_sealed.clone(),
         }
     }
 }
@@ -139,8 +146,8 @@ pub async fn begin_upload(conn: &mut Conn, r: &NewRecording) -> Result<()> {
         "INSERT INTO recordings (tenant_id, recording_id, external_call_id, status, format_version, key_arn, \
          kms_region, wrapped_key, encryption_context, salt, nonce_prefix, commitment, chunk_size, \
          labels_sealed, start_time_ms, created_at_ms, updated_at_ms, wrap_algorithm, lease_until_ms, \
-         retain_until_ms, retention_rule) \
-         VALUES ($1, $2, $3, 'uploading', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17, $18, $19)",
+         retain_until_ms, retention_rule, participants_sealed, indexed) \
+         VALUES ($1, $2, $3, 'uploading', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17, $18, $19, $20, $21)",
     )
     .bind(r.tenant.as_str())
     .bind(r.id.to_string())
@@ -161,8 +168,21 @@ pub async fn begin_upload(conn: &mut Conn, r: &NewRecording) -> Result<()> {
     .bind(r.lease_until_ms)
     .bind(r.retain_until_ms)
     .bind(r.retention_rule.as_deref())
+    .bind(&r.participants_sealed)
+    .bind(i64::from(r.index.is_some()))
     .execute(&mut *conn)
     .await?;
+    for d in r.index.iter().flatten() {
+        sqlx::query(
+            "INSERT INTO recording_index (tenant_id, recording_id, digest) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(r.tenant.as_str())
+        .bind(r.id.to_string())
+        .bind(d.to_vec())
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 
@@ -281,11 +301,16 @@ pub async fn abort_upload(
     let outcome = if removed == 1 {
         // The foreign key cascades; said again so the rule does not rest on
         // the engine's foreign-key setting.
-        sqlx::query("DELETE FROM chunks WHERE tenant_id = $1 AND recording_id = $2")
-            .bind(tenant.as_str())
-            .bind(rec.to_string())
-            .execute(&mut *conn)
-            .await?;
+        for table in [
+            "DELETE FROM chunks WHERE tenant_id = $1 AND recording_id = $2",
+            "DELETE FROM recording_index WHERE tenant_id = $1 AND recording_id = $2",
+        ] {
+            sqlx::query(table)
+                .bind(tenant.as_str())
+                .bind(rec.to_string())
+                .execute(&mut *conn)
+                .await?;
+        }
         AbortOutcome::Removed
     } else {
         let status: Option<String> =

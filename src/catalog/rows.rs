@@ -113,7 +113,8 @@ macro_rules! recording_select {
             "SELECT tenant_id, recording_id, external_call_id, format_version, key_arn, \
              kms_region, wrapped_key, salt, nonce_prefix, commitment, chunk_size, chunk_count, size_bytes, \
              sha256, container, codec, sample_rate_hz, channels, duration_ms, audio_warning, labels_sealed, \
-             start_time_ms, created_at_ms, wrap_algorithm, legal_hold, retain_until_ms FROM recordings ",
+             start_time_ms, created_at_ms, wrap_algorithm, legal_hold, retain_until_ms, participants_sealed \
+             FROM recordings ",
             $rest
         )
     };
@@ -163,6 +164,7 @@ pub(super) fn recording(row: &AnyRow) -> Result<RecordingRow> {
         start_time_ms: row.try_get("start_time_ms")?,
         created_at_ms: row.try_get("created_at_ms")?,
         retain_until_ms: row.try_get("retain_until_ms")?,
+        participants_sealed: row.try_get("participants_sealed")?,
     })
 }
 

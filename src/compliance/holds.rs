@@ -20,11 +20,15 @@ pub enum HoldSelection {
     Recordings(Vec<RecordingId>),
     CallIds(Vec<String>),
     /// Calls that started (or, without a start time, were ingested) in
-    /// `[from_ms, to_ms)`.
+    /// `[from_ms, to_ms)` and carry every label given (matched through the
+    /// search index).
     Window {
         from_ms: i64,
         to_ms: i64,
+        labels: std::collections::BTreeMap<String, String>,
     },
+    /// Every recording with this participant, in any role.
+    Participant(String),
 }
 
 impl HoldSelection {
@@ -35,10 +39,18 @@ impl HoldSelection {
                 "recording_ids": ids.iter().map(ToString::to_string).collect::<Vec<_>>(),
             }),
             HoldSelection::CallIds(calls) => serde_json::json!({ "external_call_ids": calls }),
-            HoldSelection::Window { from_ms, to_ms } => serde_json::json!({
+            HoldSelection::Window {
+                from_ms,
+                to_ms,
+                labels,
+            } => serde_json::json!({
                 "start_time": crate::domain::format_ms(*from_ms),
                 "end_time": crate::domain::format_ms(*to_ms),
+                "labels": labels,
             }),
+            // Never the identifier: the hold row and its audit event are
+            // not the place for a phone number.
+            HoldSelection::Participant(_) => serde_json::json!({ "participant": true }),
         }
     }
 
@@ -50,10 +62,13 @@ impl HoldSelection {
             HoldSelection::CallIds(v) if v.is_empty() || v.len() > MAX_LISTED => Err(
                 Error::invalid("external_call_ids", &format!("1..={MAX_LISTED} call ids")),
             ),
-            HoldSelection::Window { from_ms, to_ms } if from_ms >= to_ms => Err(Error::invalid(
-                "window",
-                "the start of the window must be before its end",
-            )),
+            HoldSelection::Window { from_ms, to_ms, .. } if from_ms >= to_ms => Err(
+                Error::invalid("window", "the start of the window must be before its end"),
+            ),
+            HoldSelection::Participant(p) => {
+                crate::domain::normalize_identifier("participant", p)?;
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -104,6 +119,20 @@ pub async fn place_hold(
         release_reason: None,
         released_at_ms: None,
     };
+    // Digests first: the index key may have to be created, which must not
+    // wait on the write lock this transaction is about to take.
+    let digests: Vec<[u8; 32]> = match &selection {
+        HoldSelection::Window { labels, .. } if !labels.is_empty() => {
+            let index = super::subjects::tenant_index(archive, tenant).await?;
+            labels.iter().map(|(k, v)| index.label(k, v)).collect()
+        }
+        HoldSelection::Participant(p) => vec![
+            super::subjects::tenant_index(archive, tenant)
+                .await?
+                .participant("participant", p)?,
+        ],
+        _ => Vec::new(),
+    };
     let mut tx = archive.catalog.begin().await?;
     catalog::insert_hold(&mut tx, tenant, &hold).await?;
     match &selection {
@@ -123,8 +152,20 @@ pub async fn place_hold(
                 }
             }
         }
-        HoldSelection::Window { from_ms, to_ms } => {
+        HoldSelection::Window { from_ms, to_ms, .. } => {
             catalog::add_hold_window(&mut tx, tenant, &hold.hold_id, *from_ms, *to_ms).await?;
+            // Narrowed to the recordings carrying every label: one
+            // statement per label.
+            for d in &digests {
+                crate::catalog::subjects::keep_hold_members_with(&mut tx, tenant, &hold.hold_id, d)
+                    .await?;
+            }
+        }
+        HoldSelection::Participant(_) => {
+            for d in &digests {
+                crate::catalog::subjects::add_hold_digest(&mut tx, tenant, &hold.hold_id, d)
+                    .await?;
+            }
         }
     }
     let count = catalog::activate_hold(&mut tx, tenant, &hold.hold_id).await?;

@@ -21,6 +21,7 @@ pub mod certificate;
 pub mod erase;
 pub mod holds;
 pub mod retention;
+pub mod subjects;
 
 pub use erase::{ErasePass, ErasureReport, erase_requested, finish_certificates, run_expiry};
 pub use holds::{HoldSelection, place_hold, release_hold};

@@ -7,9 +7,11 @@ use std::fmt;
 
 mod key_arn;
 mod states;
+mod subject;
 
 pub use key_arn::{AllowedAccounts, KeyArn};
 pub use states::{JobStatus, KEY_HEALTH_STATES, KeyHealthState, KeyStatus, RecordingStatus};
+pub use subject::{MAX_PARTICIPANTS, Participants, normalize_identifier, parse_participants};
 
 /// A value from outside that does not parse: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -52,6 +52,8 @@ pub struct ExportRequest {
     pub recording_ids: Vec<String>,
     pub external_call_ids: Vec<String>,
     pub query: Option<Query>,
+    /// Every recording with this participant (a data-subject request).
+    pub participant: Option<String>,
     /// Why the recordings leave the archive: required, one line.
     pub reason: String,
     /// age X25519 recipients (`age1…`); empty: a plain tar.
@@ -188,7 +190,12 @@ pub async fn start(
     access::require(&archive, principal, Action::Export).await?;
     // A token revoked (or expiring) during the export ends it.
     let revocations = archive.revocations.subscribe();
-    let selection = Selection::parse(&req.recording_ids, &req.external_call_ids, req.query)?;
+    let selection = Selection::parse(
+        &req.recording_ids,
+        &req.external_call_ids,
+        req.query,
+        req.participant,
+    )?;
     let reason = check_reason(&req.reason)?;
     let recipients = parse_recipients(&req.age_recipients)?;
     let candidates = select::candidates(&archive, principal, &selection).await?;

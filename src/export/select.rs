@@ -31,6 +31,8 @@ pub enum Selection {
         from_ms: i64,
         to_ms: i64,
     },
+    /// Every recording with this participant, in any role.
+    Participant(String),
 }
 
 impl Selection {
@@ -40,6 +42,7 @@ impl Selection {
             Selection::Recordings(_) => "recording_ids",
             Selection::CallIds(_) => "external_call_ids",
             Selection::Query { .. } => "query",
+            Selection::Participant(_) => "participant",
         }
     }
 
@@ -59,6 +62,8 @@ impl Selection {
                     .map(|(k, v)| format!(", label {k}={v}"))
                     .collect::<String>()
             ),
+            // Never the identifier itself: messages are logged.
+            Selection::Participant(_) => "the participant given".into(),
             other => format!("the {} given", other.mode()),
         }
     }
@@ -89,26 +94,32 @@ impl Selection {
         recording_ids: &[String],
         call_ids: &[String],
         query: Option<Query>,
+        participant: Option<String>,
     ) -> Result<Self> {
         let modes = [
             !recording_ids.is_empty(),
             !call_ids.is_empty(),
             query.is_some(),
+            participant.is_some(),
         ];
         match modes.iter().filter(|m| **m).count() {
             0 => {
                 return Err(Error::invalid(
                     "selection",
-                    "give recording ids, call ids, or a query (time window and labels)",
+                    "give recording ids, call ids, a query (time window and labels), or a participant",
                 ));
             }
             1 => {}
             _ => {
                 return Err(Error::invalid(
                     "selection",
-                    "give exactly one of recording ids, call ids, or a query; not several",
+                    "give exactly one of recording ids, call ids, a query, or a participant; not several",
                 ));
             }
+        }
+        if let Some(p) = participant {
+            crate::domain::normalize_identifier("participant", &p)?;
+            return Ok(Selection::Participant(p));
         }
         if let Some(q) = query {
             let (Some(from_ms), Some(to_ms)) = (q.from_ms, q.to_ms) else {
@@ -202,6 +213,15 @@ pub(super) async fn candidates(
                     break;
                 }
             }
+        }
+        Selection::Participant(p) => {
+            rows = crate::compliance::subjects::all_with_participant(
+                archive,
+                principal,
+                p,
+                MAX_RECORDINGS,
+            )
+            .await?;
         }
     }
     Ok(rows)

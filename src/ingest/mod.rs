@@ -45,6 +45,8 @@ pub struct IngestHeader {
     pub start_time_ms: Option<i64>,
     pub labels: BTreeMap<String, String>,
     pub chunk_size: u32,
+    /// role -> identifier, as given (validated).
+    pub participants: crate::domain::Participants,
 }
 
 impl IngestHeader {
@@ -53,8 +55,10 @@ impl IngestHeader {
         start_time_ms: Option<i64>,
         labels: BTreeMap<String, String>,
         chunk_size: u32,
+        participants: crate::domain::Participants,
     ) -> Result<Self> {
         let external_call_id = ExternalCallId::parse(external_call_id)?;
+        let participants = crate::domain::parse_participants("header.participants", participants)?;
         if labels.len() > MAX_LABELS {
             return Err(Error::invalid("header.labels", "at most 64 labels"));
         }
@@ -84,6 +88,7 @@ impl IngestHeader {
             start_time_ms,
             labels,
             chunk_size,
+            participants,
         })
     }
 }

@@ -147,6 +147,30 @@ pub(super) async fn begin(
             .map_err(|e| Error::invalid("header.labels", &e.to_string()))?;
         Some(cipher.seal_metadata(&json)?)
     };
+    let participants_sealed = if header.participants.is_empty() {
+        None
+    } else {
+        Some(
+            cipher.seal_metadata(&crate::compliance::subjects::participants_json(
+                &header.participants,
+            ))?,
+        )
+    };
+    // The search index: computed here when this node can unwrap the
+    // tenant's index key; a write-only node leaves it to the indexer.
+    let index = if header.labels.is_empty() && header.participants.is_empty() {
+        Some(Vec::new())
+    } else if key.algorithm == WrapAlgorithm::SymmetricDefault {
+        match crate::compliance::subjects::tenant_index(archive, &principal.tenant).await {
+            Ok(ix) => Some(ix.digests(&header.labels, &header.participants)?),
+            Err(e) => {
+                tracing::warn!(tenant = %principal.tenant, error = %e, "search index key unavailable; the indexer will index this recording");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let now = now_ms();
     let retention = crate::compliance::retention::policy_for_ingest(archive, principal)
         .await?
@@ -175,6 +199,8 @@ pub(super) async fn begin(
             .as_ref()
             .map(|(_, days)| crate::catalog::compliance::retain_until(now, *days)),
         retention_rule: retention.map(|(code, _)| code),
+        participants_sealed,
+        index,
     };
     recordings::begin_upload(&mut *archive.catalog.conn_bulk().await?, &new).await?;
     let analyzer = Analyzer::start(detected);

@@ -200,6 +200,16 @@ pub async fn work_on(archive: &Archive, job_id: &str, tenant: &TenantId) -> Resu
             if remaining > 0 {
                 return Ok(JobPass::Yield);
             }
+            // The tenant's search index key moves with its recordings.
+            crate::compliance::subjects::rewrap_index_key(
+                archive,
+                tenant,
+                &job.source_arn,
+                &source_call,
+                &dest,
+                &dest_call,
+            )
+            .await?;
             if let Some(done) =
                 end_job(archive, &job, JobStatus::Succeeded, None, worker(archive)).await?
             {

@@ -396,6 +396,7 @@ fn slices(plain: Bytes, from: usize, chunk_start: u64) -> Vec<Result<PlayChunk>>
 pub struct RecordingView {
     pub row: RecordingRow,
     pub labels: BTreeMap<String, String>,
+    pub participants: crate::domain::Participants,
 }
 
 /// Metadata of one recording; labels are decrypted (one cached unwrap).
@@ -406,16 +407,26 @@ pub async fn get(
 ) -> Result<RecordingView> {
     require_reader(archive, principal).await?;
     let row = find(archive, principal, rec, AuditAction::RecordingRead).await?;
-    let labels = match &row.labels_sealed {
-        None => BTreeMap::new(),
-        Some(sealed) => {
-            let cipher = cipher_for(archive, &row).await?;
+    let cipher = if row.labels_sealed.is_some() || row.participants_sealed.is_some() {
+        Some(cipher_for(archive, &row).await?)
+    } else {
+        None
+    };
+    let labels = match (&row.labels_sealed, &cipher) {
+        (Some(sealed), Some(cipher)) => {
             let json = cipher
                 .open_metadata(sealed)
                 .map_err(|e| Error::integrity(rec, e))?;
             serde_json::from_slice(&json)
                 .map_err(|_| Error::integrity(rec, CryptoError::MetadataAuthentication))?
         }
+        _ => BTreeMap::new(),
+    };
+    let participants = match (&row.participants_sealed, &cipher) {
+        (Some(sealed), Some(cipher)) => {
+            crate::compliance::subjects::open_participants(cipher, rec, sealed)?
+        }
+        _ => crate::domain::Participants::new(),
     };
     trail::record(
         archive,
@@ -423,7 +434,11 @@ pub async fn get(
         trail::by(principal, AuditAction::RecordingRead).recording(rec),
     )
     .await?;
-    Ok(RecordingView { row, labels })
+    Ok(RecordingView {
+        row,
+        labels,
+        participants,
+    })
 }
 
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -431,12 +446,18 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 
 /// One page of committed recordings (without labels), and the next page's
 /// token (the last id seen).
+/// A page of a listing, the next page's cursor, and how many of the
+/// tenant's recordings the search index does not hold yet (a participant
+/// search is complete only when 0).
+pub type Listing = (Vec<RecordingRow>, Option<RecordingId>, u64);
+
 pub async fn list(
     archive: &Archive,
     principal: &Principal,
     page_size: u32,
     after: Option<RecordingId>,
-) -> Result<(Vec<RecordingRow>, Option<RecordingId>)> {
+    participant: Option<&str>,
+) -> Result<Listing> {
     require_reader(archive, principal).await?;
     if page_size > MAX_PAGE_SIZE {
         return Err(Error::invalid("page_size", "must be at most 1000"));
@@ -446,13 +467,28 @@ pub async fn list(
     } else {
         page_size
     };
-    let mut rows = recordings::list(
-        &mut *archive.catalog.conn().await?,
-        &principal.tenant,
-        after.as_ref(),
-        size + 1,
-    )
-    .await?;
+    let (mut rows, unindexed) = match participant {
+        None => (
+            recordings::list(
+                &mut *archive.catalog.conn().await?,
+                &principal.tenant,
+                after.as_ref(),
+                size + 1,
+            )
+            .await?,
+            0,
+        ),
+        Some(p) => {
+            crate::compliance::subjects::with_participant(
+                archive,
+                principal,
+                p,
+                after.as_ref(),
+                size + 1,
+            )
+            .await?
+        }
+    };
     let next = if rows.len() > size as usize {
         rows.truncate(size as usize);
         rows.last().map(|r| r.id)
@@ -466,10 +502,12 @@ pub async fn list(
         trail::by(principal, AuditAction::RecordingsListed)
             .recordings(rows.iter().map(|r| r.id))
             .detail("page_size", size)
-            .detail("after", after.map(|a| a.to_string()).unwrap_or_default()),
+            .detail("after", after.map(|a| a.to_string()).unwrap_or_default())
+            // That a participant was searched for, never whom.
+            .detail("participant_search", participant.is_some()),
     )
     .await?;
-    Ok((rows, next))
+    Ok((rows, next, unindexed))
 }
 
 /// Collects a whole recording into memory (CLI and tests; the server streams).

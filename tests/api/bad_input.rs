@@ -214,6 +214,7 @@ async fn bad_inputs_get_precise_statuses_and_leave_nothing_behind() {
         .list_recordings(pb::ListRecordingsRequest {
             page_size: 10,
             page_token: "garbage!".into(),
+            participant: String::new(),
         })
         .await
         .unwrap_err();
@@ -223,6 +224,7 @@ async fn bad_inputs_get_precise_statuses_and_leave_nothing_behind() {
         .list_recordings(pb::ListRecordingsRequest {
             page_size: 5000,
             page_token: String::new(),
+            participant: String::new(),
         })
         .await
         .unwrap_err();

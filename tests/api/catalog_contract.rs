@@ -47,6 +47,8 @@ fn new_recording(tenant: &TenantId, call: &str) -> NewRecording {
         lease_until_ms: now_ms() + 60_000,
         retain_until_ms: None,
         retention_rule: None,
+        participants_sealed: None,
+        index: None,
     }
 }
 

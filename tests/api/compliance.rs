@@ -93,6 +93,7 @@ async fn place(
             external_call_ids: calls.iter().map(|s| (*s).to_owned()).collect(),
             start_time: None,
             end_time: None,
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
@@ -121,6 +122,7 @@ async fn erase(
             recording_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
             reason: "GDPR Art. 17 request 2026-114".into(),
             override_retention,
+            participant: String::new(),
         })
         .await
         .map(|r| r.into_inner())
@@ -438,6 +440,7 @@ async fn erasure_shreds_and_certifies(kind: CatalogKind) {
             recording_ids: vec![a.recording_id.clone()],
             reason: String::new(),
             override_retention: true,
+            participant: String::new(),
         })
         .await
         .unwrap_err();
@@ -981,4 +984,311 @@ async fn kill_9_at_each_erasure_step_on_postgres() {
         killed_at(point, Some(&url)).await;
         crate::helpers::drop_pg_database(&db).await;
     }
+}
+
+async fn ingest_with_participants(
+    app: &TestApp,
+    call: &str,
+    participants: &[(&str, &str)],
+    labels: &[(&str, &str)],
+    i: u32,
+) -> pb::Recording {
+    let mut h = header(call);
+    h.participants = participants
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    h.labels = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    app.client(&app.ingest_token)
+        .await
+        .ingest_stream(h, callvault::client::pieces(small_wav(i), 16 * 1024))
+        .await
+        .unwrap()
+        .recording
+        .unwrap()
+}
+
+async fn search(app: &TestApp, participant: &str) -> (BTreeSet<String>, u64) {
+    let res = app
+        .client(&app.compliance_token)
+        .await
+        .playback
+        .list_recordings(pb::ListRecordingsRequest {
+            participant: participant.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (
+        res.recordings.into_iter().map(|r| r.recording_id).collect(),
+        res.unindexed_count,
+    )
+}
+
+async fn participants_found_not_readable(kind: CatalogKind) {
+    let app = spawn_app(kind).await;
+    let r1 = ingest_with_participants(
+        &app,
+        "dsr-1",
+        &[("caller", "+44 20 7183 8750"), ("agent", "A-17")],
+        &[("queue", "collections")],
+        1,
+    )
+    .await;
+    let r2 =
+        ingest_with_participants(&app, "dsr-2", &[("callee", "0044-20-7183-8750")], &[], 2).await;
+    let r3 = ingest_with_participants(&app, "dsr-3", &[("caller", "+15551234567")], &[], 3).await;
+
+    // Shown as given to compliance staff, with the recording.
+    let got = get(&app, &r1.recording_id).await.unwrap();
+    assert_eq!(got.participants["caller"], "+44 20 7183 8750");
+    assert_eq!(got.participants["agent"], "A-17");
+
+    // Found by exact match after normalization, in any role.
+    let (found, pending) = search(&app, "+442071838750").await;
+    assert_eq!(pending, 0);
+    assert_eq!(
+        found,
+        BTreeSet::from([r1.recording_id.clone(), r2.recording_id.clone()])
+    );
+    assert_eq!(
+        search(&app, "a-17").await.0,
+        BTreeSet::from([r1.recording_id.clone()])
+    );
+    assert_eq!(
+        search(&app, "+1 555 123 4567").await.0,
+        BTreeSet::from([r3.recording_id.clone()])
+    );
+    assert!(search(&app, "+442071838751").await.0.is_empty());
+    let err = app
+        .client(&app.compliance_token)
+        .await
+        .playback
+        .list_recordings(pb::ListRecordingsRequest {
+            participant: "+44 nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    // Bad participants are refused at ingest, naming the field.
+    let mut h = header("dsr-bad");
+    h.participants = [("Caller Number".to_owned(), "1".to_owned())].into();
+    let err = app
+        .client(&app.ingest_token)
+        .await
+        .ingest_stream(h, callvault::client::pieces(small_wav(9), 16 * 1024))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("header.participants"),
+        "{}",
+        err.message()
+    );
+
+    // A dump of the catalog shows no number and no agent id, in any form.
+    let dump = catalog_dump(&app.archive).await;
+    for needle in [
+        "442071838750",
+        "2071838750",
+        "5551234567",
+        "7183 8750",
+        "a-17",
+        "A-17",
+    ] {
+        assert!(
+            !dump
+                .iter()
+                .any(|cell| cell.windows(needle.len()).any(|w| w == needle.as_bytes())),
+            "`{needle}` is readable in the catalog"
+        );
+    }
+    // Nor the searches' audit events: that a search happened, not whom.
+    let events = crate::audit::events(&app).await;
+    let listed = crate::audit::of(&events, Action::RecordingsListed);
+    assert!(
+        listed
+            .iter()
+            .any(|e| e.details["participant_search"] == true)
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| String::from_utf8_lossy(&e.canonical()).contains("2071838750"))
+    );
+
+    // Holds by participant and by window + label go through the index.
+    let mut comp = app.client(&app.compliance_token).await;
+    let h = comp
+        .compliance
+        .place_legal_hold(pb::PlaceLegalHoldRequest {
+            name: "dsr".into(),
+            reason: "subject access request 99".into(),
+            participant: "+442071838750".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(h.recording_count, 2);
+    assert!(
+        !h.selection_json.contains("2071838750"),
+        "{}",
+        h.selection_json
+    );
+    let h = comp
+        .compliance
+        .place_legal_hold(pb::PlaceLegalHoldRequest {
+            name: "collections".into(),
+            reason: "regulator".into(),
+            start_time: Some(prost_types::Timestamp::default()),
+            end_time: Some(prost_types::Timestamp {
+                seconds: 4_000_000_000,
+                nanos: 0,
+            }),
+            labels: [("queue".to_owned(), "collections".to_owned())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(h.recording_count, 1);
+    release(&mut comp, "dsr").await.unwrap();
+    release(&mut comp, "collections").await.unwrap();
+
+    // Find, export, erase: three commands of the real CLI.
+    let out = crate::helpers::cli_against(
+        &app.addr,
+        &app.compliance_token,
+        &[
+            "recordings",
+            "list",
+            "--participant",
+            "+442071838750",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let bundle = app.dir.path().join("dsr.tar");
+    let out = crate::helpers::cli_against(
+        &app.addr,
+        &app.compliance_token,
+        &[
+            "export",
+            "--participant",
+            "+442071838750",
+            "--reason",
+            "subject access request 99",
+            "-o",
+            bundle.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(std::fs::metadata(&bundle).unwrap().len() > 0);
+    let cert = app.dir.path().join("dsr-cert.json");
+    let out = crate::helpers::cli_against(
+        &app.addr,
+        &app.compliance_token,
+        &[
+            "erase",
+            "--participant",
+            "+442071838750",
+            "--reason",
+            "GDPR Art. 17 request 99",
+            "-o",
+            cert.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = certificate::verify(
+        &std::fs::read(&cert).unwrap(),
+        Some(&test_audit_key().verifier()),
+    )
+    .unwrap();
+    assert_eq!(v.certificate.recordings.len(), 2);
+    assert!(search(&app, "+442071838750").await.0.is_empty());
+    assert!(get(&app, &r3.recording_id).await.is_ok());
+    app.shutdown().await;
+}
+
+on_both_catalogs!(
+    participants_are_found_but_not_readable_on_sqlite,
+    participants_are_found_but_not_readable_on_postgres,
+    participants_found_not_readable
+);
+
+/// A write-only node (RSA key) cannot unwrap the index key: its recordings
+/// wait for the indexer, and searches say so meanwhile.
+#[tokio::test]
+async fn write_only_recordings_are_indexed_by_the_indexer() {
+    let app = spawn_app(CatalogKind::Sqlite).await;
+    let mut admin = app.client(&app.admin_token).await;
+    let rsa = app.ring().create_rsa_key("RSA_2048").unwrap();
+    crate::keys::register(&mut admin, &rsa).await.unwrap();
+    let r = ingest_with_participants(&app, "wo-1", &[("caller", "+442071838750")], &[], 1).await;
+    let (found, pending) = search(&app, "+442071838750").await;
+    assert!(found.is_empty());
+    assert_eq!(pending, 1, "the search says it may be incomplete");
+    let n = callvault::compliance::subjects::index_pending(&app.archive)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let (found, pending) = search(&app, "+442071838750").await;
+    assert_eq!(found, BTreeSet::from([r.recording_id.clone()]));
+    assert_eq!(pending, 0);
+    app.shutdown().await;
+}
+
+/// The index key is wrapped by the tenant's KMS key like a data key: a
+/// rewrap job moves it, and its old key cannot be retired before.
+#[tokio::test]
+async fn the_index_key_moves_with_a_rewrap() {
+    let app = spawn_app(CatalogKind::Sqlite).await;
+    let r = ingest_with_participants(&app, "rw-1", &[("agent", "a-1")], &[], 1).await;
+    let mut admin = app.client(&app.admin_token).await;
+    let old = crate::keys::active_arn(&app).await;
+    let new = app.ring().create_key().unwrap();
+    crate::keys::register(&mut admin, &new).await.unwrap();
+    let job = crate::keys::start_rewrap(&mut admin, &old, &new, 100)
+        .await
+        .unwrap();
+    let done = crate::keys::wait_for_job(&mut admin, &job.job_id).await;
+    assert_eq!(done.state, "succeeded", "{done:?}");
+    admin
+        .keys
+        .retire_key(pb::RetireKeyRequest {
+            key_arn: old.clone(),
+        })
+        .await
+        .unwrap();
+    // Old key gone from KMS: the search still works through the new one.
+    app.ring().schedule_deletion(&old, 7).unwrap();
+    app.archive.keys.purge_all();
+    assert_eq!(
+        search(&app, "a-1").await.0,
+        BTreeSet::from([r.recording_id.clone()])
+    );
+    app.shutdown().await;
 }

@@ -571,6 +571,7 @@ pub fn header(call_id: &str) -> pb::IngestHeader {
         start_time: None,
         labels: Default::default(),
         chunk_size_bytes: 0,
+        participants: Default::default(),
     }
 }
 

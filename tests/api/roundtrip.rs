@@ -211,6 +211,7 @@ async fn same_call_id_is_idempotent_and_lists_page() {
             .list_recordings(callvault::api::pb::ListRecordingsRequest {
                 page_size: 2,
                 page_token: token,
+                participant: String::new(),
             })
             .await
             .unwrap()

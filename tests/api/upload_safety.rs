@@ -412,6 +412,8 @@ fn new_upload(app: &TestApp, call: &str, lease_until_ms: i64) -> NewRecording {
         lease_until_ms,
         retain_until_ms: None,
         retention_rule: None,
+        participants_sealed: None,
+        index: None,
     }
 }
 

@@ -164,6 +164,7 @@ pub async fn run() -> Result<()> {
             start_time: None,
             labels: [("agent".to_owned(), "demo-agent".to_owned())].into(),
             chunk_size_bytes: if i == 0 { 64 * 1024 } else { 0 },
+            participants: [("caller".to_owned(), "+442071838750".to_owned())].into(),
         };
         let kms_before = archive.metrics.total_calls();
         let t = Instant::now();

@@ -63,8 +63,16 @@ pub enum HoldCmd {
         #[arg(long = "recording", conflicts_with_all = ["call_ids", "from", "to"])]
         recordings: Vec<String>,
         /// Hold the recordings of these calls (repeatable).
-        #[arg(long = "call-id", conflicts_with_all = ["from", "to"])]
+        #[arg(long = "call-id", conflicts_with_all = ["from", "to", "participant"])]
         call_ids: Vec<String>,
+        /// Hold every recording with this participant (a phone number in
+        /// E.164, an agent or customer id), in any role.
+        #[arg(long, conflicts_with_all = ["recordings", "from", "to", "labels"])]
+        participant: Option<String>,
+        /// With --from/--to: only calls carrying this label, KEY=VALUE
+        /// (repeatable; all must match).
+        #[arg(long = "label", requires = "from")]
+        labels: Vec<String>,
         /// Hold every call that started at or after this time (RFC 3339)…
         #[arg(long, requires = "to")]
         from: Option<String>,
@@ -114,8 +122,12 @@ pub enum HoldCmd {
 #[derive(Debug, Args)]
 pub struct EraseArgs {
     /// The recordings to erase (repeatable, at most 1000).
-    #[arg(long = "recording", required = true)]
+    #[arg(long = "recording", required_unless_present = "participant")]
     pub recordings: Vec<String>,
+    /// Erase every recording with this participant (a data-subject
+    /// erasure request; at most 1000 recordings).
+    #[arg(long, conflicts_with = "recordings")]
+    pub participant: Option<String>,
     /// The reason or legal basis (e.g. "GDPR Art. 17 request 2026-114").
     #[arg(long)]
     pub reason: String,
@@ -319,13 +331,21 @@ pub async fn hold(cmd: HoldCmd) -> Result<()> {
             reason,
             recordings,
             call_ids,
+            participant,
+            labels,
             from,
             to,
             json,
             client,
         } => {
-            if recordings.is_empty() && call_ids.is_empty() && from.is_none() {
-                bail!("name what to hold: --recording, --call-id, or --from and --to");
+            if recordings.is_empty()
+                && call_ids.is_empty()
+                && from.is_none()
+                && participant.is_none()
+            {
+                bail!(
+                    "name what to hold: --recording, --call-id, --participant, or --from and --to"
+                );
             }
             let h = client
                 .connect()
@@ -338,6 +358,8 @@ pub async fn hold(cmd: HoldCmd) -> Result<()> {
                     external_call_ids: call_ids,
                     start_time: from.as_deref().map(timestamp).transpose()?,
                     end_time: to.as_deref().map(timestamp).transpose()?,
+                    labels: super::parse_pairs(&labels)?,
+                    participant: participant.unwrap_or_default(),
                 })
                 .await
                 .map_err(failed("hold place"))?
@@ -450,6 +472,7 @@ pub async fn erase(args: EraseArgs) -> Result<()> {
             recording_ids: args.recordings,
             reason: args.reason,
             override_retention: args.override_retention,
+            participant: args.participant.clone().unwrap_or_default(),
         })
         .await
         .map_err(failed("erase"))?

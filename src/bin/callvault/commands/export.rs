@@ -68,6 +68,10 @@ pub struct CreateArgs {
     /// Calls started before this time (RFC 3339).
     #[arg(long)]
     to: Option<String>,
+    /// Every recording with this participant (a phone number in E.164,
+    /// `+442071838750`, or an agent or customer id), in any role.
+    #[arg(long)]
+    participant: Option<String>,
     /// Why the recordings are exported (recorded in the audit trail and the bag).
     #[arg(long)]
     reason: Option<String>,
@@ -110,6 +114,7 @@ fn request(a: &CreateArgs) -> Result<pb::ExportRequest> {
         recording_ids: a.recordings.clone(),
         external_call_ids: a.call_ids.clone(),
         query,
+        participant: a.participant.clone().unwrap_or_default(),
         reason: a.reason.clone().unwrap_or_default(),
         age_recipients: a.age_recipients.clone(),
     })

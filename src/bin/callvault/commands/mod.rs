@@ -235,7 +235,7 @@ impl ClientArgs {
 }
 
 /// `key=value` pairs (labels, replicas) into a map.
-fn parse_pairs(pairs: &[String]) -> Result<HashMap<String, String>> {
+pub(super) fn parse_pairs(pairs: &[String]) -> Result<HashMap<String, String>> {
     pairs
         .iter()
         .map(|l| {

@@ -18,9 +18,14 @@ pub struct IngestArgs {
     /// The platform's call id (idempotency key); default: the file's SHA-256.
     #[arg(long)]
     pub call_id: Option<String>,
-    /// Labels as key=value (repeatable).
+    /// Labels as key=value (repeatable). Stored encrypted.
     #[arg(long = "label")]
     pub labels: Vec<String>,
+    /// A participant as role=identifier (repeatable): caller=+442071838750,
+    /// callee=…, agent=a-17, customer=…. Stored encrypted; found by
+    /// `recordings list --participant`.
+    #[arg(long = "participant")]
+    pub participants: Vec<String>,
     #[arg(long, default_value_t = 0)]
     pub chunk_size: u32,
     #[arg(long)]
@@ -43,6 +48,10 @@ pub struct PlayArgs {
 #[derive(Debug, Subcommand)]
 pub enum RecordingsCmd {
     List {
+        /// Only recordings with this participant (in any role): a phone
+        /// number in E.164 (`+442071838750`), an agent or customer id.
+        #[arg(long)]
+        participant: Option<String>,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -74,6 +83,7 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
         start_time: None,
         labels: parse_pairs(&args.labels)?,
         chunk_size_bytes: args.chunk_size,
+        participants: parse_pairs(&args.participants)?,
     };
     let bar = output::progress_bar(output::Progress::Upload, size, args.json);
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
@@ -170,21 +180,34 @@ pub async fn play(args: PlayArgs) -> Result<()> {
 
 pub async fn run(cmd: RecordingsCmd) -> Result<()> {
     match cmd {
-        RecordingsCmd::List { json, client } => {
+        RecordingsCmd::List {
+            participant,
+            json,
+            client,
+        } => {
             let mut c = client.connect().await?;
             let mut token = String::new();
             let mut all = Vec::new();
+            let mut warned = false;
             loop {
                 let page = c
                     .playback
                     .list_recordings(pb::ListRecordingsRequest {
                         page_size: 500,
                         page_token: token,
+                        participant: participant.clone().unwrap_or_default(),
                     })
                     .await
                     .map_err(failed("list"))?
                     .into_inner();
                 all.extend(page.recordings);
+                if page.unindexed_count > 0 && participant.is_some() && !warned {
+                    warned = true;
+                    eprintln!(
+                        "note: {} recordings are not in the search index yet (the indexer on admin nodes is catching up); this search may be incomplete",
+                        page.unindexed_count
+                    );
+                }
                 if page.next_page_token.is_empty() {
                     break;
                 }

@@ -31,3 +31,7 @@ CREATE TABLE recording_index (
     FOREIGN KEY (tenant_id, recording_id) REFERENCES recordings (tenant_id, recording_id) ON DELETE CASCADE
 );
 CREATE INDEX recording_index_by_digest ON recording_index (tenant_id, digest, recording_id);
+
+-- The blind-index digest of a label rule's label, so that applying a
+-- policy to existing recordings is set-based over recording_index.
+ALTER TABLE retention_rules ADD COLUMN label_digest BLOB;

@@ -71,6 +71,7 @@ pub async fn put_retention_rule(
     conn: &mut Conn,
     tenant: &TenantId,
     label: Option<(&str, &str)>,
+    label_digest: Option<&[u8; 32]>,
     days: Option<u32>,
 ) -> Result<Option<u32>> {
     let (key, value) = label.unwrap_or(("", ""));
@@ -87,15 +88,16 @@ pub async fn put_retention_rule(
     match days {
         Some(days) => {
             sqlx::query(
-                "INSERT INTO retention_rules (tenant_id, label_key, label_value, days, updated_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, label_key, label_value) \
-                 DO UPDATE SET days = $4, updated_at_ms = $5",
+                "INSERT INTO retention_rules (tenant_id, label_key, label_value, days, updated_at_ms, label_digest) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, label_key, label_value) \
+                 DO UPDATE SET days = $4, updated_at_ms = $5, label_digest = $6",
             )
             .bind(tenant.as_str())
             .bind(key)
             .bind(value)
             .bind(i64::from(days))
             .bind(now_ms())
+            .bind(label_digest.map(|d| d.to_vec()))
             .execute(&mut *conn)
             .await?;
         }
@@ -113,7 +115,70 @@ pub async fn put_retention_rule(
     previous.map(|d| to_u32(d, "retention days")).transpose()
 }
 
-/// Re-evaluates the committed recordings whose retention was set by rule
+/// The label rule that decides an indexed recording: the longest of the
+/// tenant's label rules whose label digest the recording carries (a
+/// correlated subquery over `recordings`).
+macro_rules! best_rule {
+    ($what:literal) => {
+        concat!(
+            "(SELECT ",
+            $what,
+            " FROM retention_rules rr JOIN recording_index ri \
+             ON ri.tenant_id = rr.tenant_id AND ri.digest = rr.label_digest \
+             WHERE rr.tenant_id = recordings.tenant_id AND ri.recording_id = recordings.recording_id \
+             AND rr.label_key <> '' ORDER BY rr.days DESC, rr.label_key, rr.label_value LIMIT 1)"
+        )
+    };
+}
+
+/// Applies the tenant's whole policy to its indexed committed recordings,
+/// set-based: those carrying a rule's label follow the longest such rule,
+/// the others the default (`default_days`, `None`: no period). Returns how
+/// many changed.
+pub async fn reevaluate_indexed(
+    conn: &mut Conn,
+    tenant: &TenantId,
+    default_days: Option<u32>,
+) -> Result<u64> {
+    let by_label = sqlx::query(concat!(
+        "UPDATE recordings SET retain_until_ms = created_at_ms + 86400000 * ",
+        best_rule!("rr.days"),
+        ", retention_rule = ",
+        best_rule!("rr.label_key || '=' || rr.label_value"),
+        " WHERE tenant_id = $1 AND status = 'complete' AND indexed = 1 AND ",
+        best_rule!("rr.days"),
+        " IS NOT NULL AND (retain_until_ms IS DISTINCT FROM created_at_ms + 86400000 * ",
+        best_rule!("rr.days"),
+        " OR retention_rule IS DISTINCT FROM ",
+        best_rule!("rr.label_key || '=' || rr.label_value"),
+        ")"
+    ))
+    .bind(tenant.as_str())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let days_ms = default_days.map(|d| i64::from(d).saturating_mul(DAY_MS));
+    let by_default = sqlx::query(concat!(
+        "UPDATE recordings SET \
+           retain_until_ms = CASE WHEN CAST($2 AS BIGINT) IS NULL THEN NULL ELSE created_at_ms + CAST($2 AS BIGINT) END, \
+           retention_rule = $3 \
+         WHERE tenant_id = $1 AND status = 'complete' AND indexed = 1 AND ",
+        best_rule!("rr.days"),
+        " IS NULL AND (retain_until_ms IS DISTINCT FROM \
+           (CASE WHEN CAST($2 AS BIGINT) IS NULL THEN NULL ELSE created_at_ms + CAST($2 AS BIGINT) END) \
+           OR retention_rule IS DISTINCT FROM $3)"
+    ))
+    .bind(tenant.as_str())
+    .bind(days_ms)
+    .bind(default_days.map(|_| ""))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(by_label + by_default)
+}
+
+/// Re-evaluates the committed recordings not yet in the search index whose
+/// retention was set by rule
 /// `from_code` (with `include_unset`, also those no rule covered): they now
 /// follow `to_code` with `days` (`None`: no retention period). One
 /// statement; returns how many recordings' `retain_until` changed.
@@ -130,7 +195,7 @@ pub async fn reapply_retention(
         "UPDATE recordings SET \
            retain_until_ms = CASE WHEN CAST($4 AS BIGINT) IS NULL THEN NULL ELSE created_at_ms + CAST($4 AS BIGINT) END, \
            retention_rule = $5 \
-         WHERE tenant_id = $1 AND status = 'complete' \
+         WHERE tenant_id = $1 AND status = 'complete' AND indexed = 0 \
          AND (retention_rule = $2 OR ($3 = 1 AND retention_rule IS NULL)) \
          AND (retain_until_ms IS DISTINCT FROM \
               (CASE WHEN CAST($4 AS BIGINT) IS NULL THEN NULL ELSE created_at_ms + CAST($4 AS BIGINT) END) \

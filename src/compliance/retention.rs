@@ -46,7 +46,9 @@ impl RetentionPolicy {
                     .as_ref()
                     .is_some_and(|(k, v)| labels.get(k) == Some(v))
             })
-            .max_by(|a, b| a.days.cmp(&b.days).then_with(|| b.code().cmp(&a.code())));
+            // The longest; between equal periods the smallest (key, value),
+            // as the set-based re-evaluation orders them.
+            .max_by(|a, b| a.days.cmp(&b.days).then_with(|| b.label.cmp(&a.label)));
         match by_label {
             Some(r) => Some((r.code(), r.days)),
             None => self.default_days.map(|d| (String::new(), d)),
@@ -99,14 +101,13 @@ pub fn parse_label(field: &str, s: &str) -> Result<(String, String)> {
 }
 
 /// Sets (or with `days = None` removes) the default rule or a label rule.
-/// New recordings follow it. With `apply_to_existing`, the recordings the
-/// rule had decided (for the default, also those no rule covered) are
-/// re-evaluated in the same transaction, and the count is audited.
+/// New recordings follow it. With `apply_to_existing`, the whole policy is
+/// applied again to the tenant's existing recordings in the same
+/// transaction (set-based: by the labels' blind-index digests), and the
+/// count of recordings whose `retain_until` changed is audited.
 ///
-/// Re-evaluation follows the rule each recording was decided by at ingest:
-/// a new label rule reaches recordings ingested after it; recordings ingested
-/// before it keep the rule that decided them (labels are sealed per
-/// recording, so the catalog cannot match them without decrypting).
+/// A recording not in the search index yet (written by a write-only node a
+/// moment ago) is re-evaluated by the rule that decided it at ingest.
 pub async fn set(
     archive: &Archive,
     principal: &Principal,
@@ -126,11 +127,23 @@ pub async fn set(
     let label_ref = label.as_ref().map(|(k, v)| (k.as_str(), v.as_str()));
     let code = rule_code(label_ref);
     let tenant = &principal.tenant;
+    // The label's digest before the transaction: the index key may have to
+    // be created, which must not wait on this transaction's write lock.
+    let digest = match &label {
+        Some((k, v)) => Some(
+            super::subjects::tenant_index(archive, tenant)
+                .await?
+                .label(k, v),
+        ),
+        None => None,
+    };
     let mut tx = archive.catalog.begin().await?;
-    let previous = catalog::put_retention_rule(&mut tx, tenant, label_ref, days).await?;
+    let previous =
+        catalog::put_retention_rule(&mut tx, tenant, label_ref, digest.as_ref(), days).await?;
     let policy = RetentionPolicy::from_rules(catalog::retention_rules(&mut tx, tenant).await?);
     let changed = if apply_to_existing {
-        let n = match (&label, days) {
+        let indexed = catalog::reevaluate_indexed(&mut tx, tenant, policy.default_days).await?;
+        let unindexed = match (&label, days) {
             // The default: its recordings and the ones no rule covered.
             (None, days) => {
                 catalog::reapply_retention(&mut tx, tenant, "", true, days.map(|_| ""), days)
@@ -147,7 +160,7 @@ pub async fn set(
                     .await?
             }
         };
-        Some(n)
+        Some(indexed + unindexed)
     } else {
         None
     };

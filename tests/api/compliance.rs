@@ -185,6 +185,15 @@ async fn retention_rules_and_their_precedence(kind: CatalogKind) {
         .into_inner();
     assert_eq!(policy.default_days, 500);
     assert_eq!(policy.rules.len(), 1, "{policy:?}");
+    // A new label rule reaches recordings ingested before it (through the
+    // labels' blind index, set-based).
+    let r = set_rule(&mut comp, Some(("agent", "a-17")), 1000, true)
+        .await
+        .unwrap();
+    assert_eq!(r.recordings_changed, 1, "{r:?}");
+    assert_eq!(days(&get(&app, &plain.recording_id).await.unwrap()), 1000);
+    assert_eq!(days(&get(&app, &coll.recording_id).await.unwrap()), 3650);
+    assert_eq!(days(&get(&app, &before.recording_id).await.unwrap()), 500);
 
     // Compliance staff only; bad periods are refused.
     let mut sup = app.client(&app.supervisor_token).await;
@@ -194,7 +203,7 @@ async fn retention_rules_and_their_precedence(kind: CatalogKind) {
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     let events = crate::audit::events(&app).await;
     let set = crate::audit::of(&events, Action::RetentionPolicySet);
-    assert_eq!(set.len(), 6, "every change is audited");
+    assert_eq!(set.len(), 7, "every change is audited");
     assert_eq!(set[4].details["recordings_changed"], 2);
     app.shutdown().await;
 }

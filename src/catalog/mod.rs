@@ -26,6 +26,7 @@ pub mod keys;
 pub mod recordings;
 pub mod rewrap;
 mod rows;
+pub mod snapshot;
 pub mod tenants;
 pub mod tokens;
 

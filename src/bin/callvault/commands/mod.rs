@@ -3,6 +3,7 @@
 //! variable and default here is part of the operator interface.
 
 mod audit;
+mod backup;
 mod export;
 mod keys;
 mod local_keys;
@@ -71,6 +72,10 @@ pub enum Command {
     /// Export recordings as a signed BagIt bundle, optionally age-encrypted
     /// (compliance token); `export verify FILE` checks one offline.
     Export(export::ExportArgs),
+    /// Back up the embedded default's data dir while it serves; verify,
+    /// restore and prune backups.
+    #[command(subcommand)]
+    Backup(backup::BackupCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +118,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Config(ConfigCmd::Check(args)) => check_serve_settings(*args),
         Command::Export(args) => export::run(args).await,
+        Command::Backup(cmd) => backup::run(cmd).await,
     }
 }
 

@@ -172,7 +172,7 @@ impl Default for ErasureSettings {
     fn default() -> Self {
         Self {
             max_per_sec: 50,
-            backup_retention_days: 35,
+            backup_retention_days: crate::backup::DEFAULT_RETENTION_DAYS,
         }
     }
 }

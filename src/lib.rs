@@ -8,13 +8,15 @@
 //! streams); `config` (settings → archive → listeners) and
 //! `client` (the typed gRPC client). The `callvault`
 //! binary (`src/bin/callvault/`) is the command line over `config` and `client`;
-//! `synth` makes synthetic audio for the demo, tests and benches.
+//! `synth` makes synthetic audio for the demo, tests and benches; `backup`
+//! snapshots, verifies, restores and prunes backups of the embedded default.
 
 pub mod access;
 pub mod api;
 pub mod archive;
 pub mod audio;
 pub mod audit;
+pub mod backup;
 pub mod catalog;
 pub mod client;
 pub mod compliance;

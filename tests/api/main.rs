@@ -9,6 +9,7 @@
 mod helpers;
 
 mod audit;
+mod backup;
 mod bad_input;
 mod catalog_contract;
 mod compliance;

@@ -179,6 +179,43 @@ impl LocalKeyring {
         serde_json::from_str(&text).map_err(|_| KmsError::Other("keyring file is corrupt".into()))
     }
 
+    /// Copies the keyring file to `dest`, a new file (mode 0600, fsynced),
+    /// for a backup. Taken under the writer lock, so no key operation of
+    /// another process is in progress, and the copy is a whole version of
+    /// the file that the next writer will build on.
+    pub fn copy_to(&self, dest: &Path) -> Result<(), KmsError> {
+        let err = |e: std::io::Error| KmsError::Other(format!("cannot copy keyring: {e}"));
+        let _lock = self.lock()?;
+        let mut src = std::fs::File::open(&self.path).map_err(err)?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut out = opts.open(dest).map_err(err)?;
+        // A kernel copy on Linux: the key material passes through no buffer
+        // of ours that would need zeroizing.
+        std::io::copy(&mut src, &mut out).map_err(err)?;
+        out.sync_all().map_err(err)
+    }
+
+    /// The ARNs of the keys the keyring file at `path` holds (a backup's
+    /// copy), to check it against the catalog that needs them. Reads only:
+    /// no lock, nothing created. The key material is never returned and is
+    /// zeroized when dropped.
+    pub fn key_arns_in(path: &Path) -> Result<Vec<String>, KmsError> {
+        let file = Self {
+            dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            path: path.to_path_buf(),
+            region: String::new(),
+            cache: std::sync::Mutex::new(None),
+        }
+        .load()?;
+        Ok(file.keys.iter().map(|k| k.arn.clone()).collect())
+    }
+
     /// Replaces the keyring durably. Callers hold the writer lock.
     fn save(&self, file: &KeyringFile) -> Result<(), KmsError> {
         let err = |e: std::io::Error| KmsError::Other(format!("cannot write keyring: {e}"));

@@ -3,6 +3,7 @@
 //! variable and default here is part of the operator interface.
 
 mod audit;
+mod backup;
 mod compliance;
 mod export;
 mod keys;
@@ -84,6 +85,10 @@ pub enum Command {
     /// Deletion certificates: list, get, and verify offline.
     #[command(subcommand)]
     Certificates(compliance::CertificatesCmd),
+    /// Back up the embedded default's data dir while it serves; verify,
+    /// restore and prune backups.
+    #[command(subcommand)]
+    Backup(backup::BackupCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +135,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Hold(cmd) => compliance::hold(cmd).await,
         Command::Erase(args) => compliance::erase(args).await,
         Command::Certificates(cmd) => compliance::certificates(cmd).await,
+        Command::Backup(cmd) => backup::run(cmd).await,
     }
 }
 

@@ -46,7 +46,11 @@ pub struct ServeArgs {
     /// Days catalog backups are kept (`backup prune` uses the same
     /// setting); deletion certificates say until when a backup may still
     /// hold an erased recording's wrapped data key.
-    #[arg(long, env = "CALLVAULT_BACKUP_RETENTION_DAYS", default_value_t = 35)]
+    #[arg(
+        long,
+        env = "CALLVAULT_BACKUP_RETENTION_DAYS",
+        default_value_t = callvault::backup::DEFAULT_RETENTION_DAYS
+    )]
     pub backup_retention_days: u32,
     /// Serve Prometheus metrics (`GET /metrics`) on this address.
     #[arg(long, env = "CALLVAULT_METRICS_LISTEN")]

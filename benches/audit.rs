@@ -6,20 +6,18 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark: a failure is a panic
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use callvault::api::pb;
-use callvault::archive::{Archive, Limits};
 use callvault::catalog::Catalog;
 use callvault::client::{Client, pieces};
-use callvault::kms::cache::KeyCacheConfig;
 use callvault::kms::local::LocalKeyring;
 use callvault::server::{LocalServer, Roles};
-use callvault::store::ChunkStore;
 use callvault::synth::synth_wav;
-use sqlx::Connection;
 
 const PLAYERS: usize = 16;
 const RUN: Duration = Duration::from_secs(8);
@@ -28,34 +26,14 @@ async fn catalog_url(dir: &std::path::Path, sqlite: bool) -> Option<String> {
     if sqlite {
         return Some(format!("sqlite://{}", dir.join("catalog.db").display()));
     }
-    if let Ok(u) = std::env::var("CALLVAULT_BENCH_DATABASE_URL") {
-        return Some(u);
-    }
-    let base = "postgres://postgres@127.0.0.1:5432";
-    let mut c = sqlx::PgConnection::connect(&format!("{base}/postgres"))
-        .await
-        .ok()?;
-    let name = format!("cv_bench_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut c)
-        .await
-        .ok()?;
-    Some(format!("{base}/{name}"))
+    support::fresh_pg_url().await
 }
 
 /// Plays per second by `PLAYERS` concurrent players spread over `tenants`.
 async fn run(url: &str, dir: &std::path::Path, tenants: usize) -> f64 {
     let catalog = Catalog::connect(url).await.unwrap();
     let ring = Arc::new(LocalKeyring::open(dir, "bench").unwrap());
-    let store = ChunkStore::local(&dir.join("objects")).unwrap();
-    let archive = Arc::new(Archive::new(
-        catalog,
-        store,
-        ring.clone(),
-        &KeyCacheConfig::default(),
-        Limits::default(),
-        Arc::new(callvault::audit::note::SignerKey::generate("callvault-bench").unwrap()),
-    ));
+    let archive = support::archive(catalog, ring.clone(), dir);
     let server = LocalServer::start(archive.clone(), Roles::ALL)
         .await
         .unwrap();
@@ -67,9 +45,7 @@ async fn run(url: &str, dir: &std::path::Path, tenants: usize) -> f64 {
         let boot = callvault::operator::bootstrap_tenant(&archive, &name, &key, "bench")
             .await
             .unwrap();
-        let mut up = Client::connect(&server.addr, &boot.ingest_token)
-            .await
-            .unwrap();
+        let mut up = support::client(&server, &boot.ingest_token).await;
         let id = up
             .ingest_stream(
                 pb::IngestHeader {

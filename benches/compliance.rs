@@ -16,7 +16,6 @@ use callvault::catalog::{Backend, Catalog};
 use callvault::client::pieces;
 use callvault::kms::local::LocalKeyring;
 use callvault::synth::synth_wav;
-use sqlx::Connection;
 
 mod support;
 
@@ -28,16 +27,7 @@ async fn catalog_url(dir: &std::path::Path, sqlite: bool) -> Option<String> {
     if sqlite {
         return Some(format!("sqlite://{}", dir.join("catalog.db").display()));
     }
-    let base = "postgres://postgres@127.0.0.1:5432";
-    let mut c = sqlx::PgConnection::connect(&format!("{base}/postgres"))
-        .await
-        .ok()?;
-    let name = format!("cv_bench_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut c)
-        .await
-        .ok()?;
-    Some(format!("{base}/{name}"))
+    support::fresh_pg_url().await
 }
 
 /// `HELD` committed recording rows written straight into the catalog (the

@@ -25,7 +25,6 @@ use callvault::kms::{
     WrapAlgorithm,
 };
 use callvault::synth::synth_wav;
-use sqlx::Connection;
 
 /// A KMS that answers after a fixed round trip, like a cross-region KMS.
 #[derive(Debug)]
@@ -76,24 +75,13 @@ impl Kms for DelayedKms {
 }
 
 async fn catalog_url(dir: &std::path::Path) -> (String, &'static str) {
-    if let Ok(u) = std::env::var("CALLVAULT_BENCH_DATABASE_URL") {
-        return (u, "PostgreSQL (CALLVAULT_BENCH_DATABASE_URL)");
+    match support::fresh_pg_url().await {
+        Some(url) => (url, "PostgreSQL"),
+        None => (
+            format!("sqlite://{}", dir.join("catalog.db").display()),
+            "SQLite",
+        ),
     }
-    let base = "postgres://postgres@127.0.0.1:5432";
-    if let Ok(mut c) = sqlx::PgConnection::connect(&format!("{base}/postgres")).await {
-        let name = format!("cv_bench_{}", uuid::Uuid::new_v4().simple());
-        if sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut c)
-            .await
-            .is_ok()
-        {
-            return (format!("{base}/{name}"), "PostgreSQL 127.0.0.1:5432");
-        }
-    }
-    (
-        format!("sqlite://{}", dir.join("catalog.db").display()),
-        "SQLite",
-    )
 }
 
 #[tokio::main]

@@ -1,6 +1,9 @@
 //! What the end-to-end benches share: a tenant on a real server on loopback
 //! over the archive a bench composed, and clients for its tokens.
 
+// Each bench includes this module and uses part of it.
+#![allow(dead_code)]
+
 use std::sync::Arc;
 
 use callvault::archive::{Archive, Limits};
@@ -37,4 +40,23 @@ pub async fn serve(archive: &Arc<Archive>, key: &str) -> (LocalServer, TenantBoo
 
 pub async fn client(server: &LocalServer, token: &str) -> Client {
     Client::connect(&server.addr, token).await.unwrap()
+}
+
+/// A fresh PostgreSQL database on 127.0.0.1:5432 (or
+/// `CALLVAULT_BENCH_DATABASE_URL`), or None when none is reachable.
+pub async fn fresh_pg_url() -> Option<String> {
+    use sqlx::Connection;
+    if let Ok(u) = std::env::var("CALLVAULT_BENCH_DATABASE_URL") {
+        return Some(u);
+    }
+    let base = "postgres://postgres@127.0.0.1:5432";
+    let mut c = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .ok()?;
+    let name = format!("cv_bench_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut c)
+        .await
+        .ok()?;
+    Some(format!("{base}/{name}"))
 }

@@ -170,8 +170,8 @@ fn erased_error(t: &Tombstone) -> Error {
     }
 }
 
-/// The answer for a recording the tenant no longer has: erased (with its
-/// date and certificate) or simply not found.
+/// The answer for a recording id the tenant has no committed recording of:
+/// erased (with its date and certificate) or simply not found.
 pub async fn not_found(conn: &mut Conn, tenant: &TenantId, id: &RecordingId) -> Error {
     match catalog::tombstone(conn, tenant, id).await {
         Ok(Some(t)) => erased_error(&t),
@@ -179,7 +179,8 @@ pub async fn not_found(conn: &mut Conn, tenant: &TenantId, id: &RecordingId) -> 
     }
 }
 
-/// The same for a call id.
+/// The answer for a call id the tenant has no committed recording of:
+/// erased (with its date and certificate) or simply not found.
 pub async fn call_not_found(conn: &mut Conn, tenant: &TenantId, call_id: &str) -> Error {
     match catalog::tombstone_of_call(conn, tenant, call_id).await {
         Ok(Some(t)) => erased_error(&t),

@@ -140,7 +140,7 @@ pub async fn place_hold(
             let ids: std::collections::BTreeSet<_> = ids.iter().collect();
             for id in ids {
                 if !catalog::add_hold_member(&mut tx, tenant, &hold.hold_id, id).await? {
-                    return Err(Error::RecordingNotFound(*id));
+                    return Err(super::erase::not_found(&mut tx, tenant, id).await);
                 }
             }
         }
@@ -148,7 +148,7 @@ pub async fn place_hold(
             let calls: std::collections::BTreeSet<_> = calls.iter().collect();
             for call in calls {
                 if !catalog::add_hold_call(&mut tx, tenant, &hold.hold_id, call).await? {
-                    return Err(Error::CallNotFound(call.clone()));
+                    return Err(super::erase::call_not_found(&mut tx, tenant, call).await);
                 }
             }
         }

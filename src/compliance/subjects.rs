@@ -115,9 +115,24 @@ pub async fn tenant_index(archive: &Archive, tenant: &TenantId) -> Result<Tenant
             )
             .await?;
             // Another node may have stored its key first: use the stored one.
-            subjects::index_key(&mut conn, tenant)
+            let stored = subjects::index_key(&mut conn, tenant)
                 .await?
-                .ok_or_else(|| Error::CatalogCorrupt("index key not stored".into()))?
+                .ok_or_else(|| Error::CatalogCorrupt("index key not stored".into()))?;
+            if stored.wrapped_key == generated.wrapped {
+                // Ours: it needs no Decrypt to be used.
+                let arn = archive.kms_arn(tenant, &stored.key_arn).await?;
+                archive
+                    .keys
+                    .prime(
+                        arn.as_str(),
+                        stored.algorithm,
+                        &stored.wrapped_key,
+                        &ctx,
+                        generated.plaintext,
+                    )
+                    .await;
+            }
+            stored
         }
     };
     drop(conn);

@@ -176,9 +176,16 @@ pub(super) async fn candidates(
             Selection::check_count(calls.len(), "external_call_ids")?;
             let mut conn = archive.catalog.conn().await?;
             for call in calls {
-                let row = recordings::find_by_call_id(&mut conn, &principal.tenant, call)
-                    .await?
-                    .ok_or_else(|| Error::CallNotFound(call.as_str().to_owned()))?;
+                let Some(row) =
+                    recordings::find_by_call_id(&mut conn, &principal.tenant, call).await?
+                else {
+                    return Err(crate::compliance::erase::call_not_found(
+                        &mut conn,
+                        &principal.tenant,
+                        call.as_str(),
+                    )
+                    .await);
+                };
                 if seen.insert(row.id) {
                     rows.push(row);
                 }

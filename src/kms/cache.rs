@@ -164,6 +164,29 @@ impl KeyCache {
         }
     }
 
+    /// Caches a data key this node generated itself (it holds the plaintext
+    /// already), so that its first use costs no KMS Decrypt.
+    pub async fn prime(
+        &self,
+        key_arn: &str,
+        algorithm: WrapAlgorithm,
+        wrapped: &[u8],
+        ctx: &EncryptionContext,
+        key: DataKey,
+    ) {
+        let id = cache_id(key_arn, algorithm, wrapped, ctx);
+        self.entries
+            .insert(
+                id,
+                Arc::new(CachedKey {
+                    key_arn: key_arn.to_owned(),
+                    key,
+                    context: ctx.clone(),
+                }),
+            )
+            .await;
+    }
+
     /// Drops the cached data key of one recording (it was erased), whichever
     /// regional ARN unwrapped it.
     pub fn purge_recording(&self, tenant: &str, recording: &str) {

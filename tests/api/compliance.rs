@@ -36,18 +36,7 @@ async fn ingest_labeled(
     labels: &[(&str, &str)],
     i: u32,
 ) -> pb::Recording {
-    let mut h = header(call);
-    h.labels = labels
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    app.client(&app.ingest_token)
-        .await
-        .ingest_stream(h, callvault::client::pieces(small_wav(i), 16 * 1024))
-        .await
-        .unwrap()
-        .recording
-        .unwrap()
+    ingest_with_participants(app, call, &[], labels, i).await
 }
 
 async fn get(app: &TestApp, id: &str) -> Result<pb::Recording, tonic::Status> {
@@ -540,6 +529,17 @@ async fn erasure_shreds_and_certifies(kind: CatalogKind) {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert!(err.message().contains("erased on"), "{}", err.message());
+    // So does a hold on it, by id or call id.
+    for (ids, calls) in [
+        (vec![a.recording_id.as_str()], vec![]),
+        (vec![], vec!["erase-b"]),
+    ] {
+        let err = place(&mut comp, "too-late", &ids, &calls)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        assert!(err.message().contains("erased on"), "{}", err.message());
+    }
 
     // The scan: no object of theirs, no copy of their wrapped data keys in
     // any table, and on SQLite none in the catalog files either.
@@ -761,48 +761,28 @@ on_both_catalogs!(
     expiry_on_two_nodes
 );
 
-/// The real binary, with stderr kept in a file (to see its pause points).
+/// The real binary with stderr kept in a file, to see its pause points.
 struct Proc {
-    child: std::process::Child,
+    server: crate::crash::Server,
     addr: String,
     stderr: std::path::PathBuf,
 }
 
 impl Proc {
     async fn start(dir: &std::path::Path, db: Option<&str>, pause: Option<&str>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let stderr = dir.join(format!("server-{port}.log"));
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_callvault"));
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--retention-check-interval-secs", "1"])
-            .env("CALLVAULT_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap());
+        let stderr = dir.join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
+        let mut extra = vec!["--retention-check-interval-secs", "1"];
         if let Some(url) = db {
-            cmd.args(["--database-url", url]);
+            extra.extend(["--database-url", url]);
         }
-        match pause {
-            Some(p) => cmd.env("CALLVAULT_FAULT_PAUSE", p),
-            None => cmd.env_remove("CALLVAULT_FAULT_PAUSE"),
-        };
-        let child = cmd.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let env: Vec<(&str, &str)> = pause
+            .map(|p| ("CALLVAULT_FAULT_PAUSE", p))
+            .into_iter()
+            .collect();
+        let server = crate::crash::Server::start_logged(dir, &extra, &env, Some(&stderr)).await;
         Self {
-            child,
-            addr: format!("http://127.0.0.1:{port}"),
+            addr: server.addr.clone(),
+            server,
             stderr,
         }
     }
@@ -820,9 +800,8 @@ impl Proc {
     }
 
     /// SIGKILL: no drain, no cleanup.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+    fn kill(self) {
+        self.server.kill();
     }
 }
 
@@ -945,7 +924,7 @@ async fn killed_at(point: &str, db: Option<&str>) {
                 String::from_utf8_lossy(&out.stderr)
             );
             let objects = dir.path().join("objects/t");
-            let left = walk_files(&objects)
+            let left = crate::helpers::walk(&objects)
                 .into_iter()
                 .filter(|p| p.to_string_lossy().contains(&rec.recording_id))
                 .count();
@@ -953,21 +932,6 @@ async fn killed_at(point: &str, db: Option<&str>) {
         }
     }
     server.kill();
-}
-
-fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk_files(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]

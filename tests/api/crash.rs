@@ -39,20 +39,35 @@ impl Server {
         Self::start_with(data_dir, &[]).await
     }
 
-    async fn start_with(data_dir: &std::path::Path, extra: &[&str]) -> Self {
+    pub(crate) async fn start_with(data_dir: &std::path::Path, extra: &[&str]) -> Self {
+        Self::start_logged(data_dir, extra, &[], None).await
+    }
+
+    /// With extra environment, and stderr kept in `log` (else dropped).
+    pub(crate) async fn start_logged(
+        data_dir: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::null(),
+        };
         let child = Command::new(BIN)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .env("CALLVAULT_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let addr = format!("http://127.0.0.1:{port}");

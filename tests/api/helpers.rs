@@ -725,7 +725,7 @@ impl TestApp {
     }
 }
 
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+pub(crate) fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {

@@ -401,7 +401,9 @@ pub async fn active_hold(conn: &mut Conn, tenant: &TenantId, name: &str) -> Resu
 }
 
 /// Releases a hold and clears the hold flag of its members that no other
-/// active hold covers (set-based). Returns how many recordings it freed.
+/// active hold covers (set-based: the members of the other active holds
+/// are one uncorrelated subquery, so a release is linear in the holds'
+/// sizes on both engines). Returns how many recordings it freed.
 pub async fn release_hold(
     conn: &mut Conn,
     tenant: &TenantId,
@@ -424,10 +426,9 @@ pub async fn release_hold(
         "UPDATE recordings SET legal_hold = 0 WHERE tenant_id = $1 AND legal_hold = 1 \
          AND recording_id IN (SELECT recording_id FROM legal_hold_recordings \
                               WHERE tenant_id = $1 AND hold_id = $2) \
-         AND NOT EXISTS (SELECT 1 FROM legal_hold_recordings m JOIN legal_holds h \
-                         ON h.tenant_id = m.tenant_id AND h.hold_id = m.hold_id \
-                         WHERE m.tenant_id = $1 AND m.recording_id = recordings.recording_id \
-                         AND h.released_at_ms IS NULL)",
+         AND recording_id NOT IN (SELECT m.recording_id FROM legal_hold_recordings m JOIN legal_holds h \
+                                  ON h.tenant_id = m.tenant_id AND h.hold_id = m.hold_id \
+                                  WHERE m.tenant_id = $1 AND h.released_at_ms IS NULL)",
     )
     .bind(tenant.as_str())
     .bind(hold_id)

@@ -1265,3 +1265,34 @@ async fn the_index_key_moves_with_a_rewrap() {
     );
     app.shutdown().await;
 }
+
+/// What certificates say about old object versions comes from the store
+/// itself: a probe write on S3 (moto over the wire) tells a versioned bucket
+/// from one that is not.
+#[tokio::test]
+async fn the_store_says_whether_it_keeps_old_versions() {
+    require!(Moto);
+    let bucket = crate::helpers::moto_bucket().await;
+    let store = ChunkStore::from_url(
+        &format!("s3://{bucket}/archive"),
+        &callvault::store::S3Options {
+            endpoint: Some(crate::helpers::moto_endpoint()),
+            region: Some("us-east-1".into()),
+        },
+    )
+    .unwrap();
+    assert!(
+        matches!(
+            store.versioning().await,
+            callvault::store::Versioning::Off(_)
+        ),
+        "a new bucket keeps no versions"
+    );
+    crate::helpers::moto_enable_versioning(&bucket).await;
+    assert_eq!(store.versioning().await, callvault::store::Versioning::On);
+    let local = ChunkStore::local(tempfile::tempdir().unwrap().path()).unwrap();
+    assert!(matches!(
+        local.versioning().await,
+        callvault::store::Versioning::Off(_)
+    ));
+}

@@ -260,20 +260,35 @@ pub async fn moto_bucket() -> String {
     set_moto_credentials();
     let bucket = format!("cv-test-{}", uuid::Uuid::new_v4().simple());
     // object_store cannot create buckets; moto accepts a bare PUT on the bucket.
-    let resp = reqwest_put(&format!("{}/{bucket}", moto_endpoint())).await;
+    let resp = reqwest_put(&format!("{}/{bucket}", moto_endpoint()), "").await;
     assert!(resp, "creating bucket {bucket} on moto");
     bucket
 }
 
-async fn reqwest_put(url: &str) -> bool {
+/// Turns on versioning of a moto bucket (S3 PutBucketVersioning).
+pub async fn moto_enable_versioning(bucket: &str) {
+    let body = "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+                <Status>Enabled</Status></VersioningConfiguration>";
+    let url = format!("{}/{bucket}?versioning", moto_endpoint());
+    assert!(
+        reqwest_put(&url, body).await,
+        "enabling versioning on {bucket}"
+    );
+}
+
+async fn reqwest_put(url: &str, body: &str) -> bool {
     // A minimal HTTP PUT over a raw TCP stream keeps the test dependencies small.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let u = url::Url::parse(url).unwrap();
     let host = format!("{}:{}", u.host_str().unwrap(), u.port().unwrap());
     let mut s = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let target = match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_owned(),
+    };
     let req = format!(
-        "PUT {} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        u.path()
+        "PUT {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut resp = String::new();

@@ -121,6 +121,14 @@ pub enum Error {
         .0.join("; ")
     )]
     RecordingsUndecryptable(Vec<String>),
+    /// A selection through the search index while some recordings are not
+    /// in it yet: answering would silently leave them out.
+    #[error(
+        "{0} recordings of this tenant are not in the search index yet (written moments ago by a \
+         write-only node, or before the index existed); the indexer on admin nodes adds them \
+         shortly: retry then, or select by id, call id or time window"
+    )]
+    IndexIncomplete(u64),
     #[error("an active legal hold named `{0}` already exists")]
     HoldExists(String),
     /// Erasure refused: legal holds cover the recording.

@@ -155,7 +155,21 @@ impl pb::compliance_service_server::ComplianceService for ComplianceApi {
                 &format!("{}={}", req.label_key, req.label_value),
             )?),
         };
-        let days = (req.days > 0).then_some(req.days);
+        // An omitted `days` (proto3's 0) is an error, never a removal.
+        let days = match (req.remove, req.days) {
+            (true, 0) => None,
+            (true, _) => {
+                return Err(Error::invalid("days", "must be 0 when `remove` is set").into());
+            }
+            (false, 0) => {
+                return Err(Error::invalid(
+                    "days",
+                    "required (1..=36525); set `remove` to remove the rule",
+                )
+                .into());
+            }
+            (false, d) => Some(d),
+        };
         let u = retention::set(
             &self.archive,
             &principal,

@@ -78,6 +78,7 @@ impl From<Error> for Status {
             | Error::NoReplicaInRegion { .. }
             | Error::RewrapAlreadyRunning
             | Error::RecordingHeld { .. }
+            | Error::IndexIncomplete(_)
             | Error::RetentionNotExpired { .. }
             | Error::TokenAlreadyRevoked { .. }
             | Error::KeyRevokedMidStream { .. }

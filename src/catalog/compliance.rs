@@ -131,7 +131,8 @@ macro_rules! best_rule {
     };
 }
 
-/// Applies the tenant's whole policy to its indexed committed recordings,
+/// Applies the tenant's whole policy to its indexed recordings (committed
+/// and uploads in flight, which commit with what this sets),
 /// set-based: those carrying a rule's label follow the longest such rule,
 /// the others the default (`default_days`, `None`: no period). Returns how
 /// many changed.
@@ -145,7 +146,7 @@ pub async fn reevaluate_indexed(
         best_rule!("rr.days"),
         ", retention_rule = ",
         best_rule!("rr.label_key || '=' || rr.label_value"),
-        " WHERE tenant_id = $1 AND status = 'complete' AND indexed = 1 AND ",
+        " WHERE tenant_id = $1 AND indexed = 1 AND ",
         best_rule!("rr.days"),
         " IS NOT NULL AND (retain_until_ms IS DISTINCT FROM created_at_ms + 86400000 * ",
         best_rule!("rr.days"),
@@ -162,7 +163,7 @@ pub async fn reevaluate_indexed(
         "UPDATE recordings SET \
            retain_until_ms = CASE WHEN CAST($2 AS BIGINT) IS NULL THEN NULL ELSE created_at_ms + CAST($2 AS BIGINT) END, \
            retention_rule = $3 \
-         WHERE tenant_id = $1 AND status = 'complete' AND indexed = 1 AND ",
+         WHERE tenant_id = $1 AND indexed = 1 AND ",
         best_rule!("rr.days"),
         " IS NULL AND (retain_until_ms IS DISTINCT FROM \
            (CASE WHEN CAST($2 AS BIGINT) IS NULL THEN NULL ELSE created_at_ms + CAST($2 AS BIGINT) END) \
@@ -195,7 +196,7 @@ pub async fn reapply_retention(
         "UPDATE recordings SET \
            retain_until_ms = CASE WHEN CAST($4 AS BIGINT) IS NULL THEN NULL ELSE created_at_ms + CAST($4 AS BIGINT) END, \
            retention_rule = $5 \
-         WHERE tenant_id = $1 AND status = 'complete' AND indexed = 0 \
+         WHERE tenant_id = $1 AND indexed = 0 \
          AND (retention_rule = $2 OR ($3 = 1 AND retention_rule IS NULL)) \
          AND (retain_until_ms IS DISTINCT FROM \
               (CASE WHEN CAST($4 AS BIGINT) IS NULL THEN NULL ELSE created_at_ms + CAST($4 AS BIGINT) END) \
@@ -349,12 +350,35 @@ pub async fn add_hold_window(
     .rows_affected())
 }
 
-/// Marks the hold's members held and records its size. Set-based.
+/// Serializes the tenant's hold changes (placing and releasing) for the
+/// caller's transaction: on PostgreSQL, a release computing "members of the
+/// other active holds" must not run beside a placement it cannot see yet.
+/// (SQLite transactions are serialized already.)
+pub async fn lock_holds(conn: &mut Conn, tenant: &TenantId) -> Result<()> {
+    sqlx::query("UPDATE tenants SET name = name WHERE tenant_id = $1")
+        .bind(tenant.as_str())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Marks the hold's members held and records its size. Set-based. A member
+/// erased while the hold was being placed (its row deleted by a transaction
+/// that committed meanwhile) is dropped from the hold, not counted.
 pub async fn activate_hold(conn: &mut Conn, tenant: &TenantId, hold_id: &str) -> Result<u64> {
     sqlx::query(
         "UPDATE recordings SET legal_hold = 1 WHERE tenant_id = $1 AND legal_hold = 0 \
          AND recording_id IN (SELECT recording_id FROM legal_hold_recordings \
                               WHERE tenant_id = $1 AND hold_id = $2)",
+    )
+    .bind(tenant.as_str())
+    .bind(hold_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "DELETE FROM legal_hold_recordings WHERE tenant_id = $1 AND hold_id = $2 \
+         AND recording_id NOT IN (SELECT recording_id FROM recordings \
+                                  WHERE tenant_id = $1 AND legal_hold = 1)",
     )
     .bind(tenant.as_str())
     .bind(hold_id)
@@ -713,6 +737,20 @@ pub async fn erase(
     .execute(&mut *conn)
     .await?;
     Ok(true)
+}
+
+/// Announces an erased recording to every node (PostgreSQL NOTIFY, sent in
+/// the caller's transaction: delivered when it commits, so a crash right
+/// after the commit cannot lose it). A no-op on SQLite (one node).
+pub async fn notify_erased(conn: &mut Conn, tenant: &TenantId, rec: &RecordingId) -> Result<()> {
+    if conn.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(super::RECORDING_ERASED_CHANNEL)
+            .bind(format!("{tenant}/{rec}"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// What is left of an erased recording.

@@ -196,19 +196,6 @@ impl Catalog {
         Ok(())
     }
 
-    /// Tells every node that a recording was erased (its cached data key
-    /// must go). A no-op on SQLite, whose catalog serves a single node.
-    pub async fn notify_recording_erased(&self, tenant: &str, recording: &str) -> Result<()> {
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(RECORDING_ERASED_CHANNEL)
-                .bind(format!("{tenant}/{recording}"))
-                .execute(&self.pool)
-                .await?;
-        }
-        Ok(())
-    }
-
     /// A LISTEN connection on the key and token revocation channels
     /// (PostgreSQL only).
     pub async fn revocation_listener(&self) -> Result<Option<sqlx::postgres::PgListener>> {

@@ -11,8 +11,9 @@
 //!    exports and audit events never copy it), write the tombstones, the
 //!    certificate as `objects_pending`, the audit event, and queue the
 //!    objects for deletion. Nothing is deleted before this commits.
-//! 2. Purge the unwrapped data key from this node's cache and announce it
-//!    (PostgreSQL NOTIFY) so every node drops its copy.
+//! 2. Purge the unwrapped data key from this node's cache; the other nodes
+//!    drop theirs on the PostgreSQL NOTIFY that the transaction of step 1
+//!    sent (delivered at its commit, so a crash after it loses nothing).
 //! 3. Delete the objects (the sweeper retries a queued deletion until the
 //!    store has done it).
 //! 4. Verify (no catalog row names the recording, no object is listed under
@@ -207,6 +208,7 @@ async fn write_erasure(
     let certificate_id = uuid::Uuid::now_v7().to_string();
     let erased_at = now_ms();
     for r in locked {
+        catalog::notify_erased(tx, tenant, &r.id).await?;
         if !catalog::erase(tx, r, &certificate_id, erased_at).await? {
             // Locked and checked above: only a concurrent hold could do
             // this on an engine without row locks; refuse the whole request.
@@ -251,19 +253,13 @@ async fn write_erasure(
     })
 }
 
-/// Step 2: no node keeps an unwrapped copy of the destroyed data keys.
+/// Step 2 on this node: its unwrapped copies of the destroyed data keys go
+/// (the other nodes were told by the NOTIFY the erasure's transaction sent).
 async fn after_commit(archive: &Archive, tenant: &TenantId, erased: &[Erasable]) {
     for r in erased {
-        let rec = r.id.to_string();
-        archive.keys.purge_recording(tenant.as_str(), &rec);
-        if let Err(e) = archive
-            .catalog
-            .notify_recording_erased(tenant.as_str(), &rec)
-            .await
-        {
-            // Other nodes' copies expire with the cache TTL.
-            tracing::warn!(error = %e, "erasure not announced to other nodes");
-        }
+        archive
+            .keys
+            .purge_recording(tenant.as_str(), &r.id.to_string());
     }
 }
 
@@ -423,9 +419,19 @@ async fn finish_one(
     if archive.catalog.backend() == Backend::Sqlite {
         // Move the zeroed pages into the database file and empty the WAL,
         // which held the deleted rows' last versions.
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&mut *archive.catalog.conn_bulk().await?)
+        let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut *archive.catalog.conn_bulk().await?)
             .await?;
+        // (busy, WAL frames, frames checkpointed): busy means a reader kept
+        // the WAL from being emptied; the certificate waits for a pass
+        // where it can say so truthfully.
+        let busy: i64 = sqlx::Row::try_get(&row, 0)?;
+        if busy != 0 {
+            return Err(Error::TaskFailed {
+                what: "WAL checkpoint",
+                detail: "readers kept the write-ahead log busy; retried next pass".into(),
+            });
+        }
     }
     let versioning = archive.store.versioning().await;
     let now = now_ms();
@@ -450,6 +456,11 @@ async fn finish_one(
         )
         .recordings(tombstones.iter().map(|t| t.id))
         .detail("certificate_id", certificate_id)
+        // The audit trail pins the certificate's content.
+        .detail(
+            "certificate_sha256",
+            crate::crypto::sha256_hex(document.as_bytes()),
+        )
         .detail("recording_count", tombstones.len() as u64)
         .detail("erase_event_index", row.audit_index),
     )
@@ -469,6 +480,9 @@ fn build(
 ) -> certificate::Certificate {
     let keys: std::collections::BTreeSet<&str> =
         tombstones.iter().map(|t| t.key_arn.as_str()).collect();
+    // The embedded default's keyring is a file in the data directory, and
+    // `backup create` copies it: such a backup needs no KMS to decrypt.
+    let local_keyring = keys.iter().any(|k| k.starts_with("arn:callvault:"));
     let keys = keys.into_iter().collect::<Vec<_>>().join(", ");
     let backup_days = archive.erasure.backup_retention_days;
     let backup_until = row
@@ -476,11 +490,20 @@ fn build(
         .saturating_add(i64::from(backup_days) * 86_400_000);
     let mut not_reached = vec![UnreachedCopy {
         copy: "catalog backups".into(),
-        detail: format!(
-            "backups of the catalog taken before the erasure still hold the wrapped data keys; \
-             they can be unwrapped while KMS key(s) {keys} exist and allow it, until the backups \
-             are pruned after --backup-retention-days ({backup_days} days)"
-        ),
+        detail: if local_keyring {
+            format!(
+                "backups of the data directory taken before the erasure still hold the wrapped \
+                 data keys, the ciphertext objects and the local keyring (keys {keys}), so they \
+                 can decrypt the recordings on their own until they are pruned after \
+                 --backup-retention-days ({backup_days} days)"
+            )
+        } else {
+            format!(
+                "backups of the catalog taken before the erasure still hold the wrapped data \
+                 keys; they can be unwrapped while KMS key(s) {keys} exist and allow it, until \
+                 the backups are pruned after --backup-retention-days ({backup_days} days)"
+            )
+        },
         until: Some(format_ms(backup_until)),
     }];
     not_reached.push(match versioning {

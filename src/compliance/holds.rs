@@ -123,17 +123,20 @@ pub async fn place_hold(
     // wait on the write lock this transaction is about to take.
     let digests: Vec<[u8; 32]> = match &selection {
         HoldSelection::Window { labels, .. } if !labels.is_empty() => {
+            super::subjects::require_complete_index(archive, tenant).await?;
             let index = super::subjects::tenant_index(archive, tenant).await?;
             labels.iter().map(|(k, v)| index.label(k, v)).collect()
         }
-        HoldSelection::Participant(p) => vec![
+        HoldSelection::Participant(p) => vec![{
+            super::subjects::require_complete_index(archive, tenant).await?;
             super::subjects::tenant_index(archive, tenant)
                 .await?
-                .participant("participant", p)?,
-        ],
+                .participant("participant", p)?
+        }],
         _ => Vec::new(),
     };
     let mut tx = archive.catalog.begin().await?;
+    catalog::lock_holds(&mut tx, tenant).await?;
     catalog::insert_hold(&mut tx, tenant, &hold).await?;
     match &selection {
         HoldSelection::Recordings(ids) => {
@@ -169,6 +172,25 @@ pub async fn place_hold(
         }
     }
     let count = catalog::activate_hold(&mut tx, tenant, &hold.hold_id).await?;
+    // Listed ids and call ids are all or nothing: one erased meanwhile is
+    // not held, so the hold is refused (and rolled back).
+    let listed = match &selection {
+        HoldSelection::Recordings(ids) => {
+            Some(ids.iter().collect::<std::collections::BTreeSet<_>>().len())
+        }
+        HoldSelection::CallIds(c) => {
+            Some(c.iter().collect::<std::collections::BTreeSet<_>>().len())
+        }
+        _ => None,
+    };
+    if let Some(n) = listed
+        && count < n as u64
+    {
+        return Err(Error::NothingSelected(format!(
+            "{} of the {n} recordings named (erased while the hold was being placed)",
+            n as u64 - count
+        )));
+    }
     let mut event = trail::by(principal, Action::HoldPlaced)
         .detail("hold", hold.name.as_str())
         .detail("hold_id", hold.hold_id.as_str())
@@ -203,6 +225,7 @@ pub async fn release_hold(
     let reason = super::reason("reason", reason)?;
     let tenant = &principal.tenant;
     let mut tx = archive.catalog.begin().await?;
+    catalog::lock_holds(&mut tx, tenant).await?;
     let hold = catalog::active_hold(&mut tx, tenant, name).await?;
     let by = actor_of(principal);
     let freed = catalog::release_hold(&mut tx, tenant, &hold.hold_id, &by, &reason).await?;

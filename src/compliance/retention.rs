@@ -129,6 +129,11 @@ pub async fn set(
     let tenant = &principal.tenant;
     // The label's digest before the transaction: the index key may have to
     // be created, which must not wait on this transaction's write lock.
+    if apply_to_existing {
+        // Re-evaluation reads labels through the index: nothing may be
+        // missing from it, or a longer rule would not reach a recording.
+        super::subjects::require_complete_index(archive, tenant).await?;
+    }
     let digest = match &label {
         Some((k, v)) => Some(
             super::subjects::tenant_index(archive, tenant)

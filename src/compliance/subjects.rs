@@ -198,6 +198,16 @@ pub async fn rewrap_index_key(
     Ok(())
 }
 
+/// Refuses while any committed recording of the tenant is not indexed: a
+/// selection through the index would silently miss it.
+pub async fn require_complete_index(archive: &Archive, tenant: &TenantId) -> Result<()> {
+    let pending = subjects::unindexed_count(&mut *archive.catalog.conn().await?, tenant).await?;
+    if pending > 0 {
+        return Err(Error::IndexIncomplete(pending));
+    }
+    Ok(())
+}
+
 /// The sealed form of a recording's participants: `{"participants": {…}}`
 /// (an object, so that it can never be read as the labels' map).
 pub fn participants_json(participants: &Participants) -> Vec<u8> {
@@ -311,8 +321,12 @@ pub async fn all_with_participant(
     let mut out = Vec::new();
     let mut after = None;
     loop {
-        let (page, _) =
+        let (page, pending) =
             with_participant(archive, principal, participant, after.as_ref(), 500).await?;
+        // "Every call of this person" must not silently leave some out.
+        if pending > 0 {
+            return Err(Error::IndexIncomplete(pending));
+        }
         let full = page.len() == 500;
         after = page.last().map(|r| r.id);
         out.extend(page);

@@ -68,9 +68,10 @@ pub fn normalize_identifier(field: &str, id: &str) -> Result<String, ParseError>
         && digits.bytes().all(|b| b.is_ascii_digit())
         && !digits.starts_with('0');
     if !e164 {
+        // The value itself is not repeated: messages are logged.
         return Err(ParseError::new(
             field,
-            &format!("`{t}` is not an international (E.164) phone number"),
+            "starts like an international phone number but is not one: E.164 is '+', then 2 to 15 digits not starting with 0",
         ));
     }
     Ok(format!("+{digits}"))

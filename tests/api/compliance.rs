@@ -63,6 +63,7 @@ async fn set_rule(
             label_value: v.into(),
             days,
             apply_to_existing: apply,
+            remove: days == 0,
         })
         .await
         .map(|r| r.into_inner())
@@ -189,6 +190,13 @@ async fn retention_rules_and_their_precedence(kind: CatalogKind) {
     let err = set_rule(&mut sup, None, 10, false).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     let err = set_rule(&mut comp, None, 40_000, false).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    // An omitted period is an error, never a removal.
+    let err = comp
+        .compliance
+        .set_retention_rule(pb::SetRetentionRuleRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     let events = crate::audit::events(&app).await;
     let set = crate::audit::of(&events, Action::RetentionPolicySet);
@@ -1224,6 +1232,36 @@ async fn write_only_recordings_are_indexed_by_the_indexer() {
     let (found, pending) = search(&app, "+442071838750").await;
     assert!(found.is_empty());
     assert_eq!(pending, 1, "the search says it may be incomplete");
+    // Selections of "every call of this person" refuse rather than miss it.
+    let mut comp = app.client(&app.compliance_token).await;
+    let err = comp
+        .compliance
+        .place_legal_hold(pb::PlaceLegalHoldRequest {
+            name: "dsr".into(),
+            reason: "r".into(),
+            participant: "+442071838750".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("not in the search index"),
+        "{}",
+        err.message()
+    );
+    let err = comp
+        .compliance
+        .erase_recordings(pb::EraseRecordingsRequest {
+            participant: "+442071838750".into(),
+            reason: "r".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let err = set_rule(&mut comp, None, 30, true).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     let n = callvault::compliance::subjects::index_pending(&app.archive)
         .await
         .unwrap();

@@ -281,7 +281,7 @@ pub async fn retention(cmd: RetentionCmd) -> Result<()> {
                     .with_context(|| format!("label `{l}` is not KEY=VALUE"))?,
                 None => Default::default(),
             };
-            let days = if remove { 0 } else { days.unwrap_or(0) };
+            let days = days.unwrap_or(0);
             let res = client
                 .connect()
                 .await?
@@ -291,6 +291,7 @@ pub async fn retention(cmd: RetentionCmd) -> Result<()> {
                     label_value,
                     days,
                     apply_to_existing,
+                    remove,
                 })
                 .await
                 .map_err(failed("retention set"))?
@@ -607,11 +608,14 @@ pub async fn certificates(cmd: CertificatesCmd) -> Result<()> {
                     c.recordings.len(),
                     c.erased_at,
                     c.method.technique,
-                    v.key.name()
+                    v.key
                 );
                 if v.key_from_certificate {
+                    // Anyone can sign a certificate with a key of their own:
+                    // only a key obtained some other way makes this proof.
                     eprintln!(
-                        "note: verified with the key the certificate names; pass --public-key with the key from `callvault audit public-key` to verify independently"
+                        "warning: verified with the key the certificate itself names ({}); compare it with `callvault audit public-key`, or pass that key with --public-key",
+                        v.key
                     );
                 }
             }

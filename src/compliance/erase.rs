@@ -335,9 +335,7 @@ pub async fn run_expiry(archive: &Archive) -> Result<ErasePass> {
         std::sync::atomic::Ordering::Relaxed,
     );
     archive.metrics.certificates_pending.store(
-        catalog::pending_certificates(&mut conn, 10_000)
-            .await?
-            .len() as u64,
+        catalog::pending_certificate_count(&mut conn).await?,
         std::sync::atomic::Ordering::Relaxed,
     );
     if pass.erased > 0 {

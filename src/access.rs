@@ -73,6 +73,8 @@ pub enum Action {
     Export,
     /// Retention policy, legal holds, erasure and deletion certificates.
     Govern,
+    /// Stop every signed playback URL of the tenant at once.
+    RevokeUrls,
 }
 
 impl Action {
@@ -85,6 +87,8 @@ impl Action {
             Action::ReadRecordings => &[Role::Supervisor, Role::Compliance],
             Action::ManageKeys => &[Role::Admin],
             Action::ReadAudit | Action::Export | Action::Govern => &[Role::Compliance],
+            // Whoever answers for the tenant's security or its evidence.
+            Action::RevokeUrls => &[Role::Admin, Role::Compliance],
         }
     }
 
@@ -96,6 +100,7 @@ impl Action {
             Action::ReadAudit => "read the audit trail",
             Action::Export => "export recordings",
             Action::Govern => "manage retention, legal holds and erasure",
+            Action::RevokeUrls => "revoke playback URLs",
         }
     }
 
@@ -109,6 +114,7 @@ impl Action {
             Action::ReadAudit => A::AuditRead,
             Action::Export => A::ExportStarted,
             Action::Govern => A::RecordingErased,
+            Action::RevokeUrls => A::PlaybackUrlsRevoked,
         }
     }
 }

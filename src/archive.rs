@@ -198,6 +198,14 @@ pub struct Archive {
     pub revocations: crate::revocation::Revocations,
     /// The deployment's audit key: signs every audit event and checkpoint.
     pub audit_key: Arc<crate::audit::note::SignerKey>,
+    /// The keys playback URLs are signed and checked with (by default one
+    /// derived from the audit key).
+    pub url_keys: Arc<crate::playback::urls::UrlKeys>,
+    /// Open listening sessions of signed URLs, audited coalesced.
+    pub listening: Arc<crate::playback::listening::Listening>,
+    /// Where browsers reach this deployment's HTTP listener
+    /// (`https://host:port`): issued URLs are absolute under it.
+    pub playback_url_base: Option<String>,
     /// This node's name in audit events (default: the host name).
     pub node: String,
     /// AWS accounts whose KMS keys tenants may register (empty: any).
@@ -234,6 +242,9 @@ impl Archive {
             announced: Mutex::new(HashMap::new()),
             tokens: crate::access::TokenCache::default(),
             revocations: crate::revocation::Revocations::default(),
+            url_keys: Arc::new(crate::playback::urls::UrlKeys::derived(&audit_key)),
+            listening: Arc::new(crate::playback::listening::Listening::default()),
+            playback_url_base: None,
             audit_key,
             node: crate::audit::trail::host_name(),
             allowed_kms_accounts: crate::domain::AllowedAccounts::default(),

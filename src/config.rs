@@ -161,6 +161,16 @@ pub struct ServeSettings {
     pub tls: Option<TlsFiles>,
     /// Serve cleartext on an address that is not loopback.
     pub allow_insecure: bool,
+    /// Serve the HTTP side door (signed-URL audio) on this address
+    /// (playback nodes only).
+    pub http_listen: Option<String>,
+    /// The base that playback URLs are issued under (`https://host:port`,
+    /// what browsers reach the HTTP listener at); `None`: the HTTP
+    /// listener's own address when it has a specific one.
+    pub http_public_url: Option<String>,
+    /// Playback URL keys (`KEY_ID BASE64` per line, the first signs);
+    /// `None`: one key derived from the audit signing key.
+    pub url_signing_keys: Option<std::path::PathBuf>,
 }
 
 impl Default for ServeSettings {
@@ -186,6 +196,9 @@ impl Default for ServeSettings {
             request_timeout_secs: limits.request_timeout.as_secs(),
             tls: None,
             allow_insecure: false,
+            http_listen: None,
+            http_public_url: None,
+            url_signing_keys: None,
         }
     }
 }
@@ -327,11 +340,38 @@ pub async fn serve(
     };
     let (mut archive, _) = open_archive(&settings.backend, &settings.key_cache()).await?;
     settings.configure(&mut archive);
-    let archive = Arc::new(archive);
+    if let Some(path) = &settings.url_signing_keys {
+        archive.url_keys = Arc::new(load_url_keys(path)?);
+    }
     let listen_error = |address: &str| {
         let address = address.to_owned();
         move |source| Error::Listen { address, source }
     };
+    let http = match &settings.http_listen {
+        Some(addr) => {
+            if !settings.roles.playback {
+                return Err(Error::Settings(
+                    "--http-listen serves recordings' audio: it needs the playback role".into(),
+                ));
+            }
+            let http = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(listen_error(addr))?;
+            let address = http.local_addr().map_err(listen_error(addr))?;
+            settings.check_cleartext("HTTP", address, tls.is_some())?;
+            Some((http, address))
+        }
+        None => None,
+    };
+    archive.playback_url_base = match (&settings.http_public_url, &http) {
+        (Some(base), _) => Some(check_public_url(base)?),
+        (None, Some((_, address))) if !address.ip().is_unspecified() => Some(format!(
+            "{}://{address}",
+            if tls.is_some() { "https" } else { "http" }
+        )),
+        _ => None,
+    };
+    let archive = Arc::new(archive);
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .map_err(listen_error(&settings.listen))?;
@@ -371,16 +411,59 @@ pub async fn serve(
     if let Some(tls) = &tls {
         tasks.spawn(tls::watch(tls.clone(), tls::RELOAD_POLL));
     }
-    let shutdown = async {
+    let (stopping, stop_http) = tokio::sync::watch::channel(false);
+    let mut http_task = None;
+    if let Some((http, address)) = http {
+        tracing::info!(%address, tls = tls_on, base = ?archive.playback_url_base, "HTTP playback at /v1/recordings/{{id}}/audio");
+        let (tls, archive) = (tls.clone(), archive.clone());
+        let mut stop = stop_http;
+        http_task = Some(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = server::serve_http(http, tls.as_deref(), archive, shutdown).await {
+                tracing::error!(error = %e, "HTTP listener failed");
+            }
+        }));
+    }
+    let shutdown = async move {
         shutdown.await;
         tracing::info!("shutting down, draining in-flight calls");
+        let _ = stopping.send(true);
     };
     let served = match &tls {
         Some(tls) => server::run_tls(listener, tls, archive, roles, shutdown).await,
         None => server::run(listener, archive, roles, shutdown).await,
     };
+    // The HTTP listener closes its listening sessions (their audit events)
+    // as it stops: give it a moment.
+    if let Some(task) = http_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     tasks.abort_all();
     served.map_err(Error::Server)
+}
+
+/// Reads playback URL keys (`KEY_ID BASE64` per line) from a file.
+pub fn load_url_keys(path: &std::path::Path) -> Result<crate::playback::urls::UrlKeys, Error> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        Error::Settings(format!("cannot read the URL keys {}: {e}", path.display()))
+    })?);
+    crate::playback::urls::UrlKeys::parse(&text)
+        .map_err(|e| Error::Settings(format!("{}: {e}", path.display())))
+}
+
+/// A public base URL: `http(s)://host[:port]` with nothing after it.
+fn check_public_url(base: &str) -> Result<String, Error> {
+    let bad = |why: &str| Error::Settings(format!("--http-public-url {base}: {why}"));
+    let url = url::Url::parse(base).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(bad("must be http:// or https:// and name a host"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("must have no path, query or fragment"));
+    }
+    Ok(base.trim_end_matches('/').to_owned())
 }
 
 impl ServeSettings {

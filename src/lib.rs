@@ -26,6 +26,7 @@ pub mod domain;
 pub mod error;
 pub mod export;
 pub mod fault;
+pub mod http;
 pub mod ingest;
 pub mod keys;
 pub mod kms;

@@ -380,14 +380,46 @@ where
 #[derive(Debug)]
 pub struct LocalServer {
     pub addr: String,
-    stop: tokio::sync::oneshot::Sender<()>,
+    /// The components it serves.
+    pub archive: Arc<Archive>,
+    /// The HTTP side door's base URL (`http://127.0.0.1:<port>`), when
+    /// started with one.
+    pub http_addr: Option<String>,
+    stop: tokio::sync::watch::Sender<bool>,
     handle: tokio::task::JoinHandle<Result<()>>,
+    http: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+async fn bind_loopback() -> Result<TcpListener> {
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|source| Error::Io {
+            what: "cannot bind loopback",
+            source,
+        })
+}
+
+fn local_addr(listener: &TcpListener) -> Result<std::net::SocketAddr> {
+    listener.local_addr().map_err(|source| Error::Io {
+        what: "no local address",
+        source,
+    })
 }
 
 impl LocalServer {
     /// Cleartext on loopback: `addr` is `http://127.0.0.1:<port>`.
     pub async fn start(archive: Arc<Archive>, roles: Roles) -> Result<Self> {
-        Self::start_with(archive, roles, None).await
+        Self::start_with(archive, roles, None, None).await
+    }
+
+    /// Cleartext gRPC and the HTTP side door on two loopback ports; issued
+    /// playback URLs are absolute under `http_addr` unless the archive
+    /// already names a base.
+    pub async fn start_with_http(mut archive: Archive, roles: Roles) -> Result<Self> {
+        let http = bind_loopback().await?;
+        let http_addr = format!("http://{}", local_addr(&http)?);
+        archive.playback_url_base.get_or_insert(http_addr);
+        Self::start_with(Arc::new(archive), roles, None, Some(http)).await
     }
 
     /// TLS on loopback with `tls`'s certificate: `addr` is
@@ -397,28 +429,31 @@ impl LocalServer {
         roles: Roles,
         tls: Arc<ServerTls>,
     ) -> Result<Self> {
-        Self::start_with(archive, roles, Some(tls)).await
+        Self::start_with(archive, roles, Some(tls), None).await
     }
 
     async fn start_with(
         archive: Arc<Archive>,
         roles: Roles,
         tls: Option<Arc<ServerTls>>,
+        http: Option<TcpListener>,
     ) -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|source| Error::Io {
-                what: "cannot bind loopback",
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| Error::Io {
-            what: "no local address",
-            source,
-        })?;
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let shutdown = async {
-            let _ = rx.await;
+        let listener = bind_loopback().await?;
+        let addr = local_addr(&listener)?;
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
         };
+        let http_addr = match &http {
+            Some(l) => Some(format!("http://{}", local_addr(l)?)),
+            None => None,
+        };
+        let http = http.map(|l| {
+            let (archive, shutdown) = (archive.clone(), stopped(rx.clone()));
+            tokio::spawn(async move { serve_http(l, None, archive, shutdown).await })
+        });
+        let shutdown = stopped(rx);
+        let served = archive.clone();
         let (scheme, handle) = match tls {
             Some(tls) => (
                 "https",
@@ -433,14 +468,21 @@ impl LocalServer {
         };
         Ok(Self {
             addr: format!("{scheme}://{addr}"),
+            archive: served,
+            http_addr,
             stop,
             handle,
+            http,
         })
     }
 
-    /// Stops accepting, drains in-flight calls and returns the server's result.
+    /// Stops accepting, drains in-flight calls (and closes the HTTP side
+    /// door's listening sessions) and returns the server's result.
     pub async fn stop(self) -> Result<()> {
-        let _ = self.stop.send(());
+        let _ = self.stop.send(true);
+        if let Some(http) = self.http {
+            http.await.map_err(|e| Error::task("HTTP server", e))??;
+        }
         self.handle.await.map_err(|e| Error::task("server", e))?
     }
 }
@@ -466,7 +508,7 @@ pub async fn serve_metrics(listener: TcpListener, tls: Option<&ServerTls>, archi
     let served = match tls {
         None => axum::serve(listener, app).await,
         Some(tls) => match TlsIncoming::new(listener, tls.acceptor(&[tls::ALPN_HTTP1])) {
-            Ok(incoming) => axum::serve(MetricsTls(incoming), app).await,
+            Ok(incoming) => axum::serve(HttpTls(incoming), app).await,
             Err(e) => Err(e),
         },
     };
@@ -475,11 +517,68 @@ pub async fn serve_metrics(listener: TcpListener, tls: Option<&ServerTls>, archi
     }
 }
 
+/// Serves the HTTP side door (`http::router`: signed-URL audio) until
+/// `shutdown` resolves, over TLS when `tls` is given (ALPN `http/1.1`);
+/// closes idle listening sessions every second and all of them when it
+/// stops, so their finish events are written.
+pub async fn serve_http(
+    listener: TcpListener,
+    tls: Option<&ServerTls>,
+    archive: Arc<Archive>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let app = crate::http::router(archive.clone())
+        .into_make_service_with_connect_info::<crate::http::Peer>();
+    let a = archive.clone();
+    let closer = tokio::spawn(every(
+        Duration::from_secs(1),
+        "listening session close",
+        move || {
+            let a = a.clone();
+            async move { a.listening.close_due(&a, false).await }
+        },
+    ));
+    let served =
+        match tls {
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some(tls) => {
+                let incoming = TlsIncoming::new(listener, tls.acceptor(&[tls::ALPN_HTTP1]))
+                    .map_err(|source| Error::Io {
+                        what: "TLS listener has no local address",
+                        source,
+                    })?;
+                axum::serve(HttpTls(incoming), app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
+    closer.abort();
+    if let Err(e) = archive.listening.close_due(&archive, true).await {
+        tracing::warn!(error = %e, "listening sessions not closed at shutdown");
+    }
+    served.map_err(|source| Error::Io {
+        what: "HTTP listener failed",
+        source,
+    })
+}
+
 /// `TlsIncoming` as axum's listener (tls knows no axum).
 #[derive(Debug)]
-struct MetricsTls(TlsIncoming);
+struct HttpTls(TlsIncoming);
 
-impl axum::serve::Listener for MetricsTls {
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, HttpTls>>
+    for crate::http::Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, HttpTls>) -> Self {
+        crate::http::Peer(*stream.remote_addr())
+    }
+}
+
+impl axum::serve::Listener for HttpTls {
     type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
     type Addr = std::net::SocketAddr;
 

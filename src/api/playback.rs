@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::convert::to_pb;
+use super::convert::{timestamp, to_pb};
 use super::{authenticate, pb};
 use crate::archive::Archive;
 use crate::domain::RecordingId;
@@ -40,12 +40,7 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
         let principal = authenticate(&self.archive, &request).await?;
         let req = request.into_inner();
         let id = RecordingId::parse("recording_id", &req.recording_id).map_err(Error::from)?;
-        let purpose = match req.purpose() {
-            pb::PlaybackPurpose::Download => playback::Purpose::Download,
-            pb::PlaybackPurpose::Stream | pb::PlaybackPurpose::Unspecified => {
-                playback::Purpose::Stream
-            }
-        };
+        let purpose = purpose_of(req.purpose());
         let stream = playback::play(
             self.archive.clone(),
             &principal,
@@ -62,6 +57,40 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
             .map_err(Status::from)
         });
         Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn create_playback_url(
+        &self,
+        request: Request<pb::CreatePlaybackUrlRequest>,
+    ) -> Result<Response<pb::CreatePlaybackUrlResponse>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let req = request.into_inner();
+        let id = RecordingId::parse("recording_id", &req.recording_id).map_err(Error::from)?;
+        let purpose = purpose_of(req.purpose());
+        let issued =
+            playback::urls::issue(&self.archive, &principal, id, req.ttl_seconds, purpose).await?;
+        Ok(Response::new(pb::CreatePlaybackUrlResponse {
+            url: match &self.archive.playback_url_base {
+                Some(base) => format!("{base}{}", issued.path),
+                None => issued.path.clone(),
+            },
+            path: issued.path,
+            expire_time: Some(timestamp(issued.expires_at_ms)),
+            purpose: match purpose {
+                playback::Purpose::Stream => pb::PlaybackPurpose::Stream,
+                playback::Purpose::Download => pb::PlaybackPurpose::Download,
+            }
+            .into(),
+        }))
+    }
+
+    async fn revoke_playback_urls(
+        &self,
+        request: Request<pb::RevokePlaybackUrlsRequest>,
+    ) -> Result<Response<pb::RevokePlaybackUrlsResponse>, Status> {
+        let principal = authenticate(&self.archive, &request).await?;
+        let epoch = playback::urls::revoke_all(&self.archive, &principal).await?;
+        Ok(Response::new(pb::RevokePlaybackUrlsResponse { epoch }))
     }
 
     async fn get_recording(
@@ -106,5 +135,12 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
                 .map(|n| URL_SAFE_NO_PAD.encode(n.to_string()))
                 .unwrap_or_default(),
         }))
+    }
+}
+
+fn purpose_of(p: pb::PlaybackPurpose) -> playback::Purpose {
+    match p {
+        pb::PlaybackPurpose::Download => playback::Purpose::Download,
+        pb::PlaybackPurpose::Stream | pb::PlaybackPurpose::Unspecified => playback::Purpose::Stream,
     }
 }

@@ -47,6 +47,21 @@ use bytes::Bytes;
 
 pub use sniff::sniff;
 
+/// The media type of a recording by the container its probe found (what a
+/// browser is told it is fetching).
+pub fn media_type(container: &str) -> &'static str {
+    match container {
+        "wav" => "audio/wav",
+        "mp3" => "audio/mpeg",
+        "flac" => "audio/flac",
+        "ogg" => "audio/ogg",
+        "webm" => "audio/webm",
+        "mkv" => "audio/x-matroska",
+        "mp4" => "audio/mp4",
+        _ => "application/octet-stream",
+    }
+}
+
 use crate::domain::AudioInfo;
 use crate::error::{Error, Result};
 

@@ -87,6 +87,10 @@ pub enum Action {
     PlaybackStarted,
     /// A playback ended (bytes sent, completed or not).
     PlaybackFinished,
+    /// A signed playback URL was issued (purpose, expiry, session).
+    PlaybackUrlIssued,
+    /// Every playback URL of the tenant was revoked (the new epoch).
+    PlaybackUrlsRevoked,
     /// A recording's metadata was read.
     RecordingRead,
     /// A list query of recordings (its filters; not the ids).
@@ -124,6 +128,8 @@ impl Action {
         Action::RecordingDeduplicated,
         Action::PlaybackStarted,
         Action::PlaybackFinished,
+        Action::PlaybackUrlIssued,
+        Action::PlaybackUrlsRevoked,
         Action::RecordingRead,
         Action::RecordingsListed,
         Action::AuditRead,
@@ -152,6 +158,8 @@ impl Action {
             Action::RecordingDeduplicated => "recording.ingest_deduplicated",
             Action::PlaybackStarted => "playback.start",
             Action::PlaybackFinished => "playback.finish",
+            Action::PlaybackUrlIssued => "playback.url_issue",
+            Action::PlaybackUrlsRevoked => "playback.urls_revoke",
             Action::RecordingRead => "recording.read",
             Action::RecordingsListed => "recording.list",
             Action::AuditRead => "audit.read",

@@ -227,6 +227,20 @@ impl SignerKey {
         })
     }
 
+    /// A 256-bit secret for `purpose`, derived from the seed
+    /// (HMAC-SHA256(seed, "callvault derived key\0" || purpose)): another
+    /// deployment secret without another secret to distribute. Knowing it
+    /// reveals nothing of the seed.
+    pub fn derive_secret(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, self.seed.as_ref());
+        let mut ctx = aws_lc_rs::hmac::Context::with_key(&key);
+        ctx.update(b"callvault derived key\0");
+        ctx.update(purpose.as_bytes());
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
     /// Parses `PRIVATE+KEY+<name>+<hex key ID>+<base64(0x01 || seed)>`; the key
     /// ID must be that of the derived public key.
     pub fn parse(text: &str) -> Result<Self, NoteError> {

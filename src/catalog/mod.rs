@@ -264,6 +264,10 @@ mod tests {
                 include_str!("../../migrations/postgres/0007_subject_index.sql"),
                 include_str!("../../migrations/sqlite/0007_subject_index.sql"),
             ),
+            (
+                include_str!("../../migrations/postgres/0008_playback_urls.sql"),
+                include_str!("../../migrations/sqlite/0008_playback_urls.sql"),
+            ),
         ] {
             assert_eq!(
                 pg.replace("BIGINT", "INTEGER").replace("BYTEA", "BLOB"),

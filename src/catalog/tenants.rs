@@ -122,3 +122,24 @@ pub async fn set_rotation_policy_days(conn: &mut Conn, tenant: &TenantId, days: 
         .await?;
     Ok(())
 }
+
+/// The tenant's playback-URL revocation epoch (URLs signed under an older
+/// one no longer work).
+pub async fn url_epoch(conn: &mut Conn, tenant: &TenantId) -> Result<u64> {
+    let row = sqlx::query("SELECT url_epoch FROM tenants WHERE tenant_id = $1")
+        .bind(tenant.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| Error::TenantNotFound(tenant.to_string()))?;
+    u64::try_from(row.try_get::<i64, _>("url_epoch")?).map_err(|_| corrupt("url epoch"))
+}
+
+/// Moves the tenant to the next URL epoch and returns it: every playback
+/// URL issued before stops working.
+pub async fn bump_url_epoch(conn: &mut Conn, tenant: &TenantId) -> Result<u64> {
+    sqlx::query("UPDATE tenants SET url_epoch = url_epoch + 1 WHERE tenant_id = $1")
+        .bind(tenant.as_str())
+        .execute(&mut *conn)
+        .await?;
+    url_epoch(conn, tenant).await
+}

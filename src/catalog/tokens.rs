@@ -223,3 +223,38 @@ pub async fn revoked_since(conn: &mut Conn, since_ms: i64) -> Result<Vec<(String
         .map(|r| Ok((r.try_get("token_id")?, r.try_get("revoked_at_ms")?)))
         .collect()
 }
+
+/// What a signed playback URL is checked against on every request, in one
+/// read: the issuing token's principal while it is live (not revoked, not
+/// expired) and the tenant's current URL epoch.
+pub async fn url_issuer(
+    conn: &mut Conn,
+    tenant: &TenantId,
+    token_id: &str,
+) -> Result<(Principal, u64)> {
+    let row = sqlx::query(
+        "SELECT k.role, k.expires_at_ms, k.revoked_at_ms, t.url_epoch FROM api_tokens k JOIN tenants t ON t.tenant_id = k.tenant_id WHERE k.tenant_id = $1 AND k.token_id = $2",
+    )
+    .bind(tenant.as_str())
+    .bind(token_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(Error::Unauthenticated("invalid or revoked token"))?;
+    if row.try_get::<Option<i64>, _>("revoked_at_ms")?.is_some() {
+        return Err(Error::Unauthenticated("token revoked"));
+    }
+    let role: String = row.try_get("role")?;
+    let principal = Principal {
+        tenant: tenant.clone(),
+        role: Role::from_str(&role).map_err(|_| corrupt("role"))?,
+        token_id: token_id.to_owned(),
+        client: None,
+        expires_at_ms: row.try_get("expires_at_ms")?,
+    };
+    if principal.expired_at(now_ms()) {
+        return Err(Error::Unauthenticated("token expired"));
+    }
+    let epoch =
+        u64::try_from(row.try_get::<i64, _>("url_epoch")?).map_err(|_| corrupt("url epoch"))?;
+    Ok((principal, epoch))
+}

@@ -14,6 +14,8 @@ use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 
 mod audited;
+pub mod listening;
+pub mod urls;
 
 use crate::access::{self, Action};
 use crate::archive::Archive;
@@ -279,16 +281,6 @@ pub async fn play(
             size: row.size_bytes,
         });
     }
-    let first = (offset / u64::from(row.chunk_size)) as usize;
-    // Unwrap and first read run concurrently.
-    let chunks_and_first = async {
-        let chunks =
-            recordings::chunks(&mut *archive.catalog.conn().await?, &principal.tenant, &rec)
-                .await?;
-        check_chunk_list(&row, &chunks)?;
-        let head = fetch(&archive, &rec, &chunks[first]).await?;
-        Ok::<_, Error>((chunks, head))
-    };
     // Write-ahead: the start event commits while the key unwraps and the
     // first object is read; nothing is sent until all three are done.
     let started = trail::record(
@@ -300,12 +292,8 @@ pub async fn play(
             .detail("offset_bytes", offset)
             .detail("size_bytes", row.size_bytes),
     );
-    let cipher = async {
-        let key = key_in_use(&archive, &row).await?;
-        let cipher = cipher_with(&archive, &row, &key).await?;
-        Ok::<_, Error>((key, cipher))
-    };
-    let (cipher, listing, started) = tokio::join!(cipher, chunks_and_first, started);
+    let (opened, started) =
+        tokio::join!(open_range(&archive, &row, offset, row.size_bytes), started);
     started?;
     let mut finish = Ending::new(
         archive.clone(),
@@ -319,73 +307,124 @@ pub async fn play(
             row.audio.duration_ms,
         ),
     );
-    let ((key, cipher), (chunks, head)) = match (cipher, listing) {
-        (Ok((k, c)), Ok(l)) => ((k, Arc::new(c)), l),
-        (Err(e), _) | (_, Err(e)) => {
+    let (key, stream) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
             finish.fail(e.to_string());
             return Err(e);
         }
     };
-    let skip = (offset - first as u64 * u64::from(row.chunk_size)) as usize;
-    let stream = opened_chunks(archive.clone(), cipher, rec, chunks, first, Some(head))
-        .enumerate()
-        .flat_map(move |(i, res)| {
-            let pieces = match res {
-                Ok(plain) => {
-                    let chunk_start = (first + i) as u64 * u64::from(row.chunk_size);
-                    let from = if i == 0 { skip } else { 0 };
-                    slices(Bytes::from(plain), from, chunk_start)
-                }
-                Err(e) => vec![Err(e)],
-            };
-            stream::iter(pieces)
-        })
-        .boxed();
     // A revoked token or key ends the stream (with an error the audit
     // finish event records).
     let stream = revocation::guard(archive, principal, Some(key), revocations, stream);
     Ok(finish.watch(stream, |c: &PlayChunk| c.data.len() as u64))
 }
 
-/// The opened chunks of a recording from chunk `first` on, in order, read
-/// ahead `limits.read_ahead` chunks at a time; `head` is chunk `first`
-/// already fetched. `chunks` passed [`check_chunk_list`].
+/// The plaintext of bytes `start..end` of `row` (`start < end <= size`),
+/// reading and opening only the chunks that overlap it: the key unwraps
+/// while the first of them is read, later ones are read ahead. Neither
+/// audited nor guarded: the caller does both. Also returns the key in use,
+/// for [`revocation::guard`].
+pub(crate) async fn open_range(
+    archive: &Arc<Archive>,
+    row: &RecordingRow,
+    start: u64,
+    end: u64,
+) -> Result<(KeyInUse, BoxStream<'static, Result<PlayChunk>>)> {
+    debug_assert!(start < end && end <= row.size_bytes);
+    let rec = row.id;
+    let chunk_size = u64::from(row.chunk_size);
+    let first = (start / chunk_size) as usize;
+    let last = ((end - 1) / chunk_size) as usize;
+    let listing = async {
+        let chunks =
+            recordings::chunks(&mut *archive.catalog.conn().await?, &row.tenant, &rec).await?;
+        check_chunk_list(row, &chunks)?;
+        let head = fetch(archive, &rec, &chunks[first]).await?;
+        Ok::<_, Error>((chunks, head))
+    };
+    let cipher = async {
+        let key = key_in_use(archive, row).await?;
+        let cipher = cipher_with(archive, row, &key).await?;
+        Ok::<_, Error>((key, cipher))
+    };
+    let (cipher, listing) = tokio::join!(cipher, listing);
+    let ((key, cipher), (chunks, head)) = (cipher?, listing?);
+    let stream = opened_chunks(
+        archive.clone(),
+        Arc::new(cipher),
+        rec,
+        chunks,
+        first..last + 1,
+        Some(head),
+    )
+    .enumerate()
+    .flat_map(move |(i, res)| {
+        let pieces = match res {
+            Ok(plain) => {
+                let chunk_start = (first + i) as u64 * chunk_size;
+                let from = start.saturating_sub(chunk_start) as usize;
+                let to = (end - chunk_start).min(plain.len() as u64) as usize;
+                slices(Bytes::from(plain), from..to, chunk_start)
+            }
+            Err(e) => vec![Err(e)],
+        };
+        stream::iter(pieces)
+    })
+    .boxed();
+    Ok((key, stream))
+}
+
+/// The opened chunks `which` of a recording, in order, read ahead
+/// `limits.read_ahead` chunks at a time; `head` is the first of them
+/// already fetched. `chunks` (all of the recording's) passed
+/// [`check_chunk_list`].
 pub(crate) fn opened_chunks(
     archive: Arc<Archive>,
     cipher: Arc<RecordingCipher>,
     rec: RecordingId,
     chunks: Vec<ChunkRow>,
-    first: usize,
+    which: std::ops::Range<usize>,
     mut head: Option<Bytes>,
 ) -> BoxStream<'static, Result<Vec<u8>>> {
     let last = chunks.len().saturating_sub(1);
     let read_ahead = archive.limits.read_ahead.max(1);
-    stream::iter(chunks.into_iter().skip(first))
-        .map(move |chunk| {
-            let prefetched = head.take();
-            let is_final = chunk.index as usize == last;
-            fetch_and_open(
-                archive.clone(),
-                cipher.clone(),
-                rec,
-                chunk,
-                is_final,
-                prefetched,
-            )
-        })
-        .buffered(read_ahead)
-        .boxed()
+    stream::iter(
+        chunks
+            .into_iter()
+            .skip(which.start)
+            .take(which.end.saturating_sub(which.start)),
+    )
+    .map(move |chunk| {
+        let prefetched = head.take();
+        let is_final = chunk.index as usize == last;
+        fetch_and_open(
+            archive.clone(),
+            cipher.clone(),
+            rec,
+            chunk,
+            is_final,
+            prefetched,
+        )
+    })
+    .buffered(read_ahead)
+    .boxed()
 }
 
-/// An opened chunk from byte `from` on, as messages of at most
+/// Bytes `within` of an opened chunk, as messages of at most
 /// `MAX_PLAY_MESSAGE_BYTES` (zero-copy slices of one buffer).
-fn slices(plain: Bytes, from: usize, chunk_start: u64) -> Vec<Result<PlayChunk>> {
-    (from..plain.len())
+fn slices(
+    plain: Bytes,
+    within: std::ops::Range<usize>,
+    chunk_start: u64,
+) -> Vec<Result<PlayChunk>> {
+    let end = within.end;
+    within
         .step_by(MAX_PLAY_MESSAGE_BYTES)
         .map(|at| {
             Ok(PlayChunk {
                 offset: chunk_start + at as u64,
-                data: plain.slice(at..(at + MAX_PLAY_MESSAGE_BYTES).min(plain.len())),
+                data: plain.slice(at..(at + MAX_PLAY_MESSAGE_BYTES).min(end)),
             })
         })
         .collect()

@@ -298,6 +298,8 @@ async fn reqwest_put(url: &str, body: &str) -> bool {
 
 pub struct TestApp {
     pub addr: String,
+    /// The HTTP side door (`AppOptions::http`).
+    pub http_addr: Option<String>,
     pub archive: Arc<Archive>,
     pub ring: Option<Arc<LocalKeyring>>,
     pub dir: tempfile::TempDir,
@@ -460,6 +462,9 @@ pub async fn spawn_app_with(kind: CatalogKind, remote: Remote, cache: KeyCacheCo
 /// Rewrites a catalog URL (e.g. to route it through a fault proxy).
 pub type RouteCatalog = Box<dyn FnOnce(&str) -> String + Send>;
 
+/// Adjusts an archive before its server starts.
+pub type Tune = Box<dyn FnOnce(&mut Archive) + Send>;
+
 /// Everything a test may vary about its app.
 pub struct AppOptions {
     pub kind: CatalogKind,
@@ -471,6 +476,10 @@ pub struct AppOptions {
     pub route_catalog: Option<RouteCatalog>,
     /// `--allowed-kms-accounts`, applied after the test tenant exists.
     pub allowed_kms_accounts: Vec<String>,
+    /// Serve the HTTP side door too (`TestApp::http_addr`).
+    pub http: bool,
+    /// Adjusts the archive before the server starts.
+    pub tune: Option<Tune>,
 }
 
 impl Default for AppOptions {
@@ -482,6 +491,8 @@ impl Default for AppOptions {
             limits: Limits::default(),
             route_catalog: None,
             allowed_kms_accounts: Vec::new(),
+            http: false,
+            tune: None,
         }
     }
 }
@@ -494,6 +505,8 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
         limits,
         route_catalog,
         allowed_kms_accounts,
+        http,
+        tune,
     } = opts;
     init_logging();
     let dir = tempfile::tempdir().unwrap();
@@ -560,12 +573,22 @@ pub async fn spawn_app_opts(opts: AppOptions) -> TestApp {
         .unwrap();
     archive.allowed_kms_accounts =
         callvault::domain::AllowedAccounts::new(&allowed_kms_accounts).unwrap();
-    let archive = Arc::new(archive);
-    let server = LocalServer::start(archive.clone(), Roles::ALL)
-        .await
-        .unwrap();
+    if let Some(tune) = tune {
+        tune(&mut archive);
+    }
+    let server = if http {
+        LocalServer::start_with_http(archive, Roles::ALL)
+            .await
+            .unwrap()
+    } else {
+        LocalServer::start(Arc::new(archive), Roles::ALL)
+            .await
+            .unwrap()
+    };
+    let archive = server.archive.clone();
     TestApp {
         addr: server.addr.clone(),
+        http_addr: server.http_addr.clone(),
         archive,
         ring,
         dir,

@@ -20,6 +20,7 @@ mod export;
 mod export_bundle;
 mod export_load;
 mod formats;
+mod http_playback;
 mod independent;
 mod key_safety;
 mod keys;

@@ -11,6 +11,7 @@ mod local_keys;
 mod recordings;
 mod serve;
 mod tenants;
+mod urls;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -60,6 +61,12 @@ pub enum Command {
     /// List or show recordings.
     #[command(subcommand)]
     Recordings(recordings::RecordingsCmd),
+    /// Print a signed URL to a recording's audio, for a browser or curl
+    /// (supervisor or compliance token).
+    PlayUrl(urls::PlayUrlArgs),
+    /// Signed playback URLs: revoke every one the tenant issued.
+    #[command(subcommand)]
+    Urls(urls::UrlsCmd),
     /// Tenant KMS keys: register, history, health, rewrap (admin token).
     #[command(subcommand)]
     Keys(keys::KeysCmd),
@@ -114,6 +121,9 @@ pub fn check_serve_settings(args: serve::ServeArgs) -> Result<()> {
     if let Some(path) = &settings.backend.audit_signing_key {
         callvault::config::load_audit_key(path)?;
     }
+    if let Some(path) = &settings.url_signing_keys {
+        callvault::config::load_url_keys(path)?;
+    }
     eprintln!("configuration OK");
     Ok(())
 }
@@ -127,6 +137,8 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Ingest(args) => recordings::ingest(args).await,
         Command::Play(args) => recordings::play(args).await,
         Command::Recordings(cmd) => recordings::run(cmd).await,
+        Command::PlayUrl(args) => urls::play_url(args).await,
+        Command::Urls(cmd) => urls::urls(cmd).await,
         Command::Keys(cmd) => keys::run(cmd).await,
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Config(ConfigCmd::Check(args)) => check_serve_settings(*args),

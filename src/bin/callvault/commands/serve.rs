@@ -98,6 +98,22 @@ pub struct ServeArgs {
     /// tokens and audio cross the network readable).
     #[arg(long, env = "CALLVAULT_ALLOW_INSECURE")]
     pub allow_insecure: bool,
+    /// Serve recordings' audio to browsers and curl through signed URLs
+    /// (`GET /v1/recordings/{id}/audio?sig=…`) on this address; TLS with
+    /// the same certificate as gRPC. Needs the playback role.
+    #[arg(long, env = "CALLVAULT_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// The base URL browsers reach the HTTP listener at
+    /// (`https://calls.example.com`): issued playback URLs are absolute
+    /// under it. Default: the --http-listen address, unless it is 0.0.0.0.
+    #[arg(long, env = "CALLVAULT_HTTP_PUBLIC_URL")]
+    pub http_public_url: Option<String>,
+    /// A file of playback URL keys, one `KEY_ID BASE64_32_BYTES` per line:
+    /// the first signs new URLs, all verify (rotate by adding a new first
+    /// line, drop the old one after the longest URL lifetime, 12 h).
+    /// Default: one key derived from the audit signing key.
+    #[arg(long, env = "CALLVAULT_URL_SIGNING_KEYS")]
+    pub url_signing_keys: Option<PathBuf>,
 }
 
 impl TryFrom<ServeArgs> for ServeSettings {
@@ -131,6 +147,9 @@ impl TryFrom<ServeArgs> for ServeSettings {
                 _ => None,
             },
             allow_insecure: a.allow_insecure,
+            http_listen: a.http_listen,
+            http_public_url: a.http_public_url,
+            url_signing_keys: a.url_signing_keys,
         })
     }
 }

@@ -1,0 +1,205 @@
+//! The HTTP side door (SPEC §6): recordings' audio for browsers and `curl`
+//! through signed URLs, with the range semantics media elements rely on.
+//!
+//! `GET|HEAD /v1/recordings/{id}/audio?sig=…` checks the URL
+//! (`playback::listening::authorize`), decides the range (`range`), and
+//! streams only the chunks that overlap it (`playback::listening::
+//! serve_range`), within the URL's audited listening session. The query
+//! string is a credential: nothing here logs a URI, and every answer says
+//! `Referrer-Policy: no-referrer`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::archive::Archive;
+use crate::catalog::RecordingRow;
+use crate::domain::RecordingId;
+use crate::playback::listening::{self, UrlError, UrlRequest};
+
+pub mod range;
+
+use range::Ranged;
+
+/// The peer's address, over plain TCP or TLS (axum knows the former only).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// The router of the HTTP listener.
+pub fn router(archive: Arc<Archive>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/v1/recordings/{id}/audio",
+            axum::routing::get(audio).head(audio),
+        )
+        .fallback(not_found)
+        .with_state(archive)
+}
+
+async fn not_found() -> Response {
+    plain(StatusCode::NOT_FOUND, "not found")
+}
+
+/// The `sig` (and `rendition`) parameters of the query string.
+fn query_param(uri: &Uri, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn audio(
+    State(archive): State<Arc<Archive>>,
+    Path(id): Path<String>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(rec) = RecordingId::parse("recording", &id) else {
+        return plain(StatusCode::NOT_FOUND, "no such recording");
+    };
+    let sig = query_param(&uri, "sig");
+    let req =
+        match listening::authorize(&archive, rec, sig.as_deref(), Some(peer.to_string())).await {
+            Ok(req) => req,
+            Err(e) => return failure(e),
+        };
+    let row = &req.row;
+    let etag = format!("\"{}\"", row.sha256);
+    let header_str = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let decided = range::decide(
+        header_str(header::RANGE),
+        header_str(header::IF_RANGE),
+        row.size_bytes,
+        &etag,
+    );
+    let (status, start, end) = match decided {
+        Ranged::Full => (StatusCode::OK, 0, row.size_bytes),
+        Ranged::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+        Ranged::Unsatisfiable => {
+            let mut res = plain(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "the range is outside the recording",
+            );
+            set(
+                &mut res,
+                header::CONTENT_RANGE,
+                &format!("bytes */{}", row.size_bytes),
+            );
+            set(&mut res, header::ACCEPT_RANGES, "bytes");
+            return res;
+        }
+    };
+    let mut res = if method == Method::HEAD || start == end {
+        // No audio leaves: the request still joins (or opens) the
+        // listening session, so the metadata read is audited.
+        match listening::touch(&archive, &req).await {
+            Ok(()) => Response::new(Body::empty()),
+            Err(e) => return failure(e),
+        }
+    } else {
+        match listening::serve_range(&archive, &req, start, end).await {
+            Ok(stream) => Response::new(Body::from_stream(stream)),
+            Err(e) => return failure(e),
+        }
+    };
+    *res.status_mut() = status;
+    audio_headers(&mut res, &req, &etag, start, end);
+    res
+}
+
+/// The headers of an audio answer (200 or 206).
+fn audio_headers(res: &mut Response, req: &UrlRequest, etag: &str, start: u64, end: u64) {
+    let row: &RecordingRow = &req.row;
+    set(
+        res,
+        header::CONTENT_TYPE,
+        crate::audio::media_type(&row.audio.container),
+    );
+    set(res, header::CONTENT_LENGTH, &(end - start).to_string());
+    set(res, header::ACCEPT_RANGES, "bytes");
+    set(res, header::ETAG, etag);
+    if res.status() == StatusCode::PARTIAL_CONTENT {
+        set(
+            res,
+            header::CONTENT_RANGE,
+            &format!("bytes {start}-{}/{}", end - 1, row.size_bytes),
+        );
+    }
+    let disposition = match req.claims.purpose() {
+        crate::playback::Purpose::Stream => "inline",
+        crate::playback::Purpose::Download => "attachment",
+    };
+    set(
+        res,
+        header::CONTENT_DISPOSITION,
+        &format!(
+            "{disposition}; filename=\"recording-{}.{}\"",
+            row.id,
+            crate::export::bag::extension(&row.audio.container)
+        ),
+    );
+    common_headers(res);
+}
+
+/// What every answer carries: nothing cached, nothing sniffed, the URL
+/// never sent on as a referrer.
+fn common_headers(res: &mut Response) {
+    set(res, header::CACHE_CONTROL, "private, no-store");
+    set(res, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(res, header::REFERRER_POLICY, "no-referrer");
+}
+
+fn set(res: &mut Response, name: header::HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        res.headers_mut().insert(name, v);
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response {
+    let mut res = (status, format!("{text}\n")).into_response();
+    set(&mut res, header::CONTENT_TYPE, "text/plain; charset=utf-8");
+    common_headers(&mut res);
+    res
+}
+
+/// A refused or failed request: 403 with the URL's reason, otherwise the
+/// HTTP status of the gRPC code the API gives the error (one classification
+/// of errors, in `api`), with its message.
+fn failure(e: UrlError) -> Response {
+    use tonic::Code;
+    match e {
+        UrlError::Refused(r) => plain(StatusCode::FORBIDDEN, &r.to_string()),
+        UrlError::Failed(e) => {
+            let status = tonic::Status::from(e);
+            let code = match status.code() {
+                Code::NotFound => StatusCode::NOT_FOUND,
+                Code::PermissionDenied | Code::Unauthenticated => StatusCode::FORBIDDEN,
+                Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+                Code::FailedPrecondition => StatusCode::CONFLICT,
+                Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+                Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            plain(code, status.message())
+        }
+    }
+}

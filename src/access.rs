@@ -58,6 +58,41 @@ impl TokenCache {
     }
 }
 
+/// The principal of an `Authorization: Bearer …` header value (`None`:
+/// no header), with the client's address for the audit trail. A missing,
+/// malformed, unknown, revoked or expired token is `Unauthenticated`, and
+/// recorded in the system log (whose tenant it was is unknown).
+pub async fn authenticate(
+    archive: &Archive,
+    header: Option<&str>,
+    client: Option<String>,
+) -> Result<Principal> {
+    let found = match header {
+        None => Err(Error::Unauthenticated("missing bearer token")),
+        // RFC 6750: the scheme name is case-insensitive.
+        Some(value) => match value
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .filter(|t| !t.is_empty() && t.len() <= 256)
+        {
+            Some(token) => archive.tokens.authenticate(&archive.catalog, token).await,
+            None => Err(Error::Unauthenticated("malformed authorization header")),
+        },
+    };
+    match found {
+        Ok(mut principal) => {
+            principal.client = client;
+            Ok(principal)
+        }
+        Err(e @ Error::Unauthenticated(why)) => {
+            crate::audit::trail::unknown_token(archive, client.as_deref(), why).await;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// What a request wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {

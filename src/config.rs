@@ -354,9 +354,7 @@ pub async fn serve(
                     "--http-listen serves recordings' audio: it needs the playback role".into(),
                 ));
             }
-            let http = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(listen_error(addr))?;
+            let http = server::bind_http(addr).await.map_err(listen_error(addr))?;
             let address = http.local_addr().map_err(listen_error(addr))?;
             settings.check_cleartext("HTTP", address, tls.is_some())?;
             Some((http, address))

@@ -416,7 +416,10 @@ impl LocalServer {
     /// playback URLs are absolute under `http_addr` unless the archive
     /// already names a base.
     pub async fn start_with_http(mut archive: Archive, roles: Roles) -> Result<Self> {
-        let http = bind_loopback().await?;
+        let http = bind_http("127.0.0.1:0").await.map_err(|source| Error::Io {
+            what: "cannot bind loopback",
+            source,
+        })?;
         let http_addr = format!("http://{}", local_addr(&http)?);
         archive.playback_url_base.get_or_insert(http_addr);
         Self::start_with(Arc::new(archive), roles, None, Some(http)).await
@@ -515,6 +518,38 @@ pub async fn serve_metrics(listener: TcpListener, tls: Option<&ServerTls>, archi
     if let Err(e) = served {
         tracing::error!(error = %e, "metrics listener failed");
     }
+}
+
+/// The most a connection of the HTTP side door has in its kernel send
+/// buffer. Audio is read and decrypted only as fast as the player takes it:
+/// a paused or slow player holds a bounded amount in flight (the default
+/// autotuned buffer on loopback is megabytes), and the audit trail's
+/// "bytes sent" stays close to what the player received.
+pub const HTTP_SEND_BUFFER: u32 = 256 * 1024;
+
+/// Binds the HTTP side door's listener; accepted connections inherit its
+/// send buffer of [`HTTP_SEND_BUFFER`].
+pub async fn bind_http(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_send_buffer_size(HTTP_SEND_BUFFER)?;
+        match socket.bind(addr) {
+            Ok(()) => return socket.listen(1024),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        )
+    }))
 }
 
 /// Serves the HTTP side door (`http::router`: signed-URL audio) until

@@ -158,35 +158,11 @@ pub(crate) async fn authenticate<T>(
     req: &Request<T>,
 ) -> Result<Principal, Status> {
     let client = req.remote_addr().map(|a| a.to_string());
-    match bearer(archive, req).await {
-        Ok(mut principal) => {
-            principal.client = client;
-            Ok(principal)
-        }
-        Err(e @ Error::Unauthenticated(why)) => {
-            // Whose log it belongs in is unknown: the system log.
-            crate::audit::trail::unknown_token(archive, client.as_deref(), why).await;
-            Err(e.into())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn bearer<T>(archive: &Archive, req: &Request<T>) -> Result<Principal, Error> {
     let header = req
         .metadata()
         .get("authorization")
-        .ok_or(Error::Unauthenticated("missing bearer token"))?;
-    // RFC 6750: the scheme name is case-insensitive.
-    let token = header
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-        .filter(|t| !t.is_empty() && t.len() <= 256)
-        .ok_or(Error::Unauthenticated("malformed authorization header"))?;
-    archive.tokens.authenticate(&archive.catalog, token).await
+        .map(|v| v.to_str().unwrap_or(""));
+    Ok(crate::access::authenticate(archive, header, client).await?)
 }
 
 /// Helper for clients: wraps a byte buffer as an ingest request message.

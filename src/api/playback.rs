@@ -67,8 +67,15 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
         let req = request.into_inner();
         let id = RecordingId::parse("recording_id", &req.recording_id).map_err(Error::from)?;
         let purpose = purpose_of(req.purpose());
-        let issued =
-            playback::urls::issue(&self.archive, &principal, id, req.ttl_seconds, purpose).await?;
+        let issued = playback::urls::issue(
+            &self.archive,
+            &principal,
+            id,
+            req.ttl_seconds,
+            purpose,
+            &req.reason,
+        )
+        .await?;
         Ok(Response::new(pb::CreatePlaybackUrlResponse {
             url: match &self.archive.playback_url_base {
                 Some(base) => format!("{base}{}", issued.path),

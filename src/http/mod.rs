@@ -19,8 +19,11 @@ use axum::response::{IntoResponse, Response};
 use crate::archive::Archive;
 use crate::catalog::RecordingRow;
 use crate::domain::RecordingId;
+use crate::error::Error;
 use crate::playback::listening::{self, UrlError, UrlRequest};
 
+mod api;
+mod page;
 pub mod range;
 
 use range::Ranged;
@@ -45,6 +48,14 @@ pub fn router(archive: Arc<Archive>) -> axum::Router {
             "/v1/recordings/{id}/audio",
             axum::routing::get(audio).head(audio),
         )
+        .route("/api/v1/recordings", axum::routing::get(api::list))
+        .route("/api/v1/recordings/{id}", axum::routing::get(api::get))
+        .route(
+            "/api/v1/recordings/{id}/playback-url",
+            axum::routing::post(api::playback_url),
+        )
+        .route("/", axum::routing::get(page::index))
+        .route("/assets/{name}", axum::routing::get(page::asset))
         .fallback(not_found)
         .with_state(archive)
 }
@@ -161,7 +172,7 @@ fn audio_headers(res: &mut Response, req: &UrlRequest, etag: &str, start: u64, e
 
 /// What every answer carries: nothing cached, nothing sniffed, the URL
 /// never sent on as a referrer.
-fn common_headers(res: &mut Response) {
+pub(crate) fn common_headers(res: &mut Response) {
     set(res, header::CACHE_CONTROL, "private, no-store");
     set(res, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(res, header::REFERRER_POLICY, "no-referrer");
@@ -180,26 +191,35 @@ fn plain(status: StatusCode, text: &str) -> Response {
     res
 }
 
-/// A refused or failed request: 403 with the URL's reason, otherwise the
-/// HTTP status of the gRPC code the API gives the error (one classification
-/// of errors, in `api`), with its message.
+/// A refused or failed audio request: 403 with the URL's reason, otherwise
+/// the error's status and message as text.
 fn failure(e: UrlError) -> Response {
-    use tonic::Code;
     match e {
         UrlError::Refused(r) => plain(StatusCode::FORBIDDEN, &r.to_string()),
         UrlError::Failed(e) => {
-            let status = tonic::Status::from(e);
-            let code = match status.code() {
-                Code::NotFound => StatusCode::NOT_FOUND,
-                Code::PermissionDenied | Code::Unauthenticated => StatusCode::FORBIDDEN,
-                Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
-                Code::FailedPrecondition => StatusCode::CONFLICT,
-                Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-                Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            plain(code, status.message())
+            let (status, _, message) = status_of_error(e);
+            plain(status, &message)
         }
     }
+}
+
+/// An error's HTTP status, its canonical code name and its message: by the
+/// gRPC code the API gives it (one classification of errors, in `api`).
+pub(crate) fn status_of_error(e: Error) -> (StatusCode, &'static str, String) {
+    use tonic::Code;
+    let status = tonic::Status::from(e);
+    let (http, name) = match status.code() {
+        Code::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        Code::PermissionDenied => (StatusCode::FORBIDDEN, "PERMISSION_DENIED"),
+        Code::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+        Code::InvalidArgument => (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
+        Code::OutOfRange => (StatusCode::BAD_REQUEST, "OUT_OF_RANGE"),
+        Code::FailedPrecondition => (StatusCode::CONFLICT, "FAILED_PRECONDITION"),
+        Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED"),
+        Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+        Code::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED"),
+        Code::DataLoss => (StatusCode::INTERNAL_SERVER_ERROR, "DATA_LOSS"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+    };
+    (http, name, status.message().to_owned())
 }

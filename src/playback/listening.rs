@@ -69,6 +69,9 @@ struct Session {
     last: Instant,
     active: usize,
     ranges: RangeSet,
+    /// Where the requests that sent audio started, in order (the first
+    /// `MAX_RANGES_IN_EVENT`): the seeks.
+    starts: Vec<u64>,
     bytes: u64,
     requests: u64,
     error: Option<String>,
@@ -121,6 +124,7 @@ impl Listening {
                 last: now,
                 active: 0,
                 ranges: RangeSet::default(),
+                starts: Vec::new(),
                 bytes: 0,
                 requests: 0,
                 error: None,
@@ -212,6 +216,14 @@ fn finished(key: &SessionKey, s: &Session) -> crate::audit::event::NewEvent {
         .detail("bytes_sent", s.bytes)
         .detail("byte_ranges", listed.join(","))
         .detail("ms_ranges", times.join(","))
+        .detail(
+            "request_starts",
+            s.starts
+                .iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
         .detail("completed", ranges == [(0, s.size)]);
     if ranges.len() > MAX_RANGES_IN_EVENT {
         event = event.detail("ranges_not_listed", ranges.len() - MAX_RANGES_IN_EVENT);
@@ -242,6 +254,9 @@ impl Drop for Served {
             if self.sent > 0 {
                 s.ranges.add(self.from, self.from + self.sent);
                 s.bytes += self.sent;
+                if s.starts.len() < MAX_RANGES_IN_EVENT {
+                    s.starts.push(self.from);
+                }
             }
             if let Some(e) = self.error.take() {
                 s.error = Some(e);

@@ -15,6 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 
 mod audited;
 pub mod listening;
+pub mod search;
 pub mod urls;
 
 use crate::access::{self, Action};
@@ -451,15 +452,9 @@ pub async fn get(
     } else {
         None
     };
-    let labels = match (&row.labels_sealed, &cipher) {
-        (Some(sealed), Some(cipher)) => {
-            let json = cipher
-                .open_metadata(sealed)
-                .map_err(|e| Error::integrity(rec, e))?;
-            serde_json::from_slice(&json)
-                .map_err(|_| Error::integrity(rec, CryptoError::MetadataAuthentication))?
-        }
-        _ => BTreeMap::new(),
+    let labels = match &cipher {
+        Some(cipher) => open_labels(cipher, &row)?,
+        None => BTreeMap::new(),
     };
     let participants = match (&row.participants_sealed, &cipher) {
         (Some(sealed), Some(cipher)) => {
@@ -478,6 +473,21 @@ pub async fn get(
         labels,
         participants,
     })
+}
+
+/// A recording's labels, opened with its cipher (none sealed: none).
+pub(crate) fn open_labels(
+    cipher: &RecordingCipher,
+    row: &RecordingRow,
+) -> Result<BTreeMap<String, String>> {
+    let Some(sealed) = &row.labels_sealed else {
+        return Ok(BTreeMap::new());
+    };
+    let json = cipher
+        .open_metadata(sealed)
+        .map_err(|e| Error::integrity(row.id, e))?;
+    serde_json::from_slice(&json)
+        .map_err(|_| Error::integrity(row.id, CryptoError::MetadataAuthentication))
 }
 
 pub const DEFAULT_PAGE_SIZE: u32 = 100;

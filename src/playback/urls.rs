@@ -286,14 +286,18 @@ pub fn audio_path(recording: &RecordingId) -> String {
 }
 
 /// Issues a URL to `rec` for `purpose`, valid `ttl_secs` (0: the default),
-/// signed for the caller's token; audited.
+/// signed for the caller's token; audited with the caller's `reason`.
 pub async fn issue(
     archive: &Archive,
     principal: &Principal,
     rec: RecordingId,
     ttl_secs: u64,
     purpose: Purpose,
+    reason: &str,
 ) -> Result<IssuedUrl> {
+    if reason.len() > 1024 {
+        return Err(Error::invalid("reason", "is longer than 1024 bytes"));
+    }
     access::require(archive, principal, Action::ReadRecordings).await?;
     let ttl = if ttl_secs == 0 {
         DEFAULT_TTL_SECS
@@ -336,7 +340,8 @@ pub async fn issue(
             .detail("purpose", purpose.as_str())
             .detail("session", claims.session.clone())
             .detail("expires_at_ms", expires_at_ms)
-            .detail("url_key", archive.url_keys.signing_key_id()),
+            .detail("url_key", archive.url_keys.signing_key_id())
+            .detail("reason", reason),
     )
     .await?;
     Ok(IssuedUrl {

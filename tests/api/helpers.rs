@@ -105,7 +105,14 @@ pub enum Service {
     Moto,
     /// LocalStack's KMS at `CALLVAULT_TEST_LOCALSTACK` (scripts/test.sh starts it).
     LocalStack,
+    /// Chromium and its WebDriver, chromedriver (Debian's `chromium` and
+    /// `chromium-driver`; scripts/test.sh installs them).
+    Chromium,
 }
+
+/// Debian's Chromium and its WebDriver.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// Why a test cannot run here, if it cannot. Under CI (`CI` set) the
 /// services are provisioned, so a missing one fails the test instead.
@@ -133,6 +140,11 @@ pub fn missing(needs: &[Service]) -> Option<String> {
         Service::LocalStack => std::env::var("CALLVAULT_TEST_LOCALSTACK").is_err().then(|| {
             "LocalStack is not running (CALLVAULT_TEST_LOCALSTACK unset; run scripts/test.sh)"
                 .to_owned()
+        }),
+        Service::Chromium => (!std::path::Path::new(CHROMEDRIVER).exists()
+            || !std::path::Path::new(CHROMIUM).exists())
+        .then(|| {
+            format!("{CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install chromium chromium-driver)")
         }),
     })?;
     assert!(std::env::var_os("CI").is_none(), "{why}");

@@ -58,6 +58,7 @@ async fn url_for(
             recording_id: id.into(),
             ttl_seconds: ttl,
             purpose: purpose.into(),
+            reason: "quality review".into(),
         })
         .await
         .unwrap()

@@ -11,6 +11,7 @@ mod helpers;
 mod audit;
 mod backup;
 mod bad_input;
+mod browser;
 mod catalog_contract;
 mod compliance;
 mod config_file;

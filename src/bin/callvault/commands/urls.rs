@@ -27,6 +27,9 @@ pub struct PlayUrlArgs {
     /// What the audit trail records the listening as.
     #[arg(long, value_enum, default_value = "stream")]
     pub purpose: UrlPurpose,
+    /// Why (recorded in the audit trail with the URL).
+    #[arg(long, default_value = "")]
+    pub reason: String,
     /// Print JSON (`url`, `path`, `expire_time`, `purpose`).
     #[arg(long)]
     pub json: bool,
@@ -66,6 +69,7 @@ pub async fn play_url(args: PlayUrlArgs) -> Result<()> {
                 UrlPurpose::Download => pb::PlaybackPurpose::Download,
             }
             .into(),
+            reason: args.reason,
         })
         .await
         .map_err(failed("play-url"))?

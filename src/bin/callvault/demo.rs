@@ -129,7 +129,39 @@ async fn demo_keys(
     Ok(())
 }
 
-pub async fn run() -> Result<()> {
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// After the checks, keep serving (gRPC and the supervisor page) until
+    /// Ctrl-C, and print the page's address and a supervisor token.
+    #[arg(long)]
+    pub keep_serving: bool,
+}
+
+/// A range of a recording through a signed URL, over plain HTTP/1.1 on
+/// loopback: (status line, body).
+async fn http_range(base: &str, path: &str, range: &str) -> Result<(String, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(host).await?;
+    s.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nRange: {range}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of the HTTP header")?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    Ok((status, raw[split + 4..].to_vec()))
+}
+
+pub async fn run(args: DemoArgs) -> Result<()> {
     let dir = tempfile::tempdir()?;
     println!(
         "callvault demo — embedded default in {}",
@@ -140,9 +172,13 @@ pub async fn run() -> Result<()> {
     let boot = callvault::operator::bootstrap_tenant(&archive, "demo", &key, "local").await?;
     println!("  tenant `demo` with local KMS key {key}");
 
-    let archive = Arc::new(archive);
-    let server = LocalServer::start(archive.clone(), Roles::ALL).await?;
-    println!("  server listening on {}", server.addr);
+    let server = LocalServer::start_with_http(archive, Roles::ALL).await?;
+    let archive: Arc<Archive> = server.archive.clone();
+    let http = server.http_addr.clone().context("no HTTP listener")?;
+    println!(
+        "  server listening on {} (gRPC) and {http} (HTTP)",
+        server.addr
+    );
 
     let mut uploader = Client::connect(&server.addr, &boot.ingest_token).await?;
     let mut player = Client::connect(&server.addr, &boot.supervisor_token).await?;
@@ -202,8 +238,26 @@ pub async fn run() -> Result<()> {
             warm_ttfb.as_secs_f64() * 1e3,
             size as f64 / play_secs / 1e6
         );
+        // A browser's view: a signed URL and one range of it.
+        let link = player
+            .playback
+            .create_playback_url(pb::CreatePlaybackUrlRequest {
+                recording_id: rec.recording_id.clone(),
+                ttl_seconds: 60,
+                purpose: pb::PlaybackPurpose::Stream.into(),
+                reason: "demo".into(),
+            })
+            .await
+            .map_err(failed("play-url"))?
+            .into_inner();
+        let (status, body) = http_range(&http, &link.path, "bytes=1000-1999").await?;
+        println!("    signed URL, Range bytes=1000-1999: {status}");
         archived.push((rec.recording_id.clone(), expected.clone()));
         for (label, ok) in [
+            (
+                "a signed URL serves the range asked for (206)",
+                status.starts_with("HTTP/1.1 206") && body[..] == cold[1000..2000],
+            ),
             ("server SHA-256 matches input", rec.sha256 == expected),
             (
                 "cold playback SHA-256 matches",
@@ -241,6 +295,15 @@ pub async fn run() -> Result<()> {
         &mut failures,
     )
     .await?;
+    if args.keep_serving && failures.is_empty() {
+        println!("\n  supervisor page: {http}/");
+        println!(
+            "  supervisor token (sign in with it): {}",
+            boot.supervisor_token
+        );
+        println!("  serving until Ctrl-C");
+        callvault::server::shutdown_signal().await;
+    }
     server.stop().await?;
     println!("\n  KMS calls in total: {}", archive.metrics.total_calls());
     if failures.is_empty() {

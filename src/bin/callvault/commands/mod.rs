@@ -47,7 +47,7 @@ pub enum Command {
     /// Run the server.
     Serve(serve::ServeArgs),
     /// Start a server on a temporary embedded data dir and prove the whole path.
-    Demo,
+    Demo(crate::demo::DemoArgs),
     /// Manage tenants (works directly on the catalog).
     #[command(subcommand)]
     Tenant(tenants::TenantCmd),
@@ -131,7 +131,7 @@ pub fn check_serve_settings(args: serve::ServeArgs) -> Result<()> {
 pub async fn run(command: Command) -> Result<()> {
     match command {
         Command::Serve(args) => serve::run(args).await,
-        Command::Demo => crate::demo::run().await,
+        Command::Demo(args) => crate::demo::run(args).await,
         Command::Tenant(cmd) => tenants::tenant(cmd).await,
         Command::Token(cmd) => tenants::token(cmd).await,
         Command::Ingest(args) => recordings::ingest(args).await,

@@ -13,85 +13,21 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use callvault::api::pb;
 use callvault::catalog::Catalog;
 use callvault::client::pieces;
-use callvault::crypto::DataKey;
 use callvault::kms::local::LocalKeyring;
-use callvault::kms::{
-    EncryptionContext, GeneratedDataKey, KeyDescription, Kms, KmsError, PublicKeyInfo,
-    WrapAlgorithm,
-};
 use callvault::synth::synth_wav;
-
-/// A KMS that answers after a fixed round trip, like a cross-region KMS.
-#[derive(Debug)]
-struct DelayedKms {
-    inner: Arc<LocalKeyring>,
-    delay: Duration,
-}
-
-#[async_trait]
-impl Kms for DelayedKms {
-    fn region(&self) -> &str {
-        self.inner.region()
-    }
-    async fn generate_data_key(
-        &self,
-        k: &str,
-        c: &EncryptionContext,
-    ) -> Result<GeneratedDataKey, KmsError> {
-        tokio::time::sleep(self.delay).await;
-        self.inner.generate_data_key(k, c).await
-    }
-    async fn decrypt(
-        &self,
-        k: &str,
-        a: WrapAlgorithm,
-        w: &[u8],
-        c: &EncryptionContext,
-    ) -> Result<DataKey, KmsError> {
-        tokio::time::sleep(self.delay).await;
-        self.inner.decrypt(k, a, w, c).await
-    }
-    async fn re_encrypt(
-        &self,
-        s: (&str, WrapAlgorithm),
-        w: &[u8],
-        c: &EncryptionContext,
-        d: (&str, WrapAlgorithm),
-    ) -> Result<(String, Vec<u8>), KmsError> {
-        tokio::time::sleep(self.delay).await;
-        self.inner.re_encrypt(s, w, c, d).await
-    }
-    async fn describe_key(&self, k: &str, t: &str) -> Result<KeyDescription, KmsError> {
-        self.inner.describe_key(k, t).await
-    }
-    async fn get_public_key(&self, k: &str, t: &str) -> Result<PublicKeyInfo, KmsError> {
-        self.inner.get_public_key(k, t).await
-    }
-}
-
-async fn catalog_url(dir: &std::path::Path) -> (String, &'static str) {
-    match support::fresh_pg_url().await {
-        Some(url) => (url, "PostgreSQL"),
-        None => (
-            format!("sqlite://{}", dir.join("catalog.db").display()),
-            "SQLite",
-        ),
-    }
-}
 
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let (url, which) = catalog_url(dir.path()).await;
+    let (url, which) = support::catalog_url(dir.path()).await;
     let catalog = Catalog::connect(&url).await.unwrap();
     let ring = Arc::new(LocalKeyring::open(dir.path(), "bench").unwrap());
     let key = ring.create_key().unwrap();
-    let kms = Arc::new(DelayedKms {
+    let kms = Arc::new(support::DelayedKms {
         inner: ring,
         delay: Duration::from_millis(50),
     });

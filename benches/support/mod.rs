@@ -5,6 +5,14 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use callvault::crypto::DataKey;
+use callvault::kms::local::LocalKeyring;
+use callvault::kms::{
+    EncryptionContext, GeneratedDataKey, KeyDescription, KmsError, PublicKeyInfo, WrapAlgorithm,
+};
 
 use callvault::archive::{Archive, Limits};
 use callvault::catalog::{Catalog, TenantBootstrap};
@@ -59,4 +67,63 @@ pub async fn fresh_pg_url() -> Option<String> {
         .await
         .ok()?;
     Some(format!("{base}/{name}"))
+}
+
+/// A KMS that answers after a fixed round trip, like a cross-region KMS.
+#[derive(Debug)]
+pub struct DelayedKms {
+    pub inner: Arc<LocalKeyring>,
+    pub delay: Duration,
+}
+
+#[async_trait]
+impl Kms for DelayedKms {
+    fn region(&self) -> &str {
+        self.inner.region()
+    }
+    async fn generate_data_key(
+        &self,
+        k: &str,
+        c: &EncryptionContext,
+    ) -> Result<GeneratedDataKey, KmsError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.generate_data_key(k, c).await
+    }
+    async fn decrypt(
+        &self,
+        k: &str,
+        a: WrapAlgorithm,
+        w: &[u8],
+        c: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.decrypt(k, a, w, c).await
+    }
+    async fn re_encrypt(
+        &self,
+        s: (&str, WrapAlgorithm),
+        w: &[u8],
+        c: &EncryptionContext,
+        d: (&str, WrapAlgorithm),
+    ) -> Result<(String, Vec<u8>), KmsError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.re_encrypt(s, w, c, d).await
+    }
+    async fn describe_key(&self, k: &str, t: &str) -> Result<KeyDescription, KmsError> {
+        self.inner.describe_key(k, t).await
+    }
+    async fn get_public_key(&self, k: &str, t: &str) -> Result<PublicKeyInfo, KmsError> {
+        self.inner.get_public_key(k, t).await
+    }
+}
+
+/// PostgreSQL when reachable (a fresh database), else SQLite in `dir`.
+pub async fn catalog_url(dir: &std::path::Path) -> (String, &'static str) {
+    match fresh_pg_url().await {
+        Some(url) => (url, "PostgreSQL"),
+        None => (
+            format!("sqlite://{}", dir.join("catalog.db").display()),
+            "SQLite",
+        ),
+    }
 }

@@ -958,3 +958,89 @@ async fn metrics_loopback_only_refuses_a_remote_metrics_address_even_with_tls() 
     local.push("--metrics-loopback-only");
     assert!(serve_outcome(&local).await.is_none());
 }
+
+/// The HTTP side door on the binary with the gRPC certificate: `play-url`
+/// answers an `https://` URL under the listener's address, curl trusting
+/// the CA reads a range of it, and cleartext HTTP gets no answer.
+#[tokio::test]
+async fn tls_the_binary_serves_signed_urls_over_https() {
+    let data = tempfile::tempdir().unwrap();
+    let (ingest, supervisor) = bootstrap(data.path());
+    let pki = Pki::new();
+    let ca = Ca::new("server CA");
+    let files = pki.server_files(&ca.server(1, 30), None);
+    let http_port = free_port();
+    let serve = Serve::start(
+        data.path(),
+        &[
+            "--tls-cert",
+            files.cert.to_str().unwrap(),
+            "--tls-key",
+            files.key.to_str().unwrap(),
+            "--http-listen",
+            &format!("127.0.0.1:{http_port}"),
+        ],
+    )
+    .await;
+    let server = format!("https://127.0.0.1:{}", serve.port);
+    let ca_path = pki.write("ca.pem", &ca.pem);
+    let cli = |token: &str, args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("CALLVAULT_SERVER", &server)
+            .env("CALLVAULT_TOKEN", token)
+            .env("CALLVAULT_CA_CERT", &ca_path)
+            .env("CALLVAULT_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let input = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/speech.flac");
+    let out = cli(
+        &ingest,
+        &["ingest", input, "--call-id", "tls-url", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = rec["recording_id"].as_str().unwrap();
+    let out = cli(&supervisor, &["play-url", id, "--ttl", "2m"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(
+        url.starts_with(&format!(
+            "https://127.0.0.1:{http_port}/v1/recordings/{id}/audio?sig="
+        )),
+        "{url}"
+    );
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(&ca_path)
+        .args(["-r", "100-1099", &url])
+        .output()
+        .await
+        .expect("curl is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, std::fs::read(input).unwrap()[100..1100]);
+    // Cleartext HTTP to the same port gets no HTTP answer.
+    let mut sock = TcpStream::connect(("127.0.0.1", http_port)).await.unwrap();
+    sock.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut answer)).await;
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "the HTTP side door answered cleartext"
+    );
+}

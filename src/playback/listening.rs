@@ -375,22 +375,66 @@ pub async fn serve_range(
         revocations,
         stream,
     );
-    Ok(
-        futures::stream::unfold((stream, served), |(mut stream, mut served)| async move {
-            match stream.next().await {
-                Some(Ok(c)) => {
-                    served.sent += c.data.len() as u64;
-                    Some((Ok(c.data), (stream, served)))
+    let mut check =
+        tokio::time::interval_at(tokio::time::Instant::now() + URL_RECHECK, URL_RECHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let state = Streaming {
+        stream,
+        served,
+        check,
+        archive: archive.clone(),
+        claims: req.claims.clone(),
+    };
+    Ok(futures::stream::unfold(Some(state), |state| async move {
+        let mut st = state?;
+        let item = loop {
+            tokio::select! {
+                biased;
+                _ = st.check.tick() => {
+                    // A revoked epoch (or token) ends a response in flight
+                    // too: a player streaming `bytes=0-` holds one for as
+                    // long as it plays.
+                    if let Err(super::urls::CheckError::Refused(r)) =
+                        super::urls::check_issuer(&st.archive, &st.claims).await
+                    {
+                        break Err(r);
+                    }
                 }
-                Some(Err(e)) => {
-                    served.error = Some(e.to_string());
-                    Some((Err(e), (stream, served)))
-                }
-                None => None,
+                item = st.stream.next() => break Ok(item),
             }
-        })
-        .boxed(),
-    )
+        };
+        match item {
+            Ok(Some(Ok(c))) => {
+                st.served.sent += c.data.len() as u64;
+                Some((Ok(c.data), Some(st)))
+            }
+            Ok(Some(Err(e))) => {
+                st.served.error = Some(e.to_string());
+                Some((Err(e), None))
+            }
+            Ok(None) => None,
+            Err(refused) => {
+                st.served.error = Some(refused.to_string());
+                Some((
+                    Err(Error::Unauthenticated("the playback link was revoked")),
+                    None,
+                ))
+            }
+        }
+    })
+    .boxed())
+}
+
+/// How often a response in flight re-checks its URL's epoch and issuing
+/// token (one catalog read).
+pub const URL_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+struct Streaming {
+    stream: BoxStream<'static, Result<crate::playback::PlayChunk>>,
+    served: Served,
+    check: tokio::time::Interval,
+    archive: Arc<Archive>,
+    claims: Claims,
 }
 
 /// Joins the session of a verified request that sends no audio (HEAD, an

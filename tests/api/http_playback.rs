@@ -919,3 +919,56 @@ async fn demo_keep_serving_prints_a_page_that_works() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// A player streaming `bytes=0-` holds one response for as long as it
+/// plays: bumping the epoch ends that response too, within the re-check.
+#[tokio::test]
+async fn an_epoch_bump_ends_a_response_in_flight() {
+    let app = http_app(CatalogKind::Sqlite).await;
+    let big = Bytes::from(callvault::synth::synth_wav(180, 48_000, 2));
+    let size = big.len() as u64;
+    let id = app
+        .ingest("call-inflight", big)
+        .await
+        .unwrap()
+        .recording
+        .unwrap()
+        .recording_id;
+    let url = url_for(
+        &app,
+        &app.supervisor_token,
+        &id,
+        pb::PlaybackPurpose::Stream,
+        0,
+    )
+    .await;
+    let mut res = get(&url, None).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut got = res.chunk().await.unwrap().unwrap().len() as u64;
+    let mut c = app.client(&app.compliance_token).await;
+    c.playback
+        .revoke_playback_urls(pb::RevokePlaybackUrlsRequest {})
+        .await
+        .unwrap();
+    tokio::time::sleep(callvault::playback::listening::URL_RECHECK + Duration::from_millis(500))
+        .await;
+    let ended = loop {
+        match res.chunk().await {
+            Ok(Some(b)) => got += b.len() as u64,
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(
+        ended,
+        "the response went on to its end after the revocation"
+    );
+    assert!(got < size, "{got} of {size}");
+    let f = wait_for_finish(&app, 1).await;
+    assert!(
+        f[0].details["error"].as_str().unwrap().contains("revoked"),
+        "{:?}",
+        f[0].details
+    );
+    app.shutdown().await;
+}

@@ -296,6 +296,37 @@ async fn the_supervisor_page_plays_and_seeks_in_chromium() {
             .js("return document.getElementById('audio').currentTime;")
             .await;
         assert!(t.as_f64().unwrap() >= 1199.0, "{}: {t}", call.call_id);
+        if call.call_id.starts_with("g711") {
+            // The keys: → is 5 s on, > and < change the speed.
+            let before = t.as_f64().unwrap();
+            let body = c.find(Locator::Css("body")).await.unwrap();
+            body.send_keys("\u{E014}").await.unwrap();
+            let after = browser
+                .js("return document.getElementById('audio').currentTime;")
+                .await
+                .as_f64()
+                .unwrap();
+            assert!(after >= before + 4.5, "→ moved from {before} to {after}");
+            body.send_keys(">").await.unwrap();
+            assert_eq!(
+                browser
+                    .js("return document.getElementById('audio').playbackRate;")
+                    .await,
+                json!(1.25)
+            );
+            body.send_keys("<").await.unwrap();
+            assert_eq!(
+                browser
+                    .js("return document.getElementById('audio').playbackRate;")
+                    .await,
+                json!(1)
+            );
+            let clock = browser
+                .js("return [document.getElementById('time').textContent, document.getElementById('duration').textContent];")
+                .await;
+            assert_eq!(clock[1], json!("30:00"), "{clock}");
+            assert!(clock[0].as_str().unwrap().starts_with("20:"), "{clock}");
+        }
         c.find(Locator::Id("back-to-list"))
             .await
             .unwrap()

@@ -102,14 +102,16 @@ fi
 cargo deny --log-level error check licenses bans sources
 # The bounded load tests (tests/api/load.rs, tests/api/export_load.rs) run
 # after the rest, alone, so that what they measure is the server and not the
-# other tests.
+# other tests; so does the Chromium test (tests/api/browser.rs), whose ffmpeg
+# encodes and browser would otherwise take both cores from timing-sensitive
+# tests.
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast -E 'not (test(/^load::/) | test(/^export_load::/))' || status=$?
-  cargo nextest run --locked --no-fail-fast --test-threads 1 -E 'test(/^load::/) | test(/^export_load::/)' || status=$?
+  cargo nextest run --locked --no-fail-fast -E 'not (test(/^load::/) | test(/^export_load::/) | test(/^browser::/))' || status=$?
+  cargo nextest run --locked --no-fail-fast --test-threads 1 -E 'test(/^load::/) | test(/^export_load::/) | test(/^browser::/)' || status=$?
 else
   # libtest filters are substrings: `load::` also names `export_load::`.
-  cargo test --locked --no-fail-fast -- --skip load:: || status=$?
-  cargo test --locked --no-fail-fast --test api -- load:: --test-threads 1 || status=$?
+  cargo test --locked --no-fail-fast -- --skip load:: --skip browser:: || status=$?
+  cargo test --locked --no-fail-fast --test api -- load:: browser:: --test-threads 1 || status=$?
 fi
 exit "$status"

@@ -142,6 +142,8 @@ pub struct Schedule {
     /// The expiry job's pass (admin nodes): erases recordings whose
     /// retention ended, completes pending deletion certificates.
     pub retention_check: Duration,
+    /// The waveform peaks job's pass (admin nodes).
+    pub peaks_poll: Duration,
 }
 
 impl Default for Schedule {
@@ -152,6 +154,7 @@ impl Default for Schedule {
             checkpoint_every: 1000,
             checkpoint_max_age: Duration::from_secs(60),
             retention_check: Duration::from_secs(300),
+            peaks_poll: Duration::from_secs(5),
         }
     }
 }

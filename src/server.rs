@@ -260,6 +260,16 @@ where
                 async move { crate::compliance::subjects::index_pending(&a).await }
             },
         ));
+        // Waveform peaks of new recordings, and of older ones (the backfill).
+        let a = archive.clone();
+        background.spawn(every(
+            archive.schedule.peaks_poll,
+            "waveform peaks pass",
+            move || {
+                let a = a.clone();
+                async move { crate::playback::peaks::run_pending(&a).await }
+            },
+        ));
         let a = archive.clone();
         background.spawn(every(
             archive.schedule.rewrap_poll,

@@ -118,6 +118,12 @@ impl ChunkStore {
     }
 
     /// The relative key recorded in the catalog for a chunk.
+    /// The recording's waveform peaks, beside its chunks (so that erasing
+    /// the recording's prefix erases them too).
+    pub fn peaks_key(tenant: &TenantId, recording: &RecordingId) -> String {
+        format!("t/{tenant}/r/{recording}/peaks")
+    }
+
     pub fn chunk_key(tenant: &TenantId, recording: &RecordingId, index: u32) -> String {
         format!("t/{tenant}/r/{recording}/{index:010}")
     }
@@ -140,6 +146,14 @@ impl ChunkStore {
         match res {
             Ok(r) => Ok(r.bytes().await?),
             Err(object_store::Error::NotFound { .. }) => Err(Error::ObjectMissing(key.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes one object (a missing one is not an error).
+    pub async fn delete_object(&self, key: &str) -> Result<()> {
+        match self.inner.delete(&self.join(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }

@@ -11,18 +11,7 @@ pub fn synth_wav(seconds: u32, sample_rate: u32, channels: u16) -> Vec<u8> {
     let frames = seconds as usize * sample_rate as usize;
     let data_len = frames * channels as usize * 2;
     let mut out = Vec::with_capacity(44 + data_len);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&((36 + data_len) as u32).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&channels.to_le_bytes());
-    out.extend_from_slice(&sample_rate.to_le_bytes());
-    out.extend_from_slice(&(sample_rate * u32::from(channels) * 2).to_le_bytes());
-    out.extend_from_slice(&(channels * 2).to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&(data_len as u32).to_le_bytes());
+    wav_header(&mut out, sample_rate, channels, data_len);
     let mut noise: u32 = 0x1234_5678;
     for i in 0..frames {
         let t = i as f32 / sample_rate as f32;
@@ -38,5 +27,29 @@ pub fn synth_wav(seconds: u32, sample_rate: u32, channels: u16) -> Vec<u8> {
             out.extend_from_slice(&v.to_le_bytes());
         }
     }
+    out
+}
+
+/// The 44-byte header of a 16-bit PCM WAV with `data_len` bytes of data.
+fn wav_header(out: &mut Vec<u8>, sample_rate: u32, channels: u16, data_len: usize) {
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&((36 + data_len) as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&channels.to_le_bytes());
+    out.extend_from_slice(&sample_rate.to_le_bytes());
+    out.extend_from_slice(&(sample_rate * u32::from(channels) * 2).to_le_bytes());
+    out.extend_from_slice(&(channels * 2).to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data_len as u32).to_le_bytes());
+}
+
+/// A 16-bit PCM WAV around `pcm` (little-endian interleaved samples).
+pub fn wav_with_samples(sample_rate: u32, channels: u16, pcm: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(44 + pcm.len());
+    wav_header(&mut out, sample_rate, channels, pcm.len());
+    out.extend_from_slice(pcm);
     out
 }

@@ -39,6 +39,7 @@
 
 mod demux;
 mod mp4;
+pub mod peaks;
 mod probe;
 mod sniff;
 mod wav;
@@ -46,6 +47,16 @@ mod wav;
 use bytes::Bytes;
 
 pub use sniff::sniff;
+
+/// The head of a WAV rewritten, if needed, so that symphonia can read it
+/// (RF64, sizes a writer on a pipe left unknown); any other head as is.
+pub fn readable_head<'a>(container: &str, head: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+    if container == "wav" {
+        wav::readable_head(head)
+    } else {
+        head.into()
+    }
+}
 
 /// The media type of a recording by the container its probe found (what a
 /// browser is told it is fetching).

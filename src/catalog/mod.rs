@@ -268,6 +268,10 @@ mod tests {
                 include_str!("../../migrations/postgres/0008_playback_urls.sql"),
                 include_str!("../../migrations/sqlite/0008_playback_urls.sql"),
             ),
+            (
+                include_str!("../../migrations/postgres/0009_peaks.sql"),
+                include_str!("../../migrations/sqlite/0009_peaks.sql"),
+            ),
         ] {
             assert_eq!(
                 pg.replace("BIGINT", "INTEGER").replace("BYTEA", "BLOB"),

@@ -517,3 +517,76 @@ async fn insert_chunk(
     .await?;
     Ok(())
 }
+
+/// Whether a recording's waveform peaks are stored (`docs/FORMAT.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeaksState {
+    Pending,
+    Stored,
+    Unavailable,
+}
+
+impl PeaksState {
+    fn code(self) -> i64 {
+        match self {
+            PeaksState::Pending => 0,
+            PeaksState::Stored => 1,
+            PeaksState::Unavailable => 2,
+        }
+    }
+}
+
+/// Committed recordings whose peaks are not computed yet, oldest first.
+pub async fn peaks_pending(conn: &mut Conn, limit: u32) -> Result<Vec<(TenantId, RecordingId)>> {
+    let rows = sqlx::query(
+        "SELECT tenant_id, recording_id FROM recordings WHERE peaks_state = 0 AND status = 'complete' ORDER BY created_at_ms LIMIT $1",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(tenant_and_recording).collect()
+}
+
+/// The recording's peaks state; `None` when the recording is not there.
+pub async fn peaks_state(
+    conn: &mut Conn,
+    tenant: &TenantId,
+    rec: &RecordingId,
+) -> Result<Option<PeaksState>> {
+    let row = sqlx::query(
+        "SELECT CAST(peaks_state AS BIGINT) AS peaks_state FROM recordings WHERE tenant_id = $1 AND recording_id = $2 AND status = 'complete'",
+    )
+    .bind(tenant.as_str())
+    .bind(rec.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| match r.try_get::<i64, _>("peaks_state")? {
+        0 => Ok(PeaksState::Pending),
+        1 => Ok(PeaksState::Stored),
+        2 => Ok(PeaksState::Unavailable),
+        _ => Err(rows::corrupt("peaks state")),
+    })
+    .transpose()
+}
+
+/// Moves the recording's peaks from `from` to `to`; false when the
+/// recording is gone (erased meanwhile) or was not in `from`.
+pub async fn set_peaks_state(
+    conn: &mut Conn,
+    tenant: &TenantId,
+    rec: &RecordingId,
+    from: PeaksState,
+    to: PeaksState,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE recordings SET peaks_state = $4 WHERE tenant_id = $1 AND recording_id = $2 AND peaks_state = $3",
+    )
+    .bind(tenant.as_str())
+    .bind(rec.to_string())
+    .bind(from.code())
+    .bind(to.code())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}

@@ -48,6 +48,7 @@ pub fn router(archive: Arc<Archive>) -> axum::Router {
             "/v1/recordings/{id}/audio",
             axum::routing::get(audio).head(audio),
         )
+        .route("/v1/recordings/{id}/peaks", axum::routing::get(peaks))
         .route("/api/v1/recordings", axum::routing::get(api::list))
         .route("/api/v1/recordings/{id}", axum::routing::get(api::get))
         .route(
@@ -134,6 +135,51 @@ async fn audio(
     *res.status_mut() = status;
     audio_headers(&mut res, &req, &etag, start, end);
     res
+}
+
+/// `GET /v1/recordings/{id}/peaks?sig=…`: the waveform peaks
+/// (`audio::peaks`) under the same signed URL as the audio, within its
+/// listening session. 404 while they are not computed (with
+/// `Retry-After`) or when the format has none.
+async fn peaks(
+    State(archive): State<Arc<Archive>>,
+    Path(id): Path<String>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    uri: Uri,
+) -> Response {
+    let Ok(rec) = RecordingId::parse("recording", &id) else {
+        return plain(StatusCode::NOT_FOUND, "no such recording");
+    };
+    let sig = query_param(&uri, "sig");
+    let req =
+        match listening::authorize(&archive, rec, sig.as_deref(), Some(peer.to_string())).await {
+            Ok(req) => req,
+            Err(e) => return failure(e),
+        };
+    if let Err(e) = listening::touch(&archive, &req).await {
+        return failure(e);
+    }
+    use crate::playback::peaks::PeaksAnswer;
+    match crate::playback::peaks::open(&archive, &req.row).await {
+        Ok(PeaksAnswer::Stored(bytes)) => {
+            let len = bytes.len();
+            let mut res = Response::new(Body::from(bytes));
+            set(&mut res, header::CONTENT_TYPE, "application/octet-stream");
+            set(&mut res, header::CONTENT_LENGTH, &len.to_string());
+            common_headers(&mut res);
+            res
+        }
+        Ok(PeaksAnswer::Pending) => {
+            let mut res = plain(StatusCode::NOT_FOUND, "the waveform is not computed yet");
+            set(&mut res, header::RETRY_AFTER, "5");
+            res
+        }
+        Ok(PeaksAnswer::Unavailable) => plain(
+            StatusCode::NOT_FOUND,
+            "there is no waveform for this format",
+        ),
+        Err(e) => failure(e.into()),
+    }
 }
 
 /// The headers of an audio answer (200 or 206).

@@ -15,6 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 
 mod audited;
 pub mod listening;
+pub mod peaks;
 pub mod search;
 pub mod urls;
 

@@ -6,10 +6,8 @@
 //! range starting near minute 20's byte. An expired link makes the page say
 //! so.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use callvault::audit::event::Action;
 use callvault::playback::listening::Listening;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -101,41 +99,6 @@ impl Browser {
     }
 }
 
-/// ffmpeg at its default settings for the codec, from a noise source (noise
-/// does not compress, so files are as large as real calls).
-async fn encode(
-    dir: &Path,
-    name: &str,
-    minutes: u32,
-    rate: u32,
-    channels: u32,
-    codec_args: &[&str],
-) -> Bytes {
-    let out = dir.join(name);
-    let status = tokio::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-        ])
-        .arg(format!(
-            "anoisesrc=color=pink:amplitude=0.2:sample_rate={rate}:duration={}",
-            minutes * 60
-        ))
-        .args(["-ac", &channels.to_string()])
-        .args(codec_args)
-        .arg(&out)
-        .status()
-        .await
-        .expect("ffmpeg is installed");
-    assert!(status.success(), "ffmpeg failed for {name}");
-    Bytes::from(std::fs::read(out).unwrap())
-}
-
 struct Call {
     call_id: &'static str,
     id: String,
@@ -163,17 +126,31 @@ async fn the_supervisor_page_plays_and_seeks_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let (wav, flac, mp3, webm) = tokio::join!(
         // Agent and customer on their own channels, as contact centers record.
-        encode(dir.path(), "g711.wav", 30, 8000, 2, &["-c:a", "pcm_mulaw"]),
-        encode(dir.path(), "call.flac", 21, 8000, 1, &["-c:a", "flac"]),
-        encode(
+        ffmpeg_noise(
+            dir.path(),
+            "g711.wav",
+            30 * 60,
+            8000,
+            2,
+            &["-c:a", "pcm_mulaw"]
+        ),
+        ffmpeg_noise(dir.path(), "call.flac", 21 * 60, 8000, 1, &["-c:a", "flac"]),
+        ffmpeg_noise(
             dir.path(),
             "call.mp3",
-            21,
+            21 * 60,
             16000,
             1,
             &["-c:a", "libmp3lame"]
         ),
-        encode(dir.path(), "call.webm", 21, 16000, 1, &["-c:a", "libopus"]),
+        ffmpeg_noise(
+            dir.path(),
+            "call.webm",
+            21 * 60,
+            16000,
+            1,
+            &["-c:a", "libopus"]
+        ),
     );
     let mut calls = Vec::new();
     for (call_id, audio, minutes) in [
@@ -297,6 +274,15 @@ async fn the_supervisor_page_plays_and_seeks_in_chromium() {
             .await;
         assert!(t.as_f64().unwrap() >= 1199.0, "{}: {t}", call.call_id);
         if call.call_id.starts_with("g711") {
+            // The waveform: 30 minutes of 100 ms windows, drawn from the
+            // peaks the server computed after ingest.
+            browser
+                .until(
+                    "the waveform",
+                    Duration::from_secs(30),
+                    "return document.getElementById('wave').dataset.windows === '18000';",
+                )
+                .await;
             // The keys: → is 5 s on, > and < change the speed.
             let before = t.as_f64().unwrap();
             let body = c.find(Locator::Css("body")).await.unwrap();

@@ -826,3 +826,38 @@ pub fn contains_window(hay: &[u8], needle: &[u8]) -> bool {
         .filter(|w| w.iter().any(|&b| b != w[0])) // skip silence runs
         .any(|w| hay.windows(32).any(|h| h == w))
 }
+
+/// ffmpeg at its default settings for the codec, from a noise source (noise
+/// does not compress, so files are as large as real calls).
+pub async fn ffmpeg_noise(
+    dir: &std::path::Path,
+    name: &str,
+    seconds: u32,
+    rate: u32,
+    channels: u32,
+    codec_args: &[&str],
+) -> Bytes {
+    let out = dir.join(name);
+    let status = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!(
+            "anoisesrc=color=pink:amplitude=0.2:sample_rate={rate}:duration={}",
+            seconds
+        ))
+        .args(["-ac", &channels.to_string()])
+        .args(codec_args)
+        .arg(&out)
+        .status()
+        .await
+        .expect("ffmpeg is installed");
+    assert!(status.success(), "ffmpeg failed for {name}");
+    Bytes::from(std::fs::read(out).unwrap())
+}

@@ -218,12 +218,49 @@
       $("p-error").textContent = e.message;
       return;
     }
-    current = { rec, url: link.path, expires: link.expire_time_ms, ttl };
+    current = { rec, url: link.path, expires: link.expire_time_ms, ttl, peaks: null };
     audio.src = link.path;
+    loadPeaks(current, 0);
     audio.playbackRate = Number($("speed").value);
     if (at > 0) {
       audio.addEventListener("loadedmetadata", () => { audio.currentTime = at; }, { once: true });
     }
+    draw();
+  }
+
+  // The waveform: min and max per 100 ms window (docs/FORMAT.md, "Waveform
+  // peaks"), fetched with the audio's signed URL; retried while the server
+  // is still computing them.
+  async function loadPeaks(target, attempt) {
+    let res;
+    try {
+      res = await fetch(target.url.replace("/audio?", "/peaks?"), {
+        cache: "no-store",
+        credentials: "omit",
+        referrerPolicy: "no-referrer",
+      });
+    } catch (e) {
+      return;
+    }
+    if (current !== target) return;
+    if (res.status === 404 && res.headers.get("Retry-After") && attempt < 12) {
+      setTimeout(() => loadPeaks(target, attempt + 1), 5000);
+      return;
+    }
+    if (!res.ok) return;
+    const bytes = new DataView(await res.arrayBuffer());
+    const magic = String.fromCharCode(bytes.getUint8(0), bytes.getUint8(1), bytes.getUint8(2), bytes.getUint8(3));
+    if (magic !== "CVPK" || bytes.getUint8(4) !== 1) return;
+    const windowMs = bytes.getUint16(5);
+    const count = bytes.getUint32(11);
+    const min = new Int8Array(count);
+    const max = new Int8Array(count);
+    for (let i = 0; i < count; i++) {
+      min[i] = bytes.getInt8(15 + 2 * i);
+      max[i] = bytes.getInt8(16 + 2 * i);
+    }
+    target.peaks = { windowMs, min, max };
+    wave.dataset.windows = String(count);
     draw();
   }
 
@@ -336,16 +373,47 @@
       ? audio.duration
       : (current ? current.rec.duration_ms / 1000 : 0);
     if (!d) return;
+    const played = (audio.currentTime / d) * w;
+    const peaks = current && current.peaks;
+    if (peaks) {
+      // One column per pixel: the extremes of the windows it covers.
+      ctx.clearRect(0, 0, w, h);
+      const perSecond = 1000 / peaks.windowMs;
+      for (let x = 0; x < w; x++) {
+        const a = Math.floor((x / w) * d * perSecond);
+        const b = Math.max(a + 1, Math.floor(((x + 1) / w) * d * perSecond));
+        let lo = 0;
+        let hi = 0;
+        for (let i = a; i < b && i < peaks.min.length; i++) {
+          lo = Math.min(lo, peaks.min[i]);
+          hi = Math.max(hi, peaks.max[i]);
+        }
+        const top = h / 2 - (hi / 127) * (h / 2 - 4);
+        const bottom = h / 2 - (lo / 127) * (h / 2 - 4);
+        ctx.fillStyle = x < played
+          ? (styles.getPropertyValue("--accent").trim() || "#2563eb")
+          : (styles.getPropertyValue("--muted").trim() || "#6b7280");
+        ctx.fillRect(x, top, 1, Math.max(1, bottom - top));
+      }
+      ctx.fillStyle = styles.getPropertyValue("--buffered").trim() || "#93c5fd";
+      for (let i = 0; i < audio.buffered.length; i++) {
+        const a = (audio.buffered.start(i) / d) * w;
+        const b = (audio.buffered.end(i) / d) * w;
+        ctx.fillRect(a, h - 3, Math.max(1, b - a), 3);
+      }
+      ctx.fillStyle = styles.getPropertyValue("--accent").trim() || "#2563eb";
+      ctx.fillRect(played - 1, 0, 2, h);
+      return;
+    }
     ctx.fillStyle = styles.getPropertyValue("--buffered").trim() || "#93c5fd";
     for (let i = 0; i < audio.buffered.length; i++) {
       const a = (audio.buffered.start(i) / d) * w;
       const b = (audio.buffered.end(i) / d) * w;
       ctx.fillRect(a, h / 2 - 4, Math.max(1, b - a), 8);
     }
-    const x = (audio.currentTime / d) * w;
     ctx.fillStyle = styles.getPropertyValue("--accent").trim() || "#2563eb";
-    ctx.fillRect(0, h / 2 - 4, x, 8);
-    ctx.fillRect(x - 1, 8, 3, h - 16);
+    ctx.fillRect(0, h / 2 - 4, played, 8);
+    ctx.fillRect(played - 1, 8, 3, h - 16);
   }
 
   // Download: a reason first (the audit trail records it), then an

@@ -77,7 +77,11 @@ pub(super) async fn remove_upload(
     mut up: Upload,
     reason: &str,
 ) -> Result<AbortOutcome> {
-    up.tasks.abort_all();
+    // Let the chunk writes in flight finish rather than abort them: an
+    // aborted task stops waiting for its store write, but a write already
+    // on a blocking thread (the local store's) still creates its file,
+    // after the objects below were deleted: an object no row names. The
+    // writes are bounded (`max_uploads_in_flight`) and short.
     while up.tasks.join_next().await.is_some() {}
     let id = up.id();
     let mut tx = archive.catalog.begin_bulk().await?;

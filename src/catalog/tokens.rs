@@ -126,24 +126,7 @@ pub async fn authenticate(conn: &mut Conn, token: &str) -> Result<Principal> {
 /// Whether the token `token_id` still works at `now` (an open stream's
 /// periodic re-check): `Err(Unauthenticated)` once revoked or expired.
 pub async fn check_live(conn: &mut Conn, tenant: &TenantId, token_id: &str) -> Result<()> {
-    let row = sqlx::query(
-        "SELECT revoked_at_ms, expires_at_ms FROM api_tokens WHERE tenant_id = $1 AND token_id = $2",
-    )
-    .bind(tenant.as_str())
-    .bind(token_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(Error::Unauthenticated("invalid or revoked token"))?;
-    if row.try_get::<Option<i64>, _>("revoked_at_ms")?.is_some() {
-        return Err(Error::Unauthenticated("token revoked"));
-    }
-    if row
-        .try_get::<Option<i64>, _>("expires_at_ms")?
-        .is_some_and(|e| now_ms() >= e)
-    {
-        return Err(Error::Unauthenticated("token expired"));
-    }
-    Ok(())
+    url_issuer(conn, tenant, token_id).await.map(|_| ())
 }
 
 /// The tenant's tokens, oldest first.

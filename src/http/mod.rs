@@ -72,6 +72,23 @@ fn query_param(uri: &Uri, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// A signed-URL request for recording `id` checked (`listening::authorize`),
+/// or the answer that refuses it.
+async fn authorized(
+    archive: &Archive,
+    id: &str,
+    uri: &Uri,
+    peer: SocketAddr,
+) -> Result<UrlRequest, Response> {
+    let Ok(rec) = RecordingId::parse("recording", id) else {
+        return Err(plain(StatusCode::NOT_FOUND, "no such recording"));
+    };
+    let sig = query_param(uri, "sig");
+    listening::authorize(archive, rec, sig.as_deref(), Some(peer.to_string()))
+        .await
+        .map_err(failure)
+}
+
 async fn audio(
     State(archive): State<Arc<Archive>>,
     Path(id): Path<String>,
@@ -80,15 +97,10 @@ async fn audio(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let Ok(rec) = RecordingId::parse("recording", &id) else {
-        return plain(StatusCode::NOT_FOUND, "no such recording");
+    let req = match authorized(&archive, &id, &uri, peer).await {
+        Ok(req) => req,
+        Err(res) => return res,
     };
-    let sig = query_param(&uri, "sig");
-    let req =
-        match listening::authorize(&archive, rec, sig.as_deref(), Some(peer.to_string())).await {
-            Ok(req) => req,
-            Err(e) => return failure(e),
-        };
     let row = &req.row;
     let etag = format!("\"{}\"", row.sha256);
     let header_str = |name| {
@@ -147,15 +159,10 @@ async fn peaks(
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     uri: Uri,
 ) -> Response {
-    let Ok(rec) = RecordingId::parse("recording", &id) else {
-        return plain(StatusCode::NOT_FOUND, "no such recording");
+    let req = match authorized(&archive, &id, &uri, peer).await {
+        Ok(req) => req,
+        Err(res) => return res,
     };
-    let sig = query_param(&uri, "sig");
-    let req =
-        match listening::authorize(&archive, rec, sig.as_deref(), Some(peer.to_string())).await {
-            Ok(req) => req,
-            Err(e) => return failure(e),
-        };
     if let Err(e) = listening::touch(&archive, &req).await {
         return failure(e);
     }

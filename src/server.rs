@@ -1,7 +1,7 @@
 //! The gRPC server. Takes an already-bound listener and a shutdown future, so
 //! tests bind port 0 and the binary binds the configured address.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -537,6 +537,10 @@ pub async fn serve_metrics(listener: TcpListener, tls: Option<&ServerTls>, archi
 /// "bytes sent" stays close to what the player received.
 pub const HTTP_SEND_BUFFER: u32 = 256 * 1024;
 
+/// How long open responses of the HTTP side door get to end once the node
+/// is stopping.
+pub const HTTP_DRAIN: Duration = Duration::from_secs(2);
+
 /// Binds the HTTP side door's listener; accepted connections inherit its
 /// send buffer of [`HTTP_SEND_BUFFER`].
 pub async fn bind_http(addr: &str) -> std::io::Result<TcpListener> {
@@ -583,24 +587,47 @@ pub async fn serve_http(
             async move { a.listening.close_due(&a, false).await }
         },
     ));
-    let served =
+    // Graceful shutdown waits for open responses, and a player holds one
+    // for as long as it plays: after the signal, responses get
+    // `HTTP_DRAIN` to end, then the listener stops and every session is
+    // closed with its finish event.
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    });
+    let signalled = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let graceful = signalled(stopped.clone());
+    let serving: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
         match tls {
-            None => {
+            None => Box::pin(
                 axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
+                    .with_graceful_shutdown(graceful)
+                    .into_future(),
+            ),
             Some(tls) => {
                 let incoming = TlsIncoming::new(listener, tls.acceptor(&[tls::ALPN_HTTP1]))
                     .map_err(|source| Error::Io {
                         what: "TLS listener has no local address",
                         source,
                     })?;
-                axum::serve(HttpTls(incoming), app)
-                    .with_graceful_shutdown(shutdown)
-                    .await
+                Box::pin(
+                    axum::serve(HttpTls(incoming), app)
+                        .with_graceful_shutdown(graceful)
+                        .into_future(),
+                )
             }
         };
+    let drained = async {
+        signalled(stopped).await;
+        tokio::time::sleep(HTTP_DRAIN).await;
+    };
+    let served = tokio::select! {
+        served = serving => served,
+        () = drained => Ok(()),
+    };
     closer.abort();
     if let Err(e) = archive.listening.close_due(&archive, true).await {
         tracing::warn!(error = %e, "listening sessions not closed at shutdown");

@@ -197,9 +197,6 @@ pub(super) async fn playback_url(
             return error(Error::invalid("purpose", "must be stream or download"));
         }
     };
-    if purpose == Purpose::Download && req.reason.trim().is_empty() {
-        return error(Error::invalid("reason", "a download needs a reason"));
-    }
     match playback::urls::issue(
         &archive,
         &principal,

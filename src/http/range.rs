@@ -31,9 +31,15 @@ pub fn decide(range: Option<&str>, if_range: Option<&str>, size: u64, etag: &str
     if if_range.is_some_and(|v| v.trim() != etag) {
         return Ranged::Full;
     }
-    let Some(spec) = range.trim().strip_prefix("bytes=") else {
-        return Ranged::Full;
+    // The unit is case-insensitive (RFC 9110 §14.1).
+    let spec = match range.trim().split_once('=') {
+        Some((unit, spec)) if unit.trim().eq_ignore_ascii_case("bytes") => spec,
+        _ => return Ranged::Full,
     };
+    if spec.split(',').all(|p| p.trim().is_empty()) {
+        // No range in it: not a Range we can parse, so ignored.
+        return Ranged::Full;
+    }
     let mut cover: Option<(u64, u64)> = None;
     let mut any_satisfiable = false;
     for part in spec.split(',') {
@@ -150,6 +156,7 @@ mod tests {
             }
         );
         assert_eq!(r(" bytes= 10 - 19 "), Partial { start: 10, end: 20 });
+        assert_eq!(r("Bytes=10-19"), Partial { start: 10, end: 20 });
     }
 
     #[test]
@@ -170,6 +177,8 @@ mod tests {
             "bytes=+1-2",
             "bytes=--1",
             "bytes=18446744073709551616-",
+            "bytes=",
+            "bytes= , ",
         ] {
             assert_eq!(r(bad), Full, "{bad}");
         }

@@ -72,6 +72,9 @@ struct Session {
     /// Where the requests that sent audio started, in order (the first
     /// `MAX_RANGES_IN_EVENT`): the seeks.
     starts: Vec<u64>,
+    /// Every client address the session's requests came from (a link
+    /// passed on is used from another address), the first 16.
+    clients: Vec<String>,
     bytes: u64,
     requests: u64,
     error: Option<String>,
@@ -125,6 +128,7 @@ impl Listening {
                 active: 0,
                 ranges: RangeSet::default(),
                 starts: Vec::new(),
+                clients: Vec::new(),
                 bytes: 0,
                 requests: 0,
                 error: None,
@@ -132,6 +136,12 @@ impl Listening {
             s.active += 1;
             s.requests += 1;
             s.last = now;
+            if let Some(c) = &principal.client
+                && !s.clients.contains(c)
+                && s.clients.len() < 16
+            {
+                s.clients.push(c.clone());
+            }
             s.started.clone()
         };
         let served = Served {
@@ -157,8 +167,10 @@ impl Listening {
         Ok(served)
     }
 
-    /// Closes the sessions that are due (all idle ones when `all`, at
-    /// shutdown) and records their finish events. Returns how many closed.
+    /// Closes the sessions that are due (every one when `all`, at shutdown,
+    /// with what its open responses sent so far) and records their finish
+    /// events. A session whose event cannot be written goes back to be
+    /// closed on the next pass. Returns how many closed.
     pub async fn close_due(&self, archive: &Archive, all: bool) -> Result<usize> {
         let now = Instant::now();
         let due: Vec<(SessionKey, Session)> = {
@@ -166,10 +178,9 @@ impl Listening {
             let keys: Vec<SessionKey> = sessions
                 .iter()
                 .filter(|(_, s)| {
-                    s.active == 0
-                        && (all
-                            || now.duration_since(s.last) >= self.idle
-                            || now.duration_since(s.opened) >= self.max_age)
+                    all || (s.active == 0
+                        && (now.duration_since(s.last) >= self.idle
+                            || now.duration_since(s.opened) >= self.max_age))
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
@@ -178,15 +189,26 @@ impl Listening {
                 .collect()
         };
         let mut closed = 0;
+        let mut first_error = None;
         for (key, s) in due {
             // A session whose start never committed served nothing.
             if s.started.get().is_none() {
                 continue;
             }
-            trail::record(archive, &s.principal, finished(&key, &s)).await?;
-            closed += 1;
+            match trail::record(archive, &s.principal, finished(&key, &s)).await {
+                Ok(_) => closed += 1,
+                Err(e) => {
+                    // Not lost: back in the map for the next pass (a
+                    // request meanwhile joins it again).
+                    self.lock().entry(key).or_insert(s);
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(closed)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(closed),
+        }
     }
 }
 
@@ -213,6 +235,7 @@ fn finished(key: &SessionKey, s: &Session) -> crate::audit::event::NewEvent {
         .detail("via", "url")
         .detail("session", key.session.clone())
         .detail("requests", s.requests)
+        .detail("clients", s.clients.join(","))
         .detail("bytes_sent", s.bytes)
         .detail("byte_ranges", listed.join(","))
         .detail("ms_ranges", times.join(","))
@@ -394,6 +417,12 @@ pub async fn serve_range(
                     // A revoked epoch (or token) ends a response in flight
                     // too: a player streaming `bytes=0-` holds one for as
                     // long as it plays.
+                    // So does the URL's expiry.
+                    if crate::domain::now_ms() >= st.claims.expires_at_ms {
+                        break Err(UrlRefused::Expired {
+                            at_ms: st.claims.expires_at_ms,
+                        });
+                    }
                     if let Err(super::urls::CheckError::Refused(r)) =
                         super::urls::check_issuer(&st.archive, &st.claims).await
                     {
@@ -416,7 +445,9 @@ pub async fn serve_range(
             Err(refused) => {
                 st.served.error = Some(refused.to_string());
                 Some((
-                    Err(Error::Unauthenticated("the playback link was revoked")),
+                    Err(Error::Unauthenticated(
+                        "the playback link expired or was revoked",
+                    )),
                     None,
                 ))
             }

@@ -6,8 +6,9 @@
 //!
 //! The job reads a recording as playback does (through the key cache,
 //! authenticated chunk by chunk) and feeds the plaintext to the decoder on
-//! a blocking thread through a two-chunk channel: one recording costs two
-//! chunks of memory whatever its length.
+//! a blocking thread through a two-chunk channel: one recording costs the
+//! chunks read ahead (`limits.read_ahead`), two in the channel and one
+//! decoded packet, whatever its length.
 
 use std::sync::Arc;
 

@@ -73,7 +73,17 @@ pub async fn search(
     let mut views = Vec::with_capacity(rows.len());
     for row in rows {
         let labels = if row.labels_sealed.is_some() {
-            open_labels(&cipher_for(archive, &row).await?, &row)?
+            match cipher_for(archive, &row).await {
+                Ok(cipher) => open_labels(&cipher, &row)?,
+                // A key KMS refuses now (disabled, pending deletion) must
+                // not hide the rest of the page: shown without its labels,
+                // and left out of label searches, which cannot match it.
+                Err(Error::Kms(e)) if crate::revocation::is_refusal(&e) && q.labels.is_empty() => {
+                    BTreeMap::new()
+                }
+                Err(Error::Kms(e)) if crate::revocation::is_refusal(&e) => continue,
+                Err(e) => return Err(e),
+            }
         } else {
             BTreeMap::new()
         };

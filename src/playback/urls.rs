@@ -298,6 +298,9 @@ pub async fn issue(
     if reason.len() > 1024 {
         return Err(Error::invalid("reason", "is longer than 1024 bytes"));
     }
+    if purpose == Purpose::Download && reason.trim().is_empty() {
+        return Err(Error::invalid("reason", "a download needs a reason"));
+    }
     access::require(archive, principal, Action::ReadRecordings).await?;
     let ttl = if ttl_secs == 0 {
         DEFAULT_TTL_SECS

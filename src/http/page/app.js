@@ -207,7 +207,10 @@
       $("p-error").textContent =
         `This browser cannot play ${rec.container}/${rec.codec} recordings.`;
     }
-    await load(rec, 0, opts.ttl);
+    // A stream link lasts the call and then some (a player holds one
+    // response for as long as it plays), 15 min at least, 12 h at most.
+    const ttl = opts.ttl || Math.min(12 * 3600, Math.max(900, Math.ceil(rec.duration_ms / 1000) + 600));
+    await load(rec, 0, ttl);
   }
 
   async function load(rec, at, ttl) {
@@ -292,7 +295,7 @@
     const at = audio.currentTime || 0;
     $("p-error").textContent = "";
     $("renew").hidden = true;
-    await load(rec, at);
+    await load(rec, at, current.ttl);
   });
 
   function togglePlay() {

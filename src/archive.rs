@@ -206,6 +206,9 @@ pub struct Archive {
     pub url_keys: Arc<crate::playback::urls::UrlKeys>,
     /// Open listening sessions of signed URLs, audited coalesced.
     pub listening: Arc<crate::playback::listening::Listening>,
+    /// Recordings whose peaks this node failed to compute, and when to try
+    /// again (a key KMS refuses must not stall the peaks job's queue).
+    pub peaks_retry: Mutex<HashMap<RecordingId, Instant>>,
     /// Where browsers reach this deployment's HTTP listener
     /// (`https://host:port`): issued URLs are absolute under it.
     pub playback_url_base: Option<String>,
@@ -248,6 +251,7 @@ impl Archive {
             url_keys: Arc::new(crate::playback::urls::UrlKeys::derived(&audit_key)),
             listening: Arc::new(crate::playback::listening::Listening::default()),
             playback_url_base: None,
+            peaks_retry: Mutex::new(HashMap::new()),
             audit_key,
             node: crate::audit::trail::host_name(),
             allowed_kms_accounts: crate::domain::AllowedAccounts::default(),

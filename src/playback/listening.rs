@@ -470,7 +470,13 @@ struct Streaming {
 
 /// Joins the session of a verified request that sends no audio (HEAD, an
 /// empty range): the metadata read is covered by the session's start event.
+/// Like every other answer, it needs the recording's key to be usable.
 pub async fn touch(archive: &Arc<Archive>, req: &UrlRequest) -> std::result::Result<(), UrlError> {
+    match super::cipher_for(archive, &req.row).await {
+        Ok(_) => {}
+        Err(Error::Kms(k)) if is_unusable(&k) => return Err(UrlRefused::KeyUnusable.into()),
+        Err(e) => return Err(e.into()),
+    }
     archive
         .listening
         .join(archive, &req.principal, &req.claims, &req.row, 0)

@@ -26,19 +26,50 @@ use crate::error::{Error, Result};
 use crate::store::ChunkStore;
 
 /// Recordings one pass of the job takes on.
-const PER_PASS: u32 = 20;
+const PER_PASS: usize = 20;
+/// How long a recording whose peaks failed waits before this node tries it
+/// again.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Computes and stores the peaks of recordings that have none yet. Returns
-/// how many were settled (stored or found to have none).
+/// how many were settled (stored or found to have none). A recording that
+/// fails (a key KMS refuses now, a store outage) waits `RETRY_AFTER` on
+/// this node, and the pass reads past the waiting ones, so they cannot
+/// stall the queue.
 pub async fn run_pending(archive: &Arc<Archive>) -> Result<usize> {
-    let pending = recordings::peaks_pending(&mut *archive.catalog.conn().await?, PER_PASS).await?;
+    let now = std::time::Instant::now();
+    let waiting = {
+        let mut retry = archive
+            .peaks_retry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        retry.retain(|_, at| *at > now);
+        retry.len()
+    };
+    let limit = u32::try_from((PER_PASS + waiting).min(1000)).unwrap_or(1000);
+    let pending = recordings::peaks_pending(&mut *archive.catalog.conn().await?, limit).await?;
     let mut settled = 0;
     for (tenant, rec) in pending {
+        if settled >= PER_PASS {
+            break;
+        }
+        let waits = archive
+            .peaks_retry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&rec);
+        if waits {
+            continue;
+        }
         match settle(archive, &tenant, &rec).await {
             Ok(()) => settled += 1,
-            // A key KMS refuses now, a store outage: the next pass retries.
             Err(e) => {
-                tracing::warn!(tenant = %tenant, recording = %rec, error = %e, "waveform peaks not computed")
+                tracing::warn!(tenant = %tenant, recording = %rec, error = %e, "waveform peaks not computed");
+                archive
+                    .peaks_retry
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(rec, now + RETRY_AFTER);
             }
         }
     }

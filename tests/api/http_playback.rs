@@ -479,6 +479,12 @@ async fn urls_stop_on_epoch_token_and_key_revocation() {
     let res = get(&url, Some("bytes=0-9")).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert!(res.text().await.unwrap().contains("key is not usable"));
+    // HEAD and the waveform too: nothing about the recording while its key
+    // is unusable.
+    let res = http().head(&url).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = get(&url.replace("/audio?", "/peaks?"), None).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
     app.ring().set_enabled(&arn, true).unwrap();
     assert_eq!(
         get(&url, Some("bytes=0-9")).await.status(),

@@ -27,7 +27,6 @@ use crate::audit::trail;
 use crate::catalog::RecordingRow;
 use crate::domain::{Principal, RecordingId, TenantId};
 use crate::error::{Error, Result};
-use crate::kms::KmsError;
 
 /// Ranges written out in one finish event at most (a session with more
 /// says how many it left out).
@@ -91,11 +90,6 @@ impl Listening {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Session>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Sessions open now.
-    pub fn open_sessions(&self) -> usize {
-        self.lock().len()
     }
 
     /// Joins (or opens, committing its start event) the session of a
@@ -385,10 +379,7 @@ pub async fn serve_range(
         Ok(opened) => opened,
         Err(e) => {
             served.error = Some(e.to_string());
-            return Err(match e {
-                Error::Kms(k) if is_unusable(&k) => UrlRefused::KeyUnusable.into(),
-                other => other.into(),
-            });
+            return Err(refusal_of(e));
         }
     };
     let stream = crate::revocation::guard(
@@ -472,11 +463,9 @@ struct Streaming {
 /// empty range): the metadata read is covered by the session's start event.
 /// Like every other answer, it needs the recording's key to be usable.
 pub async fn touch(archive: &Arc<Archive>, req: &UrlRequest) -> std::result::Result<(), UrlError> {
-    match super::cipher_for(archive, &req.row).await {
-        Ok(_) => {}
-        Err(Error::Kms(k)) if is_unusable(&k) => return Err(UrlRefused::KeyUnusable.into()),
-        Err(e) => return Err(e.into()),
-    }
+    super::cipher_for(archive, &req.row)
+        .await
+        .map_err(refusal_of)?;
     archive
         .listening
         .join(archive, &req.principal, &req.claims, &req.row, 0)
@@ -484,9 +473,13 @@ pub async fn touch(archive: &Arc<Archive>, req: &UrlRequest) -> std::result::Res
     Ok(())
 }
 
-/// KMS will not unwrap the key (disabled, pending deletion, access denied).
-fn is_unusable(e: &KmsError) -> bool {
-    crate::revocation::is_refusal(e)
+/// A key KMS will not unwrap (disabled, pending deletion, access denied)
+/// is the URL's refusal; any other error is itself.
+fn refusal_of(e: Error) -> UrlError {
+    match e {
+        Error::Kms(k) if crate::revocation::is_refusal(&k) => UrlRefused::KeyUnusable.into(),
+        other => other.into(),
+    }
 }
 
 #[cfg(test)]

@@ -52,6 +52,11 @@ pub struct Limits {
     /// The longest a unary RPC may run (streaming RPCs are bounded by their
     /// idle timeouts instead).
     pub request_timeout: Duration,
+    /// Open connections to the HTTP listener at most; one more is closed
+    /// as it is accepted.
+    pub http_connections: usize,
+    /// How long the HTTP listener waits for a request's head.
+    pub http_header_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -66,6 +71,8 @@ impl Default for Limits {
             read_ahead: 4,
             max_concurrent_streams: 1024,
             request_timeout: Duration::from_secs(60),
+            http_connections: 1024,
+            http_header_timeout: Duration::from_secs(10),
         }
     }
 }

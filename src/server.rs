@@ -1,7 +1,7 @@
 //! The gRPC server. Takes an already-bound listener and a shutdown future, so
 //! tests bind port 0 and the binary binds the configured address.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -576,8 +576,7 @@ pub async fn serve_http(
     archive: Arc<Archive>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let app = crate::http::router(archive.clone())
-        .into_make_service_with_connect_info::<crate::http::Peer>();
+    let app = crate::http::router(archive.clone());
     let a = archive.clone();
     let closer = tokio::spawn(every(
         Duration::from_secs(1),
@@ -589,66 +588,32 @@ pub async fn serve_http(
     ));
     // Graceful shutdown waits for open responses, and a player holds one
     // for as long as it plays: after the signal, responses get
-    // `HTTP_DRAIN` to end, then the listener stops and every session is
-    // closed with its finish event.
-    let (stopping, stopped) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stopping.send(true);
-    });
-    let signalled = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let graceful = signalled(stopped.clone());
-    let serving: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
-        match tls {
-            None => Box::pin(
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(graceful)
-                    .into_future(),
-            ),
-            Some(tls) => {
-                let incoming = TlsIncoming::new(listener, tls.acceptor(&[tls::ALPN_HTTP1]))
-                    .map_err(|source| Error::Io {
+    // `HTTP_DRAIN` to end, then every session is closed with its finish
+    // event.
+    let limits = &archive.limits;
+    match tls {
+        None => crate::http::serve::serve(listener, app, limits, shutdown, HTTP_DRAIN).await,
+        Some(tls) => {
+            let incoming =
+                TlsIncoming::new(listener, tls.acceptor(&[tls::ALPN_HTTP1])).map_err(|source| {
+                    Error::Io {
                         what: "TLS listener has no local address",
                         source,
-                    })?;
-                Box::pin(
-                    axum::serve(HttpTls(incoming), app)
-                        .with_graceful_shutdown(graceful)
-                        .into_future(),
-                )
-            }
-        };
-    let drained = async {
-        signalled(stopped).await;
-        tokio::time::sleep(HTTP_DRAIN).await;
-    };
-    let served = tokio::select! {
-        served = serving => served,
-        () = drained => Ok(()),
-    };
+                    }
+                })?;
+            crate::http::serve::serve(HttpTls(incoming), app, limits, shutdown, HTTP_DRAIN).await
+        }
+    }
     closer.abort();
     if let Err(e) = archive.listening.close_due(&archive, true).await {
         tracing::warn!(error = %e, "listening sessions not closed at shutdown");
     }
-    served.map_err(|source| Error::Io {
-        what: "HTTP listener failed",
-        source,
-    })
+    Ok(())
 }
 
-/// `TlsIncoming` as axum's listener (tls knows no axum).
+/// `TlsIncoming` as a listener of `http::serve` (tls knows no HTTP).
 #[derive(Debug)]
 struct HttpTls(TlsIncoming);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, HttpTls>>
-    for crate::http::Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, HttpTls>) -> Self {
-        crate::http::Peer(*stream.remote_addr())
-    }
-}
 
 impl axum::serve::Listener for HttpTls {
     type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;

@@ -31,7 +31,7 @@ pub fn synth_wav(seconds: u32, sample_rate: u32, channels: u16) -> Vec<u8> {
 }
 
 /// The 44-byte header of a 16-bit PCM WAV with `data_len` bytes of data.
-fn wav_header(out: &mut Vec<u8>, sample_rate: u32, channels: u16, data_len: usize) {
+pub(crate) fn wav_header(out: &mut Vec<u8>, sample_rate: u32, channels: u16, data_len: usize) {
     out.extend_from_slice(b"RIFF");
     out.extend_from_slice(&((36 + data_len) as u32).to_le_bytes());
     out.extend_from_slice(b"WAVEfmt ");

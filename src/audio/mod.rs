@@ -39,6 +39,7 @@
 
 mod demux;
 mod mp4;
+pub mod pcm;
 pub mod peaks;
 mod probe;
 mod sniff;

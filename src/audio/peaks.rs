@@ -6,15 +6,14 @@
 //! The encoding (`docs/FORMAT.md`, "Waveform peaks"): `CVPK`, version 1,
 //! the window in ms (u16 BE), the sample rate (u32 BE), the window count
 //! (u32 BE), then per window `min` and `max` (i8 each, −127..=127).
-//! Decoding is symphonia's, on a blocking thread, from a reader that yields
-//! the plaintext as it is opened: nothing is held but one packet.
+//! Decoding is symphonia's (`pcm`), on a blocking thread, from a reader
+//! over the recording's chunks that opens them as it goes: nothing is held
+//! but a chunk or two and one packet.
 
-use std::io::Read;
+use symphonia::core::io::MediaSource;
 
-use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::{CODEC_TYPE_NULL, DecoderOptions};
-use symphonia::core::errors::Error as SymError;
-use symphonia::core::io::{MediaSource, ReadOnlySource};
+pub use super::pcm::DecodeError;
+use crate::domain::PcmLayout;
 
 /// The window each pair of peaks covers.
 pub const WINDOW_MS: u32 = 100;
@@ -69,68 +68,20 @@ impl Peaks {
     }
 }
 
-/// Why there are no peaks.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PeaksError {
-    /// No decoder for the codec here (Opus; AAC in MP4 whose index follows
-    /// the audio): the player draws no waveform.
-    #[error("no waveform for this format: {0}")]
-    Unsupported(String),
-    /// The stream could not be read (the reader failed).
-    #[error("the audio could not be read: {0}")]
-    Failed(String),
-}
-
-/// Decodes the audio `source` yields (blocking reads) into peaks.
-pub fn compute(source: Box<dyn Read + Send + Sync>) -> Result<Peaks, PeaksError> {
-    let media: Box<dyn MediaSource> = Box::new(ReadOnlySource::new(source));
-    let mut reader = super::probe::open_reader(media)
-        .map_err(|e| PeaksError::Unsupported(format!("the container could not be read ({e})")))?;
-    let track = reader
-        .tracks()
-        .iter()
-        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
-        .ok_or_else(|| PeaksError::Unsupported("no audio track".into()))?
-        .clone();
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&track.codec_params, &DecoderOptions::default())
-        .map_err(|e| PeaksError::Unsupported(e.to_string()))?;
-    let rate = track
-        .codec_params
-        .sample_rate
-        .filter(|r| *r > 0)
-        .ok_or_else(|| PeaksError::Unsupported("no sample rate".into()))?;
-    let per_window = (u64::from(rate) * u64::from(WINDOW_MS) / 1000).max(1);
-    let mut acc = Accumulator::new(per_window);
-    let mut samples: Option<SampleBuffer<f32>> = None;
-    loop {
-        let packet = match reader.next_packet() {
-            Ok(p) => p,
-            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(SymError::ResetRequired) => break,
-            Err(e) => return Err(PeaksError::Failed(e.to_string())),
-        };
-        if packet.track_id() != track.id {
-            continue;
-        }
-        let decoded = match decoder.decode(&packet) {
-            Ok(d) => d,
-            // A damaged packet: its window stays as quiet as the rest of it.
-            Err(SymError::DecodeError(_)) => continue,
-            Err(e) => return Err(PeaksError::Failed(e.to_string())),
-        };
-        let spec = *decoded.spec();
-        let channels = spec.channels.count().max(1);
-        let buf = samples.get_or_insert_with(|| SampleBuffer::new(decoded.capacity() as u64, spec));
-        if buf.capacity() < decoded.capacity() * channels {
-            *buf = SampleBuffer::new(decoded.capacity() as u64, spec);
-        }
-        buf.copy_interleaved_ref(decoded);
-        for frame in buf.samples().chunks(channels) {
+/// Decodes the audio `source` yields into peaks; also returns the layout
+/// of the full decode (what the WAV rendition of the recording holds).
+pub fn compute(source: Box<dyn MediaSource>) -> Result<(Peaks, PcmLayout), DecodeError> {
+    let mut acc: Option<Accumulator> = None;
+    let layout = super::pcm::decode_all(source, &mut |samples, channels, rate| {
+        let acc = acc.get_or_insert_with(|| {
+            Accumulator::new((u64::from(rate) * u64::from(WINDOW_MS) / 1000).max(1))
+        });
+        for frame in samples.chunks_exact(channels) {
             acc.frame(frame);
         }
-    }
-    Ok(acc.finish(rate))
+    })?;
+    let acc = acc.unwrap_or_else(|| Accumulator::new(1));
+    Ok((acc.finish(layout.rate_hz), layout))
 }
 
 /// Min and max per window of frames.
@@ -213,7 +164,9 @@ mod tests {
             pcm.extend_from_slice(&v.to_le_bytes());
         }
         let wav = crate::synth::wav_with_samples(8000, 1, &pcm);
-        let peaks = compute(Box::new(std::io::Cursor::new(wav))).expect("peaks");
+        let (peaks, layout) = compute(Box::new(std::io::Cursor::new(wav))).expect("peaks");
+        assert_eq!(layout.frames, 16_400);
+        assert_eq!((layout.rate_hz, layout.channels), (8000, 1));
         assert_eq!(peaks.window_ms, 100);
         assert_eq!(peaks.sample_rate_hz, 8000);
         // 20 full windows and one of 400 frames.
@@ -246,7 +199,7 @@ mod tests {
         let garbage = vec![0x5au8; 4096];
         assert!(matches!(
             compute(Box::new(std::io::Cursor::new(garbage))),
-            Err(PeaksError::Unsupported(_))
+            Err(DecodeError::Unsupported(_))
         ));
     }
 }

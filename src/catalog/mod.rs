@@ -272,6 +272,10 @@ mod tests {
                 include_str!("../../migrations/postgres/0009_peaks.sql"),
                 include_str!("../../migrations/sqlite/0009_peaks.sql"),
             ),
+            (
+                include_str!("../../migrations/postgres/0010_pcm_layout.sql"),
+                include_str!("../../migrations/sqlite/0010_pcm_layout.sql"),
+            ),
         ] {
             assert_eq!(
                 pg.replace("BIGINT", "INTEGER").replace("BYTEA", "BLOB"),

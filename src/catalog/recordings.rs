@@ -6,7 +6,9 @@ use sqlx::Row;
 use super::Conn;
 use super::rows::{self, recording_select, tenant_and_recording};
 pub use crate::domain::AudioInfo;
-use crate::domain::{ExternalCallId, KeyArn, RecordingId, RecordingStatus, TenantId, now_ms};
+use crate::domain::{
+    ExternalCallId, KeyArn, PcmLayout, RecordingId, RecordingStatus, TenantId, now_ms,
+};
 use crate::error::{Error, Result};
 use crate::kms::WrapAlgorithm;
 
@@ -547,26 +549,66 @@ pub async fn peaks_pending(conn: &mut Conn, limit: u32) -> Result<Vec<(TenantId,
     rows.iter().map(tenant_and_recording).collect()
 }
 
-/// The recording's peaks state; `None` when the recording is not there.
+/// The recording's peaks state and, once a full decode found it, its
+/// decoded layout; `None` when the recording is not there.
 pub async fn peaks_state(
     conn: &mut Conn,
     tenant: &TenantId,
     rec: &RecordingId,
-) -> Result<Option<PeaksState>> {
+) -> Result<Option<(PeaksState, Option<PcmLayout>)>> {
     let row = sqlx::query(
-        "SELECT CAST(peaks_state AS BIGINT) AS peaks_state FROM recordings WHERE tenant_id = $1 AND recording_id = $2 AND status = 'complete'",
+        "SELECT CAST(peaks_state AS BIGINT) AS peaks_state, pcm_frames, CAST(pcm_rate_hz AS BIGINT) AS pcm_rate_hz, CAST(pcm_channels AS BIGINT) AS pcm_channels \
+         FROM recordings WHERE tenant_id = $1 AND recording_id = $2 AND status = 'complete'",
     )
     .bind(tenant.as_str())
     .bind(rec.to_string())
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(|r| match r.try_get::<i64, _>("peaks_state")? {
-        0 => Ok(PeaksState::Pending),
-        1 => Ok(PeaksState::Stored),
-        2 => Ok(PeaksState::Unavailable),
-        _ => Err(rows::corrupt("peaks state")),
-    })
-    .transpose()
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let state = match r.try_get::<i64, _>("peaks_state")? {
+        0 => PeaksState::Pending,
+        1 => PeaksState::Stored,
+        2 => PeaksState::Unavailable,
+        _ => return Err(rows::corrupt("peaks state")),
+    };
+    let frames: Option<i64> = r.try_get("pcm_frames")?;
+    let rate: Option<i64> = r.try_get("pcm_rate_hz")?;
+    let channels: Option<i64> = r.try_get("pcm_channels")?;
+    let layout = match (frames, rate, channels) {
+        (Some(f), Some(r), Some(c)) => Some(PcmLayout {
+            frames: u64::try_from(f).map_err(|_| rows::corrupt("decoded frames"))?,
+            rate_hz: u32::try_from(r).map_err(|_| rows::corrupt("decoded rate"))?,
+            channels: u16::try_from(c).map_err(|_| rows::corrupt("decoded channels"))?,
+        }),
+        _ => None,
+    };
+    Ok(Some((state, layout)))
+}
+
+/// Records the peaks of a pending recording as stored, with the decoded
+/// layout the same decode found; false when the recording is gone (erased
+/// meanwhile) or no longer pending.
+pub async fn store_peaks(
+    conn: &mut Conn,
+    tenant: &TenantId,
+    rec: &RecordingId,
+    layout: &PcmLayout,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE recordings SET peaks_state = 1, pcm_frames = $3, pcm_rate_hz = $4, pcm_channels = $5 \
+         WHERE tenant_id = $1 AND recording_id = $2 AND peaks_state = 0",
+    )
+    .bind(tenant.as_str())
+    .bind(rec.to_string())
+    .bind(i64::try_from(layout.frames).unwrap_or(i64::MAX))
+    .bind(i64::from(layout.rate_hz))
+    .bind(i64::from(layout.channels))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }
 
 /// Moves the recording's peaks from `from` to `to`; false when the

@@ -168,6 +168,40 @@ pub struct AudioInfo {
     pub warning: Option<String>,
 }
 
+/// A recording decoded to 16-bit PCM, as a full decode found it: what its
+/// decoded WAV rendition holds (`audio::pcm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PcmLayout {
+    pub frames: u64,
+    pub rate_hz: u32,
+    pub channels: u16,
+}
+
+impl PcmLayout {
+    /// The bytes of samples (16-bit, interleaved).
+    pub fn data_bytes(&self) -> u64 {
+        self.frames
+            .saturating_mul(u64::from(self.channels))
+            .saturating_mul(2)
+    }
+
+    /// The size of the rendition: a 44-byte header and the samples.
+    pub fn wav_bytes(&self) -> u64 {
+        self.data_bytes().saturating_add(44)
+    }
+
+    /// Whether the rendition fits a WAV file's 32-bit sizes (about 6 h
+    /// of 48 kHz stereo).
+    pub fn fits_wav(&self) -> bool {
+        self.channels > 0 && self.rate_hz > 0 && self.wav_bytes() - 8 <= u64::from(u32::MAX)
+    }
+
+    pub fn duration_ms(&self) -> u64 {
+        u64::try_from(u128::from(self.frames) * 1000 / u128::from(self.rate_hz.max(1)))
+            .unwrap_or(u64::MAX)
+    }
+}
+
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Principal {

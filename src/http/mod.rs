@@ -1,10 +1,11 @@
 //! The HTTP side door (SPEC §6): recordings' audio for browsers and `curl`
 //! through signed URLs, with the range semantics media elements rely on.
 //!
-//! `GET|HEAD /v1/recordings/{id}/audio?sig=…` checks the URL
-//! (`playback::listening::authorize`), decides the range (`range`), and
-//! streams only the chunks that overlap it (`playback::listening::
-//! serve_range`), within the URL's audited listening session. The query
+//! `GET|HEAD /v1/recordings/{id}/audio?sig=…[&rendition=wav]` checks the
+//! URL (`playback::listening::authorize`), decides the range (`range`), and
+//! streams only the chunks that overlap it, or the decoded WAV rendition
+//! of them (`playback::rendition`), within the URL's audited listening
+//! session (`playback::listening::serve_range`). The query
 //! string is a credential: nothing here logs a URI, and every answer says
 //! `Referrer-Policy: no-referrer`.
 
@@ -21,25 +22,18 @@ use crate::catalog::RecordingRow;
 use crate::domain::RecordingId;
 use crate::error::Error;
 use crate::playback::listening::{self, UrlError, UrlRequest};
+use crate::playback::rendition::View;
 
 mod api;
 mod page;
 pub mod range;
+pub mod serve;
 
 use range::Ranged;
 
-/// The peer's address, over plain TCP or TLS (axum knows the former only).
+/// The peer's address, over plain TCP or TLS (set by `serve`).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
-
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
-    for Peer
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Peer(*stream.remote_addr())
-    }
-}
 
 /// The router of the HTTP listener.
 pub fn router(archive: Arc<Archive>) -> axum::Router {
@@ -101,8 +95,15 @@ async fn audio(
         Ok(req) => req,
         Err(res) => return res,
     };
-    let row = &req.row;
-    let etag = format!("\"{}\"", row.sha256);
+    let view = match view_of(&archive, &req, &uri).await {
+        Ok(view) => view,
+        Err(res) => return res,
+    };
+    let size = view.size(&req.row);
+    let etag = match view {
+        View::Original => format!("\"{}\"", req.row.sha256),
+        View::Wav(_) => format!("\"{}.wav\"", req.row.sha256),
+    };
     let header_str = |name| {
         headers
             .get(name)
@@ -111,22 +112,18 @@ async fn audio(
     let decided = range::decide(
         header_str(header::RANGE),
         header_str(header::IF_RANGE),
-        row.size_bytes,
+        size,
         &etag,
     );
     let (status, start, end) = match decided {
-        Ranged::Full => (StatusCode::OK, 0, row.size_bytes),
+        Ranged::Full => (StatusCode::OK, 0, size),
         Ranged::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
         Ranged::Unsatisfiable => {
             let mut res = plain(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "the range is outside the recording",
             );
-            set(
-                &mut res,
-                header::CONTENT_RANGE,
-                &format!("bytes */{}", row.size_bytes),
-            );
+            set(&mut res, header::CONTENT_RANGE, &format!("bytes */{size}"));
             set(&mut res, header::ACCEPT_RANGES, "bytes");
             return res;
         }
@@ -134,19 +131,49 @@ async fn audio(
     let mut res = if method == Method::HEAD || start == end {
         // No audio leaves: the request still joins (or opens) the
         // listening session, so the metadata read is audited.
-        match listening::touch(&archive, &req).await {
+        match listening::touch(&archive, &req, &view).await {
             Ok(()) => Response::new(Body::empty()),
             Err(e) => return failure(e),
         }
     } else {
-        match listening::serve_range(&archive, &req, start, end).await {
+        match listening::serve_range(&archive, &req, &view, start, end).await {
             Ok(stream) => Response::new(Body::from_stream(stream)),
             Err(e) => return failure(e),
         }
     };
     *res.status_mut() = status;
-    audio_headers(&mut res, &req, &etag, start, end);
+    audio_headers(&mut res, &req, &view, &etag, start, end);
     res
+}
+
+/// The bytes a request asks for: the original, or (`rendition=wav`) the
+/// decoded WAV rendition once the recording has one. 404 while it is being
+/// prepared (with `Retry-After`) or when the format has none.
+async fn view_of(archive: &Archive, req: &UrlRequest, uri: &Uri) -> Result<View, Response> {
+    use crate::playback::rendition::{WavAnswer, wav_layout};
+    match query_param(uri, "rendition").as_deref() {
+        None | Some("original") => Ok(View::Original),
+        Some("wav") => match wav_layout(archive, &req.row).await {
+            Ok(WavAnswer::Ready(layout)) => Ok(View::Wav(layout)),
+            Ok(WavAnswer::Pending) => {
+                let mut res = plain(
+                    StatusCode::NOT_FOUND,
+                    "the decoded rendition is being prepared",
+                );
+                set(&mut res, header::RETRY_AFTER, "5");
+                Err(res)
+            }
+            Ok(WavAnswer::Unavailable) => Err(plain(
+                StatusCode::NOT_FOUND,
+                "there is no decoded rendition for this format",
+            )),
+            Err(e) => Err(failure(e.into())),
+        },
+        Some(_) => Err(plain(
+            StatusCode::BAD_REQUEST,
+            "unknown rendition: the one there is, is `wav`",
+        )),
+    }
 }
 
 /// `GET /v1/recordings/{id}/peaks?sig=…`: the waveform peaks
@@ -163,7 +190,7 @@ async fn peaks(
         Ok(req) => req,
         Err(res) => return res,
     };
-    if let Err(e) = listening::touch(&archive, &req).await {
+    if let Err(e) = listening::touch(&archive, &req, &View::Original).await {
         return failure(e);
     }
     use crate::playback::peaks::PeaksAnswer;
@@ -190,13 +217,23 @@ async fn peaks(
 }
 
 /// The headers of an audio answer (200 or 206).
-fn audio_headers(res: &mut Response, req: &UrlRequest, etag: &str, start: u64, end: u64) {
+fn audio_headers(
+    res: &mut Response,
+    req: &UrlRequest,
+    view: &View,
+    etag: &str,
+    start: u64,
+    end: u64,
+) {
     let row: &RecordingRow = &req.row;
-    set(
-        res,
-        header::CONTENT_TYPE,
-        crate::audio::media_type(&row.audio.container),
-    );
+    let (media_type, extension) = match view {
+        View::Original => (
+            crate::audio::media_type(&row.audio.container),
+            crate::export::bag::extension(&row.audio.container),
+        ),
+        View::Wav(_) => ("audio/wav", "wav"),
+    };
+    set(res, header::CONTENT_TYPE, media_type);
     set(res, header::CONTENT_LENGTH, &(end - start).to_string());
     set(res, header::ACCEPT_RANGES, "bytes");
     set(res, header::ETAG, etag);
@@ -204,7 +241,7 @@ fn audio_headers(res: &mut Response, req: &UrlRequest, etag: &str, start: u64, e
         set(
             res,
             header::CONTENT_RANGE,
-            &format!("bytes {start}-{}/{}", end - 1, row.size_bytes),
+            &format!("bytes {start}-{}/{}", end - 1, view.size(row)),
         );
     }
     let disposition = match req.claims.purpose() {
@@ -215,9 +252,8 @@ fn audio_headers(res: &mut Response, req: &UrlRequest, etag: &str, start: u64, e
         res,
         header::CONTENT_DISPOSITION,
         &format!(
-            "{disposition}; filename=\"recording-{}.{}\"",
+            "{disposition}; filename=\"recording-{}.{extension}\"",
             row.id,
-            crate::export::bag::extension(&row.audio.container)
         ),
     );
     common_headers(res);

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
+use super::rendition::{View, open_wav_range};
 use super::urls::{Claims, UrlRefused};
 use super::{Purpose, open_range};
 use crate::archive::Archive;
@@ -54,6 +55,9 @@ struct SessionKey {
     tenant: TenantId,
     session: String,
     recording: RecordingId,
+    /// The decoded rendition the session reads, if not the original: its
+    /// byte ranges are of different bytes.
+    rendition: Option<&'static str>,
 }
 
 #[derive(Debug)]
@@ -100,13 +104,16 @@ impl Listening {
         principal: &Principal,
         claims: &Claims,
         row: &RecordingRow,
+        view: &View,
         start: u64,
     ) -> Result<Served> {
         let key = SessionKey {
             tenant: principal.tenant.clone(),
             session: claims.session.clone(),
             recording: row.id,
+            rendition: view.rendition(),
         };
+        let size = view.size(row);
         let purpose = claims.purpose();
         let started = {
             let now = Instant::now();
@@ -114,8 +121,8 @@ impl Listening {
             let s = sessions.entry(key.clone()).or_insert_with(|| Session {
                 principal: principal.clone(),
                 purpose,
-                size: row.size_bytes,
-                duration_ms: row.audio.duration_ms,
+                size,
+                duration_ms: view.duration_ms(row),
                 started: Arc::default(),
                 opened: now,
                 last: now,
@@ -147,14 +154,17 @@ impl Listening {
         };
         started
             .get_or_try_init(|| async {
-                let event = trail::by(principal, AuditAction::PlaybackStarted)
+                let mut event = trail::by(principal, AuditAction::PlaybackStarted)
                     .recording(row.id)
                     .detail("purpose", purpose.as_str())
                     .detail("via", "url")
                     .detail("session", claims.session.clone())
                     .detail("offset_bytes", start)
-                    .detail("size_bytes", row.size_bytes)
+                    .detail("size_bytes", size)
                     .detail("url_expires_at_ms", claims.expires_at_ms);
+                if let Some(r) = view.rendition() {
+                    event = event.detail("rendition", r);
+                }
                 trail::record(archive, principal, event).await.map(|_| ())
             })
             .await?;
@@ -244,6 +254,9 @@ fn finished(key: &SessionKey, s: &Session) -> crate::audit::event::NewEvent {
         .detail("completed", ranges == [(0, s.size)]);
     if ranges.len() > MAX_RANGES_IN_EVENT {
         event = event.detail("ranges_not_listed", ranges.len() - MAX_RANGES_IN_EVENT);
+    }
+    if let Some(r) = key.rendition {
+        event = event.detail("rendition", r);
     }
     if let Some(e) = &s.error {
         event = event.outcome(Outcome::Failed).detail("error", e.clone());
@@ -360,22 +373,28 @@ pub async fn authorize(
     })
 }
 
-/// The plaintext of bytes `start..end` for a verified URL request, within
-/// its listening session (whose start event commits first). The stream
+/// Bytes `start..end` of `view` (the original's plaintext, or the decoded
+/// rendition) for a verified URL request, within its listening session
+/// (whose start event commits first). The stream
 /// ends with an error when the issuing token or the key is revoked; what
 /// it actually sent is recorded in the session when it is dropped.
 pub async fn serve_range(
     archive: &Arc<Archive>,
     req: &UrlRequest,
+    view: &View,
     start: u64,
     end: u64,
 ) -> std::result::Result<BoxStream<'static, Result<Bytes>>, UrlError> {
     let revocations = archive.revocations.subscribe();
     let mut served = archive
         .listening
-        .join(archive, &req.principal, &req.claims, &req.row, start)
+        .join(archive, &req.principal, &req.claims, &req.row, view, start)
         .await?;
-    let (key, stream) = match open_range(archive, &req.row, start, end).await {
+    let opened = match view {
+        View::Original => open_range(archive, &req.row, start, end).await,
+        View::Wav(layout) => open_wav_range(archive, &req.row, *layout, start, end).await,
+    };
+    let (key, stream) = match opened {
         Ok(opened) => opened,
         Err(e) => {
             served.error = Some(e.to_string());
@@ -462,13 +481,17 @@ struct Streaming {
 /// Joins the session of a verified request that sends no audio (HEAD, an
 /// empty range): the metadata read is covered by the session's start event.
 /// Like every other answer, it needs the recording's key to be usable.
-pub async fn touch(archive: &Arc<Archive>, req: &UrlRequest) -> std::result::Result<(), UrlError> {
+pub async fn touch(
+    archive: &Arc<Archive>,
+    req: &UrlRequest,
+    view: &View,
+) -> std::result::Result<(), UrlError> {
     super::cipher_for(archive, &req.row)
         .await
         .map_err(refusal_of)?;
     archive
         .listening
-        .join(archive, &req.principal, &req.claims, &req.row, 0)
+        .join(archive, &req.principal, &req.claims, &req.row, view, 0)
         .await?;
     Ok(())
 }

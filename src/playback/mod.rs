@@ -16,7 +16,9 @@ use futures::{StreamExt, TryStreamExt};
 mod audited;
 pub mod listening;
 pub mod peaks;
+pub mod rendition;
 pub mod search;
+mod source;
 pub mod urls;
 
 use crate::access::{self, Action};

@@ -5,23 +5,25 @@
 //! served through the recording's signed URLs.
 //!
 //! The job reads a recording as playback does (through the key cache,
-//! authenticated chunk by chunk) and feeds the plaintext to the decoder on
-//! a blocking thread through a two-chunk channel: one recording costs the
-//! chunks read ahead (`limits.read_ahead`), two in the channel and one
-//! decoded packet, whatever its length.
+//! authenticated chunk by chunk), through a seekable reader that opens the
+//! chunks as the decoder on a blocking thread asks for them
+//! (`source::ChunkSource`): one recording costs two opened chunks, one
+//! read ahead and one decoded packet, whatever its length. The same decode
+//! records the recording's decoded layout (frames, rate, channels): what
+//! its WAV rendition holds (`rendition`).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
 
-use super::{check_chunk_list, cipher_for, opened_chunks};
+use super::cipher_for;
+use super::source::ChunkSource;
 use crate::archive::Archive;
-use crate::audio::peaks::{Peaks, PeaksError};
+use crate::audio::peaks::{DecodeError, Peaks};
 use crate::catalog::RecordingRow;
 use crate::catalog::recordings::{self, PeaksState};
 use crate::crypto::CryptoError;
-use crate::domain::{RecordingId, TenantId};
+use crate::domain::{PcmLayout, RecordingId, TenantId};
 use crate::error::{Error, Result};
 use crate::store::ChunkStore;
 
@@ -86,109 +88,69 @@ async fn settle(archive: &Arc<Archive>, tenant: &TenantId, rec: &RecordingId) ->
     let cipher = Arc::new(cipher_for(archive, &row).await?);
     let outcome = compute(archive, &row, cipher.clone()).await?;
     let key = ChunkStore::peaks_key(tenant, rec);
-    let to = match outcome {
-        Ok(peaks) => {
+    match outcome {
+        Ok((peaks, layout)) => {
             let sealed = cipher
                 .seal_metadata(&peaks.encode())
                 .map_err(|e| Error::integrity(rec, e))?;
             archive.store.put(&key, Bytes::from(sealed)).await?;
-            PeaksState::Stored
+            let stored =
+                recordings::store_peaks(&mut *archive.catalog.conn().await?, tenant, rec, &layout)
+                    .await?;
+            if !stored {
+                // Erased (or settled by another node) while we worked:
+                // never leave an object that no row names.
+                forget_orphan(archive, tenant, rec, key).await?;
+            }
         }
         Err(why) => {
             tracing::info!(tenant = %tenant, recording = %rec, reason = %why, "no waveform peaks for this recording");
-            PeaksState::Unavailable
-        }
-    };
-    let moved = recordings::set_peaks_state(
-        &mut *archive.catalog.conn().await?,
-        tenant,
-        rec,
-        PeaksState::Pending,
-        to,
-    )
-    .await?;
-    if !moved && to == PeaksState::Stored {
-        // Erased (or settled by another node) while we worked: never leave
-        // an object that no row names.
-        if recordings::peaks_state(&mut *archive.catalog.conn().await?, tenant, rec)
-            .await?
-            .is_none()
-        {
-            archive.store.delete_object(&key).await?;
+            recordings::set_peaks_state(
+                &mut *archive.catalog.conn().await?,
+                tenant,
+                rec,
+                PeaksState::Pending,
+                PeaksState::Unavailable,
+            )
+            .await?;
         }
     }
     Ok(())
 }
 
-/// Decodes the recording's plaintext into peaks on a blocking thread.
+/// Deletes the peaks object of a recording the catalog no longer has.
+async fn forget_orphan(
+    archive: &Arc<Archive>,
+    tenant: &TenantId,
+    rec: &RecordingId,
+    key: String,
+) -> Result<()> {
+    let state = recordings::peaks_state(&mut *archive.catalog.conn().await?, tenant, rec).await?;
+    if state.is_none() {
+        archive.store.delete_object(&key).await?;
+    }
+    Ok(())
+}
+
+/// Decodes the recording's plaintext into peaks (and its decoded layout)
+/// on a blocking thread, reading its chunks as the decoder asks for them.
 async fn compute(
     archive: &Arc<Archive>,
     row: &RecordingRow,
     cipher: Arc<crate::crypto::RecordingCipher>,
-) -> Result<std::result::Result<Peaks, PeaksError>> {
-    let chunks =
-        recordings::chunks(&mut *archive.catalog.conn().await?, &row.tenant, &row.id).await?;
-    check_chunk_list(row, &chunks)?;
-    let all = 0..chunks.len();
-    let mut plain = opened_chunks(archive.clone(), cipher, row.id, chunks, all, None);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
-    let decoding = tokio::task::spawn_blocking(move || {
-        crate::audio::peaks::compute(Box::new(ChannelReader {
-            rx,
-            current: Bytes::new(),
-        }))
-    });
-    let container = row.audio.container.clone();
-    let mut first = true;
-    let mut failed = None;
-    while let Some(chunk) = plain.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
-                failed = Some(e);
-                break;
-            }
-        };
-        let bytes = if first {
-            first = false;
-            Bytes::from(crate::audio::readable_head(&container, &chunk).into_owned())
-        } else {
-            Bytes::from(chunk)
-        };
-        if tx.send(bytes).await.is_err() {
-            // The decoder is done (or gave up): the rest is not needed.
-            break;
-        }
-    }
-    drop(tx);
-    let result = decoding
-        .await
-        .map_err(|e| Error::task("waveform peaks", e))?;
-    if let Some(e) = failed {
+) -> Result<std::result::Result<(Peaks, PcmLayout), DecodeError>> {
+    let source = ChunkSource::open(archive, row, cipher).await?;
+    let failure = source.failure();
+    let result =
+        tokio::task::spawn_blocking(move || crate::audio::peaks::compute(Box::new(source)))
+            .await
+            .map_err(|e| Error::task("waveform peaks", e))?;
+    // A chunk that could not be read is the store's or the key's failure,
+    // tried again later, not a format without peaks.
+    if let Some(e) = failure.take() {
         return Err(e);
     }
     Ok(result)
-}
-
-/// The plaintext as a blocking `Read` for symphonia.
-struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-    current: Bytes,
-}
-
-impl std::io::Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(b) => self.current = b,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        let _ = self.current.split_to(n);
-        Ok(n)
-    }
 }
 
 /// A recording's stored peaks, opened; `None` while they are not computed
@@ -196,7 +158,7 @@ impl std::io::Read for ChannelReader {
 pub async fn open(archive: &Archive, row: &RecordingRow) -> Result<PeaksAnswer> {
     let state =
         recordings::peaks_state(&mut *archive.catalog.conn().await?, &row.tenant, &row.id).await?;
-    match state {
+    match state.map(|(s, _)| s) {
         None => Err(Error::RecordingNotFound(row.id)),
         Some(PeaksState::Pending) => Ok(PeaksAnswer::Pending),
         Some(PeaksState::Unavailable) => Ok(PeaksAnswer::Unavailable),

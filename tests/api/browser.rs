@@ -321,8 +321,103 @@ async fn the_supervisor_page_plays_and_seeks_in_chromium() {
             .unwrap();
     }
 
-    // An expired link: the page says so instead of failing silently.
+    // The decoded rendition, as the page plays it where the browser
+    // cannot play the original: forced here (this Chromium plays them all).
+    // Dragging on the waveform from minute 5 to minute 20 seeks there.
     let g711 = &calls[0];
+    browser
+        .js(&format!(
+            "window.callvault.open('{}', {{rendition: 'wav'}}); return true;",
+            g711.id
+        ))
+        .await;
+    browser
+        .until(
+            "the decoded rendition to load",
+            Duration::from_secs(60),
+            "const a = document.getElementById('audio'); return a.readyState >= 1 && a.src.includes('rendition=wav');",
+        )
+        .await;
+    assert!(
+        browser
+            .js("return document.getElementById('p-meta').textContent;")
+            .await
+            .as_str()
+            .unwrap()
+            .contains("decoded WAV")
+    );
+    assert_eq!(
+        browser
+            .js("return Math.round(document.getElementById('audio').duration);")
+            .await,
+        json!(1800)
+    );
+    c.find(Locator::Id("play"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .until(
+            "the rendition to play",
+            Duration::from_secs(20),
+            "const a = document.getElementById('audio'); return !a.paused && a.currentTime > 0.3;",
+        )
+        .await;
+    let at = |minute: f64| {
+        format!(
+            "const r = document.getElementById('wave').getBoundingClientRect(); \
+             return [Math.round(r.left + r.width * {}), Math.round(r.top + r.height / 2)];",
+            minute / 30.0
+        )
+    };
+    let from = browser.js(&at(5.0)).await;
+    let to = browser.js(&at(20.0)).await;
+    drag(
+        c,
+        (from[0].as_i64().unwrap(), from[1].as_i64().unwrap()),
+        (to[0].as_i64().unwrap(), to[1].as_i64().unwrap()),
+    )
+    .await;
+    browser
+        .until(
+            "the rendition to play on from minute 20",
+            Duration::from_secs(30),
+            "const a = document.getElementById('audio'); return a.currentTime > 1200.5 && a.currentTime < 1230 && !a.paused;",
+        )
+        .await;
+
+    // Download asks why; the reason is in the audit trail with the link.
+    c.find(Locator::Id("download"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.send_alert_text("complaint 4711 review").await.unwrap();
+    c.accept_alert().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = events(&app).await;
+        let issued = of(&all, Action::PlaybackUrlIssued).into_iter().any(|e| {
+            e.recordings == vec![g711.id.clone()]
+                && e.details.get("purpose").is_some_and(|v| v == "download")
+                && e.details
+                    .get("reason")
+                    .is_some_and(|v| v == "complaint 4711 review")
+        });
+        if issued {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no download link issued with the reason"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // An expired link: the page says so instead of failing silently.
     browser
         .js(&format!(
             "window.callvault.open('{}', {{ttl: 10}}); return true;",
@@ -368,6 +463,28 @@ async fn the_supervisor_page_plays_and_seeks_in_chromium() {
     c.goto("about:blank").await.unwrap();
     browser.stop().await;
     let deadline = Instant::now() + Duration::from_secs(20);
+    // The rendition's session: a request started near minute 20 of the
+    // decoded WAV (44 header bytes, 32,000 bytes a second).
+    let rendition_starts = loop {
+        let all = events(&app).await;
+        let done: Vec<String> = of(&all, Action::PlaybackFinished)
+            .into_iter()
+            .filter(|e| e.details.get("rendition").is_some_and(|v| v == "wav"))
+            .filter_map(|e| e.details.get("request_starts")?.as_str().map(str::to_owned))
+            .collect();
+        if !done.is_empty() || Instant::now() > deadline {
+            break done.join(",");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let minute_20 = 44 + 1200 * 32_000u64;
+    assert!(
+        rendition_starts
+            .split(',')
+            .filter_map(|r| r.parse::<u64>().ok())
+            .any(|s| s.abs_diff(minute_20) <= 128 * 1024),
+        "no rendition request started near byte {minute_20}: {rendition_starts}"
+    );
     for call in &calls {
         let ranges = loop {
             let all = events(&app).await;
@@ -417,6 +534,28 @@ async fn click_at(c: &Client, x: i64, y: i64) {
         .then(PointerAction::Down {
             button: fantoccini::actions::MOUSE_BUTTON_LEFT,
         })
+        .then(PointerAction::Up {
+            button: fantoccini::actions::MOUSE_BUTTON_LEFT,
+        });
+    c.perform_actions(mouse).await.unwrap();
+}
+
+/// A real pointer drag between viewport coordinates.
+async fn drag(c: &Client, from: (i64, i64), to: (i64, i64)) {
+    use fantoccini::actions::{InputSource, MouseActions, PointerAction};
+    let step = |(x, y): (i64, i64)| PointerAction::MoveTo {
+        duration: Some(Duration::from_millis(100)),
+        x: x as _,
+        y: y as _,
+    };
+    let mid = ((from.0 + to.0) / 2, (from.1 + to.1) / 2);
+    let mouse = MouseActions::new("mouse".into())
+        .then(step(from))
+        .then(PointerAction::Down {
+            button: fantoccini::actions::MOUSE_BUTTON_LEFT,
+        })
+        .then(step(mid))
+        .then(step(to))
         .then(PointerAction::Up {
             button: fantoccini::actions::MOUSE_BUTTON_LEFT,
         });

@@ -203,17 +203,17 @@
       (labels ? ` · ${labels}` : "") + (rec.legal_hold ? " · under legal hold" : "");
     $("duration").textContent = clock(rec.duration_ms / 1000);
     wave.setAttribute("aria-valuemax", String(Math.round(rec.duration_ms / 1000)));
-    if (audio.canPlayType(rec.media_type) === "") {
-      $("p-error").textContent =
-        `This browser cannot play ${rec.container}/${rec.codec} recordings.`;
-    }
+    // What this browser cannot play as recorded, it plays as a WAV the
+    // server decodes on the fly (`?rendition=wav`, with ranges).
+    const rendition = opts.rendition || (audio.canPlayType(rec.media_type) === "" ? "wav" : "");
+    if (rendition) $("p-meta").textContent += " · played as decoded WAV";
     // A stream link lasts the call and then some (a player holds one
     // response for as long as it plays), 15 min at least, 12 h at most.
     const ttl = opts.ttl || Math.min(12 * 3600, Math.max(900, Math.ceil(rec.duration_ms / 1000) + 600));
-    await load(rec, 0, ttl);
+    await load(rec, 0, ttl, rendition);
   }
 
-  async function load(rec, at, ttl) {
+  async function load(rec, at, ttl, rendition) {
     let link;
     try {
       link = await issue(rec, "stream", "", ttl);
@@ -221,14 +221,46 @@
       $("p-error").textContent = e.message;
       return;
     }
-    current = { rec, url: link.path, expires: link.expire_time_ms, ttl, peaks: null };
-    audio.src = link.path;
-    loadPeaks(current, 0);
+    const src = rendition ? `${link.path}&rendition=${rendition}` : link.path;
+    current = { rec, url: link.path, src, rendition, expires: link.expire_time_ms, ttl, peaks: null };
+    const target = current;
+    loadPeaks(target, 0);
+    if (rendition && !(await renditionReady(target))) return;
+    audio.src = src;
     audio.playbackRate = Number($("speed").value);
     if (at > 0) {
       audio.addEventListener("loadedmetadata", () => { audio.currentTime = at; }, { once: true });
     }
     draw();
+  }
+
+  // A decoded rendition exists once the server has decoded the recording
+  // (seconds after ingest): until then it answers 404 with Retry-After.
+  async function renditionReady(target) {
+    for (let attempt = 0; attempt < 24; attempt++) {
+      let res;
+      try {
+        res = await fetch(target.src, {
+          method: "HEAD",
+          cache: "no-store",
+          credentials: "omit",
+          referrerPolicy: "no-referrer",
+        });
+      } catch (e) {
+        break;
+      }
+      if (current !== target) return false;
+      if (res.ok) {
+        if (attempt > 0) $("p-error").textContent = "";
+        return true;
+      }
+      if (res.status !== 404 || !res.headers.get("Retry-After")) break;
+      $("p-error").textContent = "Preparing a version this browser can play…";
+      await new Promise((r) => setTimeout(r, 5000));
+      if (current !== target) return false;
+    }
+    $("p-error").textContent = "This browser cannot play this recording, and no decoded version is available.";
+    return false;
   }
 
   // The waveform: min and max per 100 ms window (docs/FORMAT.md, "Waveform
@@ -273,7 +305,7 @@
     if (!current) return;
     let why = "the recording could not be played";
     try {
-      const res = await fetch(current.url, {
+      const res = await fetch(current.src, {
         headers: { Range: "bytes=0-0" },
         cache: "no-store",
         credentials: "omit",
@@ -295,7 +327,7 @@
     const at = audio.currentTime || 0;
     $("p-error").textContent = "";
     $("renew").hidden = true;
-    await load(rec, at, current.ttl);
+    await load(rec, at, current.ttl, current.rendition);
   });
 
   function togglePlay() {

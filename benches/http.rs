@@ -10,6 +10,9 @@
 //!   50 ms KMS round trip;
 //!
 //! and, as the peer in the same run, gRPC `Play` from the same offset.
+//! Then seeks into the decoded WAV rendition (`?rendition=wav`) of a
+//! 2-hour call, against seeks into its original bytes at the same
+//! instants.
 //!
 //! `cargo bench --bench http` (PostgreSQL on 127.0.0.1:5432 or
 //! CALLVAULT_BENCH_DATABASE_URL; SQLite when neither is there).
@@ -193,6 +196,61 @@ async fn main() {
         grpc.push(t.elapsed().as_secs_f64() * 1e3);
     }
     report("peer: gRPC Play from the same offsets, warm", grpc);
+
+    // The decoded rendition of a 2-hour call: seeks decode from a seek to
+    // the range's first frame, not from the start.
+    let long = Bytes::from(mulaw_wav(2 * 3600));
+    let long_id = up
+        .ingest_stream(
+            pb::IngestHeader {
+                external_call_id: "bench-2h".into(),
+                ..Default::default()
+            },
+            pieces(long, 256 * 1024),
+        )
+        .await
+        .unwrap()
+        .recording
+        .unwrap()
+        .recording_id;
+    let t = Instant::now();
+    while callvault::playback::peaks::run_pending(&archive)
+        .await
+        .unwrap()
+        > 0
+    {}
+    println!(
+        "peaks job (full decode of both calls, records the rendition's layout): {:.0} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let u = url(&mut play, &base, &long_id).await;
+    let wav = format!("{u}&rendition=wav");
+    // The node's own job may have taken it: wait until it is there.
+    while http.head(&wav).send().await.unwrap().status() != 200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 2 h of 8 kHz mono as 16-bit PCM, after a 44-byte header.
+    let wav_size = 44 + 2 * 3600 * 8000 * 2u64;
+    let wav_offsets: Vec<u64> = (0..200u64)
+        .map(|i| wav_size / 4 + (wav_size / 2) * i / 200 + i * 37)
+        .collect();
+    seek(&http, &wav, wav_size / 2).await;
+    let mut rendition = Vec::new();
+    for &o in &wav_offsets {
+        rendition.push(seek(&http, &wav, o).await);
+    }
+    report(
+        "HTTP seek into the decoded WAV rendition of a 2-hour call, warm",
+        rendition,
+    );
+    let mut original = Vec::new();
+    for &o in &wav_offsets {
+        original.push(seek(&http, &u, (o - 44) / 2 + 58).await);
+    }
+    report(
+        "peer: HTTP seek into the same call's original bytes, same instants, warm",
+        original,
+    );
     println!("KMS Decrypt calls: {}", archive.metrics.calls("Decrypt"));
     server.stop().await.unwrap();
 }

@@ -151,6 +151,8 @@ pub struct Schedule {
     pub retention_check: Duration,
     /// The waveform peaks job's pass (admin nodes).
     pub peaks_poll: Duration,
+    /// Also run the peaks job as soon as an ingest commits on this node.
+    pub peaks_on_commit: bool,
 }
 
 impl Default for Schedule {
@@ -162,6 +164,7 @@ impl Default for Schedule {
             checkpoint_max_age: Duration::from_secs(60),
             retention_check: Duration::from_secs(300),
             peaks_poll: Duration::from_secs(5),
+            peaks_on_commit: true,
         }
     }
 }
@@ -216,6 +219,9 @@ pub struct Archive {
     /// Recordings whose peaks this node failed to compute, and when to try
     /// again (a key KMS refuses must not stall the peaks job's queue).
     pub peaks_retry: Mutex<HashMap<RecordingId, Instant>>,
+    /// Wakes this node's peaks job when an ingest commits here, so a new
+    /// recording's waveform and rendition do not wait for the next poll.
+    pub peaks_wake: tokio::sync::Notify,
     /// Where browsers reach this deployment's HTTP listener
     /// (`https://host:port`): issued URLs are absolute under it.
     pub playback_url_base: Option<String>,
@@ -259,6 +265,7 @@ impl Archive {
             listening: Arc::new(crate::playback::listening::Listening::default()),
             playback_url_base: None,
             peaks_retry: Mutex::new(HashMap::new()),
+            peaks_wake: tokio::sync::Notify::new(),
             audit_key,
             node: crate::audit::trail::host_name(),
             allowed_kms_accounts: crate::domain::AllowedAccounts::default(),

@@ -260,16 +260,20 @@ where
                 async move { crate::compliance::subjects::index_pending(&a).await }
             },
         ));
-        // Waveform peaks of new recordings, and of older ones (the backfill).
+        // Waveform peaks of new recordings (at once when the ingest was on
+        // this node), and of older ones (the backfill).
         let a = archive.clone();
-        background.spawn(every(
-            archive.schedule.peaks_poll,
-            "waveform peaks pass",
-            move || {
-                let a = a.clone();
-                async move { crate::playback::peaks::run_pending(&a).await }
-            },
-        ));
+        background.spawn(async move {
+            loop {
+                if let Err(e) = crate::playback::peaks::run_pending(&a).await {
+                    tracing::warn!(error = %e, "waveform peaks pass failed");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(a.schedule.peaks_poll) => {}
+                    () = a.peaks_wake.notified() => {}
+                }
+            }
+        });
         let a = archive.clone();
         background.spawn(every(
             archive.schedule.rewrap_poll,

@@ -318,6 +318,11 @@ where
             tx.commit().await?;
             // Committed: from here on nothing may clean this upload up.
             *upload = None;
+            // Its waveform and decoded layout now, not at the next poll
+            // (when this node runs the peaks job).
+            if archive.schedule.peaks_on_commit {
+                archive.peaks_wake.notify_one();
+            }
             tracing::info!(
                 recording = %new.id,
                 size_bytes = total,

@@ -330,7 +330,7 @@ impl Archive {
     /// The embedded default over one data directory: SQLite catalog, local
     /// object store and local keyring.
     pub async fn embedded(data_dir: &Path) -> Result<(Self, Arc<LocalKeyring>)> {
-        std::fs::create_dir_all(data_dir).map_err(|source| Error::Io {
+        crate::store::create_private_dir_all(data_dir).map_err(|source| Error::Io {
             what: "cannot create the data directory",
             source,
         })?;

@@ -246,7 +246,7 @@ pub async fn open_archive(
                 .into(),
         ));
     }
-    std::fs::create_dir_all(&b.data_dir).map_err(|source| Error::DataDir {
+    crate::store::create_private_dir_all(&b.data_dir).map_err(|source| Error::DataDir {
         path: b.data_dir.clone(),
         source,
     })?;

@@ -8,7 +8,7 @@ use crate::audit::event::{Action, NewEvent, log_of};
 use crate::audit::trail;
 use crate::catalog::{Backend, Conn, Tenant, TenantBootstrap, audit, tenants, tokens};
 use crate::domain::{KeyArn, Role, TenantId, format_ms, now_ms};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 async fn record(
     archive: &Archive,
@@ -86,6 +86,20 @@ pub async fn create_tenant(
     let tenant = create(archive, &mut tx, name, &key_arn, region).await?;
     tx.commit().await?;
     Ok(tenant)
+}
+
+/// Every tenant with its active key and recording count, by name.
+pub async fn list_tenants(archive: &Archive) -> Result<Vec<tenants::TenantSummary>> {
+    tenants::list(&mut *archive.catalog.conn().await?).await
+}
+
+/// Whether a tenant of this name exists.
+pub async fn tenant_exists(archive: &Archive, name: &str) -> Result<bool> {
+    match tenants::by_name(&mut *archive.catalog.conn().await?, name).await {
+        Ok(_) => Ok(true),
+        Err(Error::TenantNotFound(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Issues a token for the tenant named `tenant`, valid until

@@ -104,9 +104,17 @@ where
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection in both versions: grpcurl, Postman and grpcio-reflection
+    // releases in the field still ask for v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| Error::Server(crate::error::DriverError::new(e)))?;
+    let reflection = reflection()
         .build_v1()
         .map_err(|e| Error::Server(crate::error::DriverError::new(e)))?;
 
@@ -127,6 +135,7 @@ where
             .layer(UnaryTimeoutLayer(limits.request_timeout))
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_optional_service(roles.ingest.then(|| {
                 pb::ingest_service_server::IngestServiceServer::new(IngestApi::new(archive.clone()))
                     .max_decoding_message_size(api::MAX_MESSAGE_BYTES)

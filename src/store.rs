@@ -238,7 +238,18 @@ impl ChunkStore {
     }
 }
 
-/// Creates `dir` and its missing parents, then fsyncs each directory created
+/// Creates `dir` and its missing parents, readable by the owner only
+/// (0700): the data directory holds the catalog, the keyring and the
+/// objects, and nobody else on the host needs to list them.
+pub fn create_private_dir_all(dir: &FsPath) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates `dir` and its missing parents (0700), then fsyncs each directory created
 /// and the first one that existed (its entries changed), so the new tree
 /// survives a power loss.
 fn create_dir_all_synced(dir: &FsPath) -> std::io::Result<()> {
@@ -246,7 +257,7 @@ fn create_dir_all_synced(dir: &FsPath) -> std::io::Result<()> {
         .ancestors()
         .find(|d| d.is_dir())
         .map(FsPath::to_path_buf);
-    std::fs::create_dir_all(dir)?;
+    create_private_dir_all(dir)?;
     for d in dir.ancestors() {
         sync_dir(d)?;
         if Some(d) == existing.as_deref() {

@@ -40,6 +40,28 @@ pub use rewrap::{LeasedKey, RewrapJob, Rewrapped};
 pub use tenants::{Tenant, TenantBootstrap};
 pub use tokens::hash_token;
 
+/// Creates a SQLite catalog's file, readable by the owner only (0600),
+/// before SQLite does (it would use the umask; its `-wal` and `-shm` files
+/// copy the database file's mode). An existing file is left as it is.
+fn create_private_file(url: &str) {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    if path.is_empty() || path.starts_with(':') {
+        return;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    // Already there (left as it is), or no such directory (SQLite's own
+    // open names the problem).
+    let _ = opts.open(path);
+}
+
 static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -120,6 +142,9 @@ impl Catalog {
                 "must start with postgres:// or sqlite:",
             ));
         };
+        if backend == Backend::Sqlite {
+            create_private_file(url);
+        }
         let url = match backend {
             // Create the file on first use; WAL lets readers run beside the writer.
             Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),

@@ -93,6 +93,40 @@ fn tenant_of(row: &sqlx::any::AnyRow) -> Result<Tenant> {
     })
 }
 
+/// A tenant as `tenant list` shows it.
+#[derive(Debug, Clone)]
+pub struct TenantSummary {
+    pub tenant: Tenant,
+    pub created_at_ms: i64,
+    /// The active KMS key.
+    pub key_arn: Option<String>,
+    /// Committed recordings.
+    pub recordings: u64,
+}
+
+/// Every tenant, by name (an operator's view: no tenant scoping).
+pub async fn list(conn: &mut Conn) -> Result<Vec<TenantSummary>> {
+    let rows = sqlx::query(
+        "SELECT t.tenant_id, t.name, t.created_at_ms, \
+         (SELECT k.key_arn FROM tenant_keys k WHERE k.tenant_id = t.tenant_id AND k.status = 'active') AS key_arn, \
+         (SELECT COUNT(*) FROM recordings r WHERE r.tenant_id = t.tenant_id AND r.status = 'complete') AS recordings \
+         FROM tenants t ORDER BY t.name",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(TenantSummary {
+                tenant: tenant_of(r)?,
+                created_at_ms: r.try_get("created_at_ms")?,
+                key_arn: r.try_get("key_arn")?,
+                recordings: u64::try_from(r.try_get::<i64, _>("recordings")?)
+                    .map_err(|_| corrupt("recording count"))?,
+            })
+        })
+        .collect()
+}
+
 /// The tenant of `id`.
 pub async fn get(conn: &mut Conn, id: &TenantId) -> Result<Tenant> {
     let row = sqlx::query("SELECT tenant_id, name FROM tenants WHERE tenant_id = $1")

@@ -629,6 +629,9 @@ async fn backup_create_refuses_a_store_that_lost_or_damaged_an_object() {
         .map(|t| t.unwrap().path().join("r").join(&id))
         .flat_map(|r| std::fs::read_dir(r).unwrap())
         .map(|o| o.unwrap().path())
+        // The chunks: not the waveform peaks the node may have computed
+        // since the commit (a sidecar the catalog does not checksum).
+        .filter(|p| p.file_name().is_some_and(|n| n != "peaks"))
         .collect();
     assert!(objects.len() >= 3, "{objects:?}");
     let key = |p: &Path| {

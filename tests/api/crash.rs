@@ -359,19 +359,22 @@ async fn a_256_mb_recording_ingests_with_bounded_server_memory() {
 
 #[tokio::test]
 async fn demo_command_verifies_the_whole_path() {
+    // As a user runs it: no CALLVAULT_LOG, so the server's log does not
+    // interleave with the demo's own report.
     let out = Command::new(BIN)
         .arg("demo")
-        .env("CALLVAULT_LOG", "warn")
+        .env_remove("CALLVAULT_LOG")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("demo passed"), "{stdout}");
     assert!(!stdout.contains("FAIL"), "{stdout}");
+    assert!(
+        !["INFO", "WARN", "ERROR"].iter().any(|l| stderr.contains(l)),
+        "log lines beside the demo's report:\n{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ mod backup;
 mod bad_input;
 mod browser;
 mod catalog_contract;
+mod cli_tenants;
 mod compliance;
 mod config_file;
 mod crash;

@@ -22,7 +22,6 @@ async fn waveform_peaks_are_computed_sealed_and_served() {
         // The test runs the job itself, so it sees "pending" first.
         tune: Some(Box::new(|a| {
             a.schedule.peaks_poll = Duration::from_secs(3600);
-            a.schedule.peaks_on_commit = false;
         })),
         ..AppOptions::default()
     })

@@ -17,7 +17,6 @@ async fn app() -> TestApp {
         http: true,
         tune: Some(Box::new(|a| {
             a.schedule.peaks_poll = Duration::from_secs(3600);
-            a.schedule.peaks_on_commit = false;
             a.listening = std::sync::Arc::new(callvault::playback::listening::Listening::new(
                 Duration::from_millis(300),
                 Duration::from_secs(600),
@@ -345,6 +344,7 @@ async fn a_new_recording_is_decoded_as_soon_as_it_commits() {
         http: true,
         tune: Some(Box::new(|a| {
             a.schedule.peaks_poll = Duration::from_secs(3600);
+            a.schedule.peaks_on_commit = true;
         })),
         ..AppOptions::default()
     })

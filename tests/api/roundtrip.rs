@@ -283,7 +283,7 @@ async fn health_and_reflection_are_served() {
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let mut reflection = ServerReflectionClient::new(channel);
+    let mut reflection = ServerReflectionClient::new(channel.clone());
     let req = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -303,6 +303,44 @@ async fn health_and_reflection_are_served() {
         names.contains(&"callvault.v1.PlaybackService".to_owned()),
         "{names:?}"
     );
+
+    // v1alpha too, as grpcurl, Postman and grpcio-reflection releases in
+    // the field ask: the service list and a symbol's file.
+    use tonic_reflection::pb::v1alpha as alpha;
+    let mut reflection = alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let ask = |m| alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    };
+    let mut stream = reflection
+        .server_reflection_info(futures::stream::iter([
+            ask(alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+            ask(
+                alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                    "callvault.v1.IngestService".into(),
+                ),
+            ),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no v1alpha service list")
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"callvault.v1.IngestService".to_owned())
+            && names.contains(&"grpc.reflection.v1alpha.ServerReflection".to_owned()),
+        "{names:?}"
+    );
+    let Some(alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
+        stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("no v1alpha file descriptor")
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
     app.shutdown().await;
 }
 

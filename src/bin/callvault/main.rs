@@ -39,10 +39,19 @@ async fn main() -> ExitCode {
     cmd.build();
     let matches = cmd.clone().get_matches_from(&args);
     let cli = commands::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // The demo reports every step itself (and fails loudly): its server's
+    // log would only interleave with that. CALLVAULT_LOG=info shows it.
+    let default_level = match cli.command {
+        commands::Command::Demo(_) => "off",
+        _ => "info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CALLVAULT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colour only for a person at a terminal: not in files, pipes and
+    // journald.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();

@@ -52,6 +52,44 @@ fn time_of(t: &Option<prost_types::Timestamp>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// `tenant list`: a table, or a JSON array.
+pub fn print_tenants(tenants: &[callvault::catalog::tenants::TenantSummary], json: bool) {
+    if json {
+        let all: Vec<Value> = tenants
+            .iter()
+            .map(|t| {
+                json!({
+                    "tenant_id": t.tenant.id.as_str(),
+                    "name": t.tenant.name,
+                    "create_time": callvault::domain::format_ms(t.created_at_ms),
+                    "key_arn": t.key_arn,
+                    "recording_count": t.recordings,
+                })
+            })
+            .collect();
+        println!("{}", Value::Array(all));
+        return;
+    }
+    if tenants.is_empty() {
+        println!("no tenants");
+        return;
+    }
+    println!(
+        "{:<24} {:<36} {:<24} {:>10}  KMS KEY",
+        "NAME", "ID", "CREATED", "RECORDINGS"
+    );
+    for t in tenants {
+        println!(
+            "{:<24} {:<36} {:<24} {:>10}  {}",
+            t.tenant.name,
+            t.tenant.id.as_str(),
+            callvault::domain::format_ms(t.created_at_ms),
+            t.recordings,
+            t.key_arn.as_deref().unwrap_or("-")
+        );
+    }
+}
+
 pub fn key_json(k: &pb::TenantKey) -> Value {
     let health = k.health.clone().unwrap_or_default();
     json!({

@@ -83,7 +83,7 @@ pub struct LocalKeyring {
 
 impl LocalKeyring {
     pub fn open(data_dir: &Path, region: &str) -> Result<Self, KmsError> {
-        std::fs::create_dir_all(data_dir)
+        crate::store::create_private_dir_all(data_dir)
             .map_err(|e| KmsError::Other(format!("cannot create data dir: {e}")))?;
         let ring = Self {
             dir: data_dir.to_path_buf(),
@@ -298,6 +298,23 @@ impl LocalKeyring {
                 arn: key_arn.to_owned(),
             })?;
         f(key)?;
+        self.save(&file)
+    }
+
+    /// Removes a key this process has just created and nothing has used
+    /// (a `tenant create` that failed after making its key), so a failed
+    /// attempt leaves no orphan key behind. Never call it for a key that
+    /// may have wrapped anything: its material is gone for good.
+    pub fn discard_unused_key(&self, arn: &str) -> Result<(), KmsError> {
+        let _lock = self.lock()?;
+        let mut file = self.load()?;
+        let before = file.keys.len();
+        file.keys.retain(|k| k.arn != arn);
+        if file.keys.len() == before {
+            return Err(KmsError::NotFound {
+                arn: arn.to_owned(),
+            });
+        }
         self.save(&file)
     }
 

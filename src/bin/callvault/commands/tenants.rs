@@ -14,11 +14,25 @@ use super::BackendArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCmd {
-    /// Create a tenant. Without --kms-key the local keyring creates one.
+    /// Create a tenant. Without --kms-key the local keyring creates one
+    /// (and removes it again if the tenant cannot be created).
     Create {
+        /// The tenant's name: 1 to 128 of A-Z a-z 0-9 . _ -
         name: String,
+        /// The tenant's first KMS key (an AWS KMS key ARN with --kms aws).
         #[arg(long)]
         kms_key: Option<String>,
+        /// Print JSON (an object).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// List the tenants: name, id, created, active KMS key, recordings.
+    List {
+        /// Print JSON (an array of objects).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         backend: BackendArgs,
     },
@@ -72,26 +86,76 @@ pub enum TokenCmd {
 }
 
 pub async fn tenant(cmd: TenantCmd) -> Result<()> {
-    let TenantCmd::Create {
-        name,
-        kms_key,
-        backend,
-    } = cmd;
+    match cmd {
+        TenantCmd::Create {
+            name,
+            kms_key,
+            json,
+            backend,
+        } => create(name, kms_key, json, backend).await,
+        TenantCmd::List { json, backend } => {
+            let (archive, _) = open_archive(&backend.into(), &KeyCacheConfig::default()).await?;
+            let tenants = callvault::operator::list_tenants(&archive).await?;
+            crate::output::print_tenants(&tenants, json);
+            Ok(())
+        }
+    }
+}
+
+async fn create(
+    name: String,
+    kms_key: Option<String>,
+    json: bool,
+    backend: BackendArgs,
+) -> Result<()> {
     let backend = backend.into();
     let (archive, ring) = open_archive(&backend, &KeyCacheConfig::default()).await?;
-    let key_arn = match (kms_key, ring) {
-        (Some(arn), _) => arn,
-        (None, Some(ring)) => ring.create_key()?,
+    callvault::catalog::tenants::validate_name(&name)?;
+    // Refused before a key is made for it.
+    if callvault::operator::tenant_exists(&archive, &name).await? {
+        return Err(callvault::error::Error::TenantExists(name).into());
+    }
+    let (key_arn, made) = match (kms_key, ring) {
+        (Some(arn), _) => (arn, None),
+        (None, Some(ring)) => {
+            let arn = ring.create_key()?;
+            (arn.clone(), Some((ring, arn)))
+        }
         (None, None) => bail!("--kms-key ARN is required with --kms aws"),
     };
     let region = callvault::kms::arn_region(&key_arn)
         .unwrap_or(&backend.region)
         .to_owned();
-    let tenant = callvault::operator::create_tenant(&archive, &name, &key_arn, &region).await?;
-    println!(
-        "tenant {} ({}) created with KMS key {key_arn}",
-        tenant.name, tenant.id
-    );
+    let tenant = match callvault::operator::create_tenant(&archive, &name, &key_arn, &region).await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            // The key made for it protects nothing: a failed attempt
+            // leaves no orphan key in the keyring.
+            if let Some((ring, arn)) = made
+                && let Err(d) = ring.discard_unused_key(&arn)
+            {
+                tracing::warn!(key_arn = %arn, error = %d, "the key made for the tenant was not removed");
+            }
+            return Err(e.into());
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "tenant_id": tenant.id.as_str(),
+                "name": tenant.name,
+                "key_arn": key_arn,
+                "region": region,
+            })
+        );
+    } else {
+        println!(
+            "tenant {} ({}) created with KMS key {key_arn}",
+            tenant.name, tenant.id
+        );
+    }
     Ok(())
 }
 

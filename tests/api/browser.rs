@@ -197,12 +197,7 @@ async fn the_supervisor_page_plays_and_seeks_in_chromium() {
         .send_keys(&app.supervisor_token)
         .await
         .unwrap();
-    c.find(Locator::Css("#signin-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, Locator::Css("#signin-form button")).await;
     browser
         .until(
             "the search results",
@@ -238,12 +233,7 @@ async fn the_supervisor_page_plays_and_seeks_in_chromium() {
             .js("return document.getElementById('p-error').textContent;")
             .await;
         assert_eq!(msg, json!(""), "{}: {msg}", call.call_id);
-        c.find(Locator::Id("play"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(c, Locator::Id("play")).await;
         browser
             .until(
                 &format!("{} to play", call.call_id),
@@ -313,12 +303,7 @@ async fn the_supervisor_page_plays_and_seeks_in_chromium() {
             assert_eq!(clock[1], json!("30:00"), "{clock}");
             assert!(clock[0].as_str().unwrap().starts_with("20:"), "{clock}");
         }
-        c.find(Locator::Id("back-to-list"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(c, Locator::Id("back-to-list")).await;
     }
 
     // The decoded rendition, as the page plays it where the browser
@@ -352,12 +337,7 @@ async fn the_supervisor_page_plays_and_seeks_in_chromium() {
             .await,
         json!(1800)
     );
-    c.find(Locator::Id("play"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, Locator::Id("play")).await;
     browser
         .until(
             "the rendition to play",
@@ -389,12 +369,7 @@ async fn the_supervisor_page_plays_and_seeks_in_chromium() {
         .await;
 
     // Download asks why; the reason is in the audit trail with the link.
-    c.find(Locator::Id("download"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, Locator::Id("download")).await;
     c.send_alert_text("complaint 4711 review").await.unwrap();
     c.accept_alert().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -520,6 +495,11 @@ async fn the_supervisor_page_plays_and_seeks_in_chromium() {
         );
     }
     app.shutdown().await;
+}
+
+/// Clicks the element `at`.
+async fn click(c: &Client, at: Locator<'_>) {
+    c.find(at).await.unwrap().click().await.unwrap();
 }
 
 /// A real pointer click at viewport coordinates (WebDriver actions).

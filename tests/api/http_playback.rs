@@ -508,25 +508,10 @@ async fn a_range_reads_only_its_chunks() {
         0,
     )
     .await;
-    let chunks = callvault::catalog::recordings::chunks(
-        &mut *app.db().await,
-        &app.tenant.id,
-        &callvault::domain::RecordingId::parse("id", &id).unwrap(),
-    )
-    .await
-    .unwrap();
+    let chunks = chunks_of(&app, &id).await;
     assert!(chunks.len() >= 12, "{}", chunks.len());
     // Remove every chunk's object but 5 and 6.
-    let objects = app.dir.path().join("objects");
-    let mut removed = 0;
-    for c in chunks.iter().filter(|c| c.index != 5 && c.index != 6) {
-        let path = walk(&objects)
-            .into_iter()
-            .find(|p| p.to_string_lossy().ends_with(&c.object_key))
-            .unwrap_or_else(|| panic!("object {} not found", c.object_key));
-        std::fs::remove_file(path).unwrap();
-        removed += 1;
-    }
+    let removed = remove_chunk_objects(&app, &chunks, |i| i != 5 && i != 6);
     assert_eq!(removed, chunks.len() - 2);
     let (a, b) = (5 * CHUNK + 17, 7 * CHUNK - 3);
     let res = get(&url, Some(&format!("bytes={a}-{}", b - 1))).await;
@@ -539,6 +524,40 @@ async fn a_range_reads_only_its_chunks() {
         "a range over a missing chunk played"
     );
     app.shutdown().await;
+}
+
+/// The catalog's chunk rows of recording `id`.
+pub(crate) async fn chunks_of(
+    app: &TestApp,
+    id: &str,
+) -> Vec<callvault::catalog::recordings::ChunkRow> {
+    callvault::catalog::recordings::chunks(
+        &mut *app.db().await,
+        &app.tenant.id,
+        &callvault::domain::RecordingId::parse("id", id).unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Deletes the stored object of every chunk whose index `gone` picks;
+/// returns how many.
+pub(crate) fn remove_chunk_objects(
+    app: &TestApp,
+    chunks: &[callvault::catalog::recordings::ChunkRow],
+    gone: impl Fn(u32) -> bool,
+) -> usize {
+    let files = walk(&app.dir.path().join("objects"));
+    let mut removed = 0;
+    for c in chunks.iter().filter(|c| gone(c.index)) {
+        let path = files
+            .iter()
+            .find(|p| p.to_string_lossy().ends_with(&c.object_key))
+            .unwrap_or_else(|| panic!("object {} not found", c.object_key));
+        std::fs::remove_file(path).unwrap();
+        removed += 1;
+    }
+    removed
 }
 
 /// Whether `range` of `url` is answered 206 with its whole body. (A

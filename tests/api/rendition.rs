@@ -8,7 +8,9 @@ use callvault::api::pb;
 use reqwest::StatusCode;
 
 use crate::helpers::*;
-use crate::http_playback::{get, header, http, range_plays, url_for, wait_for_finish};
+use crate::http_playback::{
+    chunks_of, get, header, http, range_plays, remove_chunk_objects, url_for, wait_for_finish,
+};
 
 /// The app of these tests: the test runs the peaks job itself (it records
 /// the decoded layout), and listening sessions close quickly.
@@ -295,28 +297,11 @@ async fn a_rendition_seek_reads_only_the_chunks_under_it() {
     let header_len = audio.windows(4).position(|w| w == b"data").unwrap() as u64 + 8;
     let from = header_len + (at - 44 - 2) / 2;
     let to = from + 20_000;
-    let chunks = callvault::catalog::recordings::chunks(
-        &mut *app.db().await,
-        &app.tenant.id,
-        &callvault::domain::RecordingId::parse("id", &id).unwrap(),
-    )
-    .await
-    .unwrap();
+    let chunks = chunks_of(&app, &id).await;
     let size = u64::from(chunks[0].plaintext_size);
     let needed = [0, from / size, to / size];
     assert!(chunks.len() > 100, "{}", chunks.len());
-    let objects = app.dir.path().join("objects");
-    let files = walk(&objects);
-    for c in chunks
-        .iter()
-        .filter(|c| !needed.contains(&u64::from(c.index)))
-    {
-        let path = files
-            .iter()
-            .find(|p| p.to_string_lossy().ends_with(&c.object_key))
-            .unwrap();
-        std::fs::remove_file(path).unwrap();
-    }
+    remove_chunk_objects(&app, &chunks, |i| !needed.contains(&u64::from(i)));
     let res = get(&u, Some(&range)).await;
     assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(res.bytes().await.unwrap(), before);

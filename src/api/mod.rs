@@ -38,105 +38,134 @@ pub mod pb {
 /// limit. Play messages carry at most `playback::MAX_PLAY_MESSAGE_BYTES`.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// The one mapping from outcomes to gRPC statuses. Clients get a precise
-/// message without internals; the cause chain of what is the server's
-/// fault is logged here, once.
+/// The one classification of outcomes as gRPC codes: what the API
+/// answers, what the HTTP side door maps to HTTP statuses, and what the
+/// CLI's exit codes follow.
+pub fn code_of(err: &Error) -> tonic::Code {
+    use tonic::Code;
+    match err {
+        Error::InvalidArgument { .. } | Error::NotAudio(_) => Code::InvalidArgument,
+        Error::MessageTooLarge { .. }
+        | Error::RecordingTooLarge { .. }
+        | Error::TooManyChunks
+        | Error::TenantUploadLimit { .. } => Code::ResourceExhausted,
+        Error::OffsetPastEnd { .. } => Code::OutOfRange,
+        Error::Cancelled => Code::Cancelled,
+        Error::Unauthenticated(_) => Code::Unauthenticated,
+        Error::RoleNotAllowed { .. } | Error::KmsAccountNotAllowed { .. } => Code::PermissionDenied,
+        Error::RecordingNotFound(_)
+        | Error::TenantNotFound(_)
+        | Error::KeyNotFound { .. }
+        | Error::JobNotFound(_)
+        | Error::TokenNotFound(_)
+        | Error::CallNotFound(_)
+        | Error::NothingSelected(_)
+        | Error::RecordingErased { .. }
+        | Error::HoldNotFound(_)
+        | Error::CertificateNotFound(_) => Code::NotFound,
+        Error::TenantExists(_) | Error::HoldExists(_) => Code::AlreadyExists,
+        Error::NoActiveKey
+        | Error::KeyOwnedByAnotherTenant(_)
+        | Error::KeyIsActive { .. }
+        | Error::KeyProtectsRecordings { .. }
+        | Error::KeyWrapsIndexKey(_)
+        | Error::KeyRetired(_)
+        | Error::KeyInRewrap { .. }
+        | Error::KeyNotEnabled { .. }
+        | Error::NoReplicaInRegion { .. }
+        | Error::RewrapAlreadyRunning
+        | Error::RecordingHeld { .. }
+        | Error::IndexIncomplete(_)
+        | Error::RetentionNotExpired { .. }
+        | Error::TokenAlreadyRevoked { .. }
+        | Error::KeyRevokedMidStream { .. }
+        | Error::RecordingsUndecryptable(_)
+        | Error::JobState { .. } => Code::FailedPrecondition,
+        Error::UploadSwept(_) => Code::Aborted,
+        Error::UploadIdle { .. } => Code::DeadlineExceeded,
+        Error::Integrity { .. } | Error::IngestHashMismatch(_) => Code::DataLoss,
+        Error::KeyCheck { source, .. } => match source {
+            KmsError::AccessDenied { .. } => Code::PermissionDenied,
+            KmsError::Throttled | KmsError::Unavailable(_) => Code::Unavailable,
+            _ => Code::FailedPrecondition,
+        },
+        Error::Kms(k) => match k {
+            KmsError::Disabled { .. }
+            | KmsError::PendingDeletion { .. }
+            | KmsError::InvalidState { .. }
+            | KmsError::NotFound { .. } => Code::FailedPrecondition,
+            KmsError::AccessDenied { .. } => Code::PermissionDenied,
+            KmsError::InvalidCiphertext { .. } => Code::DataLoss,
+            KmsError::Throttled | KmsError::Unavailable(_) => Code::Unavailable,
+            _ => Code::Internal,
+        },
+        Error::StoreUnavailable(_)
+        | Error::AuditUnavailable(_)
+        | Error::CatalogUnavailable(_)
+        | Error::CatalogMigration(_) => Code::Unavailable,
+        Error::CatalogCorrupt(_)
+        | Error::ObjectMissing(_)
+        | Error::KmsContract(_)
+        | Error::Crypto(_)
+        | Error::Io { .. }
+        | Error::Server(_)
+        | Error::TaskFailed { .. } => Code::Internal,
+    }
+}
+
+/// The one mapping from outcomes to gRPC statuses (codes by [`code_of`]).
+/// Clients get a precise message without internals; the cause chain of
+/// what is the server's fault is logged here, once.
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
+        let code = code_of(&err);
         let msg = err.to_string();
         match &err {
-            Error::InvalidArgument { .. } | Error::NotAudio(_) => Status::invalid_argument(msg),
-            Error::MessageTooLarge { .. }
-            | Error::RecordingTooLarge { .. }
-            | Error::TooManyChunks
-            | Error::TenantUploadLimit { .. } => Status::resource_exhausted(msg),
-            Error::OffsetPastEnd { .. } => Status::out_of_range(msg),
-            Error::Cancelled => Status::cancelled(msg),
             Error::Unauthenticated(m) => Status::unauthenticated(*m),
-            Error::RoleNotAllowed { .. } | Error::KmsAccountNotAllowed { .. } => {
-                Status::permission_denied(msg)
-            }
-            Error::RecordingNotFound(_)
-            | Error::TenantNotFound(_)
-            | Error::KeyNotFound { .. }
-            | Error::JobNotFound(_)
-            | Error::TokenNotFound(_)
-            | Error::CallNotFound(_)
-            | Error::NothingSelected(_)
-            | Error::RecordingErased { .. }
-            | Error::HoldNotFound(_)
-            | Error::CertificateNotFound(_) => Status::not_found(msg),
-            Error::TenantExists(_) | Error::HoldExists(_) => Status::already_exists(msg),
-            Error::NoActiveKey
-            | Error::KeyOwnedByAnotherTenant(_)
-            | Error::KeyIsActive { .. }
-            | Error::KeyProtectsRecordings { .. }
-            | Error::KeyWrapsIndexKey(_)
-            | Error::KeyRetired(_)
-            | Error::KeyInRewrap { .. }
-            | Error::KeyNotEnabled { .. }
-            | Error::NoReplicaInRegion { .. }
-            | Error::RewrapAlreadyRunning
-            | Error::RecordingHeld { .. }
-            | Error::IndexIncomplete(_)
-            | Error::RetentionNotExpired { .. }
-            | Error::TokenAlreadyRevoked { .. }
-            | Error::KeyRevokedMidStream { .. }
-            | Error::RecordingsUndecryptable(_)
-            | Error::JobState { .. } => Status::failed_precondition(msg),
-            Error::UploadSwept(_) => Status::aborted(format!(
-                "{msg}; nothing of it was stored: retry the whole upload"
-            )),
-            Error::UploadIdle { .. } => Status::deadline_exceeded(msg),
+            Error::UploadSwept(_) => Status::new(
+                code,
+                format!("{msg}; nothing of it was stored: retry the whole upload"),
+            ),
             Error::Integrity { .. } | Error::IngestHashMismatch(_) => {
                 tracing::error!(error = %err, "integrity failure");
-                Status::data_loss(msg)
+                Status::new(code, msg)
             }
             Error::KeyCheck { permission, source } => {
                 let msg = format!("registration refused: {permission} failed: {source}");
                 match source {
-                    KmsError::AccessDenied { .. } => Status::permission_denied(format!(
-                        "{msg}; grant callvault {permission} on this key for the tenant's encryption context"
-                    )),
-                    KmsError::Throttled | KmsError::Unavailable(_) => Status::unavailable(msg),
-                    _ => Status::failed_precondition(msg),
+                    KmsError::AccessDenied { .. } => Status::new(
+                        code,
+                        format!(
+                            "{msg}; grant callvault {permission} on this key for the tenant's encryption context"
+                        ),
+                    ),
+                    _ => Status::new(code, msg),
                 }
             }
-            Error::Kms(k) => match k {
-                KmsError::Disabled { .. }
-                | KmsError::PendingDeletion { .. }
-                | KmsError::InvalidState { .. }
-                | KmsError::NotFound { .. } => Status::failed_precondition(msg),
-                KmsError::AccessDenied { .. } => Status::permission_denied(msg),
-                KmsError::InvalidCiphertext { .. } => Status::data_loss(msg),
-                KmsError::Throttled | KmsError::Unavailable(_) => {
+            Error::Kms(k) => match code {
+                tonic::Code::Unavailable => {
                     tracing::warn!(error = %k, "KMS unavailable");
-                    Status::unavailable(msg)
+                    Status::new(code, msg)
                 }
-                _ => {
+                tonic::Code::Internal => {
                     tracing::error!(error = %k, "KMS failure");
                     Status::internal("KMS request failed")
                 }
+                _ => Status::new(code, msg),
             },
             Error::StoreUnavailable(e) => {
                 tracing::error!(error = %e, "object store failure");
                 Status::unavailable("object store unavailable")
             }
-            Error::AuditUnavailable(_) => Status::unavailable(msg),
             Error::CatalogUnavailable(e) | Error::CatalogMigration(e) => {
                 tracing::error!(error = %e, "catalog failure");
                 Status::unavailable("catalog unavailable")
             }
-            Error::CatalogCorrupt(_)
-            | Error::ObjectMissing(_)
-            | Error::KmsContract(_)
-            | Error::Crypto(_)
-            | Error::Io { .. }
-            | Error::Server(_)
-            | Error::TaskFailed { .. } => {
+            _ if code == tonic::Code::Internal => {
                 tracing::error!(error = %err, "internal error");
                 Status::internal("internal error")
             }
+            _ => Status::new(code, msg),
         }
     }
 }
@@ -166,6 +195,32 @@ pub(crate) async fn authenticate<T>(
 }
 
 /// Helper for clients: wraps a byte buffer as an ingest request message.
+/// A gRPC status code's canonical name (`NOT_FOUND`), as the gRPC
+/// specification and Google's API design guide spell it: what the HTTP
+/// side door's JSON errors and the CLI's `--json` errors carry.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 pub fn data_message(data: Bytes) -> pb::IngestRequest {
     pb::IngestRequest {
         payload: Some(pb::ingest_request::Payload::Data(data)),

@@ -297,18 +297,21 @@ fn failure(e: UrlError) -> Response {
 pub(crate) fn status_of_error(e: Error) -> (StatusCode, &'static str, String) {
     use tonic::Code;
     let status = tonic::Status::from(e);
-    let (http, name) = match status.code() {
-        Code::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-        Code::PermissionDenied => (StatusCode::FORBIDDEN, "PERMISSION_DENIED"),
-        Code::Unauthenticated => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
-        Code::InvalidArgument => (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
-        Code::OutOfRange => (StatusCode::BAD_REQUEST, "OUT_OF_RANGE"),
-        Code::FailedPrecondition => (StatusCode::CONFLICT, "FAILED_PRECONDITION"),
-        Code::ResourceExhausted => (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED"),
-        Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
-        Code::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED"),
-        Code::DataLoss => (StatusCode::INTERNAL_SERVER_ERROR, "DATA_LOSS"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+    let http = match status.code() {
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::FailedPrecondition | Code::AlreadyExists => StatusCode::CONFLICT,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let name = match http {
+        // Anything else the API calls it is, over HTTP, an internal error.
+        StatusCode::INTERNAL_SERVER_ERROR if status.code() != Code::DataLoss => "INTERNAL",
+        _ => crate::api::code_name(status.code()),
     };
     (http, name, status.message().to_owned())
 }

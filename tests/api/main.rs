@@ -13,7 +13,7 @@ mod backup;
 mod bad_input;
 mod browser;
 mod catalog_contract;
-mod cli_tenants;
+mod cli;
 mod compliance;
 mod config_file;
 mod crash;

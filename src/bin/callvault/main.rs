@@ -13,9 +13,23 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
 
-fn fail(e: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {e:#}");
-    ExitCode::FAILURE
+/// A failed command: its error on stderr (JSON with `--json`), and its
+/// exit code by what kind of failure it was (`output::exit_code_of`).
+fn fail(e: &anyhow::Error, json: bool) -> ExitCode {
+    output::print_error(e, json);
+    ExitCode::from(output::exit_code_of(output::code_of(e)))
+}
+
+/// Whether the command line asked for JSON (`--json` on the subcommand).
+fn wants_json(matches: &clap::ArgMatches) -> bool {
+    let mut m = Some(matches);
+    while let Some(now) = m {
+        if let Ok(Some(true)) = now.try_get_one::<bool>("json") {
+            return true;
+        }
+        m = now.subcommand().map(|(_, sub)| sub);
+    }
+    false
 }
 
 #[tokio::main]
@@ -27,7 +41,7 @@ async fn main() -> ExitCode {
     let file = match config_file::path_from(&args) {
         Some(path) => match config_file::ConfigFile::load(&path, &cmd) {
             Ok(f) => Some(f),
-            Err(e) => return fail(&e),
+            Err(e) => return fail(&e, false),
         },
         None => None,
     };
@@ -39,6 +53,7 @@ async fn main() -> ExitCode {
     cmd.build();
     let matches = cmd.clone().get_matches_from(&args);
     let cli = commands::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let json = wants_json(&matches);
     // The demo reports every step itself (and fails loudly): its server's
     // log would only interleave with that. CALLVAULT_LOG=info shows it.
     let default_level = match cli.command {
@@ -84,6 +99,6 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
+        Err(e) => fail(&e, json),
     }
 }

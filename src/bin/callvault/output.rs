@@ -8,9 +8,79 @@ use callvault::api::pb;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-/// `{what} failed: {code:?}: {message}` for an RPC the server refused.
+/// `{what} failed: {code:?}: {message}` for an RPC the server refused;
+/// the status stays in the error, for the exit code and `--json`.
 pub fn failed(what: &str) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
-    move |s| anyhow::anyhow!("{what} failed: {:?}: {}", s.code(), s.message())
+    move |s| {
+        anyhow::Error::new(RpcFailed {
+            message: format!("{what} failed: {:?}: {}", s.code(), s.message()),
+            code: s.code(),
+        })
+    }
+}
+
+/// An RPC the server refused, as the CLI reports it.
+#[derive(Debug)]
+pub struct RpcFailed {
+    message: String,
+    code: tonic::Code,
+}
+
+impl std::fmt::Display for RpcFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RpcFailed {}
+
+/// The gRPC code an error of a command comes down to: a refused RPC's,
+/// the one the API would answer for a library error (one classification
+/// for both), UNAVAILABLE for a server that cannot be reached; `None` for
+/// anything else (a file that cannot be read, say).
+pub fn code_of(e: &anyhow::Error) -> Option<tonic::Code> {
+    e.chain().find_map(|c| {
+        if let Some(r) = c.downcast_ref::<RpcFailed>() {
+            return Some(r.code);
+        }
+        if let Some(s) = c.downcast_ref::<tonic::Status>() {
+            return Some(s.code());
+        }
+        if let Some(callvault::client::Error::Connect { .. }) =
+            c.downcast_ref::<callvault::client::Error>()
+        {
+            return Some(tonic::Code::Unavailable);
+        }
+        c.downcast_ref::<callvault::error::Error>()
+            .map(callvault::api::code_of)
+    })
+}
+
+/// The exit code of a failed command (README, "Exit codes"): 3 not
+/// found, 4 refused (unauthenticated, permission denied), 5 unavailable
+/// (or timed out), 1 anything else; clap exits 2 on a usage error.
+pub fn exit_code_of(code: Option<tonic::Code>) -> u8 {
+    use tonic::Code;
+    match code {
+        Some(Code::NotFound) => 3,
+        Some(Code::Unauthenticated | Code::PermissionDenied) => 4,
+        Some(Code::Unavailable | Code::DeadlineExceeded) => 5,
+        _ => 1,
+    }
+}
+
+/// A failed command's error on stderr: `error: …`, or with `--json` an
+/// object `{"error": {"code", "message"}}`.
+pub fn print_error(e: &anyhow::Error, json: bool) {
+    if json {
+        let code = code_of(e).map_or("UNKNOWN", callvault::api::code_name);
+        eprintln!(
+            "{}",
+            json!({"error": {"code": code, "message": format!("{e:#}")}})
+        );
+    } else {
+        eprintln!("error: {e:#}");
+    }
 }
 
 /// What a progress bar counts.

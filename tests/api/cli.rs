@@ -85,3 +85,80 @@ fn tenants_are_created_listed_and_failures_leave_nothing() {
         assert_eq!(mode(&dir.join("keyring.json")), 0o600);
     }
 }
+
+/// A failed command says what kind of failure it was: exit 3 not found,
+/// 4 refused, 5 unavailable, 2 a usage error (clap), 1 anything else; with
+/// `--json` the error is an object on stderr with the gRPC code's name.
+#[tokio::test]
+async fn failures_have_distinct_exit_codes_and_json_errors() {
+    let app = crate::helpers::spawn_app(crate::helpers::CatalogKind::Sqlite).await;
+    let run = |args: Vec<String>| async move {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_callvault"))
+            .args(&args)
+            .env("CALLVAULT_LOG", "off")
+            .env_remove("CALLVAULT_SERVER")
+            .env_remove("CALLVAULT_TOKEN")
+            .output()
+            .await
+            .unwrap()
+    };
+    let get = |server: &str, token: &str, json: bool| {
+        let mut args: Vec<String> = [
+            "recordings",
+            "get",
+            "0190a5d0-ac96-774b-bcce-b302099a8057",
+            "--server",
+            server,
+            "--token",
+            token,
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        if json {
+            args.push("--json".into());
+        }
+        args
+    };
+    let error_of = |out: &Output| -> serde_json::Value {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        serde_json::from_str(stderr.trim()).unwrap_or_else(|_| panic!("not JSON: {stderr}"))
+    };
+
+    let out = run(get(&app.addr, &app.supervisor_token, true)).await;
+    assert_eq!(out.status.code(), Some(3));
+    let err = error_of(&out);
+    assert_eq!(err["error"]["code"], "NOT_FOUND");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not found")
+    );
+
+    let out = run(get(&app.addr, "cv_not-a-token", true)).await;
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(error_of(&out)["error"]["code"], "UNAUTHENTICATED");
+
+    let out = run(get("http://127.0.0.1:1", &app.supervisor_token, false)).await;
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
+
+    let out = run(vec!["recordings".into(), "get".into()]).await;
+    assert_eq!(out.status.code(), Some(2));
+
+    // Operator commands classify the same way: an unknown tenant.
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(vec![
+        "token".into(),
+        "list".into(),
+        "--tenant".into(),
+        "nosuch".into(),
+        "--json".into(),
+        "--data-dir".into(),
+        dir.path().display().to_string(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(error_of(&out)["error"]["code"], "NOT_FOUND");
+    app.shutdown().await;
+}

@@ -75,6 +75,19 @@ pub(crate) async fn url_for(
     res.url
 }
 
+/// A supervisor's stream URL for recording `id`, as long-lived as the
+/// server allows by default.
+pub(crate) async fn stream_url(app: &TestApp, id: &str) -> String {
+    url_for(
+        app,
+        &app.supervisor_token,
+        id,
+        pb::PlaybackPurpose::Stream,
+        0,
+    )
+    .await
+}
+
 pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }
@@ -100,14 +113,7 @@ async fn ranges_and_headers(kind: CatalogKind) {
     let size = audio.len() as u64;
     assert!(size > 10 * CHUNK, "{size}");
     let sha = callvault::crypto::sha256_hex(&audio);
-    let url = url_for(
-        &app,
-        &app.supervisor_token,
-        &id,
-        pb::PlaybackPurpose::Stream,
-        0,
-    )
-    .await;
+    let url = stream_url(&app, &id).await;
 
     // The whole recording, with what browsers and curl rely on.
     let res = http()
@@ -235,14 +241,7 @@ async fn curl_reads_ranges_and_heads() {
     let app = http_app(CatalogKind::Sqlite).await;
     let (id, audio) = recording(&app, "call-curl", 16).await;
     let size = audio.len();
-    let url = url_for(
-        &app,
-        &app.supervisor_token,
-        &id,
-        pb::PlaybackPurpose::Stream,
-        0,
-    )
-    .await;
+    let url = stream_url(&app, &id).await;
     // The server runs on this test's runtime: curl must not block it.
     async fn curl(args: &[&str]) -> Vec<u8> {
         let out = tokio::process::Command::new("curl")
@@ -290,14 +289,7 @@ async fn every_signature_failure_is_refused() {
     let app = http_app(CatalogKind::Sqlite).await;
     let (id, _) = recording(&app, "call-sig", 8).await;
     let (other_id, _) = recording(&app, "call-sig-2", 8).await;
-    let url = url_for(
-        &app,
-        &app.supervisor_token,
-        &id,
-        pb::PlaybackPurpose::Stream,
-        0,
-    )
-    .await;
+    let url = stream_url(&app, &id).await;
     let (base, sig) = url.split_once("?sig=").unwrap();
     let refused = |res: reqwest::Response| async move {
         assert_eq!(res.status(), StatusCode::FORBIDDEN);
@@ -390,14 +382,7 @@ async fn supervisor_token_id(app: &TestApp) -> String {
 async fn urls_stop_on_epoch_token_and_key_revocation() {
     let app = http_app(CatalogKind::Postgres).await;
     let (id, _) = recording(&app, "call-revoke", 8).await;
-    let url = url_for(
-        &app,
-        &app.supervisor_token,
-        &id,
-        pb::PlaybackPurpose::Stream,
-        0,
-    )
-    .await;
+    let url = stream_url(&app, &id).await;
     assert_eq!(
         get(&url, Some("bytes=0-9")).await.status(),
         StatusCode::PARTIAL_CONTENT
@@ -500,14 +485,7 @@ async fn urls_stop_on_epoch_token_and_key_revocation() {
 async fn a_range_reads_only_its_chunks() {
     let app = http_app(CatalogKind::Sqlite).await;
     let (id, audio) = recording(&app, "call-chunks", 64).await;
-    let url = url_for(
-        &app,
-        &app.supervisor_token,
-        &id,
-        pb::PlaybackPurpose::Stream,
-        0,
-    )
-    .await;
+    let url = stream_url(&app, &id).await;
     let chunks = chunks_of(&app, &id).await;
     assert!(chunks.len() >= 12, "{}", chunks.len());
     // Remove every chunk's object but 5 and 6.

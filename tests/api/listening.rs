@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 
 use crate::audit::{events, of};
 use crate::helpers::*;
-use crate::http_playback::{get, http, http_app, recording, url_for, wait_for_finish};
+use crate::http_playback::{get, http, http_app, recording, stream_url, wait_for_finish};
 
 /// A 40-request listen through one URL is one start and one finish event
 /// naming the ranges sent; a client that hangs up early is recorded with
@@ -21,14 +21,7 @@ async fn a_listening_session_is_audited_as_a_few_events() {
     let app = http_app(CatalogKind::Sqlite).await;
     let (id, audio) = recording(&app, "call-listen", 64).await;
     let size = audio.len() as u64;
-    let url = url_for(
-        &app,
-        &app.supervisor_token,
-        &id,
-        pb::PlaybackPurpose::Stream,
-        0,
-    )
-    .await;
+    let url = stream_url(&app, &id).await;
     let before = of(&events(&app).await, Action::PlaybackStarted).len();
     let step = size / 40;
     for i in 0..40 {
@@ -76,14 +69,7 @@ async fn a_listening_session_is_audited_as_a_few_events() {
         .recording
         .unwrap()
         .recording_id;
-    let url2 = url_for(
-        &app,
-        &app.supervisor_token,
-        &big_id,
-        pb::PlaybackPurpose::Stream,
-        0,
-    )
-    .await;
+    let url2 = stream_url(&app, &big_id).await;
     let mut res = get(&url2, None).await;
     let first = res.chunk().await.unwrap().unwrap();
     assert!(!first.is_empty());
@@ -111,14 +97,7 @@ async fn an_epoch_bump_ends_a_response_in_flight() {
         .recording
         .unwrap()
         .recording_id;
-    let url = url_for(
-        &app,
-        &app.supervisor_token,
-        &id,
-        pb::PlaybackPurpose::Stream,
-        0,
-    )
-    .await;
+    let url = stream_url(&app, &id).await;
     let mut res = get(&url, None).await;
     assert_eq!(res.status(), StatusCode::OK);
     let mut got = res.chunk().await.unwrap().unwrap().len() as u64;

@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use callvault::api::pb;
 use reqwest::StatusCode;
 
 use crate::helpers::*;
-use crate::http_playback::{get, header, url_for};
+use crate::http_playback::{get, header, stream_url};
 
 /// Waveform peaks: computed by the job from the decrypted audio (a
 /// synthetic WAV and ffmpeg's FLAC and MP3), stored sealed beside the
@@ -50,14 +49,7 @@ async fn waveform_peaks_are_computed_sealed_and_served() {
         ids.push(id);
     }
     let peaks_url = |audio: &str| audio.replace("/audio?", "/peaks?");
-    let wav_url = url_for(
-        &app,
-        &app.supervisor_token,
-        &ids[0],
-        pb::PlaybackPurpose::Stream,
-        0,
-    )
-    .await;
+    let wav_url = stream_url(&app, &ids[0]).await;
     let res = get(&peaks_url(&wav_url), None).await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     assert_eq!(header(&res, "retry-after"), "5");
@@ -70,14 +62,7 @@ async fn waveform_peaks_are_computed_sealed_and_served() {
     let fetch = |id: String| {
         let app = &app;
         async move {
-            let url = url_for(
-                app,
-                &app.supervisor_token,
-                &id,
-                pb::PlaybackPurpose::Stream,
-                0,
-            )
-            .await;
+            let url = stream_url(app, &id).await;
             get(&peaks_url(&url), None).await
         }
     };

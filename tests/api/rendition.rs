@@ -4,12 +4,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use callvault::api::pb;
 use reqwest::StatusCode;
 
 use crate::helpers::*;
 use crate::http_playback::{
-    chunks_of, get, header, http, range_plays, remove_chunk_objects, url_for, wait_for_finish,
+    chunks_of, get, header, http, range_plays, remove_chunk_objects, stream_url, wait_for_finish,
 };
 
 /// The app of these tests: the test runs the peaks job itself (it records
@@ -113,14 +112,7 @@ async fn the_wav_rendition_is_the_decoded_audio_at_every_range() {
     let url = |i: usize| {
         let (app, id) = (&app, ids[i].clone());
         async move {
-            let u = url_for(
-                app,
-                &app.supervisor_token,
-                &id,
-                pb::PlaybackPurpose::Stream,
-                0,
-            )
-            .await;
+            let u = stream_url(app, &id).await;
             format!("{u}&rendition=wav")
         }
     };
@@ -275,17 +267,7 @@ async fn a_rendition_seek_reads_only_the_chunks_under_it() {
     callvault::playback::peaks::run_pending(&app.archive)
         .await
         .unwrap();
-    let u = format!(
-        "{}&rendition=wav",
-        url_for(
-            &app,
-            &app.supervisor_token,
-            &id,
-            pb::PlaybackPurpose::Stream,
-            0
-        )
-        .await
-    );
+    let u = format!("{}&rendition=wav", stream_url(&app, &id).await);
     // Minute 20 of the rendition: 44 header bytes, 4 bytes per frame.
     let at = 44 + 20 * 60 * 8000 * 4 + 2;
     let range = format!("bytes={at}-{}", at + 40_000 - 1);
@@ -332,14 +314,7 @@ async fn a_new_recording_is_decoded_as_soon_as_it_commits() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let audio = Bytes::from(callvault::synth::synth_wav(20, 8000, 1));
     let id = ingest(&app, "fresh-call", audio).await;
-    let u = url_for(
-        &app,
-        &app.supervisor_token,
-        &id,
-        pb::PlaybackPurpose::Stream,
-        0,
-    )
-    .await;
+    let u = stream_url(&app, &id).await;
     let wav = format!("{u}&rendition=wav");
     let mut ready = false;
     for _ in 0..50 {

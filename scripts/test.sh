@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # Tools the tests drive as a user would: real encoders generate the audio
 # test set, strace watches fsyncs, the reference age CLI decrypts export
 # bundles, curl and headless Chromium (through chromedriver) use the HTTP
-# side door and the supervisor page. Installed from Debian when missing.
-PACKAGES=(strace ffmpeg sox libsox-fmt-all lame opus-tools flac vorbis-tools espeak-ng age curl chromium chromium-driver)
+# side door and the supervisor page; groff, zsh and fish check the man
+# pages and completion scripts. Installed from Debian when missing.
+PACKAGES=(strace ffmpeg sox libsox-fmt-all lame opus-tools flac vorbis-tools espeak-ng age curl chromium chromium-driver groff-base zsh fish)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,6 +1,5 @@
 //! `IngestService`: the client-streaming upload.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -44,11 +43,7 @@ impl pb::ingest_service_server::IngestService for IngestApi {
                 );
             }
         };
-        let start_time_ms = header.start_time.map(|t| {
-            t.seconds
-                .saturating_mul(1000)
-                .saturating_add(i64::from(t.nanos / 1_000_000))
-        });
+        let start_time_ms = header.start_time.as_ref().map(super::convert::ms_of);
         let header = ingest::IngestHeader::parse(
             &header.external_call_id,
             start_time_ms,
@@ -75,6 +70,7 @@ impl pb::ingest_service_server::IngestService for IngestApi {
         // Run the upload in its own task: if the client resets, hyper drops
         // this handler future, but the upload must still see its stream fail
         // and clean up what it wrote.
+        let (labels, participants) = (header.labels.clone(), header.participants.clone());
         let task = tokio::spawn(ingest::ingest(
             self.archive.clone(),
             principal,
@@ -82,10 +78,16 @@ impl pb::ingest_service_server::IngestService for IngestApi {
             Box::pin(body),
         ));
         let outcome = task.await.map_err(|e| Error::task("ingest", e))??;
-        // Labels were just written by this caller; they are not echoed back so
-        // that a dedup response cannot be used to read another upload's labels.
+        // A new recording carries the labels and participants this caller
+        // just sent and the catalog committed. A deduplicated one carries
+        // none: an ingest token must not read what another upload stored.
+        let (labels, participants) = if outcome.deduplicated {
+            Default::default()
+        } else {
+            (labels, participants)
+        };
         Ok(Response::new(pb::IngestResponse {
-            recording: Some(to_pb(&outcome.recording, BTreeMap::new(), BTreeMap::new())),
+            recording: Some(to_pb(&outcome.recording, labels, participants)),
             deduplicated: outcome.deduplicated,
         }))
     }

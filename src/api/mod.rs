@@ -13,6 +13,7 @@ use crate::kms::KmsError;
 mod audit;
 mod compliance;
 mod convert;
+pub mod details;
 mod export;
 mod ingest;
 mod keys;
@@ -118,9 +119,17 @@ pub fn code_of(err: &Error) -> tonic::Code {
 /// what is the server's fault is logged here, once.
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
-        let code = code_of(&err);
+        let status = status_of(&err);
+        details::status_with_details(&err, status.code(), status.message().to_owned())
+    }
+}
+
+/// The code and message of `err` (logging what is the server's fault).
+fn status_of(err: &Error) -> Status {
+    {
+        let code = code_of(err);
         let msg = err.to_string();
-        match &err {
+        match err {
             Error::Unauthenticated(m) => Status::unauthenticated(*m),
             Error::UploadSwept(_) => Status::new(
                 code,

@@ -1,20 +1,20 @@
 //! `PlaybackService`: play, get and list recordings.
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::convert::{timestamp, to_pb};
+use super::convert::{ms_of, timestamp, to_pb};
 use super::{authenticate, pb};
 use crate::archive::Archive;
-use crate::domain::RecordingId;
+use crate::domain::{ExternalCallId, RecordingId};
 use crate::error::Error;
-use crate::playback;
+use crate::playback::{
+    self,
+    search::{self, Search},
+};
 
 #[derive(Debug, Clone)]
 pub struct PlaybackApi {
@@ -41,7 +41,7 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
         let req = request.into_inner();
         let id = RecordingId::parse("recording_id", &req.recording_id).map_err(Error::from)?;
         let purpose = purpose_of(req.purpose());
-        let stream = playback::play(
+        let playing = playback::play(
             self.archive.clone(),
             &principal,
             id,
@@ -49,10 +49,14 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
             purpose,
         )
         .await?;
-        let out = stream.map(|item| {
+        // The first message tells the client the whole size (progress,
+        // preallocation); later ones leave it 0.
+        let mut size = Some(playing.size_bytes);
+        let out = playing.stream.map(move |item| {
             item.map(|c| pb::PlayResponse {
                 offset_bytes: c.offset,
                 data: c.data,
+                size_bytes: size.take().unwrap_or(0),
             })
             .map_err(Status::from)
         });
@@ -105,9 +109,31 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
         request: Request<pb::GetRecordingRequest>,
     ) -> Result<Response<pb::Recording>, Status> {
         let principal = authenticate(&self.archive, &request).await?;
-        let id = RecordingId::parse("recording_id", &request.get_ref().recording_id)
-            .map_err(Error::from)?;
-        let view = playback::get(&self.archive, &principal, id).await?;
+        let req = request.into_inner();
+        let which = match (req.recording_id.is_empty(), req.external_call_id.is_empty()) {
+            (false, true) => playback::Lookup::Id(
+                RecordingId::parse("recording_id", &req.recording_id).map_err(Error::from)?,
+            ),
+            (true, false) => playback::Lookup::CallId(
+                ExternalCallId::parse(&req.external_call_id)
+                    .map_err(|e| Error::invalid("external_call_id", &e.reason))?,
+            ),
+            (true, true) => {
+                return Err(Error::invalid(
+                    "recording_id",
+                    "name the recording by recording_id or by external_call_id",
+                )
+                .into());
+            }
+            (false, false) => {
+                return Err(Error::invalid(
+                    "external_call_id",
+                    "give recording_id or external_call_id, not both",
+                )
+                .into());
+            }
+        };
+        let view = playback::get(&self.archive, &principal, which, view_of(req.view())).await?;
         Ok(Response::new(to_pb(
             &view.row,
             view.labels,
@@ -121,27 +147,39 @@ impl pb::playback_service_server::PlaybackService for PlaybackApi {
     ) -> Result<Response<pb::ListRecordingsResponse>, Status> {
         let principal = authenticate(&self.archive, &request).await?;
         let req = request.into_inner();
-        let after = if req.page_token.is_empty() {
-            None
-        } else {
-            let bad = || Error::invalid("page_token", "is not a token from a previous response");
-            let raw = URL_SAFE_NO_PAD.decode(&req.page_token).map_err(|_| bad())?;
-            let s = String::from_utf8(raw).map_err(|_| bad())?;
-            Some(RecordingId::parse("page_token", &s).map_err(|_| bad())?)
+        let view = view_of(req.view());
+        let nonempty = |s: String| (!s.is_empty()).then_some(s);
+        let q = Search {
+            call_id: nonempty(req.external_call_id),
+            from_ms: req.start_time_from.as_ref().map(ms_of),
+            to_ms: req.start_time_to.as_ref().map(ms_of),
+            labels: req.labels.into_iter().collect(),
+            participant: nonempty(req.participant),
+            min_duration_ms: req.min_duration_ms,
+            max_duration_ms: req.max_duration_ms,
+            key_arn: nonempty(req.kms_key_arn),
+            order_by: req.order_by,
+            view,
+            page_size: req.page_size,
+            page_token: req.page_token,
         };
-        let participant = (!req.participant.is_empty()).then_some(req.participant.as_str());
-        let (rows, next, unindexed) =
-            playback::list(&self.archive, &principal, req.page_size, after, participant).await?;
+        let page = search::search(&self.archive, &principal, &q, search::GRPC_PAGES).await?;
         Ok(Response::new(pb::ListRecordingsResponse {
-            recordings: rows
-                .iter()
-                .map(|r| to_pb(r, BTreeMap::new(), BTreeMap::new()))
+            recordings: page
+                .recordings
+                .into_iter()
+                .map(|v| to_pb(&v.row, v.labels, v.participants))
                 .collect(),
-            unindexed_count: unindexed,
-            next_page_token: next
-                .map(|n| URL_SAFE_NO_PAD.encode(n.to_string()))
-                .unwrap_or_default(),
+            unindexed_count: page.unindexed_count,
+            next_page_token: page.next_page_token,
         }))
+    }
+}
+
+fn view_of(v: pb::RecordingView) -> search::View {
+    match v {
+        pb::RecordingView::Basic => search::View::Basic,
+        pb::RecordingView::Full | pb::RecordingView::Unspecified => search::View::Full,
     }
 }
 

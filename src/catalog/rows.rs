@@ -121,6 +121,10 @@ macro_rules! recording_select {
 }
 pub(super) use recording_select;
 
+/// The same select with no condition yet, for queries whose conditions
+/// are assembled at run time (`recordings::query`).
+pub(super) const RECORDING_SELECT: &str = recording_select!("");
+
 pub(super) fn recording(row: &AnyRow) -> Result<RecordingRow> {
     let opt_u32 = |col: &str, what: &str| -> Result<u32> {
         to_u32(row.try_get::<Option<i64>, _>(col)?.unwrap_or(0), what)

@@ -67,12 +67,14 @@ fn recording_json(v: &RecordingView) -> Value {
         "channels": r.audio.channels,
         "sha256": r.sha256,
         "labels": v.labels,
+        "participants": v.participants,
         "legal_hold": r.legal_hold,
     })
 }
 
-/// `GET /api/v1/recordings?call_id=&from=&to=&label=k=v&limit=&page_token=`
-/// (`from`/`to`: ms since the epoch; `label` repeatable).
+/// `GET /api/v1/recordings?call_id=&from=&to=&label=k=v&participant=&min_duration_ms=&max_duration_ms=&kms_key_arn=&order_by=&view=&limit=&page_token=`
+/// (`from`/`to`: ms since the epoch; `label` repeatable): the filters of
+/// gRPC `ListRecordings`, newest call first unless `order_by` says otherwise.
 pub(super) async fn list(
     State(archive): State<Arc<Archive>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
@@ -87,10 +89,11 @@ pub(super) async fn list(
         Ok(q) => q,
         Err(e) => return error(e),
     };
-    match search::search(&archive, &principal, &q).await {
-        Ok((views, next)) => ok(json!({
-            "recordings": views.iter().map(recording_json).collect::<Vec<_>>(),
-            "next_page_token": next.map(|n| n.to_string()).unwrap_or_default(),
+    match search::search(&archive, &principal, &q, search::PAGE_API_PAGES).await {
+        Ok(page) => ok(json!({
+            "recordings": page.recordings.iter().map(recording_json).collect::<Vec<_>>(),
+            "next_page_token": page.next_page_token,
+            "unindexed_count": page.unindexed_count,
         })),
         Err(e) => error(e),
     }
@@ -108,16 +111,31 @@ fn parse_search(uri: &Uri) -> Result<search::Search, Error> {
             v.parse::<i64>()
                 .map_err(|_| Error::invalid(field, "must be milliseconds since the Unix epoch"))
         };
+        let number = |field: &str| {
+            v.parse::<u64>()
+                .map_err(|_| Error::invalid(field, "must be a whole number"))
+        };
         match &*k {
             "call_id" => q.call_id = Some(v.to_owned()),
             "from" => q.from_ms = Some(ms("from")?),
             "to" => q.to_ms = Some(ms("to")?),
-            "limit" => {
-                q.limit = v
-                    .parse()
-                    .map_err(|_| Error::invalid("limit", "must be a number"))?
+            "participant" => q.participant = Some(v.to_owned()),
+            "min_duration_ms" => q.min_duration_ms = Some(number("min_duration_ms")?),
+            "max_duration_ms" => q.max_duration_ms = Some(number("max_duration_ms")?),
+            "kms_key_arn" => q.key_arn = Some(v.to_owned()),
+            "order_by" => q.order_by = v.to_owned(),
+            "view" => {
+                q.view = match v {
+                    "full" => search::View::Full,
+                    "basic" => search::View::Basic,
+                    _ => return Err(Error::invalid("view", "must be `full` or `basic`")),
+                }
             }
-            "page_token" => q.after = Some(RecordingId::parse("page_token", v)?),
+            "limit" => {
+                q.page_size = u32::try_from(number("limit")?)
+                    .map_err(|_| Error::invalid("limit", "is too large"))?
+            }
+            "page_token" => q.page_token = v.to_owned(),
             "label" => {
                 let (key, value) = v
                     .split_once('=')
@@ -151,7 +169,14 @@ pub(super) async fn get(
         Ok(r) => r,
         Err(e) => return error(e.into()),
     };
-    match playback::get(&archive, &principal, rec).await {
+    match playback::get(
+        &archive,
+        &principal,
+        playback::Lookup::Id(rec),
+        search::View::Full,
+    )
+    .await
+    {
         Ok(view) => ok(recording_json(&view)),
         Err(e) => error(e),
     }

@@ -38,6 +38,23 @@ pub const MAX_LABELS: usize = 64;
 pub const MAX_LABEL_KEY: usize = 128;
 pub const MAX_LABEL_VALUE: usize = 1024;
 
+/// Labels as a recording may carry them (and a search may name them): at
+/// most 64, keys 1..=128 bytes, values at most 1024.
+pub fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+    if labels.len() > MAX_LABELS {
+        return Err(Error::invalid(field, "at most 64 labels"));
+    }
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > MAX_LABEL_KEY {
+            return Err(Error::invalid(field, "keys must be 1..=128 bytes"));
+        }
+        if v.len() > MAX_LABEL_VALUE {
+            return Err(Error::invalid(field, "values must be at most 1024 bytes"));
+        }
+    }
+    Ok(())
+}
+
 /// The validated first message of an upload.
 #[derive(Debug, Clone)]
 pub struct IngestHeader {
@@ -59,23 +76,7 @@ impl IngestHeader {
     ) -> Result<Self> {
         let external_call_id = ExternalCallId::parse(external_call_id)?;
         let participants = crate::domain::parse_participants("header.participants", participants)?;
-        if labels.len() > MAX_LABELS {
-            return Err(Error::invalid("header.labels", "at most 64 labels"));
-        }
-        for (k, v) in &labels {
-            if k.is_empty() || k.len() > MAX_LABEL_KEY {
-                return Err(Error::invalid(
-                    "header.labels",
-                    "keys must be 1..=128 bytes",
-                ));
-            }
-            if v.len() > MAX_LABEL_VALUE {
-                return Err(Error::invalid(
-                    "header.labels",
-                    "values must be at most 1024 bytes",
-                ));
-            }
-        }
+        validate_labels("header.labels", &labels)?;
         let chunk_size = if chunk_size == 0 {
             crypto::DEFAULT_CHUNK_SIZE
         } else {

@@ -28,7 +28,7 @@ use crate::audit::event::{Action as AuditAction, Outcome};
 use crate::audit::trail;
 use crate::catalog::{ChunkRow, RecordingRow, recordings};
 use crate::crypto::{self, CryptoError, RecordingCipher, RecordingParams};
-use crate::domain::{Principal, RecordingId};
+use crate::domain::{ExternalCallId, Principal, RecordingId};
 use crate::error::{Error, Result};
 use crate::kms::{EncryptionContext, KmsError};
 use crate::revocation::{self, KeyInUse, is_refusal};
@@ -274,7 +274,7 @@ pub async fn play(
     rec: RecordingId,
     offset: u64,
     purpose: Purpose,
-) -> Result<BoxStream<'static, Result<PlayChunk>>> {
+) -> Result<Playing> {
     require_reader(&archive, principal).await?;
     // Listen for revocations before the key is first unwrapped.
     let revocations = archive.revocations.subscribe();
@@ -321,7 +321,25 @@ pub async fn play(
     // A revoked token or key ends the stream (with an error the audit
     // finish event records).
     let stream = revocation::guard(archive, principal, Some(key), revocations, stream);
-    Ok(finish.watch(stream, |c: &PlayChunk| c.data.len() as u64))
+    Ok(Playing {
+        size_bytes: row.size_bytes,
+        stream: finish.watch(stream, |c: &PlayChunk| c.data.len() as u64),
+    })
+}
+
+/// A play that has started: the recording's whole size (for a client's
+/// progress) and its authenticated plaintext from the requested offset.
+pub struct Playing {
+    pub size_bytes: u64,
+    pub stream: BoxStream<'static, Result<PlayChunk>>,
+}
+
+impl std::fmt::Debug for Playing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Playing")
+            .field("size_bytes", &self.size_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The plaintext of bytes `start..end` of `row` (`start < end <= size`),
@@ -442,15 +460,50 @@ pub struct RecordingView {
     pub participants: crate::domain::Participants,
 }
 
-/// Metadata of one recording; labels are decrypted (one cached unwrap).
+/// Which recording a read names.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Id(RecordingId),
+    /// The platform's call id, as given at ingest.
+    CallId(ExternalCallId),
+}
+
+/// Metadata of one recording; in the full view its labels and participants
+/// are decrypted (one cached unwrap).
 pub async fn get(
     archive: &Archive,
     principal: &Principal,
-    rec: RecordingId,
+    which: Lookup,
+    view: search::View,
 ) -> Result<RecordingView> {
     require_reader(archive, principal).await?;
-    let row = find(archive, principal, rec, AuditAction::RecordingRead).await?;
-    let cipher = if row.labels_sealed.is_some() || row.participants_sealed.is_some() {
+    let row = match which {
+        Lookup::Id(rec) => find(archive, principal, rec, AuditAction::RecordingRead).await?,
+        Lookup::CallId(call) => {
+            let found = recordings::find_by_call_id(
+                &mut *archive.catalog.conn().await?,
+                &principal.tenant,
+                &call,
+            )
+            .await?;
+            match found {
+                Some(row) => row,
+                None => {
+                    let event = trail::by(principal, AuditAction::AccessRefused)
+                        .outcome(Outcome::Refused)
+                        .detail("attempted", AuditAction::RecordingRead.as_str())
+                        .detail("reason", "not found")
+                        .detail("external_call_id", call.as_str());
+                    if let Err(err) = trail::record(archive, principal, event).await {
+                        tracing::warn!(error = %err, "refusal not recorded in the audit trail");
+                    }
+                    return Err(Error::CallNotFound(call.as_str().to_owned()));
+                }
+            }
+        }
+    };
+    let sealed = row.labels_sealed.is_some() || row.participants_sealed.is_some();
+    let cipher = if sealed && view == search::View::Full {
         Some(cipher_for(archive, &row).await?)
     } else {
         None
@@ -461,14 +514,14 @@ pub async fn get(
     };
     let participants = match (&row.participants_sealed, &cipher) {
         (Some(sealed), Some(cipher)) => {
-            crate::compliance::subjects::open_participants(cipher, rec, sealed)?
+            crate::compliance::subjects::open_participants(cipher, row.id, sealed)?
         }
         _ => crate::domain::Participants::new(),
     };
     trail::record(
         archive,
         principal,
-        trail::by(principal, AuditAction::RecordingRead).recording(rec),
+        trail::by(principal, AuditAction::RecordingRead).recording(row.id),
     )
     .await?;
     Ok(RecordingView {
@@ -491,75 +544,6 @@ pub(crate) fn open_labels(
         .map_err(|e| Error::integrity(row.id, e))?;
     serde_json::from_slice(&json)
         .map_err(|_| Error::integrity(row.id, CryptoError::MetadataAuthentication))
-}
-
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
-pub const MAX_PAGE_SIZE: u32 = 1000;
-
-/// One page of committed recordings (without labels), and the next page's
-/// token (the last id seen).
-/// A page of a listing, the next page's cursor, and how many of the
-/// tenant's recordings the search index does not hold yet (a participant
-/// search is complete only when 0).
-pub type Listing = (Vec<RecordingRow>, Option<RecordingId>, u64);
-
-pub async fn list(
-    archive: &Archive,
-    principal: &Principal,
-    page_size: u32,
-    after: Option<RecordingId>,
-    participant: Option<&str>,
-) -> Result<Listing> {
-    require_reader(archive, principal).await?;
-    if page_size > MAX_PAGE_SIZE {
-        return Err(Error::invalid("page_size", "must be at most 1000"));
-    }
-    let size = if page_size == 0 {
-        DEFAULT_PAGE_SIZE
-    } else {
-        page_size
-    };
-    let (mut rows, unindexed) = match participant {
-        None => (
-            recordings::list(
-                &mut *archive.catalog.conn().await?,
-                &principal.tenant,
-                after.as_ref(),
-                size + 1,
-            )
-            .await?,
-            0,
-        ),
-        Some(p) => {
-            crate::compliance::subjects::with_participant(
-                archive,
-                principal,
-                p,
-                after.as_ref(),
-                size + 1,
-            )
-            .await?
-        }
-    };
-    let next = if rows.len() > size as usize {
-        rows.truncate(size as usize);
-        rows.last().map(|r| r.id)
-    } else {
-        None
-    };
-    // The ids shown are part of the event: who saw that a call exists.
-    trail::record(
-        archive,
-        principal,
-        trail::by(principal, AuditAction::RecordingsListed)
-            .recordings(rows.iter().map(|r| r.id))
-            .detail("page_size", size)
-            .detail("after", after.map(|a| a.to_string()).unwrap_or_default())
-            // That a participant was searched for, never whom.
-            .detail("participant_search", participant.is_some()),
-    )
-    .await?;
-    Ok((rows, next, unindexed))
 }
 
 /// Collects a whole recording into memory (CLI and tests; the server streams).

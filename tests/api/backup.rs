@@ -318,7 +318,7 @@ async fn a_backup_taken_while_ingesting_restores_every_recording_it_holds() {
         .list_recordings(callvault::api::pb::ListRecordingsRequest {
             page_size: 1000,
             page_token: String::new(),
-            participant: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -6,6 +6,7 @@ use callvault::api::pb;
 use callvault::client::Client;
 use futures::StreamExt;
 use tonic::Code;
+use tonic_types::StatusExt;
 
 use crate::helpers::*;
 
@@ -185,6 +186,32 @@ async fn bad_inputs_get_precise_statuses_and_leave_nothing_behind() {
             "{name}: message `{}` lacks `{needle}`",
             status.message()
         );
+        // Every refusal carries a google.rpc.ErrorInfo a program can branch on.
+        let details = status.get_error_details();
+        let info = details
+            .error_info()
+            .unwrap_or_else(|| panic!("{name}: no ErrorInfo in {status:?}"));
+        assert_eq!(info.domain, "callvault.v1", "{name}");
+        assert!(!info.reason.is_empty(), "{name}");
+        match code {
+            Code::InvalidArgument if !info.reason.starts_with("NOT_AUDIO") => {
+                // The violation names the field the message names.
+                let v = &details.bad_request().expect(name).field_violations[0];
+                assert!(!v.field.is_empty(), "{name}: {v:?}");
+                assert_eq!(info.metadata["field"], v.field, "{name}");
+                assert!(
+                    status.message().starts_with(&format!("{}: ", v.field))
+                        && status.message().contains(&v.description),
+                    "{name}: {v:?} vs `{}`",
+                    status.message()
+                );
+            }
+            Code::ResourceExhausted => {
+                assert_eq!(info.reason, "MESSAGE_TOO_LARGE");
+                assert_eq!(info.metadata["limit_bytes"], "4194304");
+            }
+            _ => {}
+        }
     }
 
     // Reads with the wrong role, another tenant's id, malformed ids.
@@ -201,10 +228,14 @@ async fn bad_inputs_get_precise_statuses_and_leave_nothing_behind() {
         .playback
         .get_recording(pb::GetRecordingRequest {
             recording_id: good.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::NotFound);
+    let info = s.get_error_details().error_info().unwrap().clone();
+    assert_eq!(info.reason, "RECORDING_NOT_FOUND");
+    assert_eq!(info.metadata["recording_id"], good);
     let mut sup = app.client(&app.supervisor_token).await;
     let s = sup.play_all("not-an-id", 0).await.unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
@@ -214,7 +245,7 @@ async fn bad_inputs_get_precise_statuses_and_leave_nothing_behind() {
         .list_recordings(pb::ListRecordingsRequest {
             page_size: 10,
             page_token: "garbage!".into(),
-            participant: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -224,11 +255,19 @@ async fn bad_inputs_get_precise_statuses_and_leave_nothing_behind() {
         .list_recordings(pb::ListRecordingsRequest {
             page_size: 5000,
             page_token: String::new(),
-            participant: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument);
+    let v = s
+        .get_error_details()
+        .bad_request()
+        .unwrap()
+        .field_violations[0]
+        .clone();
+    assert_eq!(v.field, "page_size");
+    assert_eq!(v.description, "must be at most 1000");
 
     // Nothing half-written: no upload rows, and exactly the good recording's
     // objects in the store.

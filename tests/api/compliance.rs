@@ -45,6 +45,7 @@ async fn get(app: &TestApp, id: &str) -> Result<pb::Recording, tonic::Status> {
         .playback
         .get_recording(pb::GetRecordingRequest {
             recording_id: id.to_owned(),
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())

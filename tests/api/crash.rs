@@ -470,12 +470,12 @@ async fn client_commands_round_trip_through_the_binary() {
         &std::fs::read(input).unwrap(),
     ));
     assert_eq!(v["sha256"], expected_sha.as_str());
-    assert_eq!(v["bytes"], std::fs::metadata(input).unwrap().len());
+    assert_eq!(v["size_bytes"], std::fs::metadata(input).unwrap().len());
     assert_eq!(
         (v["container"].as_str(), v["codec"].as_str()),
         (Some("flac"), Some("flac"))
     );
-    assert!(v["chunks"].as_u64().unwrap() >= 1 && v["duration_ms"].as_u64().unwrap() > 14_000);
+    assert!(v["chunk_count"].as_u64().unwrap() >= 1 && v["duration_ms"].as_u64().unwrap() > 14_000);
     let id = v["recording_id"].as_str().unwrap().to_owned();
 
     // Same call id again: the existing recording, flagged as such.

@@ -454,7 +454,7 @@ async fn non_audio_is_refused_and_cut_audio_kept_with_a_warning() {
         .list_recordings(callvault::api::pb::ListRecordingsRequest {
             page_size: 100,
             page_token: String::new(),
-            participant: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

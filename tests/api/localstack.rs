@@ -48,6 +48,13 @@ async fn localstack_disabled_pending_deletion_and_re_enabled_keys() {
     let err = app.play(&id).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("disabled"), "{}", err.message());
+    let info = tonic_types::StatusExt::get_error_details(&err)
+        .error_info()
+        .cloned()
+        .unwrap();
+    assert_eq!(info.reason, "KMS_KEY_DISABLED");
+    assert_eq!(info.metadata["key_arn"], arn);
+    assert_eq!(info.metadata["key_state"], "Disabled");
 
     // Re-enabled: KMS unwraps again.
     kms.enable_key().key_id(&arn).send().await.unwrap();

@@ -39,6 +39,7 @@ mod rendition;
 mod revocation;
 mod robustness;
 mod roundtrip;
+mod search;
 mod tamper;
 mod tls;
 mod tokens;

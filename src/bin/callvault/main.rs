@@ -5,10 +5,10 @@
 
 mod commands;
 mod config_file;
+mod conventions;
 mod demo;
 mod output;
 
-use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
@@ -36,8 +36,9 @@ fn wants_json(matches: &clap::ArgMatches) -> bool {
 async fn main() -> ExitCode {
     // A config file supplies the flags' defaults, so it is read before clap
     // parses: file < environment < flags.
-    let args: Vec<OsString> = std::env::args_os().collect();
-    let mut cmd = commands::Cli::command();
+    let tree = || conventions::apply(commands::Cli::command());
+    let mut cmd = tree();
+    let args = conventions::hoist_leading_flags(std::env::args_os().collect(), &cmd);
     let file = match config_file::path_from(&args) {
         Some(path) => match config_file::ConfigFile::load(&path, &cmd) {
             Ok(f) => Some(f),
@@ -95,6 +96,11 @@ async fn main() -> ExitCode {
             );
             commands::check_serve_settings(*args)
         }
+        commands::Command::Completions { shell } => {
+            conventions::completions(shell, &mut tree());
+            Ok(())
+        }
+        commands::Command::Man { dir } => conventions::man(tree(), dir.as_deref()),
         command => commands::run(command).await,
     };
     match result {

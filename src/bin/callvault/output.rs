@@ -262,7 +262,18 @@ pub fn print_key_health(h: &pb::KeyHealth, json: bool) {
     );
 }
 
-pub fn print_rotation_policy(r: &pb::RotationCompliance) {
+pub fn print_rotation_policy(r: &pb::RotationCompliance, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({
+                "policy_days": r.policy_days,
+                "active_key_age_days": r.active_key_age_days,
+                "compliant": r.compliant,
+            })
+        );
+        return;
+    }
     println!(
         "rotation policy {} days; active key {} days old ({})",
         r.policy_days,
@@ -312,8 +323,10 @@ fn recording_json(rec: &pb::Recording, deduplicated: Option<bool>) -> Value {
     let mut v = json!({
         "recording_id": rec.recording_id,
         "external_call_id": rec.external_call_id,
-        "bytes": rec.size_bytes,
-        "chunks": rec.chunk_count,
+        "start_time": time_json(rec.start_time.as_ref()),
+        "create_time": time_json(rec.create_time.as_ref()),
+        "size_bytes": rec.size_bytes,
+        "chunk_count": rec.chunk_count,
         "chunk_size_bytes": rec.chunk_size_bytes,
         "sha256": rec.sha256,
         "container": audio.container,
@@ -324,7 +337,8 @@ fn recording_json(rec: &pb::Recording, deduplicated: Option<bool>) -> Value {
         "warning": if audio.warning.is_empty() { Value::Null } else { audio.warning.into() },
         "kms_key_arn": rec.kms_key_arn,
         "kms_region": rec.kms_region,
-        "labels": rec.labels,
+        "labels": sorted(&rec.labels),
+        "participants": sorted(&rec.participants),
         "retain_until": time_json(rec.retain_until.as_ref()),
         "legal_hold": rec.legal_hold,
     });
@@ -332,6 +346,11 @@ fn recording_json(rec: &pb::Recording, deduplicated: Option<bool>) -> Value {
         v["deduplicated"] = d.into();
     }
     v
+}
+
+/// A protobuf map in key order, so output is the same from run to run.
+fn sorted(m: &std::collections::HashMap<String, String>) -> std::collections::BTreeMap<&str, &str> {
+    m.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 /// One recording; `deduplicated` is known only for an ingest's answer.
@@ -361,14 +380,23 @@ pub fn print_recording(rec: &pb::Recording, json: bool, deduplicated: Option<boo
     if !audio.warning.is_empty() {
         println!("  warning: {}", audio.warning);
     }
+    println!(
+        "  call {}  started {}  archived {}",
+        rec.external_call_id,
+        rec.start_time.as_ref().map_or("-".to_owned(), format_ts),
+        rec.create_time.as_ref().map_or("-".to_owned(), format_ts),
+    );
     if let Some(t) = &rec.retain_until {
         println!("  retain until {}", format_ts(t));
     }
     if rec.legal_hold {
         println!("  under legal hold");
     }
-    for (k, v) in &rec.labels {
+    for (k, v) in sorted(&rec.labels) {
         println!("  {k} = {v}");
+    }
+    for (role, who) in sorted(&rec.participants) {
+        println!("  {role}: {who}");
     }
 }
 

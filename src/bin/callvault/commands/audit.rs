@@ -40,6 +40,7 @@ pub enum AuditCmd {
         /// At most this many events (0: all).
         #[arg(long, default_value_t = 0)]
         limit: usize,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -50,6 +51,9 @@ pub enum AuditCmd {
         /// Write the signed note to this file instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Print JSON instead of text (errors too, on stderr).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -66,6 +70,9 @@ pub enum AuditCmd {
         /// makes independent of the server.
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Print JSON instead of text (errors too, on stderr).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -77,21 +84,32 @@ pub enum AuditCmd {
         /// Prove against this signed checkpoint (default: the newest).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
+        /// Write the proof (JSON) to this file.
         #[arg(short, long)]
         output: PathBuf,
+        /// Print JSON instead of text (errors too, on stderr).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Check an inclusion proof offline (no server).
     VerifyProof {
+        /// The proof file (`audit prove -o FILE`).
         file: PathBuf,
         /// The verifier key to trust (a file holding the key text); by
         /// default the one inside the proof.
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Print JSON instead of text (errors too, on stderr).
+        #[arg(long)]
+        json: bool,
     },
     /// Print the deployment's note verifier key (to pin for `verify`).
     PublicKey {
+        /// Print JSON instead of text (errors too, on stderr).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -150,7 +168,11 @@ pub async fn run(cmd: AuditCmd) -> Result<()> {
                 page_token = res.next_page_token;
             }
         }
-        AuditCmd::Checkpoint { output, client } => {
+        AuditCmd::Checkpoint {
+            output,
+            json,
+            client,
+        } => {
             let mut c = client.connect().await?;
             let cp = c
                 .audit
@@ -158,29 +180,41 @@ pub async fn run(cmd: AuditCmd) -> Result<()> {
                 .await
                 .map_err(failed("audit checkpoint"))?
                 .into_inner();
-            match output {
-                Some(path) => {
-                    std::fs::write(&path, &cp.note)
-                        .with_context(|| format!("writing {}", path.display()))?;
-                    eprintln!(
-                        "checkpoint of {} events written to {}",
-                        cp.tree_size,
-                        path.display()
-                    );
-                }
-                None => print!("{}", cp.note),
+            if let Some(path) = &output {
+                std::fs::write(path, &cp.note)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            match (json, &output) {
+                (true, _) => println!(
+                    "{}",
+                    serde_json::json!({
+                        "tree_size": cp.tree_size,
+                        "root_hash": hex::encode(&cp.root_hash),
+                        "create_time": crate::output::time_json(cp.create_time.as_ref()),
+                        "note": cp.note,
+                        "file": output.as_ref().map(|p| p.display().to_string()),
+                    })
+                ),
+                (false, Some(path)) => eprintln!(
+                    "checkpoint of {} events written to {}",
+                    cp.tree_size,
+                    path.display()
+                ),
+                (false, None) => print!("{}", cp.note),
             }
             Ok(())
         }
         AuditCmd::Verify {
             checkpoints,
             public_key,
+            json,
             client,
-        } => verify_cmd(client, checkpoints, public_key).await,
+        } => verify_cmd(client, checkpoints, public_key, json).await,
         AuditCmd::Prove {
             event,
             checkpoint,
             output,
+            json,
             client,
         } => {
             let mut c = client.connect().await?;
@@ -231,6 +265,17 @@ pub async fn run(cmd: AuditCmd) -> Result<()> {
             verify::verify_inclusion(&bundle, &key)?;
             std::fs::write(&output, serde_json::to_vec_pretty(&bundle)?)
                 .with_context(|| format!("writing {}", output.display()))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "event": event,
+                        "tree_size": cp.size(),
+                        "file": output.display().to_string(),
+                    })
+                );
+                return Ok(());
+            }
             eprintln!(
                 "event {event} is in the tree of {} events; proof written to {}",
                 cp.size(),
@@ -238,7 +283,11 @@ pub async fn run(cmd: AuditCmd) -> Result<()> {
             );
             Ok(())
         }
-        AuditCmd::VerifyProof { file, public_key } => {
+        AuditCmd::VerifyProof {
+            file,
+            public_key,
+            json,
+        } => {
             let bundle: InclusionBundle = serde_json::from_slice(
                 &std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?,
             )
@@ -248,6 +297,18 @@ pub async fn run(cmd: AuditCmd) -> Result<()> {
                 None => VerifierKey::parse(&bundle.verifier_key)?,
             };
             let event = verify::verify_inclusion(&bundle, &key)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "ok": true,
+                        "event": event.index,
+                        "action": event.action.as_str(),
+                        "time": callvault::domain::format_ms(event.time_ms),
+                    })
+                );
+                return Ok(());
+            }
             println!(
                 "OK: event {} ({}, {}) is in the signed tree",
                 event.index,
@@ -256,7 +317,7 @@ pub async fn run(cmd: AuditCmd) -> Result<()> {
             );
             Ok(())
         }
-        AuditCmd::PublicKey { client } => {
+        AuditCmd::PublicKey { json, client } => {
             let mut c = client.connect().await?;
             let vk = c
                 .audit
@@ -264,7 +325,14 @@ pub async fn run(cmd: AuditCmd) -> Result<()> {
                 .await
                 .map_err(failed("audit public-key"))?
                 .into_inner();
-            println!("{}", vk.verifier_key);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "verifier_key": vk.verifier_key, "origin": vk.origin })
+                );
+            } else {
+                println!("{}", vk.verifier_key);
+            }
             Ok(())
         }
         AuditCmd::Keygen { name, output } => {
@@ -332,6 +400,7 @@ async fn verify_cmd(
     client: ClientArgs,
     kept: Vec<PathBuf>,
     public_key: Option<PathBuf>,
+    json: bool,
 ) -> Result<()> {
     let mut c = client.connect().await?;
     let vk = c
@@ -433,6 +502,18 @@ async fn verify_cmd(
     }
     .await;
     match outcome {
+        Ok(report) if json => {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "ok": true,
+                    "tree_size": report.size,
+                    "root_hash": report.root.to_string(),
+                    "checkpoints_verified": report.checkpoints.len(),
+                })
+            );
+            Ok(())
+        }
         Ok(report) => {
             println!(
                 "OK: {} events, root {}, {} signed checkpoints verified",

@@ -21,6 +21,7 @@ pub enum BackupCmd {
         /// The backup directory to create; it must not exist.
         #[arg(short, long)]
         output: PathBuf,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -31,14 +32,18 @@ pub enum BackupCmd {
     /// every local key it names. Prints OK, or the first problem (and exits
     /// non-zero).
     Verify {
+        /// The backup's directory.
         dir: PathBuf,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },
     /// Verify a backup, then restore it into --data-dir, which must be
     /// empty or not exist.
     Restore {
+        /// The backup's directory.
         dir: PathBuf,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -63,6 +68,7 @@ pub enum BackupCmd {
         /// List what would be removed; remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },

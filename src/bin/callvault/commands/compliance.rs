@@ -88,6 +88,7 @@ pub enum HoldCmd {
     /// Release an active hold. Recordings no other hold covers become
     /// erasable; those past retention are erased by the next expiry pass.
     Release {
+        /// The hold's name.
         name: String,
         /// Why. Required.
         #[arg(long)]
@@ -100,6 +101,7 @@ pub enum HoldCmd {
     },
     /// The tenant's active holds (with --all, released ones too).
     List {
+        /// Released holds too.
         #[arg(long)]
         all: bool,
         /// Print JSON.
@@ -110,6 +112,7 @@ pub enum HoldCmd {
     },
     /// A hold and the recordings it covers.
     Show {
+        /// The hold's name.
         name: String,
         /// Print JSON.
         #[arg(long)]
@@ -159,16 +162,23 @@ pub enum CertificatesCmd {
     },
     /// One certificate: the signed file once complete.
     Get {
+        /// The certificate's id (from `erase` or `certificates list`).
         id: String,
         /// Write the signed certificate to this file instead of stdout.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Print JSON: the certificate's status and, once complete, the
+        /// signed file's text (`signed_certificate`). An incomplete
+        /// certificate is then an answer, not an error.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Check a certificate file offline (no server): its signature by the
     /// deployment's audit key and that nothing in it was edited.
     Verify {
+        /// The certificate file (`certificates get -o FILE`).
         file: PathBuf,
         /// The verifier key to trust (a file holding the key text, from
         /// `callvault audit public-key`); by default the one inside the
@@ -550,7 +560,12 @@ pub async fn certificates(cmd: CertificatesCmd) -> Result<()> {
             }
             Ok(())
         }
-        CertificatesCmd::Get { id, output, client } => {
+        CertificatesCmd::Get {
+            id,
+            output,
+            json,
+            client,
+        } => {
             let c = client
                 .connect()
                 .await?
@@ -559,6 +574,21 @@ pub async fn certificates(cmd: CertificatesCmd) -> Result<()> {
                 .await
                 .map_err(failed("certificates get"))?
                 .into_inner();
+            if let (Some(path), true) = (&output, c.complete) {
+                std::fs::write(path, &c.certificate_json)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if json {
+                let mut v = certificate_json(&c);
+                v["recording_ids"] = c.recording_ids.clone().into();
+                v["signed_certificate"] = if c.complete {
+                    c.certificate_json.clone().into()
+                } else {
+                    Value::Null
+                };
+                println!("{v}");
+                return Ok(());
+            }
             if !c.complete {
                 bail!(
                     "certificate {} is not complete yet: the objects of its {} recordings are still being deleted",
@@ -567,11 +597,7 @@ pub async fn certificates(cmd: CertificatesCmd) -> Result<()> {
                 );
             }
             match output {
-                Some(path) => {
-                    std::fs::write(&path, &c.certificate_json)
-                        .with_context(|| format!("writing {}", path.display()))?;
-                    eprintln!("certificate written to {}", path.display());
-                }
+                Some(path) => eprintln!("certificate written to {}", path.display()),
                 None => print!("{}", c.certificate_json),
             }
             Ok(())

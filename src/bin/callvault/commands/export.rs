@@ -35,6 +35,7 @@ pub enum ExportCmd {
     /// signed checkpoint. Prints OK with counts, or the first problem (and
     /// exits non-zero).
     Verify {
+        /// The bundle (`.tar`, or `.tar.age` when encrypted).
         file: PathBuf,
         /// An age identity file (`age-keygen` output) for an encrypted bundle
         /// (repeatable).
@@ -45,6 +46,7 @@ pub enum ExportCmd {
         /// not who signed.
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
     },
@@ -82,6 +84,7 @@ pub struct CreateArgs {
     /// server encrypts, so plaintext never reaches this machine.
     #[arg(long = "age-recipient")]
     age_recipients: Vec<String>,
+    /// Print JSON instead of text (errors too, on stderr).
     #[arg(long)]
     json: bool,
     #[command(flatten)]

@@ -16,10 +16,12 @@ use crate::output::{self, failed};
 pub enum KeysCmd {
     /// Prove a KMS key works for the tenant, then make it the active key.
     Register {
+        /// The AWS KMS key ARN (symmetric, or RSA for write-only ingest).
         key_arn: String,
         /// Multi-Region replica as region=ARN (repeatable).
         #[arg(long = "replica")]
         replicas: Vec<String>,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -27,6 +29,7 @@ pub enum KeysCmd {
     },
     /// The key history: state, activation and what each key protects.
     List {
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -37,6 +40,7 @@ pub enum KeysCmd {
         /// Check every key with KMS now.
         #[arg(long)]
         refresh: bool,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -44,21 +48,32 @@ pub enum KeysCmd {
     },
     /// Retire a key that protects no recording.
     Retire {
+        /// The key's ARN, from `keys list`.
         key_arn: String,
+        /// Print JSON instead of text (errors too, on stderr).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Set the tenant's key-rotation policy.
     Policy {
+        /// The active key must be rotated at least this often, in days
+        /// (`keys health` reports keys older than that).
         #[arg(long)]
         days: u32,
+        /// Print JSON instead of text (errors too, on stderr).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Move every wrapped data key from one key to another (KMS ReEncrypt).
     Rewrap {
+        /// The KMS key ARN whose wrapped data keys move.
         #[arg(long)]
         from: String,
+        /// The KMS key ARN they move to (registered, not retired).
         #[arg(long)]
         to: String,
         /// KMS requests per second for the whole job (0: server default).
@@ -67,6 +82,7 @@ pub enum KeysCmd {
         /// Return once the job is started instead of following it.
         #[arg(long)]
         no_wait: bool,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -74,11 +90,15 @@ pub enum KeysCmd {
     },
     /// Follow (or show) a rewrap job; with --resume or --cancel, change it.
     Job {
+        /// The job's id, as `keys rewrap` printed it.
         job_id: String,
+        /// Resume a failed or interrupted job where it stopped.
         #[arg(long, conflicts_with = "cancel")]
         resume: bool,
+        /// Cancel a running job (keys already moved stay moved).
         #[arg(long)]
         cancel: bool,
+        /// Print JSON instead of text (errors too, on stderr).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -165,7 +185,11 @@ pub async fn run(cmd: KeysCmd) -> Result<()> {
                 .into_inner();
             output::print_key_health(&h, json);
         }
-        KeysCmd::Retire { key_arn, client } => {
+        KeysCmd::Retire {
+            key_arn,
+            json,
+            client,
+        } => {
             let mut c = client.connect().await?;
             let key = c
                 .keys
@@ -173,9 +197,13 @@ pub async fn run(cmd: KeysCmd) -> Result<()> {
                 .await
                 .map_err(failed("retire"))?
                 .into_inner();
-            output::print_key(&key);
+            if json {
+                println!("{}", output::key_json(&key));
+            } else {
+                output::print_key(&key);
+            }
         }
-        KeysCmd::Policy { days, client } => {
+        KeysCmd::Policy { days, json, client } => {
             let mut c = client.connect().await?;
             let r = c
                 .keys
@@ -183,7 +211,7 @@ pub async fn run(cmd: KeysCmd) -> Result<()> {
                 .await
                 .map_err(failed("policy"))?
                 .into_inner();
-            output::print_rotation_policy(&r);
+            output::print_rotation_policy(&r, json);
         }
         KeysCmd::Rewrap {
             from,

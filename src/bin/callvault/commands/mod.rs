@@ -96,6 +96,19 @@ pub enum Command {
     /// restore and prune backups.
     #[command(subcommand)]
     Backup(backup::BackupCmd),
+    /// Print a shell completion script: `callvault completions bash >
+    /// /etc/bash_completion.d/callvault` (zsh, fish, elvish, powershell too).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one page per command into a directory.
+    Man {
+        /// Write `callvault.1`, `callvault-tenant-create.1`, … here instead
+        /// of printing the top-level page.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +161,10 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Erase(args) => compliance::erase(args).await,
         Command::Certificates(cmd) => compliance::certificates(cmd).await,
         Command::Backup(cmd) => backup::run(cmd).await,
+        // Generated from the command tree, which `main` holds.
+        Command::Completions { .. } | Command::Man { .. } => {
+            unreachable!("main handles completions and man")
+        }
     }
 }
 
@@ -160,6 +177,8 @@ fn secret(s: &str) -> Result<SecretString, std::convert::Infallible> {
 /// Where state lives. Shared by `serve` and the operator commands.
 #[derive(Debug, Clone, Args)]
 pub struct BackendArgs {
+    /// Where the embedded default keeps its state (SQLite catalog, object
+    /// store, local keyring), created 0700.
     #[arg(long, env = "CALLVAULT_DATA_DIR", default_value = "./callvault-data")]
     pub data_dir: PathBuf,
     /// `postgres://…` or `sqlite://…`; default: SQLite in the data dir.
@@ -171,6 +190,8 @@ pub struct BackendArgs {
     /// Endpoint for an S3-compatible store.
     #[arg(long, env = "CALLVAULT_STORE_ENDPOINT")]
     pub store_endpoint: Option<String>,
+    /// The KMS: `local` (the keyring in the data dir) or `aws` (AWS KMS or
+    /// a KMS-compatible endpoint, with the AWS default credential chain).
     #[arg(long, env = "CALLVAULT_KMS", default_value = "local", value_parser = ["local", "aws"])]
     pub kms: String,
     /// Endpoint override for KMS-compatible emulators.

@@ -15,6 +15,8 @@ use super::BackendArgs;
 pub struct ServeArgs {
     #[command(flatten)]
     pub backend: BackendArgs,
+    /// The gRPC listener's address (TLS with --tls-cert; cleartext only on
+    /// loopback unless allowed).
     #[arg(long, env = "CALLVAULT_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: String,
     /// Comma-separated: ingest, playback, admin.

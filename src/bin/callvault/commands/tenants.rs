@@ -54,6 +54,9 @@ pub enum TokenCmd {
         /// (`90d`). Default: no expiry.
         #[arg(long, value_parser = callvault::domain::parse_duration)]
         expires_in: Option<Duration>,
+        /// Print JSON on stdout: the token with its id, role and expiry.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         backend: BackendArgs,
     },
@@ -80,6 +83,9 @@ pub enum TokenCmd {
         /// Why, for the audit trail.
         #[arg(long, default_value = "")]
         reason: String,
+        /// Print JSON instead of text (errors too, on stderr).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         backend: BackendArgs,
     },
@@ -165,6 +171,7 @@ pub async fn token(cmd: TokenCmd) -> Result<()> {
             tenant,
             role,
             expires_in,
+            json,
             backend,
         } => {
             let role: Role = role.parse()?;
@@ -173,6 +180,20 @@ pub async fn token(cmd: TokenCmd) -> Result<()> {
             let (archive, _) = open_archive(&backend.into(), &KeyCacheConfig::default()).await?;
             let issued =
                 callvault::operator::create_token(&archive, &tenant, role, expires_at_ms).await?;
+            if json {
+                // The one place the secret is printed, as with the text.
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "token": issued.secret.expose_secret(),
+                        "token_id": issued.id,
+                        "tenant": tenant,
+                        "role": role.as_str(),
+                        "expires_at": issued.expires_at_ms.map(format_ms),
+                    })
+                );
+                return Ok(());
+            }
             eprintln!(
                 "token {} for tenant {tenant}, role {}, {}",
                 issued.id,
@@ -199,10 +220,22 @@ pub async fn token(cmd: TokenCmd) -> Result<()> {
             id,
             tenant,
             reason,
+            json,
             backend,
         } => {
             let (archive, _) = open_archive(&backend.into(), &KeyCacheConfig::default()).await?;
             let info = callvault::operator::revoke_token(&archive, &tenant, &id, &reason).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "token_id": info.id,
+                        "role": info.role.as_str(),
+                        "revoked": true,
+                    })
+                );
+                return Ok(());
+            }
             println!(
                 "token {} ({}) revoked; every node refuses it within seconds",
                 info.id,

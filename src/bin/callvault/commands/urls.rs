@@ -45,6 +45,9 @@ pub enum UrlsCmd {
         /// The key's id (1 to 32 of A-Z a-z 0-9 _ -); it travels in URLs.
         #[arg(long)]
         id: String,
+        /// Print JSON (`line`: the line for the keys file, a secret).
+        #[arg(long)]
+        json: bool,
     },
     /// Stop every playback URL the tenant has issued, at once (admin or
     /// compliance token).
@@ -99,9 +102,13 @@ pub async fn play_url(args: PlayUrlArgs) -> Result<()> {
 
 pub async fn urls(cmd: UrlsCmd) -> Result<()> {
     match cmd {
-        UrlsCmd::Keygen { id } => {
+        UrlsCmd::Keygen { id, json } => {
             let line = callvault::playback::urls::UrlKeys::generate_line(&id)?;
-            println!("{}", *line);
+            if json {
+                println!("{}", json!({ "key_id": id, "line": *line }));
+            } else {
+                println!("{}", *line);
+            }
         }
         UrlsCmd::Revoke { json, client } => {
             let mut c = client.connect().await?;

@@ -45,6 +45,19 @@ if [ ! -x "$BAGIT_VENV/bin/bagit.py" ]; then
 fi
 CALLVAULT_TEST_BAGIT="$(cd "$BAGIT_VENV/bin" && pwd)/bagit.py"
 export CALLVAULT_TEST_BAGIT
+# What an integrator uses from Python: grpcio, grpcio-tools and
+# grpcio-health-checking to generate stubs from proto/ and run examples/python
+# against a live server (tests/api/python_example.rs), and the
+# Prometheus project's own text-format parsers (prometheus-client) to parse
+# GET /metrics (tests/api/integrators.rs).
+PY_VENV="${CALLVAULT_PY_VENV:-target/py-venv}"
+if [ ! -x "$PY_VENV/bin/python" ] || ! "$PY_VENV/bin/python" -c 'import grpc, grpc_tools, grpc_health.v1.health_pb2, prometheus_client, yaml' 2>/dev/null; then
+  python3 -m venv "$PY_VENV"
+  "$PY_VENV/bin/pip" install --quiet --disable-pip-version-check -r examples/python/requirements.txt \
+    'prometheus-client>=0.20' 'pyyaml>=6'
+fi
+CALLVAULT_TEST_PYTHON="$(cd "$PY_VENV/bin" && pwd)/python"
+export CALLVAULT_TEST_PYTHON
 # LocalStack's KMS (host mode, no Docker) enforces key states and decrypts
 # RSA-OAEP, which moto does not (tests/api/localstack.rs). 4.6.0 with these
 # pins is what runs on Python 3.11.

@@ -35,6 +35,7 @@ mod localstack;
 mod page_api;
 mod peaks;
 mod pg_proxy;
+mod python_example;
 mod rendition;
 mod revocation;
 mod robustness;

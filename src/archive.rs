@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::kms::cache::{KeyCache, KeyCacheConfig};
 use crate::kms::local::LocalKeyring;
 use crate::kms::{Kms, MeteredKms};
-use crate::metrics::KmsMetrics;
+use crate::metrics::Metrics;
 use crate::store::ChunkStore;
 
 pub(crate) fn no_replica(key_arn: &KeyArn, node: &str) -> Error {
@@ -197,7 +197,7 @@ pub struct Archive {
     /// Metered KMS client (the node's region).
     pub kms: Arc<dyn Kms>,
     pub keys: KeyCache,
-    pub metrics: Arc<KmsMetrics>,
+    pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub schedule: Schedule,
     pub erasure: ErasureSettings,
@@ -243,7 +243,7 @@ impl Archive {
         limits: Limits,
         audit_key: Arc<crate::audit::note::SignerKey>,
     ) -> Self {
-        let metrics = Arc::new(KmsMetrics::default());
+        let metrics = Arc::new(Metrics::default());
         let kms: Arc<dyn Kms> = Arc::new(MeteredKms::new(kms, metrics.clone()));
         let keys = KeyCache::new(kms.clone(), cache, metrics.clone());
         let chunk_writes = Arc::new(Semaphore::new(limits.max_chunk_writes.max(1)));

@@ -404,7 +404,9 @@ pub async fn serve(
     if let Some((metrics, address)) = metrics {
         tracing::info!(%address, tls = tls_on, "metrics at GET /metrics");
         let (tls, archive) = (tls.clone(), archive.clone());
-        tasks.spawn(async move { server::serve_metrics(metrics, tls.as_deref(), archive).await });
+        tasks.spawn(
+            async move { server::serve_metrics(metrics, tls.as_deref(), archive, roles).await },
+        );
     }
     if let Some(tls) = &tls {
         tasks.spawn(tls::watch(tls.clone(), tls::RELOAD_POLL));

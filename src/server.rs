@@ -55,6 +55,13 @@ impl Roles {
         }
         Ok(roles)
     }
+
+    /// Nodes that unwrap data keys check every tenant key's health. An
+    /// ingest-only node does not: in write-only mode it holds no KMS
+    /// permission, and its failed checks would read as revocations.
+    pub fn checks_keys(self) -> bool {
+        self.playback || self.admin
+    }
 }
 
 /// Serves cleartext gRPC until `shutdown` resolves, then drains in-flight
@@ -132,6 +139,8 @@ where
             // still bounding what one client can make the server buffer.
             .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
             .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
+            // Outermost, so that it sees the timeout's DEADLINE_EXCEEDED too.
+            .layer(api::MeteringLayer(archive.metrics.clone()))
             .layer(UnaryTimeoutLayer(limits.request_timeout))
             .add_service(health_service)
             .add_service(reflection)
@@ -206,17 +215,14 @@ where
             async move { a.sweep_expired_uploads().await }
         },
     ));
-    // Nodes that unwrap data keys check every tenant key's health. An
-    // ingest-only node does not: in write-only mode it holds no KMS
-    // permission, and its failed checks would read as revocations.
-    if roles.playback || roles.admin {
+    if roles.checks_keys() {
         let a = archive.clone();
         background.spawn(every(
             archive.schedule.key_health,
             "key health check",
             move || {
                 let a = a.clone();
-                async move { crate::keys::check_all(&a).await }
+                async move { crate::keys::check_pass(&a).await }
             },
         ));
     }
@@ -513,20 +519,29 @@ impl LocalServer {
     }
 }
 
-/// Serves the Prometheus text exposition of the node's metrics on
-/// `GET /metrics` (anything else is 404), over TLS when `tls` is given (the
-/// node's certificate and client verification, ALPN `http/1.1`), until the
-/// process ends.
-pub async fn serve_metrics(listener: TcpListener, tls: Option<&ServerTls>, archive: Arc<Archive>) {
-    use axum::http::header;
+/// Serves the node's metrics on `GET /metrics` (anything else is 404):
+/// OpenMetrics to a scraper whose `Accept` asks for it, the Prometheus text
+/// format otherwise. Over TLS when `tls` is given (the node's certificate
+/// and client verification, ALPN `http/1.1`), until the process ends.
+/// `roles` are the node's: a node that checks keys answers its first scrape
+/// after its first key-health pass.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    tls: Option<&ServerTls>,
+    archive: Arc<Archive>,
+    roles: Roles,
+) {
+    use axum::http::{HeaderMap, header};
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
+        axum::routing::get(move |headers: HeaderMap| {
             let archive = archive.clone();
             async move {
+                let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+                let format = crate::metrics::Format::negotiate(accept);
                 (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    archive.metrics.render_prometheus(),
+                    [(header::CONTENT_TYPE, format.content_type())],
+                    scrape(&archive, roles, format).await,
                 )
             }
         }),
@@ -541,6 +556,39 @@ pub async fn serve_metrics(listener: TcpListener, tls: Option<&ServerTls>, archi
     if let Err(e) = served {
         tracing::error!(error = %e, "metrics listener failed");
     }
+}
+
+/// How long a scrape waits, in all, for what it reads fresh (the first
+/// key-health pass, the catalog's backlog) before it answers without it:
+/// well inside Prometheus' default scrape timeout of 10 s.
+const SCRAPE_WAIT: Duration = Duration::from_secs(5);
+
+/// The node's metrics as a scrape sees them: after the node's first
+/// key-health pass, with the compliance backlog read now (left out if the
+/// catalog does not answer in time).
+async fn scrape(archive: &Archive, roles: Roles, format: crate::metrics::Format) -> String {
+    let deadline = tokio::time::Instant::now() + SCRAPE_WAIT;
+    if roles.checks_keys()
+        && tokio::time::timeout_at(deadline, crate::keys::prime(archive))
+            .await
+            .is_err()
+    {
+        tracing::warn!("metrics scraped before the first key health check finished");
+    }
+    let backlog = match tokio::time::timeout_at(deadline, crate::compliance::backlog(archive)).await
+    {
+        Ok(Ok(b)) => Some(b),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "compliance backlog not read for the metrics");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("compliance backlog not read for the metrics in time");
+            None
+        }
+    };
+    archive.metrics.set_backlog(backlog);
+    archive.metrics.render(format)
 }
 
 /// The most a connection of the HTTP side door has in its kernel send

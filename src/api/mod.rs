@@ -17,6 +17,7 @@ pub mod details;
 mod export;
 mod ingest;
 mod keys;
+mod metering;
 mod playback;
 
 pub use audit::AuditApi;
@@ -24,6 +25,7 @@ pub use compliance::ComplianceApi;
 pub use export::ExportApi;
 pub use ingest::IngestApi;
 pub use keys::KeyApi;
+pub use metering::MeteringLayer;
 pub use playback::PlaybackApi;
 
 #[allow(clippy::all, clippy::pedantic, missing_debug_implementations)]

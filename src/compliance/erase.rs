@@ -329,15 +329,6 @@ pub async fn run_expiry(archive: &Archive) -> Result<ErasePass> {
         }
     }
     pass.certificates_completed = finish_certificates(archive).await?;
-    let mut conn = archive.catalog.conn_bulk().await?;
-    archive.metrics.retention_due.store(
-        catalog::due_count(&mut conn, now_ms()).await?,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    archive.metrics.certificates_pending.store(
-        catalog::pending_certificate_count(&mut conn).await?,
-        std::sync::atomic::Ordering::Relaxed,
-    );
     if pass.erased > 0 {
         tracing::info!(
             erased = pass.erased,
@@ -347,6 +338,18 @@ pub async fn run_expiry(archive: &Archive) -> Result<ErasePass> {
         );
     }
     Ok(pass)
+}
+
+/// The erasure backlog as the catalog holds it now: two counts, the first
+/// over the `recordings_due` partial index, cheap enough for every scrape
+/// of every node (so a fresh node reports it, and nodes without the expiry
+/// job too).
+pub async fn backlog(archive: &Archive) -> Result<crate::metrics::Backlog> {
+    let mut conn = archive.catalog.conn_bulk().await?;
+    Ok(crate::metrics::Backlog {
+        retention_due: catalog::due_count(&mut conn, now_ms()).await?,
+        certificates_pending: catalog::pending_certificate_count(&mut conn).await?,
+    })
 }
 
 /// Completes every pending certificate whose objects can be deleted now.

@@ -23,7 +23,9 @@ pub mod holds;
 pub mod retention;
 pub mod subjects;
 
-pub use erase::{ErasePass, ErasureReport, erase_requested, finish_certificates, run_expiry};
+pub use erase::{
+    ErasePass, ErasureReport, backlog, erase_requested, finish_certificates, run_expiry,
+};
 pub use holds::{HoldSelection, place_hold, release_hold};
 pub use retention::{RetentionPolicy, RetentionUpdate};
 

@@ -114,6 +114,7 @@ where
     let _slot = archive
         .uploads
         .acquire(&principal.tenant, archive.limits.max_uploads_per_tenant)?;
+    let _in_flight = archive.metrics.upload_in_flight();
     let existing = {
         let mut conn = archive.catalog.conn_bulk().await?;
         recordings::find_by_call_id(&mut conn, &principal.tenant, &header.external_call_id).await?
@@ -189,6 +190,7 @@ where
     let mut renew = tokio::time::interval_at(Instant::now() + renew_every, renew_every);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_message = Instant::now();
+    let ingested = archive.metrics.ingested_bytes(principal.tenant.as_str());
 
     loop {
         // The lease is renewed on a timer while the client is connected,
@@ -210,6 +212,7 @@ where
         last_message = Instant::now();
         let mut data = msg?;
         total += data.len() as u64;
+        ingested.inc_by(data.len() as u64);
         if total > archive.limits.max_recording_bytes {
             return Err(Error::RecordingTooLarge {
                 limit: archive.limits.max_recording_bytes,

@@ -282,6 +282,33 @@ pub async fn check_all(archive: &Archive) -> Result<usize> {
     Ok(keys.len())
 }
 
+/// The node's first health pass, shared by its key-health loop and its
+/// first metrics scrape: whichever asks first runs it and the other waits,
+/// so a fresh node's first scrape already reports every key, and the keys
+/// are described once. A failed first pass still counts as the first: the
+/// loop's next pass retries, as after any failure.
+pub async fn prime(archive: &Archive) {
+    archive
+        .metrics
+        .key_health_primed
+        .get_or_init(|| async {
+            if let Err(e) = check_all(archive).await {
+                tracing::warn!(error = %e, "key health check failed");
+            }
+        })
+        .await;
+}
+
+/// One pass of the node's key-health loop: the first is [`prime`].
+pub async fn check_pass(archive: &Archive) -> Result<()> {
+    if archive.metrics.key_health_primed.initialized() {
+        check_all(archive).await?;
+    } else {
+        prime(archive).await;
+    }
+    Ok(())
+}
+
 /// The tenant's key health: every key with its last check, the incidents and
 /// rotation compliance. `refresh` checks every key now first.
 pub async fn health(

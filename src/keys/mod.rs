@@ -20,7 +20,8 @@ mod health;
 mod rewrap;
 
 pub use health::{
-    KeyIncident, RotationCompliance, TenantKeyHealth, check_all, health, set_rotation_policy,
+    KeyIncident, RotationCompliance, TenantKeyHealth, check_all, check_pass, health, prime,
+    set_rotation_policy,
 };
 pub use rewrap::{
     DEFAULT_REWRAP_KMS_PER_SEC, JobPass, MAX_REWRAP_KMS_PER_SEC, cancel_rewrap, drain_rewrap_jobs,

@@ -12,14 +12,13 @@
 //!   the only long-lived reference.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use moka::future::Cache;
 
 use super::{EncryptionContext, Kms, KmsError, WrapAlgorithm};
 use crate::crypto::DataKey;
-use crate::metrics::KmsMetrics;
+use crate::metrics::Metrics;
 
 /// Cache tuning. `ttl` is the documented revocation bound.
 #[derive(Debug, Clone)]
@@ -57,7 +56,7 @@ pub struct KeyCache {
     kms: Arc<dyn Kms>,
     entries: Cache<CacheId, Arc<CachedKey>>,
     denied: Cache<CacheId, KmsError>,
-    metrics: Arc<KmsMetrics>,
+    metrics: Arc<Metrics>,
     ttl: Duration,
 }
 
@@ -83,7 +82,7 @@ fn cache_id(
 }
 
 impl KeyCache {
-    pub fn new(kms: Arc<dyn Kms>, config: &KeyCacheConfig, metrics: Arc<KmsMetrics>) -> Self {
+    pub fn new(kms: Arc<dyn Kms>, config: &KeyCacheConfig, metrics: Arc<Metrics>) -> Self {
         let entries = Cache::builder()
             .max_capacity(config.capacity)
             .time_to_live(config.ttl)
@@ -137,16 +136,11 @@ impl KeyCache {
             .await;
         match entry {
             Ok(e) => {
-                let counter = if e.is_fresh() {
-                    &self.metrics.cache_misses
-                } else {
-                    &self.metrics.cache_hits
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
+                self.metrics.key_cache(!e.is_fresh());
                 Ok(e.into_value())
             }
             Err(err) => {
-                self.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
+                self.metrics.key_cache(false);
                 let err = (*err).clone();
                 if matches!(err, KmsError::AccessDenied { .. }) {
                     self.denied.insert(id, err.clone()).await;
@@ -235,7 +229,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ring = Arc::new(LocalKeyring::open(dir.path(), "local").unwrap());
         let arn = ring.create_key().unwrap();
-        let metrics = Arc::new(KmsMetrics::default());
+        let metrics = Arc::new(Metrics::default());
         let metered: Arc<dyn Kms> =
             Arc::new(crate::kms::MeteredKms::new(ring.clone(), metrics.clone()));
         let ctx = EncryptionContext {
@@ -301,7 +295,7 @@ mod tests {
             ttl: Duration::from_millis(300),
             ..Default::default()
         };
-        let cache = KeyCache::new(ring.clone(), &config, Arc::new(KmsMetrics::default()));
+        let cache = KeyCache::new(ring.clone(), &config, Arc::new(Metrics::default()));
         cache.unwrap(&arn, SYM, &g.wrapped, &ctx).await.unwrap();
         ring.set_enabled(&arn, false).unwrap();
         tokio::time::sleep(Duration::from_millis(600)).await;

@@ -35,7 +35,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use crate::crypto::DataKey;
-use crate::metrics::KmsMetrics;
+use crate::metrics::Metrics;
 
 /// The region named in a KMS key ARN (`arn:<partition>:kms:<region>:…`).
 pub fn arn_region(arn: &str) -> Option<&str> {
@@ -303,11 +303,11 @@ pub trait Kms: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct MeteredKms {
     inner: Arc<dyn Kms>,
-    metrics: Arc<KmsMetrics>,
+    metrics: Arc<Metrics>,
 }
 
 impl MeteredKms {
-    pub fn new(inner: Arc<dyn Kms>, metrics: Arc<KmsMetrics>) -> Self {
+    pub fn new(inner: Arc<dyn Kms>, metrics: Arc<Metrics>) -> Self {
         Self { inner, metrics }
     }
 

@@ -318,9 +318,16 @@ pub async fn play(
             return Err(e);
         }
     };
+    let played = archive.metrics.played_bytes(principal.tenant.as_str());
     // A revoked token or key ends the stream (with an error the audit
     // finish event records).
-    let stream = revocation::guard(archive, principal, Some(key), revocations, stream);
+    let stream = revocation::guard(archive, principal, Some(key), revocations, stream)
+        .inspect(move |c| {
+            if let Ok(c) = c {
+                played.inc_by(c.data.len() as u64);
+            }
+        })
+        .boxed();
     Ok(Playing {
         size_bytes: row.size_bytes,
         stream: finish.watch(stream, |c: &PlayChunk| c.data.len() as u64),

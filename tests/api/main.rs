@@ -32,6 +32,7 @@ mod kms_errors;
 mod listening;
 mod load;
 mod localstack;
+mod metrics;
 mod page_api;
 mod peaks;
 mod pg_proxy;

@@ -49,7 +49,7 @@ export CALLVAULT_TEST_BAGIT
 # grpcio-health-checking to generate stubs from proto/ and run examples/python
 # against a live server (tests/api/python_example.rs), and the
 # Prometheus project's own text-format parsers (prometheus-client) to parse
-# GET /metrics (tests/api/integrators.rs).
+# GET /metrics (tests/api/python_example.rs, tests/api/metrics.rs).
 PY_VENV="${CALLVAULT_PY_VENV:-target/py-venv}"
 if [ ! -x "$PY_VENV/bin/python" ] || ! "$PY_VENV/bin/python" -c 'import grpc, grpc_tools, grpc_health.v1.health_pb2, prometheus_client, yaml' 2>/dev/null; then
   python3 -m venv "$PY_VENV"

@@ -225,6 +225,185 @@ mod tests {
         assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 
+    /// Every `callvault` command line in the README's shell blocks, as a
+    /// user would paste it: continuation lines joined, comments, `>`
+    /// redirections and the `VAR=value` prefix dropped, `$(…)` opened, and
+    /// the README's placeholders (`<id>`, `<old ARN>`, `…`, `[--json]`,
+    /// `[--resume | --cancel]`) given a value of their kind.
+    fn readme_command_lines() -> Vec<(usize, Vec<String>)> {
+        let readme = include_str!("../../../README.md");
+        let mut out = Vec::new();
+        let mut in_sh = false;
+        let mut joined = String::new();
+        let mut start = 0;
+        for (n, line) in readme.lines().enumerate() {
+            let t = line.trim_start();
+            if t.starts_with("```") {
+                in_sh = !in_sh && t.trim_start_matches('`').starts_with("sh");
+                continue;
+            }
+            // The prose mentions `$B keys local create [--spec RSA_2048]` too.
+            let prose = line.contains("`$B ");
+            if !in_sh && !prose {
+                continue;
+            }
+            if joined.is_empty() {
+                start = n + 1;
+            }
+            let line = if prose {
+                line.split('`')
+                    .filter(|s| s.starts_with("$B "))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            } else {
+                line.to_owned()
+            };
+            match line.strip_suffix('\\') {
+                Some(head) => {
+                    joined.push_str(head);
+                    joined.push(' ');
+                    continue;
+                }
+                None => joined.push_str(&line),
+            }
+            let whole = std::mem::take(&mut joined);
+            let code = match whole.find(" #") {
+                Some(i) => &whole[..i],
+                None => &whole,
+            };
+            let code = code.replace("$(", "; ").replace(")\"", " ");
+            for part in code.split(';') {
+                let words = shell_words(part);
+                let Some(at) = words
+                    .iter()
+                    .position(|w| w == "$B" || w == "callvault" || w == "--")
+                else {
+                    continue;
+                };
+                if words[..at]
+                    .iter()
+                    .any(|w| !w.contains('=') && w != "cargo" && w != "run" && w != "--release")
+                {
+                    continue; // `curl … callvault …` and the like
+                }
+                let mut args = vec!["callvault".to_owned()];
+                let mut rest = words[at + 1..].iter().peekable();
+                while let Some(w) = rest.next() {
+                    if w == ">" {
+                        rest.next();
+                        continue;
+                    }
+                    args.push(w.clone());
+                }
+                out.push((start, args));
+            }
+        }
+        out
+    }
+
+    /// Shell words, with the README's placeholders filled in.
+    fn shell_words(s: &str) -> Vec<String> {
+        let mut words = Vec::new();
+        let mut cur = String::new();
+        let mut quote = None;
+        let mut any = false;
+        for c in s.chars() {
+            match (quote, c) {
+                (None, '"' | '\'') => {
+                    quote = Some(c);
+                    any = true;
+                }
+                (Some(q), c) if c == q => quote = None,
+                (None, c) if c.is_whitespace() => {
+                    if any {
+                        words.push(std::mem::take(&mut cur));
+                        any = false;
+                    }
+                }
+                (_, c) => {
+                    cur.push(c);
+                    any = true;
+                }
+            }
+        }
+        if any {
+            words.push(cur);
+        }
+        let mut out = Vec::new();
+        let mut alternatives = false;
+        for w in words {
+            // `[--resume | --cancel]`: the first of the alternatives.
+            if w == "|" {
+                alternatives = true;
+                continue;
+            }
+            if alternatives {
+                alternatives = !w.ends_with(']');
+                continue;
+            }
+            let w = w.trim_start_matches('[').trim_end_matches(']').to_owned();
+            let id = "0194f3a2-7c1e-7b3a-9c4d-5e6f7a8b9c0d";
+            let arn = "arn:aws:kms:eu-west-1:111122223333:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0";
+            let w = match w.as_str() {
+                "<id>" | "0194…" => id.to_owned(),
+                "<old ARN>" | "<new ARN>" => arn.to_owned(),
+                "<job id>" | "<token id>" => id.to_owned(),
+                "…" => "x".to_owned(),
+                _ if w.contains("<index>") => w.replace("<index>", "7"),
+                _ => w.replace('…', "x"),
+            };
+            out.push(w);
+        }
+        // `<old ARN>` spans two words before the fill-in above.
+        let mut fixed: Vec<String> = Vec::new();
+        for w in out {
+            if (w == "ARN>" || w == "id>" || w == "token>")
+                && fixed.last().is_some_and(|l| l.starts_with('<'))
+            {
+                fixed.pop();
+                fixed.push(match w.as_str() {
+                    "ARN>" => "arn:aws:kms:eu-west-1:111122223333:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0".to_owned(),
+                    "token>" => "cv_x".to_owned(),
+                    _ => "0194f3a2-7c1e-7b3a-9c4d-5e6f7a8b9c0d".to_owned(),
+                });
+                continue;
+            }
+            fixed.push(w);
+        }
+        fixed
+    }
+
+    /// The README's command lines parse with the binary's own definitions:
+    /// the README cannot drift from the binary (a renamed flag, a command
+    /// that moved, a value the parser refuses). What they do is tested by
+    /// the integration tests that run the same commands.
+    #[test]
+    fn every_command_line_in_the_readme_parses() {
+        let lines = readme_command_lines();
+        assert!(lines.len() > 60, "found only {} command lines", lines.len());
+        let cmd = tree();
+        let mut failures = Vec::new();
+        for (line, args) in &lines {
+            let os: Vec<OsString> = args.iter().map(OsString::from).collect();
+            let hoisted = hoist_leading_flags(os, &cmd);
+            // `--token` comes from the environment in most lines; give the
+            // parser one so that only what the README wrote is judged.
+            let mut with_token = hoisted.clone();
+            with_token.push("--token".into());
+            with_token.push("cv_x".into());
+            let plain = cmd.clone().try_get_matches_from(&hoisted);
+            let tokened = cmd.clone().try_get_matches_from(&with_token);
+            if let (Err(e), Err(_)) = (plain, tokened) {
+                failures.push(format!(
+                    "README.md:{line}: {}: {}",
+                    args.join(" "),
+                    e.kind()
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
     #[test]
     fn subcommand_flags_may_come_first() {
         let cmd = tree();

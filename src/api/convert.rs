@@ -46,25 +46,34 @@ pub(crate) fn to_pb(
     }
 }
 
-/// The protobuf spelling of each state: here and nowhere else.
-fn key_status_pb(s: KeyStatus) -> &'static str {
+/// The protobuf enum of each state: here and nowhere else.
+fn key_status_pb(s: KeyStatus) -> pb::KeyStatus {
     match s {
-        KeyStatus::Active => "active",
-        KeyStatus::Previous => "previous",
-        KeyStatus::Retired => "retired",
+        KeyStatus::Active => pb::KeyStatus::Active,
+        KeyStatus::Previous => pb::KeyStatus::Previous,
+        KeyStatus::Retired => pb::KeyStatus::Retired,
     }
 }
 
-pub(crate) fn key_health_pb(s: KeyHealthState) -> &'static str {
-    s.code()
+pub(crate) fn key_health_pb(s: KeyHealthState) -> pb::KeyState {
+    match s {
+        KeyHealthState::Enabled => pb::KeyState::Enabled,
+        KeyHealthState::Disabled => pb::KeyState::Disabled,
+        KeyHealthState::PendingDeletion => pb::KeyState::PendingDeletion,
+        KeyHealthState::AccessDenied => pb::KeyState::AccessDenied,
+        KeyHealthState::NotFound => pb::KeyState::NotFound,
+        KeyHealthState::Unreachable => pb::KeyState::Unreachable,
+        KeyHealthState::InvalidState => pb::KeyState::InvalidState,
+        KeyHealthState::PublicKeyMismatch => pb::KeyState::PublicKeyMismatch,
+    }
 }
 
-fn job_status_pb(s: JobStatus) -> &'static str {
+fn job_status_pb(s: JobStatus) -> pb::JobState {
     match s {
-        JobStatus::Running => "running",
-        JobStatus::Succeeded => "succeeded",
-        JobStatus::Failed => "failed",
-        JobStatus::Cancelled => "cancelled",
+        JobStatus::Running => pb::JobState::Running,
+        JobStatus::Succeeded => pb::JobState::Succeeded,
+        JobStatus::Failed => pb::JobState::Failed,
+        JobStatus::Cancelled => pb::JobState::Cancelled,
     }
 }
 
@@ -72,7 +81,7 @@ pub(crate) fn key_to_pb(key: &TenantKey, usage: &KeyUsage) -> pb::TenantKey {
     pb::TenantKey {
         key_arn: key.key_arn.to_string(),
         region: key.region.clone(),
-        status: key_status_pb(key.status).to_owned(),
+        status: key_status_pb(key.status).into(),
         key_spec: key.key_spec.clone(),
         wrap_algorithm: key.algorithm.as_str().to_owned(),
         replica_key_arns: key
@@ -88,7 +97,7 @@ pub(crate) fn key_to_pb(key: &TenantKey, usage: &KeyUsage) -> pb::TenantKey {
         size_bytes: usage.bytes,
         legal_hold_count: usage.legal_hold,
         health: key.health.as_ref().map(|h| pb::KeyHealthCheck {
-            state: key_health_pb(h.state).to_owned(),
+            state: key_health_pb(h.state).into(),
             detail: h.detail.clone().unwrap_or_default(),
             deletion_time: h.deletion_date_ms.map(timestamp),
             check_time: Some(timestamp(h.checked_at_ms)),
@@ -101,7 +110,7 @@ pub(crate) fn job_to_pb(job: &RewrapJob) -> pb::RewrapJob {
         job_id: job.id.clone(),
         source_key_arn: job.source_arn.to_string(),
         destination_key_arn: job.destination_arn.to_string(),
-        state: job_status_pb(job.status).to_owned(),
+        state: job_status_pb(job.status).into(),
         total_count: job.total,
         rewrapped_count: job.rewrapped,
         max_kms_requests_per_second: job.max_kms_per_sec,

@@ -18,6 +18,46 @@ fn job_id(s: &str) -> Result<&str, Error> {
         .map_err(|_| Error::invalid("job_id", "is not a rewrap job id"))
 }
 
+/// One page of a short list the service holds whole (a tenant's key
+/// history and rewrap jobs: a handful to a few hundred), in its order:
+/// `page_size` 1..=1000 (0: 100); the token is the last item's id, so a
+/// page never repeats or skips an item that was there before it.
+fn page_of<T>(
+    items: Vec<T>,
+    page_size: u32,
+    token: &str,
+    id: impl Fn(&T) -> String,
+) -> Result<(Vec<T>, String), Error> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let size = match page_size {
+        0 => 100,
+        n if n > 1000 => return Err(Error::invalid("page_size", "must be at most 1000")),
+        n => n as usize,
+    };
+    let start = if token.is_empty() {
+        0
+    } else {
+        let bad = || Error::invalid("page_token", "is not a token from a previous response");
+        let after = URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(bad)?;
+        items.iter().position(|i| id(i) == after).ok_or_else(bad)? + 1
+    };
+    let mut rest: Vec<T> = items.into_iter().skip(start).collect();
+    let next = if rest.len() > size {
+        rest.truncate(size);
+        rest.last()
+            .map(|i| URL_SAFE_NO_PAD.encode(id(i)))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok((rest, next))
+}
+
 #[derive(Debug, Clone)]
 pub struct KeyApi {
     archive: Arc<Archive>,
@@ -52,9 +92,14 @@ impl pb::key_service_server::KeyService for KeyApi {
         request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let principal = authenticate(&self.archive, &request).await?;
+        let req = request.into_inner();
         let keys = keys::list(&self.archive, &principal).await?;
+        let (page, next) = page_of(keys, req.page_size, &req.page_token, |(k, _)| {
+            k.key_arn.to_string()
+        })?;
         Ok(Response::new(pb::ListKeysResponse {
-            keys: keys.iter().map(|(k, u)| key_to_pb(k, u)).collect(),
+            keys: page.iter().map(|(k, u)| key_to_pb(k, u)).collect(),
+            next_page_token: next,
         }))
     }
 
@@ -80,7 +125,7 @@ impl pb::key_service_server::KeyService for KeyApi {
                 .iter()
                 .map(|i| pb::KeyIncident {
                     key_arn: i.key_arn.to_string(),
-                    state: key_health_pb(i.state).to_owned(),
+                    state: key_health_pb(i.state).into(),
                     recording_count: i.recordings,
                     legal_hold_count: i.legal_hold,
                     unreadable_time: i.unreadable_at_ms.map(timestamp),
@@ -141,15 +186,18 @@ impl pb::key_service_server::KeyService for KeyApi {
         request: Request<pb::ListRewrapJobsRequest>,
     ) -> Result<Response<pb::ListRewrapJobsResponse>, Status> {
         let principal = authenticate(&self.archive, &request).await?;
+        let req = request.into_inner();
         let jobs = keys::rewrap_jobs(&self.archive, &principal).await?;
+        let (page, next) = page_of(jobs, req.page_size, &req.page_token, |j| j.id.clone())?;
         Ok(Response::new(pb::ListRewrapJobsResponse {
-            jobs: jobs.iter().map(job_to_pb).collect(),
+            jobs: page.iter().map(job_to_pb).collect(),
+            next_page_token: next,
         }))
     }
 
     async fn resume_rewrap(
         &self,
-        request: Request<pb::GetRewrapJobRequest>,
+        request: Request<pb::ResumeRewrapRequest>,
     ) -> Result<Response<pb::RewrapJob>, Status> {
         let principal = authenticate(&self.archive, &request).await?;
         let id = job_id(&request.get_ref().job_id)?;
@@ -159,11 +207,41 @@ impl pb::key_service_server::KeyService for KeyApi {
 
     async fn cancel_rewrap(
         &self,
-        request: Request<pb::GetRewrapJobRequest>,
+        request: Request<pb::CancelRewrapRequest>,
     ) -> Result<Response<pb::RewrapJob>, Status> {
         let principal = authenticate(&self.archive, &request).await?;
         let id = job_id(&request.get_ref().job_id)?;
         let job = keys::cancel_rewrap(&self.archive, &principal, id).await?;
         Ok(Response::new(job_to_pb(&job)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_cover_the_list_once_in_order() {
+        let items: Vec<String> = (0..7).map(|i| format!("job-{i}")).collect();
+        for size in 1..=8 {
+            let mut seen = Vec::new();
+            let mut token = String::new();
+            loop {
+                let (page, next) = page_of(items.clone(), size, &token, Clone::clone).unwrap();
+                assert!(page.len() <= size as usize);
+                seen.extend(page);
+                if next.is_empty() {
+                    break;
+                }
+                token = next;
+            }
+            assert_eq!(seen, items, "page size {size}");
+        }
+        assert!(page_of(items.clone(), 1001, "", Clone::clone).is_err());
+        assert!(page_of(items.clone(), 1, "not-a-token!", Clone::clone).is_err());
+        // A token naming an item that is gone is refused, not restarted.
+        let gone =
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, "job-99");
+        assert!(page_of(items, 1, &gone, Clone::clone).is_err());
     }
 }

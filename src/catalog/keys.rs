@@ -292,25 +292,38 @@ pub async fn to_check(conn: &mut Conn) -> Result<Vec<(TenantId, TenantKey)>> {
         .collect()
 }
 
+/// Records a key's health check. Returns whether this call changed the
+/// key's state: of two checks finding the same new state at once (on one
+/// node or two), exactly one sees `true`, so a new incident is reported
+/// once. The state-changing update is conditional on the old state, which
+/// the row lock (PostgreSQL) or the single writer (SQLite) makes atomic.
 pub async fn record_health(
     conn: &mut Conn,
     tenant: &TenantId,
     key_arn: &KeyArn,
     health: &KeyHealthRecord,
-) -> Result<()> {
-    sqlx::query(
-        "UPDATE tenant_keys SET health_state = $3, health_detail = $4, deletion_date_ms = $5, \
-         health_checked_at_ms = $6 WHERE tenant_id = $1 AND key_arn = $2",
-    )
-    .bind(tenant.as_str())
-    .bind(key_arn.as_str())
-    .bind(health.state.as_db())
-    .bind(&health.detail)
-    .bind(health.deletion_date_ms)
-    .bind(health.checked_at_ms)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+) -> Result<bool> {
+    let update = |condition: &'static str| {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE tenant_keys SET health_state = $3, health_detail = $4, deletion_date_ms = $5, \
+             health_checked_at_ms = $6 WHERE tenant_id = $1 AND key_arn = $2{condition}"
+        )))
+        .bind(tenant.as_str())
+        .bind(key_arn.as_str())
+        .bind(health.state.as_db())
+        .bind(health.detail.clone())
+        .bind(health.deletion_date_ms)
+        .bind(health.checked_at_ms)
+    };
+    let changed = update(" AND COALESCE(health_state, '') <> $3")
+        .execute(&mut *conn)
+        .await?
+        .rows_affected()
+        > 0;
+    if !changed {
+        update("").execute(&mut *conn).await?;
+    }
+    Ok(changed)
 }
 
 /// Recordings of any status wrapped under `key_arn`: what a key protects.

@@ -189,7 +189,9 @@ async fn check_key(
             health = h;
         }
     }
-    catalog_keys::record_health(
+    // Whether this check moved the key to a new state: decided by the
+    // catalog, so that concurrent checks report a new incident once.
+    let changed = catalog_keys::record_health(
         &mut *archive.catalog.conn().await?,
         tenant,
         &key.key_arn,
@@ -220,7 +222,6 @@ async fn check_key(
             incident: incident.is_some(),
         },
     );
-    let changed = key.health.as_ref().map(|h| h.state) != Some(health.state);
     if let (Some(i), true) = (&incident, changed) {
         // A new incident (not the same one found again every check).
         let event = NewEvent::new(

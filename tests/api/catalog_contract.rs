@@ -540,9 +540,45 @@ async fn health_records_are_per_tenant_key(f: Fixture) {
         checked_at_ms: 1_800_000_000_000,
     };
     let mut db = f.db().await;
-    keys::record_health(&mut db, a, &arn("a"), &health)
-        .await
-        .unwrap();
+    // The first record of a state changes it; the same state found again
+    // does not (and still records when it was checked); another does.
+    assert!(
+        keys::record_health(&mut db, a, &arn("a"), &health)
+            .await
+            .unwrap()
+    );
+    let again = KeyHealthRecord {
+        checked_at_ms: health.checked_at_ms + 60_000,
+        ..health.clone()
+    };
+    assert!(
+        !keys::record_health(&mut db, a, &arn("a"), &again)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        keys::get(&mut db, a, &arn("a"))
+            .await
+            .unwrap()
+            .unwrap()
+            .health,
+        Some(again)
+    );
+    let enabled = KeyHealthRecord {
+        state: KeyHealthState::Enabled,
+        deletion_date_ms: None,
+        ..health.clone()
+    };
+    assert!(
+        keys::record_health(&mut db, a, &arn("a"), &enabled)
+            .await
+            .unwrap()
+    );
+    assert!(
+        keys::record_health(&mut db, a, &arn("a"), &health)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         keys::get(&mut db, a, &arn("a"))
             .await

@@ -1287,7 +1287,7 @@ async fn the_index_key_moves_with_a_rewrap() {
         .await
         .unwrap();
     let done = crate::keys::wait_for_job(&mut admin, &job.job_id).await;
-    assert_eq!(done.state, "succeeded", "{done:?}");
+    assert_eq!(done.state(), pb::JobState::Succeeded, "{done:?}");
     admin
         .keys
         .retire_key(pb::RetireKeyRequest {

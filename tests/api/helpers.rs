@@ -864,3 +864,14 @@ pub async fn ffmpeg_noise(
     assert!(status.success(), "ffmpeg failed for {name}");
     Bytes::from(std::fs::read(out).unwrap())
 }
+
+/// A proto enum value's name as the API's old strings spelled it:
+/// `JOB_STATE_SUCCEEDED` is `succeeded`, `KEY_STATE_PENDING_DELETION` is
+/// `pending_deletion`.
+pub fn enum_word(name: &str) -> String {
+    ["KEY_STATE_", "KEY_STATUS_", "JOB_STATE_"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .unwrap_or(name)
+        .to_ascii_lowercase()
+}

@@ -62,7 +62,7 @@ async fn retire_waits_for_the_job(kind: CatalogKind) {
     }
     admin
         .keys
-        .cancel_rewrap(pb::GetRewrapJobRequest {
+        .cancel_rewrap(pb::CancelRewrapRequest {
             job_id: job.clone(),
         })
         .await
@@ -173,7 +173,7 @@ async fn a_replaced_rsa_public_key_is_a_security_incident() {
     let health = key_health(&mut admin, false).await;
     let key = health.keys.iter().find(|k| k.key_arn == rsa).unwrap();
     let check = key.health.clone().unwrap();
-    assert_eq!(check.state, "public_key_mismatch", "{check:?}");
+    assert_eq!(check.state(), pb::KeyState::PublicKeyMismatch, "{check:?}");
     assert!(
         check.detail.contains("not the one pinned"),
         "{}",
@@ -184,7 +184,7 @@ async fn a_replaced_rsa_public_key_is_a_security_incident() {
     assert_eq!(
         (
             incident.key_arn.as_str(),
-            incident.state.as_str(),
+            crate::helpers::enum_word(incident.state().as_str_name()).as_str(),
             incident.recording_count
         ),
         (rsa.as_str(), "public_key_mismatch", 1)

@@ -72,7 +72,7 @@ pub(crate) async fn register(c: &mut Client, arn: &str) -> Result<pb::TenantKey,
 
 pub(crate) async fn list_keys(c: &mut Client) -> Vec<pb::TenantKey> {
     c.keys
-        .list_keys(pb::ListKeysRequest {})
+        .list_keys(pb::ListKeysRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -114,7 +114,7 @@ pub(crate) async fn wait_for_job(c: &mut Client, id: &str) -> pb::RewrapJob {
             .await
             .unwrap()
             .into_inner();
-        if job.state != "running" {
+        if job.state() != pb::JobState::Running {
             return job;
         }
         assert!(
@@ -146,7 +146,7 @@ async fn rotation_keeps_old_calls_playable_and_rewrap_empties_the_old_key() {
     ] {
         if i == 3 || i == 5 {
             let k = register(&mut admin, arn).await.unwrap();
-            assert_eq!(k.status, "active");
+            assert_eq!(k.status(), pb::KeyStatus::Active);
             assert_eq!(k.wrap_algorithm, "SYMMETRIC_DEFAULT");
         }
         let audio = small_wav(i);
@@ -176,7 +176,11 @@ async fn rotation_keeps_old_calls_playable_and_rewrap_empties_the_old_key() {
     ] {
         let k = key(&history, arn);
         assert_eq!(
-            (k.status.as_str(), k.recording_count, k.size_bytes),
+            (
+                crate::helpers::enum_word(k.status().as_str_name()).as_str(),
+                k.recording_count,
+                k.size_bytes
+            ),
             (status, n, bytes),
             "{arn}"
         );
@@ -190,6 +194,43 @@ async fn rotation_keeps_old_calls_playable_and_rewrap_empties_the_old_key() {
             .collect::<Vec<_>>(),
         vec![key_a.clone(), key_b.clone(), key_c.clone()]
     );
+    // Paged one key at a time, the history is the same; a bad token or
+    // page size is refused naming the field.
+    let mut paged = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = admin
+            .keys
+            .list_keys(pb::ListKeysRequest {
+                page_size: 1,
+                page_token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.keys.len() <= 1);
+        paged.extend(page.keys);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(paged, history);
+    for (page_size, page_token, field) in [
+        (1001, String::new(), "page_size"),
+        (1, "bm9wZQ".to_owned(), "page_token"),
+    ] {
+        let err = admin
+            .keys
+            .list_keys(pb::ListKeysRequest {
+                page_size,
+                page_token,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().starts_with(field), "{}", err.message());
+    }
 
     // The active key cannot be rewrapped away: it still wraps new calls.
     let err = start_rewrap(&mut admin, &key_c, &key_a, 0)
@@ -205,10 +246,16 @@ async fn rotation_keeps_old_calls_playable_and_rewrap_empties_the_old_key() {
     let before = objects(&app);
     let re_encrypts_before = app.archive.metrics.calls("ReEncrypt");
     let job = start_rewrap(&mut admin, &key_a, &key_c, 20).await.unwrap();
-    assert_eq!((job.state.as_str(), job.total_count), ("running", 3));
+    assert_eq!(
+        (
+            crate::helpers::enum_word(job.state().as_str_name()).as_str(),
+            job.total_count
+        ),
+        ("running", 3)
+    );
     // The server's own rewrap worker runs it.
     let job = wait_for_job(&mut admin, &job.job_id).await;
-    assert_eq!(job.state, "succeeded", "{job:?}");
+    assert_eq!(job.state(), pb::JobState::Succeeded, "{job:?}");
     assert_eq!((job.rewrapped_count, job.total_count), (3, 3));
     assert_eq!(
         app.archive.metrics.calls("ReEncrypt") - re_encrypts_before,
@@ -259,7 +306,7 @@ async fn rotation_keeps_old_calls_playable_and_rewrap_empties_the_old_key() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(retired.status, "retired");
+    assert_eq!(retired.status(), pb::KeyStatus::Retired);
     let err = admin
         .keys
         .retire_key(pb::RetireKeyRequest {
@@ -491,10 +538,10 @@ async fn a_revoked_key_fails_on_every_node_and_never_blocks_other_keys() {
         .unwrap()
         .into_inner();
     let ha = key(&health.keys, &key_a).health.clone().unwrap();
-    assert_eq!(ha.state, "disabled");
+    assert_eq!(ha.state(), pb::KeyState::Disabled);
     assert_eq!(
-        key(&health.keys, &key_b).health.clone().unwrap().state,
-        "enabled"
+        key(&health.keys, &key_b).health.clone().unwrap().state(),
+        pb::KeyState::Enabled
     );
     assert_eq!(health.incidents.len(), 1, "{:?}", health.incidents);
     let incident = &health.incidents[0];
@@ -559,7 +606,7 @@ async fn a_revoked_key_fails_on_every_node_and_never_blocks_other_keys() {
         .unwrap()
         .into_inner();
     let incident = &health.incidents[0];
-    assert_eq!(incident.state, "pending_deletion");
+    assert_eq!(incident.state(), pb::KeyState::PendingDeletion);
     assert!(
         incident
             .message
@@ -709,7 +756,10 @@ async fn registration_refuses_unusable_keys_and_keeps_the_old_one() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     let again = register(&mut admin, &old).await.unwrap();
     assert_eq!(
-        (again.status.as_str(), again.activate_time),
+        (
+            crate::helpers::enum_word(again.status().as_str_name()).as_str(),
+            again.activate_time
+        ),
         ("active", before)
     );
 
@@ -724,7 +774,10 @@ async fn registration_refuses_unusable_keys_and_keeps_the_old_one() {
     let keys = list_keys(&mut admin).await;
     assert_eq!(keys.len(), 1, "no refused key entered the history");
     assert_eq!(
-        (keys[0].key_arn.as_str(), keys[0].status.as_str()),
+        (
+            keys[0].key_arn.as_str(),
+            crate::helpers::enum_word(keys[0].status().as_str_name()).as_str()
+        ),
         (old.as_str(), "active")
     );
     let r = app
@@ -803,7 +856,10 @@ async fn write_only_ingest_with_an_asymmetric_key_makes_no_kms_call() {
     let job = start_rewrap(&mut admin, &rsa, &sym, 0).await.unwrap();
     let job = wait_for_job(&mut admin, &job.job_id).await;
     assert_eq!(
-        (job.state.as_str(), job.rewrapped_count),
+        (
+            crate::helpers::enum_word(job.state().as_str_name()).as_str(),
+            job.rewrapped_count
+        ),
         ("succeeded", 3),
         "{job:?}"
     );
@@ -834,7 +890,10 @@ async fn registration_and_rewrap_on_aws_kms_over_the_wire() {
     let key_b = crate::helpers::moto_create_key(&crate::helpers::moto_kms().await).await;
     let registered = register(&mut admin, &key_b).await.unwrap();
     assert_eq!(
-        (registered.status.as_str(), registered.region.as_str()),
+        (
+            crate::helpers::enum_word(registered.status().as_str_name()).as_str(),
+            registered.region.as_str()
+        ),
         ("active", "us-east-1")
     );
     let audio_b = fixture("speech.mp3");
@@ -847,7 +906,10 @@ async fn registration_and_rewrap_on_aws_kms_over_the_wire() {
     let job = start_rewrap(&mut admin, &key_a, &key_b, 10).await.unwrap();
     let job = wait_for_job(&mut admin, &job.job_id).await;
     assert_eq!(
-        (job.state.as_str(), job.rewrapped_count),
+        (
+            crate::helpers::enum_word(job.state().as_str_name()).as_str(),
+            job.rewrapped_count
+        ),
         ("succeeded", 1),
         "{job:?}"
     );
@@ -975,7 +1037,7 @@ async fn a_rewrap_stopped_by_a_revoked_key_fails_precisely_and_resumes() {
     app.ring().set_enabled(&key_a, false).unwrap();
     let job = start_rewrap(&mut admin, &key_a, &key_b, 0).await.unwrap();
     let failed = wait_for_job(&mut admin, &job.job_id).await;
-    assert_eq!(failed.state, "failed", "{failed:?}");
+    assert_eq!(failed.state(), pb::JobState::Failed, "{failed:?}");
     assert!(
         failed.error.contains(&key_a) && failed.error.contains("disabled"),
         "{}",
@@ -985,7 +1047,7 @@ async fn a_rewrap_stopped_by_a_revoked_key_fails_precisely_and_resumes() {
     // Only one job runs per tenant, and only a failed one resumes.
     let err = admin
         .keys
-        .cancel_rewrap(pb::GetRewrapJobRequest {
+        .cancel_rewrap(pb::CancelRewrapRequest {
             job_id: job.job_id.clone(),
         })
         .await
@@ -996,16 +1058,20 @@ async fn a_rewrap_stopped_by_a_revoked_key_fails_precisely_and_resumes() {
     app.ring().set_enabled(&key_a, true).unwrap();
     let resumed = admin
         .keys
-        .resume_rewrap(pb::GetRewrapJobRequest {
+        .resume_rewrap(pb::ResumeRewrapRequest {
             job_id: job.job_id.clone(),
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(resumed.state, "running");
+    assert_eq!(resumed.state(), pb::JobState::Running);
     let done = wait_for_job(&mut admin, &job.job_id).await;
     assert_eq!(
-        (done.state.as_str(), done.rewrapped_count, done.total_count),
+        (
+            crate::helpers::enum_word(done.state().as_str_name()).as_str(),
+            done.rewrapped_count,
+            done.total_count
+        ),
         ("succeeded", 4, 4)
     );
     for (rec, audio) in &recs {

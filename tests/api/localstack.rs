@@ -44,7 +44,10 @@ async fn localstack_disabled_pending_deletion_and_re_enabled_keys() {
     // Disabled: the health check says so, purges the cached data key, and
     // playback is refused naming the state.
     kms.disable_key().key_id(&arn).send().await.unwrap();
-    assert_eq!(health_state(&app, &arn).await.state, "disabled");
+    assert_eq!(
+        health_state(&app, &arn).await.state(),
+        pb::KeyState::Disabled
+    );
     let err = app.play(&id).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(err.message().contains("disabled"), "{}", err.message());
@@ -58,7 +61,10 @@ async fn localstack_disabled_pending_deletion_and_re_enabled_keys() {
 
     // Re-enabled: KMS unwraps again.
     kms.enable_key().key_id(&arn).send().await.unwrap();
-    assert_eq!(health_state(&app, &arn).await.state, "enabled");
+    assert_eq!(
+        health_state(&app, &arn).await.state(),
+        pb::KeyState::Enabled
+    );
     assert_eq!(app.play(&id).await.unwrap(), audio.as_ref());
 
     // Pending deletion: a dated incident, and playback refused.
@@ -69,7 +75,7 @@ async fn localstack_disabled_pending_deletion_and_re_enabled_keys() {
         .await
         .unwrap();
     let check = health_state(&app, &arn).await;
-    assert_eq!(check.state, "pending_deletion", "{check:?}");
+    assert_eq!(check.state(), pb::KeyState::PendingDeletion, "{check:?}");
     assert!(check.deletion_time.is_some(), "{check:?}");
     let err = app.play(&id).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
@@ -86,7 +92,10 @@ async fn localstack_disabled_pending_deletion_and_re_enabled_keys() {
     // Cancelled (KMS leaves the key disabled) and enabled: playable again.
     kms.cancel_key_deletion().key_id(&arn).send().await.unwrap();
     kms.enable_key().key_id(&arn).send().await.unwrap();
-    assert_eq!(health_state(&app, &arn).await.state, "enabled");
+    assert_eq!(
+        health_state(&app, &arn).await.state(),
+        pb::KeyState::Enabled
+    );
     assert_eq!(app.play(&id).await.unwrap(), audio.as_ref());
     // A disabled key cannot become a tenant's key.
     let other = localstack_create_key(KeySpec::SymmetricDefault).await;
@@ -146,7 +155,10 @@ async fn localstack_re_encrypt_moves_wrapped_keys_between_keys() {
     let job = start_rewrap(&mut admin, &a, &b, 10).await.unwrap();
     let job = wait_for_job(&mut admin, &job.job_id).await;
     assert_eq!(
-        (job.state.as_str(), job.rewrapped_count),
+        (
+            crate::helpers::enum_word(job.state().as_str_name()).as_str(),
+            job.rewrapped_count
+        ),
         ("succeeded", 3),
         "{job:?}"
     );

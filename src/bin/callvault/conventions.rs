@@ -271,7 +271,16 @@ mod tests {
                 Some(i) => &whole[..i],
                 None => &whole,
             };
-            let code = code.replace("$(", "; ").replace(")\"", " ");
+            // `"$(… $B …)"` is a command of its own.
+            let code = code.replace("$(", "; ").replace(")\"", "; ");
+            // A placeholder is one word however many words it names
+            // (`<supervisor token>`).
+            let mut code = code;
+            while let Some(open) = code.find("<").filter(|&i| code[i..].contains('>')) {
+                let close = open + code[open..].find('>').unwrap_or(0);
+                let inner = code[open + 1..close].replace(' ', "_");
+                code = format!("{}{{{inner}}}{}", &code[..open], &code[close + 1..]);
+            }
             for part in code.split(';') {
                 let words = shell_words(part);
                 let Some(at) = words
@@ -342,35 +351,39 @@ mod tests {
                 continue;
             }
             let w = w.trim_start_matches('[').trim_end_matches(']').to_owned();
-            let id = "0194f3a2-7c1e-7b3a-9c4d-5e6f7a8b9c0d";
-            let arn = "arn:aws:kms:eu-west-1:111122223333:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0";
-            let w = match w.as_str() {
-                "<id>" | "0194…" => id.to_owned(),
-                "<old ARN>" | "<new ARN>" => arn.to_owned(),
-                "<job id>" | "<token id>" => id.to_owned(),
-                "…" => "x".to_owned(),
-                _ if w.contains("<index>") => w.replace("<index>", "7"),
-                _ => w.replace('…', "x"),
+            out.push(fill(&w));
+        }
+        out
+    }
+
+    /// A word with the README's placeholders (`{id}`, as the line reader
+    /// rewrote `<id>`) filled in with a value of their kind.
+    fn fill(w: &str) -> String {
+        let id = "0194f3a2-7c1e-7b3a-9c4d-5e6f7a8b9c0d";
+        let arn = "arn:aws:kms:eu-west-1:111122223333:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0";
+        let mut w = w.replace('…', "x");
+        while let Some(open) = w.find('{') {
+            let Some(len) = w[open..].find('}') else {
+                break;
             };
-            out.push(w);
+            let inner = w[open + 1..open + len].to_owned();
+            let value = if inner.contains("ARN") {
+                arn
+            } else if inner.contains("token") && !inner.contains("id") {
+                "cv_x"
+            } else if inner.contains("id") {
+                id
+            } else if inner.contains("index") {
+                "7"
+            } else {
+                "x"
+            };
+            w = format!("{}{value}{}", &w[..open], &w[open + len + 1..]);
         }
-        // `<old ARN>` spans two words before the fill-in above.
-        let mut fixed: Vec<String> = Vec::new();
-        for w in out {
-            if (w == "ARN>" || w == "id>" || w == "token>")
-                && fixed.last().is_some_and(|l| l.starts_with('<'))
-            {
-                fixed.pop();
-                fixed.push(match w.as_str() {
-                    "ARN>" => "arn:aws:kms:eu-west-1:111122223333:key/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0".to_owned(),
-                    "token>" => "cv_x".to_owned(),
-                    _ => "0194f3a2-7c1e-7b3a-9c4d-5e6f7a8b9c0d".to_owned(),
-                });
-                continue;
-            }
-            fixed.push(w);
+        if w == "0194x" {
+            return id.to_owned();
         }
-        fixed
+        w
     }
 
     /// The README's command lines parse with the binary's own definitions:

@@ -61,11 +61,14 @@ async fn demo_keys(
     let job = follow_job(admin, job, true).await?;
     println!(
         "    rewrap {} -> new key: {}, {}/{} recordings moved with KMS ReEncrypt",
-        key_a, job.state, job.rewrapped_count, job.total_count
+        key_a,
+        crate::output::job_state_word(job.state()),
+        job.rewrapped_count,
+        job.total_count
     );
     let keys = admin
         .keys
-        .list_keys(pb::ListKeysRequest {})
+        .list_keys(pb::ListKeysRequest::default())
         .await
         .map_err(failed("list keys"))?
         .into_inner()
@@ -103,9 +106,9 @@ async fn demo_keys(
     for (label, ok) in [
         (
             "new key registered and active",
-            registered.status == "active",
+            registered.status() == pb::KeyStatus::Active,
         ),
-        ("rewrap succeeded", job.state == "succeeded"),
+        ("rewrap succeeded", job.state() == pb::JobState::Succeeded),
         ("old key protects no recording", protected(key_a) == Some(0)),
         ("every recording plays after the rewrap", plays_ok),
         (

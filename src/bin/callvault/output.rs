@@ -160,12 +160,34 @@ pub fn print_tenants(tenants: &[callvault::catalog::tenants::TenantSummary], jso
     }
 }
 
+/// A proto enum value as the CLI prints it: `KEY_STATE_PENDING_DELETION`
+/// is `pending_deletion` (empty for the UNSPECIFIED value).
+pub fn enum_word(name: &str, prefix: &str) -> String {
+    match name.strip_prefix(prefix) {
+        Some("UNSPECIFIED") | None => String::new(),
+        Some(word) => word.to_ascii_lowercase(),
+    }
+}
+
+pub fn key_state_word(s: pb::KeyState) -> String {
+    enum_word(s.as_str_name(), "KEY_STATE_")
+}
+
+pub fn job_state_word(s: pb::JobState) -> String {
+    enum_word(s.as_str_name(), "JOB_STATE_")
+}
+
+fn key_status_word(s: pb::KeyStatus) -> String {
+    enum_word(s.as_str_name(), "KEY_STATUS_")
+}
+
 pub fn key_json(k: &pb::TenantKey) -> Value {
     let health = k.health.clone().unwrap_or_default();
+    let state = key_state_word(health.state());
     json!({
         "key_arn": k.key_arn,
         "region": k.region,
-        "status": k.status,
+        "status": key_status_word(k.status()),
         "key_spec": k.key_spec,
         "wrap_algorithm": k.wrap_algorithm,
         "replica_key_arns": k.replica_key_arns,
@@ -176,8 +198,8 @@ pub fn key_json(k: &pb::TenantKey) -> Value {
         "recordings": k.recording_count,
         "bytes": k.size_bytes,
         "legal_hold": k.legal_hold_count,
-        "health": if health.state.is_empty() { Value::Null } else { json!({
-            "state": health.state,
+        "health": if state.is_empty() { Value::Null } else { json!({
+            "state": state,
             "detail": health.detail,
             "deletion": health.deletion_time.as_ref().map(|_| time_of(&health.deletion_time)),
             "checked": time_of(&health.check_time),
@@ -187,9 +209,10 @@ pub fn key_json(k: &pb::TenantKey) -> Value {
 
 pub fn print_key(k: &pb::TenantKey) {
     let health = k.health.clone().unwrap_or_default();
+    let state = key_state_word(health.state());
     println!(
         "{:<8} {}  {} {}  activated {}  {} recordings, {} bytes{}  health: {}{}",
-        k.status,
+        key_status_word(k.status()),
         k.key_arn,
         k.key_spec,
         k.region,
@@ -201,10 +224,10 @@ pub fn print_key(k: &pb::TenantKey) {
         } else {
             String::new()
         },
-        if health.state.is_empty() {
+        if state.is_empty() {
             "not checked yet"
         } else {
-            &health.state
+            &state
         },
         if health.deletion_time.is_some() {
             format!(" (deletion {})", time_of(&health.deletion_time))
@@ -231,7 +254,7 @@ pub fn print_key_health(h: &pb::KeyHealth, json: bool) {
                 "keys": h.keys.iter().map(key_json).collect::<Vec<_>>(),
                 "incidents": h.incidents.iter().map(|i| json!({
                     "key_arn": i.key_arn,
-                    "state": i.state,
+                    "state": key_state_word(i.state()),
                     "recordings": i.recording_count,
                     "legal_hold": i.legal_hold_count,
                     "unreadable": time_of(&i.unreadable_time),
@@ -287,7 +310,7 @@ fn job_json(j: &pb::RewrapJob) -> Value {
         "job_id": j.job_id,
         "source_key_arn": j.source_key_arn,
         "destination_key_arn": j.destination_key_arn,
-        "state": j.state,
+        "state": job_state_word(j.state()),
         "total": j.total_count,
         "rewrapped": j.rewrapped_count,
         "max_kms_requests_per_second": j.max_kms_requests_per_second,
@@ -305,7 +328,7 @@ pub fn print_job(j: &pb::RewrapJob, json: bool) {
     println!(
         "rewrap job {}: {}  {}/{} recordings  {} -> {}{}",
         j.job_id,
-        j.state,
+        job_state_word(j.state()),
         j.rewrapped_count,
         j.total_count,
         j.source_key_arn,

@@ -118,7 +118,7 @@ pub async fn follow_job(
     json: bool,
 ) -> Result<pb::RewrapJob> {
     let bar = output::progress_bar(output::Progress::Rewrap, job.total_count, json);
-    while job.state == "running" {
+    while job.state() == pb::JobState::Running {
         bar.set_length(job.total_count.max(job.rewrapped_count));
         bar.set_position(job.rewrapped_count);
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -162,13 +162,24 @@ pub async fn run(cmd: KeysCmd) -> Result<()> {
         }
         KeysCmd::List { json, client } => {
             let mut c = client.connect().await?;
-            let keys = c
-                .keys
-                .list_keys(pb::ListKeysRequest {})
-                .await
-                .map_err(failed("list"))?
-                .into_inner()
-                .keys;
+            let mut keys = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = c
+                    .keys
+                    .list_keys(pb::ListKeysRequest {
+                        page_size: 1000,
+                        page_token,
+                    })
+                    .await
+                    .map_err(failed("list"))?
+                    .into_inner();
+                keys.extend(page.keys);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
             output::print_keys(&keys, json);
         }
         KeysCmd::Health {
@@ -238,7 +249,7 @@ pub async fn run(cmd: KeysCmd) -> Result<()> {
                 follow_job(&mut c, job, json).await?
             };
             output::print_job(&job, json);
-            if job.state == "failed" {
+            if job.state() == pb::JobState::Failed {
                 bail!("rewrap job {} failed: {}", job.job_id, job.error);
             }
         }
@@ -250,13 +261,18 @@ pub async fn run(cmd: KeysCmd) -> Result<()> {
             client,
         } => {
             let mut c = client.connect().await?;
-            let req = pb::GetRewrapJobRequest { job_id };
             let job = if resume {
-                c.keys.resume_rewrap(req).await
+                c.keys
+                    .resume_rewrap(pb::ResumeRewrapRequest { job_id })
+                    .await
             } else if cancel {
-                c.keys.cancel_rewrap(req).await
+                c.keys
+                    .cancel_rewrap(pb::CancelRewrapRequest { job_id })
+                    .await
             } else {
-                c.keys.get_rewrap_job(req).await
+                c.keys
+                    .get_rewrap_job(pb::GetRewrapJobRequest { job_id })
+                    .await
             }
             .map_err(failed("rewrap job"))?
             .into_inner();

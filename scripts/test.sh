@@ -49,12 +49,14 @@ export CALLVAULT_TEST_BAGIT
 # grpcio-health-checking to generate stubs from proto/ and run examples/python
 # against a live server (tests/api/python_example.rs), and the
 # Prometheus project's own text-format parsers (prometheus-client) to parse
-# GET /metrics (tests/api/python_example.rs, tests/api/metrics.rs).
+# GET /metrics (tests/api/python_example.rs, tests/api/metrics.rs), and
+# PyYAML with jsonschema to validate docker-compose.yml against the Compose
+# Specification's schema (tests/api/compose.rs).
 PY_VENV="${CALLVAULT_PY_VENV:-target/py-venv}"
-if [ ! -x "$PY_VENV/bin/python" ] || ! "$PY_VENV/bin/python" -c 'import grpc, grpc_tools, grpc_health.v1.health_pb2, prometheus_client, yaml' 2>/dev/null; then
+if [ ! -x "$PY_VENV/bin/python" ] || ! "$PY_VENV/bin/python" -c 'import grpc, grpc_tools, grpc_health.v1.health_pb2, prometheus_client, yaml, jsonschema' 2>/dev/null; then
   python3 -m venv "$PY_VENV"
   "$PY_VENV/bin/pip" install --quiet --disable-pip-version-check -r examples/python/requirements.txt \
-    'prometheus-client>=0.20' 'pyyaml>=6'
+    'prometheus-client>=0.20' 'pyyaml>=6' 'jsonschema>=4'
 fi
 CALLVAULT_TEST_PYTHON="$(cd "$PY_VENV/bin" && pwd)/python"
 export CALLVAULT_TEST_PYTHON
@@ -128,4 +130,10 @@ else
   cargo test --locked --no-fail-fast -- --skip load:: --skip browser:: || status=$?
   cargo test --locked --no-fail-fast --test api -- load:: browser:: --test-threads 1 || status=$?
 fi
+# docker-compose.yml's topology without containers, which CI cannot run:
+# PostgreSQL, moto, the compose bootstrap script and two nodes
+# (scripts/compose-topology.sh), with the callvault binary the tests above
+# built into debug/ and ran (under the test profile: a `cargo build` here
+# would compile the dev profile of the whole crate once more).
+CALLVAULT_MOTO_VENV="$VENV" scripts/compose-topology.sh "${CARGO_TARGET_DIR:-target}/debug/callvault" || status=$?
 exit "$status"

@@ -15,6 +15,7 @@ mod browser;
 mod catalog_contract;
 mod cli;
 mod compliance;
+mod compose;
 mod config_file;
 mod crash;
 mod durability;

@@ -27,6 +27,7 @@ pub mod keys;
 pub mod recordings;
 pub mod rewrap;
 mod rows;
+pub mod search;
 pub mod snapshot;
 pub mod subjects;
 pub mod tenants;

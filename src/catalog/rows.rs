@@ -122,7 +122,7 @@ macro_rules! recording_select {
 pub(super) use recording_select;
 
 /// The same select with no condition yet, for queries whose conditions
-/// are assembled at run time (`recordings::query`).
+/// are assembled at run time (`search::query`).
 pub(super) const RECORDING_SELECT: &str = recording_select!("");
 
 pub(super) fn recording(row: &AnyRow) -> Result<RecordingRow> {

@@ -15,7 +15,8 @@ use super::{RecordingView, cipher_for, open_labels, require_reader};
 use crate::archive::Archive;
 use crate::audit::event::Action as AuditAction;
 use crate::audit::trail;
-use crate::catalog::recordings::{self, Query, RecordingRow, SortKey};
+use crate::catalog::RecordingRow;
+use crate::catalog::search::{self as catalog_search, Query, SortKey};
 use crate::catalog::subjects;
 use crate::domain::{ExternalCallId, KeyArn, Participants, Principal, RecordingId};
 use crate::error::{Error, Result};
@@ -113,7 +114,7 @@ pub async fn search(
     let size = query.limit;
     query.limit = size + 1;
     let mut conn = archive.catalog.conn().await?;
-    let mut rows = recordings::query(&mut conn, &principal.tenant, &query).await?;
+    let mut rows = catalog_search::query(&mut conn, &principal.tenant, &query).await?;
     let unindexed_count = if query.digests.is_empty() {
         0
     } else {

@@ -8,6 +8,7 @@
 //! the caller allows otherwise.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -235,18 +236,41 @@ impl Client {
         })
     }
 
-    /// Sends a header and then `body` in pieces as they come.
+    /// Sends a header and then `body` in pieces as they come, hashing them
+    /// on the way, and the SHA-256 in the trailer: the server commits only
+    /// what it received intact.
     pub async fn ingest_stream(
         &mut self,
         header: pb::IngestHeader,
         body: impl futures::Stream<Item = Bytes> + Send + 'static,
+    ) -> Result<pb::IngestResponse, tonic::Status> {
+        let sha = Arc::new(std::sync::Mutex::new(aws_lc_rs::digest::Context::new(
+            &aws_lc_rs::digest::SHA256,
+        )));
+        let hashing = sha.clone();
+        let data = body.map(move |b| {
+            lock(&hashing).update(&b);
+            api::data_message(b)
+        });
+        let trailer = futures::stream::once(async move {
+            let digest = lock(&sha).clone().finish();
+            api::trailer_message(digest.as_ref())
+        });
+        self.ingest_messages(header, data.chain(trailer)).await
+    }
+
+    /// Sends a header and then `rest` as they come: data messages and
+    /// optionally a trailer ([`api::trailer_message`]).
+    pub async fn ingest_messages(
+        &mut self,
+        header: pb::IngestHeader,
+        rest: impl futures::Stream<Item = pb::IngestRequest> + Send + 'static,
     ) -> Result<pb::IngestResponse, tonic::Status> {
         let first = futures::stream::once(async move {
             pb::IngestRequest {
                 payload: Some(pb::ingest_request::Payload::Header(header)),
             }
         });
-        let rest = body.map(api::data_message);
         Ok(self.ingest.ingest(first.chain(rest)).await?.into_inner())
     }
 
@@ -274,6 +298,10 @@ impl Client {
         }
         Ok((out, ttfb.unwrap_or_else(|| started.elapsed())))
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Splits a buffer into ingest-sized pieces.

@@ -399,7 +399,7 @@ pub async fn serve(
     };
     let roles = settings.roles;
     let tls_on = tls.is_some();
-    tracing::info!(%address, ?roles, tls = tls_on, "callvault serving");
+    tracing::info!(%address, %roles, tls = tls_on, "callvault serving");
     let mut tasks = tokio::task::JoinSet::new();
     if let Some((metrics, address)) = metrics {
         tracing::info!(%address, tls = tls_on, "metrics at GET /metrics");
@@ -414,7 +414,7 @@ pub async fn serve(
     let (stopping, stop_http) = tokio::sync::watch::channel(false);
     let mut http_task = None;
     if let Some((http, address)) = http {
-        tracing::info!(%address, tls = tls_on, base = ?archive.playback_url_base, "HTTP playback at /v1/recordings/{{id}}/audio");
+        tracing::info!(%address, tls = tls_on, base = archive.playback_url_base.as_deref(), "HTTP playback at /v1/recordings/{{id}}/audio");
         let (tls, archive) = (tls.clone(), archive.clone());
         let mut stop = stop_http;
         http_task = Some(tokio::spawn(async move {

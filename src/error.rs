@@ -23,6 +23,12 @@ pub enum Error {
     MessageTooLarge { limit: usize, detail: String },
     #[error("recording exceeds the {limit} byte limit")]
     RecordingTooLarge { limit: u64 },
+    /// The upload's trailer names another SHA-256 than the bytes that
+    /// arrived: nothing is committed.
+    #[error(
+        "trailer.sha256: differs from the SHA-256 of the bytes that arrived (sent {sent}, computed {computed}); nothing was stored"
+    )]
+    TrailerMismatch { sent: String, computed: String },
     #[error("the recording has more chunks than the format allows")]
     TooManyChunks,
     #[error("offset_bytes {offset} is past the end of the recording ({size} bytes)")]

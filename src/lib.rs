@@ -18,6 +18,7 @@ pub mod audio;
 pub mod audit;
 pub mod backup;
 pub mod catalog;
+pub mod checksum;
 pub mod client;
 pub mod compliance;
 pub mod config;

@@ -27,6 +27,12 @@ pub fn error_info(err: &Error) -> (&'static str, HashMap<String, String>) {
             "INVALID_FIELD"
         }
         Error::NotAudio(_) => "NOT_AUDIO",
+        Error::TrailerMismatch { sent, computed } => {
+            put("field", "trailer.sha256".to_owned());
+            put("sent_sha256", sent.clone());
+            put("computed_sha256", computed.clone());
+            "SHA256_MISMATCH"
+        }
         Error::MessageTooLarge { limit, .. } => {
             put("limit_bytes", limit.to_string());
             "MESSAGE_TOO_LARGE"
@@ -258,8 +264,17 @@ pub fn status_with_details(err: &Error, code: tonic::Code, message: String) -> t
     use tonic_types::{ErrorDetails, StatusExt};
     let (reason, metadata) = error_info(err);
     let mut details = ErrorDetails::with_error_info(reason, DOMAIN, metadata);
-    if let Error::InvalidArgument { field, reason } = err {
-        details.add_bad_request_violation(field.clone(), reason.clone());
+    match err {
+        Error::InvalidArgument { field, reason } => {
+            details.add_bad_request_violation(field.clone(), reason.clone());
+        }
+        Error::TrailerMismatch { .. } => {
+            details.add_bad_request_violation(
+                "trailer.sha256",
+                "differs from the SHA-256 of the bytes that arrived",
+            );
+        }
+        _ => {}
     }
     tonic::Status::with_error_details(code, message, details)
 }

@@ -54,7 +54,16 @@ impl pb::ingest_service_server::IngestService for IngestApi {
         let body = stream.map(|msg| match msg {
             Ok(pb::IngestRequest {
                 payload: Some(pb::ingest_request::Payload::Data(d)),
-            }) => Ok(d),
+            }) => Ok(ingest::Part::Data(d)),
+            Ok(pb::IngestRequest {
+                payload: Some(pb::ingest_request::Payload::Trailer(t)),
+            }) => match <[u8; 32]>::try_from(t.sha256.as_ref()) {
+                Ok(sha256) => Ok(ingest::Part::Trailer { sha256 }),
+                Err(_) => Err(Error::invalid(
+                    "trailer.sha256",
+                    "must be the 32 bytes of a SHA-256",
+                )),
+            },
             Ok(pb::IngestRequest {
                 payload: Some(pb::ingest_request::Payload::Header(_)),
             }) => Err(Error::invalid(
@@ -63,7 +72,7 @@ impl pb::ingest_service_server::IngestService for IngestApi {
             )),
             Ok(pb::IngestRequest { payload: None }) => Err(Error::invalid(
                 "payload",
-                "message carries neither header nor data",
+                "message carries neither header, data nor trailer",
             )),
             Err(status) => Err(inbound(status)),
         });

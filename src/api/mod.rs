@@ -47,7 +47,9 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub fn code_of(err: &Error) -> tonic::Code {
     use tonic::Code;
     match err {
-        Error::InvalidArgument { .. } | Error::NotAudio(_) => Code::InvalidArgument,
+        Error::InvalidArgument { .. } | Error::NotAudio(_) | Error::TrailerMismatch { .. } => {
+            Code::InvalidArgument
+        }
         Error::MessageTooLarge { .. }
         | Error::RecordingTooLarge { .. }
         | Error::TooManyChunks
@@ -235,5 +237,14 @@ pub fn code_name(code: tonic::Code) -> &'static str {
 pub fn data_message(data: Bytes) -> pb::IngestRequest {
     pb::IngestRequest {
         payload: Some(pb::ingest_request::Payload::Data(data)),
+    }
+}
+
+/// The last message of an upload: the SHA-256 of its data bytes.
+pub fn trailer_message(sha256: &[u8]) -> pb::IngestRequest {
+    pb::IngestRequest {
+        payload: Some(pb::ingest_request::Payload::Trailer(pb::IngestTrailer {
+            sha256: Bytes::copy_from_slice(sha256),
+        })),
     }
 }

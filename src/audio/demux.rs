@@ -32,6 +32,7 @@ use symphonia::core::io::MediaSource;
 use symphonia::core::units::TimeBase;
 use tokio::sync::Notify;
 
+use super::noise::{self, Noise};
 use super::{Detected, probe, truncation_warning, wav};
 use crate::domain::AudioInfo;
 
@@ -71,6 +72,8 @@ struct State {
     /// False when the header cannot say how long the audio is.
     length_known: bool,
     slot: Slot,
+    /// What symphonia reported about the stream so far (`noise`).
+    noise: Noise,
 }
 
 enum Slot {
@@ -178,6 +181,7 @@ impl Stream {
             starved: false,
             length_known: true,
             slot: Slot::Idle(Demux::Open(info)),
+            noise: Noise::default(),
         };
         Self {
             shared: Arc::new(Shared {
@@ -211,13 +215,14 @@ impl Stream {
         }
     }
 
-    pub(super) async fn finish(&self) -> AudioInfo {
+    /// The stream's audio and what the demuxer reported about it.
+    pub(super) async fn finish(&self) -> (AudioInfo, Noise) {
         loop {
             let settled = {
                 let mut st = self.shared.lock();
                 st.end();
                 match std::mem::replace(&mut st.slot, Slot::Busy) {
-                    Slot::Idle(Demux::Done(info)) => return info,
+                    Slot::Idle(Demux::Done(info)) => return (info, std::mem::take(&mut st.noise)),
                     Slot::Idle(demux) => spawn_batch(self.shared.clone(), demux),
                     Slot::Busy => {}
                 }
@@ -255,6 +260,9 @@ fn spawn_batch(shared: Arc<Shared>, demux: Demux) {
 }
 
 fn run_batch(shared: &Arc<Shared>, mut demux: Demux) {
+    // What symphonia reports is counted per step and handed over with the
+    // reader, before `finish` can see it done.
+    let mut noise = Noise::default();
     loop {
         {
             let mut st = shared.lock();
@@ -263,13 +271,14 @@ fn run_batch(shared: &Arc<Shared>, mut demux: Demux) {
                 if finished {
                     st.clear();
                 }
+                st.noise.merge(noise);
                 st.slot = Slot::Idle(demux);
                 drop(st);
                 shared.settled.notify_waiters();
                 return;
             }
         }
-        demux = step(shared, demux);
+        demux = noise::collect(&mut noise, || step(shared, demux));
     }
 }
 
@@ -468,7 +477,8 @@ mod tests {
             peak = peak.max(stream.shared.lock().queued);
         }
         assert!(peak <= BOUND + piece, "{peak} bytes queued");
-        let info = stream.finish().await;
+        let (info, noise) = stream.finish().await;
         assert_eq!((info.duration_ms, info.warning), (250_000, None));
+        assert_eq!(noise.records, 0, "{noise:?}");
     }
 }

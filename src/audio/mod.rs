@@ -39,6 +39,7 @@
 
 mod demux;
 mod mp4;
+pub mod noise;
 pub mod pcm;
 pub mod peaks;
 mod probe;
@@ -150,16 +151,19 @@ impl Analyzer {
         }
     }
 
-    /// The probe's verdict on the whole upload. An MP4 whose `moov` never
-    /// arrived, or describes no audio track, is [`Error::NotAudio`].
-    pub async fn finish(self) -> Result<AudioInfo> {
+    /// The probe's verdict on the whole upload, and what the demuxer
+    /// reported on the way (to be logged once, not per packet). An MP4
+    /// whose `moov` never arrived, or describes no audio track, is
+    /// [`Error::NotAudio`].
+    pub async fn finish(self) -> Result<(AudioInfo, noise::Noise)> {
         match self.0 {
             Pass::Mp4(walk) => {
                 let walk = walk.into_inner().unwrap_or_else(|e| e.into_inner());
                 // One short parse of `moov` (up to 16 MiB) off the runtime's workers.
-                tokio::task::spawn_blocking(move || walk.finish())
+                let info = tokio::task::spawn_blocking(move || walk.finish())
                     .await
-                    .map_err(|e| Error::task("audio analysis", e))?
+                    .map_err(|e| Error::task("audio analysis", e))??;
+                Ok((info, noise::Noise::default()))
             }
             Pass::Demux(stream) => Ok(stream.finish().await),
         }

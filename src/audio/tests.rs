@@ -47,7 +47,7 @@ async fn analyze(audio: &Bytes, piece: usize) -> AudioInfo {
             .feed(audio.slice(p..audio.len().min(p + piece)))
             .await;
     }
-    analyzer.finish().await.unwrap()
+    analyzer.finish().await.unwrap().0
 }
 
 /// Random bytes are "unrecognised binary data", never a stream that a
@@ -121,7 +121,7 @@ fn slow_uploads_hold_no_thread_while_waiting() {
             }
             let mut infos = Vec::new();
             for a in analyzers {
-                infos.push(a.finish().await.unwrap());
+                infos.push(a.finish().await.unwrap().0);
             }
             infos
         };

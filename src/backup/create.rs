@@ -290,8 +290,7 @@ async fn copy_object(
         Err(Error::ObjectMissing(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let sha256 = crate::crypto::sha256_hex(&bytes);
-    if bytes.len() as u64 != c.sealed_size || sha256 != c.sealed_sha256 {
+    if bytes.len() as u64 != c.sealed_size || !c.sealed_checksum.matches(&bytes) {
         if !c.committed {
             return Ok(None);
         }
@@ -301,6 +300,7 @@ async fn copy_object(
         }
         .into());
     }
+    let sha256 = crate::crypto::sha256_hex(&bytes);
     let dest = partial.join(&path);
     let size = bytes.len() as u64;
     blocking("object copy", move || {

@@ -14,7 +14,7 @@
 //! 2. **The keyring**, under its writer lock. Keys are only ever added to
 //!    the file, so the copy holds every key the catalog snapshot names.
 //! 3. **The objects the catalog snapshot names** (its `chunks` rows), each
-//!    checked against the SHA-256 its row recorded at ingest. Objects
+//!    checked against the checksum its row recorded at ingest. Objects
 //!    written after the snapshot belong to uploads the snapshot does not
 //!    hold and are not copied. An object of a *committed* recording that is
 //!    gone was deleted after the snapshot (an erasure) or lost: the backup
@@ -85,8 +85,8 @@ pub enum BackupError {
     /// An object of a committed recording does not match the checksum its
     /// chunk row recorded at ingest: the live store is damaged.
     #[error(
-        "object {key} of recording {recording} does not match the size and SHA-256 recorded at \
-         ingest: the store is damaged; nothing was kept"
+        "object {key} of recording {recording} does not match the size and checksum recorded \
+         at ingest: the store is damaged; nothing was kept"
     )]
     StoreDamaged { key: String, recording: String },
     /// The backup fails verification; `problem` is the first one found.
@@ -157,7 +157,7 @@ pub enum Damage {
     ChunkMissing { key: String, recording: String },
     #[error(
         "object {key} of recording {recording} in the backup is not the one its catalog row \
-         recorded at ingest (size or SHA-256)"
+         recorded at ingest (size or checksum)"
     )]
     ChunkDiffers { key: String, recording: String },
     #[error("keyring.json cannot be read as a keyring: {0}")]

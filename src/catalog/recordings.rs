@@ -5,6 +5,7 @@ use sqlx::Row;
 
 use super::Conn;
 use super::rows::{self, recording_select, tenant_and_recording};
+use crate::checksum::SealedChecksum;
 pub use crate::domain::AudioInfo;
 use crate::domain::{
     ExternalCallId, KeyArn, PcmLayout, RecordingId, RecordingStatus, TenantId, now_ms,
@@ -58,7 +59,8 @@ pub struct ChunkRow {
     pub index: u32,
     pub plaintext_size: u32,
     pub sealed_size: u32,
-    pub sealed_sha256: String,
+    /// CRC-64/NVME of the object (SHA-256 for older chunks).
+    pub sealed_checksum: SealedChecksum,
     pub object_key: String,
 }
 
@@ -488,11 +490,32 @@ pub async fn chunks(
     rec: &RecordingId,
 ) -> Result<Vec<ChunkRow>> {
     let rows = sqlx::query(
-        "SELECT chunk_index, plaintext_size, sealed_size, sealed_sha256, object_key FROM chunks \
+        "SELECT chunk_index, plaintext_size, sealed_size, sealed_checksum, object_key FROM chunks \
          WHERE tenant_id = $1 AND recording_id = $2 ORDER BY chunk_index",
     )
     .bind(tenant.as_str())
     .bind(rec.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(rows::chunk).collect()
+}
+
+/// The rows of chunks `which` of a recording, in index order.
+pub async fn chunk_range(
+    conn: &mut Conn,
+    tenant: &TenantId,
+    rec: &RecordingId,
+    which: std::ops::Range<u32>,
+) -> Result<Vec<ChunkRow>> {
+    let rows = sqlx::query(
+        "SELECT chunk_index, plaintext_size, sealed_size, sealed_checksum, object_key FROM chunks \
+         WHERE tenant_id = $1 AND recording_id = $2 AND chunk_index >= $3 AND chunk_index < $4 \
+         ORDER BY chunk_index",
+    )
+    .bind(tenant.as_str())
+    .bind(rec.to_string())
+    .bind(i64::from(which.start))
+    .bind(i64::from(which.end))
     .fetch_all(&mut *conn)
     .await?;
     rows.iter().map(rows::chunk).collect()
@@ -505,7 +528,7 @@ async fn insert_chunk(
     c: &ChunkRow,
 ) -> std::result::Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO chunks (tenant_id, recording_id, chunk_index, plaintext_size, sealed_size, sealed_sha256, object_key) \
+        "INSERT INTO chunks (tenant_id, recording_id, chunk_index, plaintext_size, sealed_size, sealed_checksum, object_key) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(tenant.as_str())
@@ -513,7 +536,7 @@ async fn insert_chunk(
     .bind(i64::from(c.index))
     .bind(i64::from(c.plaintext_size))
     .bind(i64::from(c.sealed_size))
-    .bind(&c.sealed_sha256)
+    .bind(c.sealed_checksum.to_string())
     .bind(&c.object_key)
     .execute(&mut *conn)
     .await?;

@@ -7,6 +7,7 @@ use sqlx::any::AnyRow;
 use super::keys::{KeyHealthRecord, TenantKey};
 use super::recordings::{AudioInfo, ChunkRow, RecordingRow};
 use super::rewrap::RewrapJob;
+use crate::checksum::SealedChecksum;
 use crate::domain::{
     JobStatus, KeyArn, KeyHealthState, KeyStatus, RecordingId, RecordingStatus, TenantId,
 };
@@ -23,6 +24,10 @@ pub(super) fn to_u32(v: i64, what: &str) -> Result<u32> {
 
 pub(super) fn to_u64(v: i64, what: &str) -> Result<u64> {
     u64::try_from(v).map_err(|_| corrupt(what))
+}
+
+pub(super) fn checksum_of(stored: String) -> Result<SealedChecksum> {
+    SealedChecksum::parse(&stored).ok_or_else(|| corrupt("chunk checksum"))
 }
 
 impl KeyStatus {
@@ -177,7 +182,7 @@ pub(super) fn chunk(row: &AnyRow) -> Result<ChunkRow> {
         index: to_u32(row.try_get("chunk_index")?, "chunk index")?,
         plaintext_size: to_u32(row.try_get("plaintext_size")?, "chunk size")?,
         sealed_size: to_u32(row.try_get("sealed_size")?, "sealed size")?,
-        sealed_sha256: row.try_get("sealed_sha256")?,
+        sealed_checksum: checksum_of(row.try_get("sealed_checksum")?)?,
         object_key: row.try_get("object_key")?,
     })
 }

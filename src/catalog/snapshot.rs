@@ -16,6 +16,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions as _, Row as _};
 
+use crate::checksum::SealedChecksum;
 use crate::error::Result;
 
 /// The tables without which a copy is not a catalog a server could start
@@ -40,8 +41,8 @@ pub struct ChunkObject {
     /// The store key (`t/<tenant>/r/<recording>/<index>`), as the row holds it.
     pub object_key: String,
     pub sealed_size: u64,
-    /// Hex SHA-256 of the sealed chunk, written at ingest.
-    pub sealed_sha256: String,
+    /// The sealed chunk's checksum, written at ingest.
+    pub sealed_checksum: SealedChecksum,
     /// The recording is committed (`complete`). The objects of an upload
     /// still in flight are not: a restored server's sweeper removes the
     /// upload once its lease has run out.
@@ -130,7 +131,7 @@ pub async fn schema_version(conn: &mut SqliteConnection) -> Result<i64> {
 /// Every chunk row with its recording's state, in object-key order.
 pub async fn chunk_objects(conn: &mut SqliteConnection) -> Result<Vec<ChunkObject>> {
     let rows = sqlx::query(
-        "SELECT c.tenant_id, c.recording_id, c.object_key, c.sealed_size, c.sealed_sha256, \
+        "SELECT c.tenant_id, c.recording_id, c.object_key, c.sealed_size, c.sealed_checksum, \
                 r.status = 'complete' AS committed \
          FROM chunks c JOIN recordings r \
            ON r.tenant_id = c.tenant_id AND r.recording_id = c.recording_id \
@@ -145,7 +146,7 @@ pub async fn chunk_objects(conn: &mut SqliteConnection) -> Result<Vec<ChunkObjec
                 recording_id: r.try_get("recording_id")?,
                 object_key: r.try_get("object_key")?,
                 sealed_size: super::rows::to_u64(r.try_get("sealed_size")?, "chunk size")?,
-                sealed_sha256: r.try_get("sealed_sha256")?,
+                sealed_checksum: super::rows::checksum_of(r.try_get("sealed_checksum")?)?,
                 committed: r.try_get::<i64, _>("committed")? != 0,
             })
         })

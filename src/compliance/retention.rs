@@ -184,7 +184,7 @@ pub async fn set(
     }
     trail::append(archive, &mut tx, log_of(tenant), event).await?;
     tx.commit().await?;
-    tracing::info!(tenant = %tenant, rule = %code, days = ?days, changed = ?changed, event = "retention_policy_set", "retention policy changed");
+    tracing::info!(tenant = %tenant, rule = %code, days, changed, event = "retention_policy_set", "retention policy changed");
     Ok(RetentionUpdate {
         policy,
         previous_days: previous,

@@ -128,8 +128,8 @@ fn audio(
         let chunks =
             recordings::chunks(&mut *archive.catalog.conn().await?, &row.tenant, &row.id).await?;
         playback::check_chunk_list(&row, &chunks)?;
-        let all = 0..chunks.len();
-        let pieces = playback::opened_chunks(archive, cipher, row.id, chunks, all, None)
+        let final_index = row.chunk_count.saturating_sub(1);
+        let pieces = playback::opened_chunks(archive, cipher, row.id, chunks, final_index, None)
             .map_ok(|plain| stream::iter(pieces(Bytes::from(plain))))
             .try_flatten();
         Ok::<_, Error>((pieces, row.sha256, row.size_bytes))

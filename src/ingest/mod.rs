@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 
 mod upload;
 
-use upload::{Upload, begin, join_one, remove_upload, renew_lease, spawn_chunk, write_chunk};
+use upload::{Upload, begin, remove_upload, renew_lease, spawn_chunk, write_final};
 
 pub const MAX_LABELS: usize = 64;
 pub const MAX_LABEL_KEY: usize = 128;
@@ -94,13 +94,23 @@ impl IngestHeader {
     }
 }
 
+/// One message of an upload after its header.
+#[derive(Debug, Clone)]
+pub enum Part {
+    Data(Bytes),
+    /// The client's SHA-256 of every data byte; the last message if sent.
+    Trailer {
+        sha256: [u8; 32],
+    },
+}
+
 #[derive(Debug, Clone)]
 pub struct IngestOutcome {
     pub recording: RecordingRow,
     pub deduplicated: bool,
 }
 
-/// Runs one upload. `body` yields the data messages after the header.
+/// Runs one upload. `body` yields the messages after the header.
 pub async fn ingest<S>(
     archive: Arc<Archive>,
     principal: Principal,
@@ -108,7 +118,7 @@ pub async fn ingest<S>(
     body: S,
 ) -> Result<IngestOutcome>
 where
-    S: Stream<Item = Result<Bytes>> + Unpin + Send,
+    S: Stream<Item = Result<Part>> + Unpin + Send,
 {
     crate::access::require(&archive, &principal, crate::access::Action::Ingest).await?;
     let _slot = archive
@@ -179,12 +189,12 @@ async fn run<S>(
     upload: &mut Option<Upload>,
 ) -> Result<IngestOutcome>
 where
-    S: Stream<Item = Result<Bytes>> + Unpin + Send,
+    S: Stream<Item = Result<Part>> + Unpin + Send,
 {
     let chunk_size = header.chunk_size as usize;
     let mut buf: Vec<u8> = Vec::with_capacity(chunk_size);
-    let mut sha = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     let mut total: u64 = 0;
+    let mut trailer: Option<[u8; 32]> = None;
     let idle_timeout = archive.limits.upload_idle_timeout;
     let renew_every = (archive.limits.upload_lease / 3).max(Duration::from_millis(10));
     let mut renew = tokio::time::interval_at(Instant::now() + renew_every, renew_every);
@@ -210,7 +220,19 @@ where
         };
         let Some(msg) = msg else { break };
         last_message = Instant::now();
-        let mut data = msg?;
+        if trailer.is_some() {
+            return Err(Error::invalid(
+                "trailer",
+                "the trailer must be the last message",
+            ));
+        }
+        let mut data = match msg? {
+            Part::Data(data) => data,
+            Part::Trailer { sha256 } => {
+                trailer = Some(sha256);
+                continue;
+            }
+        };
         total += data.len() as u64;
         ingested.inc_by(data.len() as u64);
         if total > archive.limits.max_recording_bytes {
@@ -218,7 +240,6 @@ where
                 limit: archive.limits.max_recording_bytes,
             });
         }
-        sha.update(&data);
         if let Some(a) = upload.as_ref().and_then(|up| up.analyzer.as_ref()) {
             a.feed(data.clone()).await;
         }
@@ -252,39 +273,33 @@ where
         Some(up) => up,
         None => upload.insert(begin(archive, principal, header, &buf).await?),
     };
-    while !up.tasks.is_empty() {
-        join_one(up).await?;
-    }
     let final_index = up.next_index;
-    let final_row = {
-        let _permit = archive
-            .chunk_writes
-            .acquire()
-            .await
-            .map_err(|e| Error::task("chunk write limiter", e))?;
-        write_chunk(
-            archive.clone(),
-            principal.clone(),
-            up.id(),
-            up.cipher.clone(),
-            final_index,
-            buf,
-            true,
-        )
-        .await?
-    };
+    let (final_row, sha256) = write_final(archive, principal, up, buf).await?;
+    // The client's digest, when it sent one, before anything commits.
+    if let Some(sent) = trailer
+        && hex::encode(sent) != sha256
+    {
+        return Err(Error::TrailerMismatch {
+            sent: hex::encode(sent),
+            computed: sha256,
+        });
+    }
     let analyzer = up
         .analyzer
         .take()
         .ok_or_else(|| Error::task("audio analysis", "already finished"))?;
-    let audio = analyzer.finish().await?;
+    let (audio, noise) = analyzer.finish().await?;
     if let Some(w) = &audio.warning {
         tracing::warn!(recording = %up.id(), warning = %w, "audio kept with probe warning");
+    }
+    // One line for however many packets the demuxer skipped.
+    if let Some(reports) = noise.summary() {
+        tracing::warn!(recording = %up.id(), reports = noise.records, "the audio demuxer reported damage: {reports}");
     }
     let completion = Completion {
         chunk_count: final_index + 1,
         size_bytes: total,
-        sha256: hex::encode(sha.finish()),
+        sha256,
         audio,
     };
     let new = up.new.clone();

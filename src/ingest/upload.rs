@@ -11,6 +11,7 @@ use super::IngestHeader;
 use crate::archive::Archive;
 use crate::audio::{self, Analyzer};
 use crate::catalog::{AbortOutcome, ChunkRow, NewRecording, keys, recordings};
+use crate::checksum::SealedChecksum;
 use crate::crypto::{self, RecordingCipher, RecordingParams};
 use crate::domain::{Principal, RecordingId, now_ms};
 use crate::error::{Error, Result};
@@ -25,36 +26,110 @@ pub(super) struct Upload {
     pub(super) analyzer: Option<Analyzer>,
     pub(super) tasks: JoinSet<Result<()>>,
     pub(super) next_index: u32,
+    /// The plaintext SHA-256 so far, handed from each chunk's hashing to
+    /// the next's (see [`Digest`]).
+    pub(super) digest: Digest,
 }
 
 impl Upload {
     pub(super) fn id(&self) -> RecordingId {
         self.new.id
     }
+
+    /// The next chunk to write: its index and its place in the digest
+    /// chain.
+    fn next_chunk(&mut self, is_final: bool) -> Result<ChunkWrite> {
+        let index = self.next_index;
+        if !is_final {
+            self.next_index = index.checked_add(1).ok_or(Error::TooManyChunks)?;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        Ok(ChunkWrite {
+            id: self.id(),
+            cipher: self.cipher.clone(),
+            index,
+            is_final,
+            link: Link {
+                prev: std::mem::replace(&mut self.digest, rx),
+                next: tx,
+            },
+        })
+    }
+}
+
+/// One chunk of an upload on its way to the store.
+struct ChunkWrite {
+    id: RecordingId,
+    cipher: Arc<RecordingCipher>,
+    index: u32,
+    is_final: bool,
+    link: Link,
+}
+
+/// The recording's plaintext SHA-256 is evidence, so every byte is hashed
+/// once and in order; but not on the receive loop, where it made receiving,
+/// cutting and sealing serial. Each chunk's write task takes the digest
+/// context from the chunk before (awaiting it, holding no thread), hashes
+/// its plaintext on the blocking pool just before sealing it, and hands the
+/// context on at once, so chunk N+1 hashes while chunk N seals and writes.
+pub(super) type Digest = tokio::sync::oneshot::Receiver<aws_lc_rs::digest::Context>;
+
+/// One chunk's place in the digest chain.
+struct Link {
+    prev: Digest,
+    next: tokio::sync::oneshot::Sender<aws_lc_rs::digest::Context>,
+}
+
+fn new_digest() -> Digest {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let _ = tx.send(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256));
+    rx
+}
+
+/// The SHA-256 of everything the chain hashed, once its last link is done.
+pub(super) async fn digest_of(digest: Digest) -> Result<String> {
+    let ctx = digest
+        .await
+        .map_err(|_| Error::task("upload digest", "a chunk failed before hashing"))?;
+    Ok(hex::encode(ctx.finish()))
 }
 
 /// Seals and writes one chunk; records it in the catalog unless it is the
 /// final one (which the commit records).
-pub(super) async fn write_chunk(
+async fn write_chunk(
     archive: Arc<Archive>,
     principal: Principal,
-    id: RecordingId,
-    cipher: Arc<RecordingCipher>,
-    index: u32,
+    chunk: ChunkWrite,
     plain: Vec<u8>,
-    is_final: bool,
 ) -> Result<ChunkRow> {
+    let ChunkWrite {
+        id,
+        cipher,
+        index,
+        is_final,
+        link,
+    } = chunk;
     // Chunks are at most 16 MiB (`crypto::validate_chunk_size`).
     let too_large = |_| Error::invalid("header.chunk_size_bytes", "chunk too large");
     let plaintext_size = u32::try_from(plain.len()).map_err(too_large)?;
-    let sealed = tokio::task::spawn_blocking(move || cipher.seal_chunk(index, is_final, plain))
+    // An earlier chunk that failed dropped the chain: so does this one.
+    let mut sha = link
+        .prev
         .await
-        .map_err(|e| Error::task("chunk seal", e))?;
+        .map_err(|_| Error::task("upload digest", "an earlier chunk failed"))?;
+    let next = link.next;
+    let sealed = tokio::task::spawn_blocking(move || {
+        sha.update(&plain);
+        let _ = next.send(sha);
+        cipher.seal_chunk(index, is_final, plain)
+    })
+    .await
+    .map_err(|e| Error::task("chunk seal", e))?;
     let row = ChunkRow {
         index,
         plaintext_size,
         sealed_size: u32::try_from(sealed.len()).map_err(too_large)?,
-        sealed_sha256: crypto::sha256_hex(&sealed),
+        sealed_checksum: SealedChecksum::of(&sealed),
         object_key: ChunkStore::chunk_key(&principal.tenant, &id, index),
     };
     archive
@@ -215,6 +290,7 @@ pub(super) async fn begin(
         analyzer: Some(analyzer),
         tasks: JoinSet::new(),
         next_index: 0,
+        digest: new_digest(),
     })
 }
 
@@ -266,22 +342,36 @@ pub(super) async fn spawn_chunk(
         .acquire_owned()
         .await
         .map_err(|e| Error::task("chunk write limiter", e))?;
-    let index = up.next_index;
-    up.next_index = index.checked_add(1).ok_or(Error::TooManyChunks)?;
-    let fut = write_chunk(
-        archive.clone(),
-        principal.clone(),
-        up.id(),
-        up.cipher.clone(),
-        index,
-        plain,
-        false,
-    );
+    let chunk = up.next_chunk(false)?;
+    let fut = write_chunk(archive.clone(), principal.clone(), chunk, plain);
     up.tasks.spawn(async move {
         let _permit = permit;
         fut.await.map(|_| ())
     });
     Ok(())
+}
+
+/// Seals and writes the final chunk (under a node write slot) once the
+/// others are done; returns its row and the recording's plaintext SHA-256.
+pub(super) async fn write_final(
+    archive: &Arc<Archive>,
+    principal: &Principal,
+    up: &mut Upload,
+    plain: Vec<u8>,
+) -> Result<(ChunkRow, String)> {
+    while !up.tasks.is_empty() {
+        join_one(up).await?;
+    }
+    let _permit = archive
+        .chunk_writes
+        .acquire()
+        .await
+        .map_err(|e| Error::task("chunk write limiter", e))?;
+    let chunk = up.next_chunk(true)?;
+    let row = write_chunk(archive.clone(), principal.clone(), chunk, plain).await?;
+    let (_, done) = tokio::sync::oneshot::channel();
+    let sha256 = digest_of(std::mem::replace(&mut up.digest, done)).await?;
+    Ok((row, sha256))
 }
 
 pub(super) async fn join_one(up: &mut Upload) -> Result<()> {

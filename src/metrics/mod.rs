@@ -24,9 +24,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+mod listener;
 mod process;
 mod state;
 
+pub use listener::serve_metrics;
 pub use state::{Backlog, KeyHealthGauge};
 
 /// Latency buckets of a KMS call, in seconds: 1 ms (a local keyring, a

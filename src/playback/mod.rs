@@ -36,6 +36,10 @@ use crate::revocation::{self, KeyInUse, is_refusal};
 /// The most plaintext one Play message carries, whatever the chunk size
 /// (up to 16 MiB): stock gRPC clients refuse messages over 4 MiB.
 pub const MAX_PLAY_MESSAGE_BYTES: usize = 1024 * 1024;
+/// The most the first Play message carries: a player has its first audio
+/// as soon as the first chunk is authenticated, without waiting for a whole
+/// slice to cross the wire.
+pub const FIRST_PLAY_MESSAGE_BYTES: usize = 32 * 1024;
 
 /// A piece of plaintext and where it sits in the recording.
 #[derive(Debug, Clone)]
@@ -121,28 +125,54 @@ async fn cipher_with(
 /// The catalog's chunk list must describe exactly the recording: contiguous
 /// indices, full non-final chunks, sizes that add up.
 pub(crate) fn check_chunk_list(row: &RecordingRow, chunks: &[ChunkRow]) -> Result<()> {
+    check_chunk_range(row, 0..row.chunk_count, chunks)
+}
+
+/// The rows of chunks `which` must be exactly those chunks of the
+/// recording: contiguous indices from `which.start`, each of the size the
+/// recording's chunk size, chunk count and size make it (full ones before
+/// the final one, which holds the rest).
+pub(crate) fn check_chunk_range(
+    row: &RecordingRow,
+    which: std::ops::Range<u32>,
+    chunks: &[ChunkRow],
+) -> Result<()> {
     let bad = |index: u32, reason| {
         Err(Error::integrity(
             row.id,
             CryptoError::ChunkMalformed { index, reason },
         ))
     };
-    if chunks.len() != row.chunk_count as usize || chunks.is_empty() {
+    let full = u64::from(row.chunk_size);
+    let before_final = u64::from(row.chunk_count.saturating_sub(1)) * full;
+    let final_size = match row.size_bytes.checked_sub(before_final) {
+        Some(n) if row.chunk_count > 0 && (1..=full).contains(&n) => n,
+        _ => {
+            return bad(
+                row.chunk_count,
+                "chunk sizes do not add up to the recording size",
+            );
+        }
+    };
+    if which.is_empty()
+        || which.end > row.chunk_count
+        || chunks.len() != (which.end - which.start) as usize
+    {
         return bad(
-            chunks.len() as u32,
+            which.start + chunks.len() as u32,
             "chunk list does not match the chunk count",
         );
     }
-    let mut total = 0u64;
-    for (i, c) in chunks.iter().enumerate() {
-        let is_final = i + 1 == chunks.len();
-        if c.index as usize != i {
+    for (c, index) in chunks.iter().zip(which) {
+        if c.index != index {
             return bad(c.index, "chunk indices are not contiguous");
         }
-        if c.plaintext_size == 0
-            || c.plaintext_size > row.chunk_size
-            || (!is_final && c.plaintext_size != row.chunk_size)
-        {
+        let want = if index + 1 == row.chunk_count {
+            final_size
+        } else {
+            full
+        };
+        if u64::from(c.plaintext_size) != want {
             return bad(
                 c.index,
                 "chunk size does not match the recording's chunk size",
@@ -151,13 +181,6 @@ pub(crate) fn check_chunk_list(row: &RecordingRow, chunks: &[ChunkRow]) -> Resul
         if c.sealed_size as usize != c.plaintext_size as usize + crypto::TAG_LEN {
             return bad(c.index, "sealed size does not match plaintext size");
         }
-        total += u64::from(c.plaintext_size);
-    }
-    if total != row.size_bytes {
-        return bad(
-            row.chunk_count,
-            "chunk sizes do not add up to the recording size",
-        );
     }
     Ok(())
 }
@@ -365,11 +388,19 @@ pub(crate) async fn open_range(
     let chunk_size = u64::from(row.chunk_size);
     let first = (start / chunk_size) as usize;
     let last = ((end - 1) / chunk_size) as usize;
+    // Only the rows of the chunks the range needs: a seek into the middle
+    // of a long recording reads a few rows, not all of them.
+    let which = first as u32..last as u32 + 1;
     let listing = async {
-        let chunks =
-            recordings::chunks(&mut *archive.catalog.conn().await?, &row.tenant, &rec).await?;
-        check_chunk_list(row, &chunks)?;
-        let head = fetch(archive, &rec, &chunks[first]).await?;
+        let chunks = recordings::chunk_range(
+            &mut *archive.catalog.conn().await?,
+            &row.tenant,
+            &rec,
+            which.clone(),
+        )
+        .await?;
+        check_chunk_range(row, which, &chunks)?;
+        let head = fetch(archive, &rec, &chunks[0]).await?;
         Ok::<_, Error>((chunks, head))
     };
     let cipher = async {
@@ -384,7 +415,7 @@ pub(crate) async fn open_range(
         Arc::new(cipher),
         rec,
         chunks,
-        first..last + 1,
+        row.chunk_count.saturating_sub(1),
         Some(head),
     )
     .enumerate()
@@ -394,7 +425,14 @@ pub(crate) async fn open_range(
                 let chunk_start = (first + i) as u64 * chunk_size;
                 let from = start.saturating_sub(chunk_start) as usize;
                 let to = (end - chunk_start).min(plain.len() as u64) as usize;
-                slices(Bytes::from(plain), from..to, chunk_start)
+                // The first message is small, so that it reaches the player
+                // without waiting for a whole slice to cross the wire.
+                let first_max = if i == 0 {
+                    FIRST_PLAY_MESSAGE_BYTES
+                } else {
+                    MAX_PLAY_MESSAGE_BYTES
+                };
+                slices(Bytes::from(plain), from..to, chunk_start, first_max)
             }
             Err(e) => vec![Err(e)],
         };
@@ -404,59 +442,58 @@ pub(crate) async fn open_range(
     Ok((key, stream))
 }
 
-/// The opened chunks `which` of a recording, in order, read ahead
+/// The opened `chunks` of a recording, in order, read ahead
 /// `limits.read_ahead` chunks at a time; `head` is the first of them
-/// already fetched. `chunks` (all of the recording's) passed
-/// [`check_chunk_list`].
+/// already fetched. `chunks` passed [`check_chunk_range`]; `final_index` is
+/// the recording's last chunk.
 pub(crate) fn opened_chunks(
     archive: Arc<Archive>,
     cipher: Arc<RecordingCipher>,
     rec: RecordingId,
     chunks: Vec<ChunkRow>,
-    which: std::ops::Range<usize>,
+    final_index: u32,
     mut head: Option<Bytes>,
 ) -> BoxStream<'static, Result<Vec<u8>>> {
-    let last = chunks.len().saturating_sub(1);
     let read_ahead = archive.limits.read_ahead.max(1);
-    stream::iter(
-        chunks
-            .into_iter()
-            .skip(which.start)
-            .take(which.end.saturating_sub(which.start)),
-    )
-    .map(move |chunk| {
-        let prefetched = head.take();
-        let is_final = chunk.index as usize == last;
-        fetch_and_open(
-            archive.clone(),
-            cipher.clone(),
-            rec,
-            chunk,
-            is_final,
-            prefetched,
-        )
-    })
-    .buffered(read_ahead)
-    .boxed()
+    stream::iter(chunks)
+        .map(move |chunk| {
+            let prefetched = head.take();
+            let is_final = chunk.index == final_index;
+            fetch_and_open(
+                archive.clone(),
+                cipher.clone(),
+                rec,
+                chunk,
+                is_final,
+                prefetched,
+            )
+        })
+        .buffered(read_ahead)
+        .boxed()
 }
 
-/// Bytes `within` of an opened chunk, as messages of at most
-/// `MAX_PLAY_MESSAGE_BYTES` (zero-copy slices of one buffer).
+/// Bytes `within` of an opened chunk, as messages of at most `first_max`
+/// bytes for the first and `MAX_PLAY_MESSAGE_BYTES` after it (zero-copy
+/// slices of one buffer).
 fn slices(
     plain: Bytes,
     within: std::ops::Range<usize>,
     chunk_start: u64,
+    first_max: usize,
 ) -> Vec<Result<PlayChunk>> {
-    let end = within.end;
-    within
-        .step_by(MAX_PLAY_MESSAGE_BYTES)
-        .map(|at| {
-            Ok(PlayChunk {
-                offset: chunk_start + at as u64,
-                data: plain.slice(at..(at + MAX_PLAY_MESSAGE_BYTES).min(end)),
-            })
-        })
-        .collect()
+    let mut out = Vec::new();
+    let mut at = within.start;
+    let mut most = first_max;
+    while at < within.end {
+        let to = (at + most).min(within.end);
+        out.push(Ok(PlayChunk {
+            offset: chunk_start + at as u64,
+            data: plain.slice(at..to),
+        }));
+        at = to;
+        most = MAX_PLAY_MESSAGE_BYTES;
+    }
+    out
 }
 
 /// A committed recording with its decrypted labels.

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use super::cipher_for;
 use super::source::ChunkSource;
 use crate::archive::Archive;
+use crate::audio::noise::{self, Noise};
 use crate::audio::peaks::{DecodeError, Peaks};
 use crate::catalog::RecordingRow;
 use crate::catalog::recordings::{self, PeaksState};
@@ -141,10 +142,19 @@ async fn compute(
 ) -> Result<std::result::Result<(Peaks, PcmLayout), DecodeError>> {
     let source = ChunkSource::open(archive, row, cipher).await?;
     let failure = source.failure();
-    let result =
-        tokio::task::spawn_blocking(move || crate::audio::peaks::compute(Box::new(source)))
-            .await
-            .map_err(|e| Error::task("waveform peaks", e))?;
+    let (result, noise) = tokio::task::spawn_blocking(move || {
+        let mut noise = Noise::default();
+        let result = noise::collect(&mut noise, || {
+            crate::audio::peaks::compute(Box::new(source))
+        });
+        (result, noise)
+    })
+    .await
+    .map_err(|e| Error::task("waveform peaks", e))?;
+    // One line for however many packets the decoder skipped.
+    if let Some(reports) = noise.summary() {
+        tracing::warn!(recording = %row.id, reports = noise.records, "the audio decoder reported damage while computing peaks: {reports}");
+    }
     // A chunk that could not be read is the store's or the key's failure,
     // tried again later, not a format without peaks.
     if let Some(e) = failure.take() {

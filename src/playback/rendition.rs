@@ -20,6 +20,7 @@ use futures::stream::BoxStream;
 use super::source::ChunkSource;
 use super::{PlayChunk, cipher_with, key_in_use};
 use crate::archive::Archive;
+use crate::audio::noise::{self, Noise};
 use crate::catalog::RecordingRow;
 use crate::catalog::recordings::{self, PeaksState};
 use crate::domain::PcmLayout;
@@ -100,6 +101,7 @@ pub(crate) async fn open_wav_range(
     let source = ChunkSource::open(archive, row, cipher).await?;
     let failure = source.failure();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<PlayChunk>>(2);
+    let id = row.id;
     tokio::task::spawn_blocking(move || {
         let template = source.again();
         let mut first = Some(source);
@@ -107,16 +109,23 @@ pub(crate) async fn open_wav_range(
             Box::new(first.take().unwrap_or_else(|| template.again()))
         };
         let mut offset = start;
-        let decoded = crate::audio::pcm::wav_range(&mut open, &layout, start, end, &mut |piece| {
-            let len = piece.len() as u64;
-            let chunk = PlayChunk {
-                offset,
-                data: Bytes::from(piece),
-            };
-            offset += len;
-            // False once the response is gone: the decode stops.
-            tx.blocking_send(Ok(chunk)).is_ok()
+        let mut noise = Noise::default();
+        let decoded = noise::collect(&mut noise, || {
+            crate::audio::pcm::wav_range(&mut open, &layout, start, end, &mut |piece| {
+                let len = piece.len() as u64;
+                let chunk = PlayChunk {
+                    offset,
+                    data: Bytes::from(piece),
+                };
+                offset += len;
+                // False once the response is gone: the decode stops.
+                tx.blocking_send(Ok(chunk)).is_ok()
+            })
         });
+        // One line per play for however many packets the decoder skipped.
+        if let Some(reports) = noise.summary() {
+            tracing::warn!(recording = %id, reports = noise.records, "the audio decoder reported damage in the WAV rendition: {reports}");
+        }
         let error = failure
             .take()
             .or_else(|| decoded.err().map(|e| Error::task("decoded rendition", e)));

@@ -659,12 +659,72 @@ async fn backup_create_refuses_a_store_that_lost_or_damaged_an_object() {
     assert!(!out.status.success(), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "object {} of recording {id} does not match the size and SHA-256 recorded at ingest",
+            "object {} of recording {id} does not match the size and checksum recorded at ingest",
             key(&objects[1])
         )),
         "{stderr}"
     );
     flip_byte(&objects[1], 10);
+
+    // A chunk written before CRC-64/NVME carries its SHA-256, and is
+    // checked as such: its own digest passes create and verify, another
+    // does not.
+    let legacy = |checksum: String| {
+        let catalog = data.join("catalog.db");
+        let object_key = key(&objects[0]);
+        async move {
+            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&catalog)
+                .connect()
+                .await
+                .unwrap();
+            let changed =
+                sqlx::query("UPDATE chunks SET sealed_checksum = $1 WHERE object_key = $2")
+                    .bind(checksum)
+                    .bind(object_key)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap()
+                    .rows_affected();
+            assert_eq!(changed, 1);
+        }
+    };
+    legacy(sha256_hex(&std::fs::read(&objects[0]).unwrap())).await;
+    let b0 = root.path().join("b0");
+    callvault_json(&[
+        "backup",
+        "create",
+        "-o",
+        s(&b0),
+        "--data-dir",
+        s(&data),
+        "--json",
+    ])
+    .await;
+    callvault_json(&["backup", "verify", s(&b0), "--json"]).await;
+    legacy(sha256_hex(b"another object")).await;
+    let out = callvault(
+        &[
+            "backup",
+            "create",
+            "-o",
+            s(&root.path().join("b0-bad")),
+            "--data-dir",
+            s(&data),
+        ],
+        &[],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(&format!(
+                "object {} of recording {id} does not match the size and checksum",
+                key(&objects[0])
+            )),
+        "{stderr}"
+    );
+    legacy(sha256_hex(&std::fs::read(&objects[0]).unwrap())).await;
 
     std::fs::remove_file(&objects[2]).unwrap();
     let out = callvault(

@@ -14,6 +14,11 @@ fn data(b: &[u8]) -> pb::IngestRequest {
     callvault::api::data_message(Bytes::copy_from_slice(b))
 }
 
+fn trailer(of: &[u8]) -> pb::IngestRequest {
+    let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, of);
+    callvault::api::trailer_message(sha256.as_ref())
+}
+
 fn head(h: pb::IngestHeader) -> pb::IngestRequest {
     pb::IngestRequest {
         payload: Some(pb::ingest_request::Payload::Header(h)),
@@ -129,6 +134,40 @@ async fn bad_inputs_get_precise_statuses_and_leave_nothing_behind() {
             "only the first message",
         ),
         (
+            "trailer of other bytes",
+            tok,
+            vec![
+                head(header("trailer-wrong")),
+                data(&audio),
+                trailer(&audio[1..]),
+            ],
+            Code::InvalidArgument,
+            "differs from the SHA-256 of the bytes that arrived",
+        ),
+        (
+            "trailer too short",
+            tok,
+            vec![
+                head(header("trailer-short")),
+                data(&audio),
+                callvault::api::trailer_message(&[7u8; 16]),
+            ],
+            Code::InvalidArgument,
+            "32 bytes",
+        ),
+        (
+            "data after the trailer",
+            tok,
+            vec![
+                head(header("trailer-early")),
+                data(&audio[..70_000]),
+                trailer(&audio[..70_000]),
+                data(&audio[70_000..]),
+            ],
+            Code::InvalidArgument,
+            "must be the last message",
+        ),
+        (
             "empty call id",
             tok,
             vec![head(header("")), data(&audio)],
@@ -211,6 +250,17 @@ async fn bad_inputs_get_precise_statuses_and_leave_nothing_behind() {
                 assert_eq!(info.metadata["limit_bytes"], "4194304");
             }
             _ => {}
+        }
+        if name == "trailer of other bytes" {
+            assert_eq!(info.reason, "SHA256_MISMATCH");
+            assert_eq!(
+                info.metadata["computed_sha256"],
+                callvault::crypto::sha256_hex(&audio)
+            );
+            assert_eq!(
+                info.metadata["sent_sha256"],
+                callvault::crypto::sha256_hex(&audio[1..])
+            );
         }
     }
 

@@ -57,7 +57,7 @@ fn chunk(i: u32) -> ChunkRow {
         index: i,
         plaintext_size: 65536,
         sealed_size: 65552,
-        sealed_sha256: "ab".repeat(32),
+        sealed_checksum: callvault::checksum::SealedChecksum::of(format!("chunk {i}").as_bytes()),
         object_key: format!("k/{i}"),
     }
 }

@@ -308,7 +308,7 @@ async fn analyze(audio: &Bytes, piece: usize) -> callvault::error::Result<AudioI
             .feed(audio.slice(p..audio.len().min(p + piece)))
             .await;
     }
-    analyzer.finish().await
+    analyzer.finish().await.map(|(info, _)| info)
 }
 
 #[tokio::test]
@@ -539,7 +539,7 @@ fn interleaved_analyzers_hold_no_thread_while_waiting() {
             }
             let mut infos = Vec::new();
             for a in analyzers {
-                infos.push(a.finish().await.unwrap());
+                infos.push(a.finish().await.unwrap().0);
             }
             jobs.into_iter().zip(infos).collect::<Vec<_>>()
         };

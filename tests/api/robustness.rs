@@ -210,7 +210,7 @@ proptest! {
             tokio::time::timeout(std::time::Duration::from_secs(20), analyzer.finish()).await
         });
         let info = info.expect("the analyzer took more than 20 s");
-        if let Ok(info) = info {
+        if let Ok((info, _)) = info {
             prop_assert!(!info.container.is_empty());
         }
     }

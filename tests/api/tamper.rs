@@ -136,8 +136,8 @@ async fn apply(
             // The old final chunk is short; make the catalog consistent in
             // sizes so only the cryptography can object.
             sql(app, &format!(
-                "INSERT INTO chunks (tenant_id, recording_id, chunk_index, plaintext_size, sealed_size, sealed_sha256, object_key) \
-                 SELECT tenant_id, recording_id, {chunks}, plaintext_size, sealed_size, sealed_sha256, '{key}' FROM chunks \
+                "INSERT INTO chunks (tenant_id, recording_id, chunk_index, plaintext_size, sealed_size, sealed_checksum, object_key) \
+                 SELECT tenant_id, recording_id, {chunks}, plaintext_size, sealed_size, sealed_checksum, '{key}' FROM chunks \
                  WHERE recording_id = '{rec}' AND chunk_index = 0"
             )).await;
             sql(app, &format!("UPDATE recordings SET chunk_count = chunk_count + 1, size_bytes = size_bytes + {CHUNK} WHERE recording_id = '{rec}'")).await;

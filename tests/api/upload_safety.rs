@@ -422,7 +422,7 @@ fn last_chunk() -> ChunkRow {
         index: 0,
         plaintext_size: 10,
         sealed_size: 26,
-        sealed_sha256: "00".repeat(32),
+        sealed_checksum: callvault::checksum::SealedChecksum::of(b"sealed"),
         object_key: "k/0".into(),
     }
 }

@@ -391,6 +391,32 @@ mod tests {
     /// that moved, a value the parser refuses). What they do is tested by
     /// the integration tests that run the same commands.
     #[test]
+    fn the_log_variable_and_the_exit_codes_are_in_the_help_and_the_man_page() {
+        let help = tree().render_long_help().to_string();
+        let mut page = Vec::new();
+        clap_mangen::Man::new(tree()).render(&mut page).unwrap();
+        // roff writes `-` as `\-`.
+        let page = String::from_utf8(page).unwrap().replace("\\-", "-");
+        for text in [&help, &page] {
+            for word in [
+                "CALLVAULT_LOG",
+                "CALLVAULT_DATA_DIR",
+                "Exit codes",
+                "--log-json",
+            ] {
+                assert!(text.contains(word), "`{word}` missing from:\n{text}");
+            }
+        }
+        // `CALLVAULT_LOG` is read by main, not clap: it must not be
+        // mistaken for a flag's variable.
+        assert!(
+            tree()
+                .get_arguments()
+                .all(|a| a.get_env().is_none_or(|e| e != "CALLVAULT_LOG"))
+        );
+    }
+
+    #[test]
     fn every_command_line_in_the_readme_parses() {
         let lines = readme_command_lines();
         assert!(lines.len() > 60, "found only {} command lines", lines.len());

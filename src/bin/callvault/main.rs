@@ -12,6 +12,20 @@ mod output;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
+use tracing_subscriber::fmt;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+// The allocator a build asks for (`--features mimalloc|jemalloc`; the
+// system's otherwise). Both at once is refused rather than one chosen.
+#[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
+compile_error!("choose one of the features `mimalloc` and `jemalloc`");
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// A failed command: its error on stderr (JSON with `--json`), and its
 /// exit code by what kind of failure it was (`output::exit_code_of`).
@@ -65,15 +79,21 @@ async fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // Colour only for a person at a terminal: not in files, pipes and
     // journald.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    if cli.log_json {
-        builder.json().init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (plain_log, json_log) = if cli.log_json {
+        (None, Some(fmt::layer().json().with_writer(std::io::stderr)))
     } else {
-        builder.init();
-    }
+        let layer = fmt::layer().with_ansi(ansi).with_writer(std::io::stderr);
+        (Some(layer), None)
+    };
+    // `init` also routes the `log` crate's records (symphonia's) here;
+    // DecoderNoise turns a damaged upload's thousands of them into one line.
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(callvault::audio::noise::DecoderNoise)
+        .with(plain_log)
+        .with(json_log)
+        .init();
     let result = match cli.command {
         commands::Command::Config(commands::ConfigCmd::Check(args)) => {
             // The flags in their declared order (the file's defaults moved

@@ -24,11 +24,31 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use keys::follow_job;
 
+/// The root command's closing section (`callvault --help`, the man page).
+pub const ENVIRONMENT: &str = "\
+Environment:
+  CALLVAULT_LOG      What is logged, in tracing's filter syntax: a level
+                     (error, warn, info, debug, trace, off) and per-module
+                     levels, e.g. `warn,callvault::ingest=debug`. Default
+                     `info` (`off` for `demo`, which reports each step).
+  CALLVAULT_<FLAG>   Every flag, upper-cased with `-` as `_`:
+                     CALLVAULT_DATA_DIR for --data-dir. Yes/no flags take
+                     1/0, true/false, yes/no or on/off. Flags beat the
+                     environment, which beats --config's file.
+
+Logs go to stderr, coloured only on a terminal; --log-json writes one JSON
+object per line. A damaged upload's decoder reports are one line, not one
+per packet.
+
+Exit codes: 0 success, 1 failure, 2 usage, 3 not found, 4 permission
+denied, 5 unavailable.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "callvault",
     version,
-    about = "Encrypted-at-rest archive for call recordings"
+    about = "Encrypted-at-rest archive for call recordings",
+    after_long_help = ENVIRONMENT
 )]
 pub struct Cli {
     /// Log as JSON lines.

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
 use callvault::api::pb;
 use clap::{Args, Subcommand};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -201,28 +200,49 @@ pub async fn ingest(args: IngestArgs) -> Result<()> {
         Some(size) => output::progress_bar(output::Progress::Upload, size, args.json),
         None => indicatif::ProgressBar::hidden(),
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    // The reader fills 1 MiB messages from a file (no copy on the way to
+    // the channel; stdin, perhaps a live call, goes as it arrives) and
+    // hashes them on its own task, beside the one encoding them for the
+    // wire; the digest goes last, in the trailer, for the server to compare
+    // before it commits.
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::IngestRequest>(4);
     let progress = bar.clone();
+    let fill = size.is_some();
     let reader = tokio::spawn(async move {
+        const MESSAGE: usize = 1 << 20;
         let mut input = input;
         let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let n = input.read(&mut buf).await?;
-            if n == 0 {
-                return Ok::<_, std::io::Error>(Some(hex::encode(digest.finish())));
+            let mut buf = bytes::BytesMut::with_capacity(MESSAGE);
+            while buf.len() < MESSAGE {
+                if input.read_buf(&mut buf).await? == 0 || !fill {
+                    break;
+                }
             }
-            digest.update(&buf[..n]);
-            progress.inc(n as u64);
-            if tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+            let message = if buf.is_empty() {
+                let sha256 = digest.clone().finish();
+                callvault::api::trailer_message(sha256.as_ref())
+            } else {
+                digest.update(&buf);
+                progress.inc(buf.len() as u64);
+                callvault::api::data_message(buf.freeze())
+            };
+            let last = matches!(
+                message.payload,
+                Some(pb::ingest_request::Payload::Trailer(_))
+            );
+            if tx.send(message).await.is_err() {
                 // The upload ended early (refused): its error is the answer.
                 return Ok(None);
+            }
+            if last {
+                return Ok::<_, std::io::Error>(Some(hex::encode(digest.finish())));
             }
         }
     });
     let mut client = args.client.connect().await?;
     let res = client
-        .ingest_stream(header, tokio_stream::wrappers::ReceiverStream::new(rx))
+        .ingest_messages(header, tokio_stream::wrappers::ReceiverStream::new(rx))
         .await;
     let local = reader.await??;
     bar.finish_and_clear();

@@ -1,0 +1,100 @@
+//! The command line: which sections to run and how big. The defaults are
+//! issue 14's sizes; `--quick` shrinks every one of them for a smoke run.
+
+use anyhow::{Context, bail};
+
+/// One part of issue 14, runnable alone by naming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Roundtrip,
+}
+
+impl Section {
+    pub const ALL: [Section; 1] = [Section::Roundtrip];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::Roundtrip => "roundtrip",
+        }
+    }
+}
+
+/// Every size and count the sections use.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub sections: Vec<Section>,
+    pub quick: bool,
+    /// `serve --roles` of the child server.
+    pub roles: String,
+    /// roundtrip: the PCM WAV's size and the rounds (best of).
+    pub big_mib: u64,
+    pub rounds: usize,
+}
+
+pub const USAGE: &str = "\
+usage: cargo bench --bench perf -- [SECTION...] [--quick] [--roles R]
+       [--size-mib N] [--rounds N]
+sections: roundtrip (default: all)";
+
+impl Options {
+    fn full() -> Self {
+        Self {
+            sections: Section::ALL.to_vec(),
+            quick: false,
+            roles: "ingest,playback".to_owned(),
+            big_mib: 512,
+            rounds: 3,
+        }
+    }
+
+    fn quick() -> Self {
+        Self {
+            quick: true,
+            big_mib: 64,
+            rounds: 1,
+            ..Self::full()
+        }
+    }
+
+    /// Parses what cargo passes (`--bench` first, then the words after
+    /// `--`). Explicit sizes win over `--quick` wherever they stand.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> anyhow::Result<Self> {
+        let args: Vec<String> = args.into_iter().collect();
+        let mut opts = if args.iter().any(|a| a == "--quick") {
+            Self::quick()
+        } else {
+            Self::full()
+        };
+        let mut sections = Vec::new();
+        let mut it = args.into_iter();
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| -> anyhow::Result<String> {
+                it.next()
+                    .with_context(|| format!("{name} needs a value\n{USAGE}"))
+            };
+            match arg.as_str() {
+                "--bench" | "--quick" => {}
+                "--help" | "-h" => bail!("{USAGE}"),
+                "--roles" => opts.roles = value("--roles")?,
+                "--size-mib" => opts.big_mib = number(&value("--size-mib")?)?,
+                "--rounds" => opts.rounds = number(&value("--rounds")?)?,
+                name => match Section::ALL.iter().find(|s| s.name() == name) {
+                    Some(s) => sections.push(*s),
+                    None => bail!("unknown argument `{name}`\n{USAGE}"),
+                },
+            }
+        }
+        if !sections.is_empty() {
+            opts.sections = sections;
+        }
+        if opts.rounds == 0 {
+            bail!("--rounds must be at least 1");
+        }
+        Ok(opts)
+    }
+}
+
+fn number<T: std::str::FromStr>(s: &str) -> anyhow::Result<T> {
+    s.parse()
+        .map_err(|_| anyhow::anyhow!("`{s}` is not a number\n{USAGE}"))
+}

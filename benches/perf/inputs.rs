@@ -1,0 +1,109 @@
+//! The audio the sections send, made by the tool users have (`sox`) when it
+//! is on PATH, else by `callvault::synth` (said in the output either way).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, ensure};
+
+/// A WAV file on disk and what the server must report for it.
+#[derive(Debug, Clone)]
+pub struct AudioFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub sha256: String,
+    /// `sox` or `callvault::synth`, and what it is.
+    pub made_by: String,
+}
+
+impl AudioFile {
+    async fn describe(path: PathBuf, made_by: String) -> anyhow::Result<Self> {
+        let bytes = std::fs::metadata(&path)?.len();
+        let sha256 = sha256_file(&path).await?;
+        Ok(Self {
+            path,
+            bytes,
+            sha256,
+            made_by,
+        })
+    }
+}
+
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
+/// SHA-256 of a file, on the blocking pool.
+pub async fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        use std::io::Read;
+        let mut f =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            ctx.update(&buf[..n]);
+        }
+        Ok(hex::encode(ctx.finish()))
+    })
+    .await?
+}
+
+async fn sox(args: &[&str]) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new("sox")
+        .arg("-V1")
+        .args(args)
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "sox {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// A 48 kHz stereo 16-bit PCM WAV of `total` bytes (a 440 Hz sine):
+/// `sox -n -r 48000 -c 2 -b 16 FILE synth Ns sine 440`.
+pub async fn pcm_wav(dir: &Path, name: &str, total: u64) -> anyhow::Result<AudioFile> {
+    let path = dir.join(name);
+    if on_path("sox") {
+        // A 44-byte header, then 4 bytes a frame.
+        let frames = format!("{}s", total.saturating_sub(44) / 4);
+        sox(&[
+            "-n",
+            "-r",
+            "48000",
+            "-c",
+            "2",
+            "-b",
+            "16",
+            path.to_str().context("path")?,
+            "synth",
+            &frames,
+            "sine",
+            "440",
+        ])
+        .await?;
+        AudioFile::describe(
+            path,
+            "sox, 48 kHz stereo 16-bit PCM WAV, 440 Hz sine".into(),
+        )
+        .await
+    } else {
+        let secs = (total / 192_000).max(1) as u32;
+        let wav = tokio::task::spawn_blocking(move || callvault::synth::synth_wav(secs, 48_000, 2))
+            .await?;
+        tokio::fs::write(&path, wav).await?;
+        AudioFile::describe(
+            path,
+            "callvault::synth (no sox on PATH), 48 kHz stereo 16-bit PCM WAV".into(),
+        )
+        .await
+    }
+}

@@ -1,0 +1,207 @@
+//! The real `callvault serve` as a child process on a data dir and a
+//! catalog, bootstrapped through the operator CLI, as an operator runs it.
+//! Killed (and its database dropped) on drop, whatever happened.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+
+use crate::pg::PgDatabase;
+use crate::procfs;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_callvault");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogKind {
+    Sqlite,
+    Postgres,
+}
+
+impl CatalogKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CatalogKind::Sqlite => "SQLite",
+            CatalogKind::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// A tenant and the two tokens the benches use.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub ingest: String,
+    pub supervisor: String,
+}
+
+/// A data dir (keyring, objects, SQLite catalog, server logs) and the
+/// catalog the server and the operator commands share.
+#[derive(Debug)]
+pub struct Backend {
+    dir: tempfile::TempDir,
+    pg: Option<PgDatabase>,
+}
+
+impl Backend {
+    /// None for PostgreSQL when none is reachable.
+    pub async fn new(kind: CatalogKind) -> anyhow::Result<Option<Self>> {
+        let pg = match kind {
+            CatalogKind::Sqlite => None,
+            CatalogKind::Postgres => match PgDatabase::create().await {
+                Some(db) => Some(db),
+                None => return Ok(None),
+            },
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("callvault-perf-node-")
+            .tempdir()?;
+        Ok(Some(Self { dir, pg }))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The binary with this backend's settings in its environment.
+    fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        scrub(&mut c);
+        c.env("CALLVAULT_DATA_DIR", self.dir.path().join("data"))
+            .env("CALLVAULT_LOG", "warn");
+        if let Some(pg) = &self.pg {
+            c.env("CALLVAULT_DATABASE_URL", &pg.url);
+        }
+        c
+    }
+
+    /// An operator command on the catalog; its stdout.
+    pub fn operator(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self
+            .command()
+            .args(args)
+            .output()
+            .with_context(|| format!("running callvault {args:?}"))?;
+        ensure!(
+            out.status.success(),
+            "callvault {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// `tenant create` (the local keyring makes its key) and an ingest and
+    /// a supervisor token.
+    pub fn tenant(&self, name: &str) -> anyhow::Result<Tenant> {
+        self.operator(&["tenant", "create", name])?;
+        let token = |role| -> anyhow::Result<String> {
+            let t = self.operator(&["token", "create", "--tenant", name, "--role", role])?;
+            Ok(t.trim().to_owned())
+        };
+        Ok(Tenant {
+            ingest: token("ingest")?,
+            supervisor: token("supervisor")?,
+        })
+    }
+
+    /// Starts `callvault serve --roles ROLES EXTRA…` on a free loopback port
+    /// and waits until it accepts connections. Its
+    /// stderr (warnings and errors) is appended to `serve.log`.
+    pub async fn serve(&self, roles: &str, extra: &[String]) -> anyhow::Result<Server> {
+        let port = free_port()?;
+        let log = self.dir.path().join("serve.log");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = self
+            .command()
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--roles", roles])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .context("spawning callvault serve")?;
+        let mut server = Server {
+            pid: child.id(),
+            child,
+            addr: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if let Some(status) = server.child.try_wait()? {
+                bail!("callvault serve exited ({status}): {}", server.log_tail());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "callvault serve did not listen within 30 s: {}",
+                server.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(server)
+    }
+}
+
+/// Every `CALLVAULT_*` variable of the bench's environment removed, so
+/// that no setting of the caller's (a database URL, a config file) changes
+/// what a section runs on.
+fn scrub(c: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CALLVAULT_") {
+            c.env_remove(name);
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A running `callvault serve`.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    pub pid: u32,
+    /// `http://127.0.0.1:<port>`
+    pub addr: String,
+    log: PathBuf,
+}
+
+impl Server {
+    /// The client CLI against this server with `token`.
+    pub fn cli(&self, token: &str) -> tokio::process::Command {
+        let mut c = Command::new(BIN);
+        scrub(&mut c);
+        let mut c = tokio::process::Command::from(c);
+        c.env("CALLVAULT_SERVER", &self.addr)
+            .env("CALLVAULT_TOKEN", token)
+            .env("CALLVAULT_LOG", "warn")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn hwm_kib(&self) -> anyhow::Result<u64> {
+        procfs::hwm_kib(self.pid)
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,7 +1,8 @@
 //! Issue 14's figures in one command: one big stream through the real CLI
-//! and server against Google Tink and `age` (roundtrip). On the embedded
-//! SQLite catalog and on PostgreSQL (127.0.0.1:5432, a fresh database;
-//! skipped with a note when none answers).
+//! and server against Google Tink and `age` (roundtrip), and time to first
+//! byte (ttfb). Each on the embedded SQLite catalog and on PostgreSQL
+//! (127.0.0.1:5432, a fresh database; skipped with a note when none
+//! answers).
 //!
 //! `cargo bench --bench perf [-- SECTION… --quick …]` (see `args::USAGE`).
 //! The lines on stdout are BENCHMARKS.md's; progress goes to stderr.
@@ -26,6 +27,11 @@ mod procfs;
 mod roundtrip;
 #[path = "perf/stats.rs"]
 mod stats;
+// Shared with the other benches, which allow unwrap in it.
+#[allow(clippy::unwrap_used)]
+mod support;
+#[path = "perf/ttfb.rs"]
+mod ttfb;
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -109,6 +115,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         let t = Instant::now();
         match section {
             Section::Roundtrip => roundtrip::run(&ctx).await?,
+            Section::Ttfb => ttfb::run(&ctx).await?,
         }
         eprintln!(
             "  ({} took {:.0} s)",

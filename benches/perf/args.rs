@@ -7,14 +7,16 @@ use anyhow::{Context, bail};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
     Roundtrip,
+    Ttfb,
 }
 
 impl Section {
-    pub const ALL: [Section; 1] = [Section::Roundtrip];
+    pub const ALL: [Section; 2] = [Section::Roundtrip, Section::Ttfb];
 
     pub fn name(self) -> &'static str {
         match self {
             Section::Roundtrip => "roundtrip",
+            Section::Ttfb => "ttfb",
         }
     }
 }
@@ -29,12 +31,17 @@ pub struct Options {
     /// roundtrip: the PCM WAV's size and the rounds (best of).
     pub big_mib: u64,
     pub rounds: usize,
+    /// ttfb: warm plays of the small recording, seeks into the big one,
+    /// cold plays behind the injected KMS round trip.
+    pub ttfb_plays: usize,
+    pub seek_plays: usize,
+    pub cold_plays: usize,
 }
 
 pub const USAGE: &str = "\
 usage: cargo bench --bench perf -- [SECTION...] [--quick] [--roles R]
        [--size-mib N] [--rounds N]
-sections: roundtrip (default: all)";
+sections: roundtrip ttfb (default: all)";
 
 impl Options {
     fn full() -> Self {
@@ -44,6 +51,9 @@ impl Options {
             roles: "ingest,playback".to_owned(),
             big_mib: 512,
             rounds: 3,
+            ttfb_plays: 1000,
+            seek_plays: 200,
+            cold_plays: 20,
         }
     }
 
@@ -52,6 +62,9 @@ impl Options {
             quick: true,
             big_mib: 64,
             rounds: 1,
+            ttfb_plays: 100,
+            seek_plays: 20,
+            cold_plays: 5,
             ..Self::full()
         }
     }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, ensure};
+use bytes::Bytes;
 
 /// A WAV file on disk and what the server must report for it.
 #[derive(Debug, Clone)]
@@ -26,11 +27,19 @@ impl AudioFile {
             made_by,
         })
     }
+
+    pub async fn read(&self) -> anyhow::Result<Bytes> {
+        Ok(Bytes::from(tokio::fs::read(&self.path).await?))
+    }
 }
 
 pub fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data))
 }
 
 /// SHA-256 of a file, on the blocking pool.
@@ -103,6 +112,40 @@ pub async fn pcm_wav(dir: &Path, name: &str, total: u64) -> anyhow::Result<Audio
         AudioFile::describe(
             path,
             "callvault::synth (no sox on PATH), 48 kHz stereo 16-bit PCM WAV".into(),
+        )
+        .await
+    }
+}
+
+/// `secs` of 8 kHz mono G.711 μ-law WAV (pink noise), as a contact center
+/// records a call: `sox -n -r 8000 -c 1 -e u-law FILE synth SECS pinknoise`.
+/// Without sox: 4 kHz mono 16-bit PCM, the same 8,000 bytes a second.
+pub async fn mulaw_wav(dir: &Path, name: &str, secs: u64) -> anyhow::Result<AudioFile> {
+    let path = dir.join(name);
+    if on_path("sox") {
+        sox(&[
+            "-n",
+            "-r",
+            "8000",
+            "-c",
+            "1",
+            "-e",
+            "u-law",
+            path.to_str().context("path")?,
+            "synth",
+            &secs.to_string(),
+            "pinknoise",
+            "vol",
+            "0.5",
+        ])
+        .await?;
+        AudioFile::describe(path, "sox, 8 kHz mono G.711 μ-law WAV, pink noise".into()).await
+    } else {
+        let wav = callvault::synth::synth_wav(secs as u32, 4_000, 1);
+        tokio::fs::write(&path, wav).await?;
+        AudioFile::describe(
+            path,
+            "callvault::synth (no sox on PATH), 4 kHz mono 16-bit PCM WAV, 8,000 B/s".into(),
         )
         .await
     }

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use callvault::client::Client;
 
 use crate::pg::PgDatabase;
 use crate::procfs;
@@ -176,6 +177,12 @@ pub struct Server {
 }
 
 impl Server {
+    pub async fn client(&self, token: &str) -> anyhow::Result<Client> {
+        Client::connect(&self.addr, token)
+            .await
+            .with_context(|| format!("connecting to {}", self.addr))
+    }
+
     /// The client CLI against this server with `token`.
     pub fn cli(&self, token: &str) -> tokio::process::Command {
         let mut c = Command::new(BIN);

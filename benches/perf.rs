@@ -1,6 +1,7 @@
 //! Issue 14's figures in one command: one big stream through the real CLI
-//! and server against Google Tink and `age` (roundtrip), and time to first
-//! byte (ttfb). Each on the embedded SQLite catalog and on PostgreSQL
+//! and server against Google Tink and `age` (roundtrip), time to first
+//! byte (ttfb), and a burst of concurrent ingests and the server's RSS
+//! (memory). Each on the embedded SQLite catalog and on PostgreSQL
 //! (127.0.0.1:5432, a fresh database; skipped with a note when none
 //! answers).
 //!
@@ -15,6 +16,8 @@ mod args;
 mod inputs;
 #[path = "perf/machine.rs"]
 mod machine;
+#[path = "perf/memory.rs"]
+mod memory;
 #[path = "perf/node.rs"]
 mod node;
 #[path = "perf/peers.rs"]
@@ -116,6 +119,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
         match section {
             Section::Roundtrip => roundtrip::run(&ctx).await?,
             Section::Ttfb => ttfb::run(&ctx).await?,
+            Section::Memory => memory::run(&ctx).await?,
         }
         eprintln!(
             "  ({} took {:.0} s)",

@@ -1,6 +1,8 @@
 //! The command line: which sections to run and how big. The defaults are
 //! issue 14's sizes; `--quick` shrinks every one of them for a smoke run.
 
+use std::time::Duration;
+
 use anyhow::{Context, bail};
 
 /// One part of issue 14, runnable alone by naming it.
@@ -8,15 +10,17 @@ use anyhow::{Context, bail};
 pub enum Section {
     Roundtrip,
     Ttfb,
+    Memory,
 }
 
 impl Section {
-    pub const ALL: [Section; 2] = [Section::Roundtrip, Section::Ttfb];
+    pub const ALL: [Section; 3] = [Section::Roundtrip, Section::Ttfb, Section::Memory];
 
     pub fn name(self) -> &'static str {
         match self {
             Section::Roundtrip => "roundtrip",
             Section::Ttfb => "ttfb",
+            Section::Memory => "memory",
         }
     }
 }
@@ -36,12 +40,18 @@ pub struct Options {
     pub ttfb_plays: usize,
     pub seek_plays: usize,
     pub cold_plays: usize,
+    /// memory: concurrent ingests, each this big, over this many
+    /// connections; how long to wait before the "after" RSS.
+    pub mem_streams: usize,
+    pub mem_mib: usize,
+    pub mem_connections: usize,
+    pub mem_settle: Duration,
 }
 
 pub const USAGE: &str = "\
 usage: cargo bench --bench perf -- [SECTION...] [--quick] [--roles R]
        [--size-mib N] [--rounds N]
-sections: roundtrip ttfb (default: all)";
+sections: roundtrip ttfb memory (default: all)";
 
 impl Options {
     fn full() -> Self {
@@ -54,6 +64,10 @@ impl Options {
             ttfb_plays: 1000,
             seek_plays: 200,
             cold_plays: 20,
+            mem_streams: 100,
+            mem_mib: 64,
+            mem_connections: 10,
+            mem_settle: Duration::from_secs(10),
         }
     }
 
@@ -65,6 +79,10 @@ impl Options {
             ttfb_plays: 100,
             seek_plays: 20,
             cold_plays: 5,
+            mem_streams: 20,
+            mem_mib: 8,
+            mem_connections: 4,
+            mem_settle: Duration::from_secs(2),
             ..Self::full()
         }
     }

@@ -195,8 +195,24 @@ impl Server {
         c
     }
 
+    pub fn rss_kib(&self) -> anyhow::Result<u64> {
+        procfs::rss_kib(self.pid)
+    }
+
     pub fn hwm_kib(&self) -> anyhow::Result<u64> {
         procfs::hwm_kib(self.pid)
+    }
+
+    /// Lines of the server's log (every start on this backend) holding
+    /// `needle`, case-insensitively.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        let needle = needle.to_lowercase();
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.to_lowercase().contains(&needle))
+            .map(str::to_owned)
+            .collect()
     }
 
     fn log_tail(&self) -> String {

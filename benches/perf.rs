@@ -1,14 +1,16 @@
 //! Issue 14's figures in one command: one big stream through the real CLI
 //! and server against Google Tink and `age` (roundtrip), time to first
-//! byte (ttfb), and a burst of concurrent ingests and the server's RSS
-//! (memory). Each on the embedded SQLite catalog and on PostgreSQL
+//! byte (ttfb), a burst of concurrent ingests and the server's RSS
+//! (memory), and many concurrent readers and the KMS calls they cost
+//! (readers). Each on the embedded SQLite catalog and on PostgreSQL
 //! (127.0.0.1:5432, a fresh database; skipped with a note when none
 //! answers).
 //!
 //! `cargo bench --bench perf [-- SECTION… --quick …]` (see `args::USAGE`).
 //! The lines on stdout are BENCHMARKS.md's; progress goes to stderr.
 //! Benches report, they do not time-out on slowness; a wrong result (a
-//! SHA-256 mismatch, a refused ingest) fails the run.
+//! SHA-256 mismatch, a refused ingest, more than one KMS call for
+//! concurrent cold plays) fails the run.
 
 #[path = "perf/args.rs"]
 mod args;
@@ -26,6 +28,8 @@ mod peers;
 mod pg;
 #[path = "perf/procfs.rs"]
 mod procfs;
+#[path = "perf/readers.rs"]
+mod readers;
 #[path = "perf/roundtrip.rs"]
 mod roundtrip;
 #[path = "perf/stats.rs"]
@@ -120,6 +124,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             Section::Roundtrip => roundtrip::run(&ctx).await?,
             Section::Ttfb => ttfb::run(&ctx).await?,
             Section::Memory => memory::run(&ctx).await?,
+            Section::Readers => readers::run(&ctx).await?,
         }
         eprintln!(
             "  ({} took {:.0} s)",

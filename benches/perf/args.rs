@@ -11,16 +11,23 @@ pub enum Section {
     Roundtrip,
     Ttfb,
     Memory,
+    Readers,
 }
 
 impl Section {
-    pub const ALL: [Section; 3] = [Section::Roundtrip, Section::Ttfb, Section::Memory];
+    pub const ALL: [Section; 4] = [
+        Section::Roundtrip,
+        Section::Ttfb,
+        Section::Memory,
+        Section::Readers,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Section::Roundtrip => "roundtrip",
             Section::Ttfb => "ttfb",
             Section::Memory => "memory",
+            Section::Readers => "readers",
         }
     }
 }
@@ -46,12 +53,15 @@ pub struct Options {
     pub mem_mib: usize,
     pub mem_connections: usize,
     pub mem_settle: Duration,
+    /// readers: concurrent plays of this many recordings of this size.
+    pub readers: usize,
+    pub reader_mib: usize,
 }
 
 pub const USAGE: &str = "\
 usage: cargo bench --bench perf -- [SECTION...] [--quick] [--roles R]
        [--size-mib N] [--rounds N]
-sections: roundtrip ttfb memory (default: all)";
+sections: roundtrip ttfb memory readers (default: all)";
 
 impl Options {
     fn full() -> Self {
@@ -68,6 +78,8 @@ impl Options {
             mem_mib: 64,
             mem_connections: 10,
             mem_settle: Duration::from_secs(10),
+            readers: 200,
+            reader_mib: 8,
         }
     }
 
@@ -83,6 +95,8 @@ impl Options {
             mem_mib: 8,
             mem_connections: 4,
             mem_settle: Duration::from_secs(2),
+            readers: 20,
+            reader_mib: 2,
             ..Self::full()
         }
     }

@@ -2,6 +2,7 @@
 //! catalog, bootstrapped through the operator CLI, as an operator runs it.
 //! Killed (and its database dropped) on drop, whatever happened.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -105,11 +106,12 @@ impl Backend {
         })
     }
 
-    /// Starts `callvault serve --roles ROLES EXTRA…` on a free loopback port
-    /// and waits until it accepts connections. Its
+    /// Starts `callvault serve --roles ROLES EXTRA…` on free loopback ports
+    /// (gRPC and metrics) and waits until it accepts connections. Its
     /// stderr (warnings and errors) is appended to `serve.log`.
     pub async fn serve(&self, roles: &str, extra: &[String]) -> anyhow::Result<Server> {
         let port = free_port()?;
+        let metrics = format!("127.0.0.1:{}", free_port()?);
         let log = self.dir.path().join("serve.log");
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -118,7 +120,7 @@ impl Backend {
         let child = self
             .command()
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--roles", roles])
+            .args(["--metrics-listen", &metrics, "--roles", roles])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -128,6 +130,7 @@ impl Backend {
             pid: child.id(),
             child,
             addr: format!("http://127.0.0.1:{port}"),
+            metrics,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -173,6 +176,8 @@ pub struct Server {
     pub pid: u32,
     /// `http://127.0.0.1:<port>`
     pub addr: String,
+    /// `127.0.0.1:<port>` of `GET /metrics`.
+    pub metrics: String,
     log: PathBuf,
 }
 
@@ -219,6 +224,57 @@ impl Server {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// `GET /metrics` (Prometheus text), over a plain HTTP/1.1 request.
+    pub async fn scrape(&self) -> anyhow::Result<String> {
+        let addr = self.metrics.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+            use std::io::Write;
+            let mut s = std::net::TcpStream::connect(&addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            write!(
+                s,
+                "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            ensure!(
+                text.starts_with("HTTP/1.1 200"),
+                "metrics answered: {text:.200}"
+            );
+            Ok(text)
+        })
+        .await?
+    }
+
+    /// The node's KMS calls of `operation` so far, over every region.
+    pub async fn kms_calls(&self, operation: &str) -> anyhow::Result<u64> {
+        let text = self.scrape().await?;
+        let label = format!("operation=\"{operation}\"");
+        let calls: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("callvault_kms_requests_total{") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        Ok(calls as u64)
+    }
+
+    /// SIGTERM (a graceful drain, through `kill(1)`: the crate has no
+    /// `unsafe` for libc), then SIGKILL after 30 s.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                eprintln!("note: callvault serve did not stop within 30 s of SIGTERM; killed");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 }
 

@@ -1,10 +1,10 @@
 //! Issue 14's figures in one command: one big stream through the real CLI
 //! and server against Google Tink and `age` (roundtrip), time to first
 //! byte (ttfb), a burst of concurrent ingests and the server's RSS
-//! (memory), and many concurrent readers and the KMS calls they cost
-//! (readers). Each on the embedded SQLite catalog and on PostgreSQL
-//! (127.0.0.1:5432, a fresh database; skipped with a note when none
-//! answers).
+//! (memory), many concurrent readers and the KMS calls they cost
+//! (readers), and a load generator of live G.711 calls (live). Each on the
+//! embedded SQLite catalog and on PostgreSQL (127.0.0.1:5432, a fresh
+//! database; skipped with a note when none answers).
 //!
 //! `cargo bench --bench perf [-- SECTION… --quick …]` (see `args::USAGE`).
 //! The lines on stdout are BENCHMARKS.md's; progress goes to stderr.
@@ -16,6 +16,10 @@
 mod args;
 #[path = "perf/inputs.rs"]
 mod inputs;
+#[path = "perf/live.rs"]
+mod live;
+#[path = "perf/livecall.rs"]
+mod livecall;
 #[path = "perf/machine.rs"]
 mod machine;
 #[path = "perf/memory.rs"]
@@ -125,6 +129,7 @@ async fn run(opts: Options) -> anyhow::Result<()> {
             Section::Ttfb => ttfb::run(&ctx).await?,
             Section::Memory => memory::run(&ctx).await?,
             Section::Readers => readers::run(&ctx).await?,
+            Section::Live => live::run(&ctx).await?,
         }
         eprintln!(
             "  ({} took {:.0} s)",

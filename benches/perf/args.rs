@@ -12,14 +12,16 @@ pub enum Section {
     Ttfb,
     Memory,
     Readers,
+    Live,
 }
 
 impl Section {
-    pub const ALL: [Section; 4] = [
+    pub const ALL: [Section; 5] = [
         Section::Roundtrip,
         Section::Ttfb,
         Section::Memory,
         Section::Readers,
+        Section::Live,
     ];
 
     pub fn name(self) -> &'static str {
@@ -28,6 +30,7 @@ impl Section {
             Section::Ttfb => "ttfb",
             Section::Memory => "memory",
             Section::Readers => "readers",
+            Section::Live => "live",
         }
     }
 }
@@ -56,12 +59,17 @@ pub struct Options {
     /// readers: concurrent plays of this many recordings of this size.
     pub readers: usize,
     pub reader_mib: usize,
+    /// live: calls, seconds of audio each, client connections, tenants.
+    pub live_calls: usize,
+    pub live_secs: u64,
+    pub live_connections: usize,
+    pub live_tenants: usize,
 }
 
 pub const USAGE: &str = "\
 usage: cargo bench --bench perf -- [SECTION...] [--quick] [--roles R]
-       [--size-mib N] [--rounds N]
-sections: roundtrip ttfb memory readers (default: all)";
+       [--size-mib N] [--rounds N] [--live-calls N] [--live-secs N] [--live-connections N]
+sections: roundtrip ttfb memory readers live (default: all)";
 
 impl Options {
     fn full() -> Self {
@@ -80,6 +88,10 @@ impl Options {
             mem_settle: Duration::from_secs(10),
             readers: 200,
             reader_mib: 8,
+            live_calls: 1000,
+            live_secs: 180,
+            live_connections: 12,
+            live_tenants: 4,
         }
     }
 
@@ -97,6 +109,9 @@ impl Options {
             mem_settle: Duration::from_secs(2),
             readers: 20,
             reader_mib: 2,
+            live_calls: 50,
+            live_secs: 10,
+            live_connections: 4,
             ..Self::full()
         }
     }
@@ -123,6 +138,11 @@ impl Options {
                 "--roles" => opts.roles = value("--roles")?,
                 "--size-mib" => opts.big_mib = number(&value("--size-mib")?)?,
                 "--rounds" => opts.rounds = number(&value("--rounds")?)?,
+                "--live-calls" => opts.live_calls = number(&value("--live-calls")?)?,
+                "--live-secs" => opts.live_secs = number(&value("--live-secs")?)?,
+                "--live-connections" => {
+                    opts.live_connections = number(&value("--live-connections")?)?;
+                }
                 name => match Section::ALL.iter().find(|s| s.name() == name) {
                     Some(s) => sections.push(*s),
                     None => bail!("unknown argument `{name}`\n{USAGE}"),
@@ -132,8 +152,8 @@ impl Options {
         if !sections.is_empty() {
             opts.sections = sections;
         }
-        if opts.rounds == 0 {
-            bail!("--rounds must be at least 1");
+        if opts.rounds == 0 || opts.live_connections == 0 || opts.live_secs == 0 {
+            bail!("--rounds, --live-connections and --live-secs must be at least 1");
         }
         Ok(opts)
     }

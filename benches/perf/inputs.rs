@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 
 /// A WAV file on disk and what the server must report for it.
@@ -149,4 +149,20 @@ pub async fn mulaw_wav(dir: &Path, name: &str, secs: u64) -> anyhow::Result<Audi
         )
         .await
     }
+}
+
+/// Where a WAV's `data` chunk starts: everything before it is the header.
+pub fn wav_data_offset(wav: &[u8]) -> anyhow::Result<usize> {
+    if wav.len() < 12 || &wav[..4] != b"RIFF" || &wav[8..12] != b"WAVE" {
+        bail!("not a RIFF/WAVE file");
+    }
+    let mut at = 12;
+    while at + 8 <= wav.len() {
+        let size = u32::from_le_bytes(wav[at + 4..at + 8].try_into()?) as usize;
+        if &wav[at..at + 4] == b"data" {
+            return Ok(at + 8);
+        }
+        at += 8 + size + (size & 1);
+    }
+    bail!("no data chunk")
 }

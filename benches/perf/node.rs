@@ -208,6 +208,10 @@ impl Server {
         procfs::hwm_kib(self.pid)
     }
 
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        procfs::cpu_time(self.pid)
+    }
+
     /// Lines of the server's log (every start on this backend) holding
     /// `needle`, case-insensitively.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {

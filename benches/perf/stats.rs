@@ -19,6 +19,10 @@ impl Latencies {
         Self { ms }
     }
 
+    pub fn len(&self) -> usize {
+        self.ms.len()
+    }
+
     /// Nearest rank: the smallest value at least `p` % of the samples do
     /// not exceed.
     pub fn pct(&self, p: f64) -> f64 {

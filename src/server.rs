@@ -93,7 +93,15 @@ pub async fn run(
     roles: Roles,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    serve_grpc(TcpListenerStream::new(listener), archive, roles, shutdown).await
+    // Small writes (a Play's first message, a unary answer) leave at once:
+    // Nagle's algorithm would hold them for the peer's delayed ACK, about
+    // 40 ms. (tonic sets this only on listeners it binds itself.)
+    let incoming = futures::StreamExt::map(TcpListenerStream::new(listener), |accepted| {
+        accepted.inspect(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    });
+    serve_grpc(incoming, archive, roles, shutdown).await
 }
 
 /// Serves gRPC over TLS (ALPN `h2`, the certificate `tls` holds at each
@@ -601,7 +609,14 @@ pub async fn serve_http(
     // event.
     let limits = &archive.limits;
     match tls {
-        None => crate::http::serve::serve(listener, app, limits, shutdown, HTTP_DRAIN).await,
+        None => {
+            use axum::serve::ListenerExt as _;
+            // No Nagle delay on a response's last small write.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            crate::http::serve::serve(listener, app, limits, shutdown, HTTP_DRAIN).await
+        }
         Some(tls) => {
             let incoming =
                 TlsIncoming::new(listener, tls.acceptor(&[tls::ALPN_HTTP1])).map_err(|source| {

@@ -457,6 +457,10 @@ async fn accept_loop(
             },
             () = tx.closed() => return,
         };
+        // Small writes (a Play's first message, a unary answer) leave at
+        // once: Nagle's algorithm would hold them for the peer's delayed
+        // ACK, about 40 ms.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         tokio::spawn(async move {

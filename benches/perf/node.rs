@@ -69,8 +69,11 @@ impl Backend {
     fn command(&self) -> Command {
         let mut c = Command::new(BIN);
         scrub(&mut c);
+        // The server's log level: warnings unless CALLVAULT_BENCH_SERVER_LOG
+        // says otherwise (`warn,h2=debug` to see the HTTP/2 layer).
+        let log = std::env::var("CALLVAULT_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into());
         c.env("CALLVAULT_DATA_DIR", self.dir.path().join("data"))
-            .env("CALLVAULT_LOG", "warn");
+            .env("CALLVAULT_LOG", log);
         if let Some(pg) = &self.pg {
             c.env("CALLVAULT_DATABASE_URL", &pg.url);
         }

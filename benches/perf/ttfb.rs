@@ -17,7 +17,7 @@ use callvault::server::{LocalServer, Roles};
 
 use crate::Ctx;
 use crate::inputs::{AudioFile, mulaw_wav};
-use crate::node::{Backend, CatalogKind};
+use crate::node::{Backend, CatalogKind, Server};
 use crate::pg::PgDatabase;
 use crate::stats::{Latencies, fmt_ms, mib};
 use crate::{roundtrip, support};
@@ -105,7 +105,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         );
 
         let (big_id, _) = roundtrip::cli_ingest(&server, &tenant, big, "ttfb-big").await?;
-        let seeks = seek(&mut play, &big_id, big, o.seek_plays).await?;
+        let seeks = seek(&server, &tenant.supervisor, &big_id, big, o.seek_plays).await?;
         println!(
             "ttfb {} seek into the middle half of a {:.0} MiB recording, warm, {} plays: {}",
             kind.name(),
@@ -121,18 +121,31 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
 
 /// Seeks spread evenly over the middle half of the recording (after one
 /// warm-up play); each first message checked against the file.
+///
+/// Each seek cancels its stream with the rest of the recording in flight,
+/// and the client's own h2 counts the frames that still arrive for it
+/// against its limit of locally reset streams: a couple of hundred
+/// cancels on one connection end it (GOAWAY `too_many_internal_resets`,
+/// from the client side). So the seeks run on a fresh connection every
+/// `SEEKS_PER_CONNECTION`, warmed up by one untimed seek.
 async fn seek(
-    play: &mut Client,
+    server: &Server,
+    token: &str,
     id: &str,
     big: &AudioFile,
     plays: usize,
 ) -> anyhow::Result<Latencies> {
+    const SEEKS_PER_CONNECTION: u64 = 25;
     let file = std::fs::File::open(&big.path)?;
-    first_message(play, id, big.bytes / 2).await?;
     let mut ttfb = Vec::with_capacity(plays);
+    let mut play = server.client(token).await?;
     for k in 0..plays as u64 {
+        if k % SEEKS_PER_CONNECTION == 0 {
+            play = server.client(token).await?;
+            first_message(&mut play, id, big.bytes / 2).await?;
+        }
         let offset = big.bytes / 4 + k * (big.bytes / 2) / plays as u64 + k;
-        let (msg, first) = first_message(play, id, offset).await?;
+        let (msg, first) = first_message(&mut play, id, offset).await?;
         let mut expected = vec![0u8; msg.data.len()];
         file.read_exact_at(&mut expected, offset)?;
         ensure!(

@@ -87,11 +87,17 @@ def file_sha256(path: pathlib.Path) -> str:
 
 
 def ingest_requests(pb: Any, header: Any, path: pathlib.Path) -> Iterator[Any]:
-    """The header first, then the file in MESSAGE_BYTES pieces, read as sent."""
+    """The header first, then the file in MESSAGE_BYTES pieces, read and
+    hashed as sent, then the trailer with their SHA-256: the server commits
+    nothing unless what arrived hashes the same (else INVALID_ARGUMENT,
+    reason SHA256_MISMATCH)."""
     yield pb.IngestRequest(header=header)
+    digest = hashlib.sha256()
     with path.open("rb") as f:
         while piece := f.read(MESSAGE_BYTES):
+            digest.update(piece)
             yield pb.IngestRequest(data=piece)
+    yield pb.IngestRequest(trailer=pb.IngestTrailer(sha256=digest.digest()))
 
 
 class Callvault:

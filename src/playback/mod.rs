@@ -452,23 +452,32 @@ pub(crate) fn opened_chunks(
     rec: RecordingId,
     chunks: Vec<ChunkRow>,
     final_index: u32,
-    mut head: Option<Bytes>,
+    head: Option<Bytes>,
 ) -> BoxStream<'static, Result<Vec<u8>>> {
     let read_ahead = archive.limits.read_ahead.max(1);
-    stream::iter(chunks)
-        .map(move |chunk| {
-            let prefetched = head.take();
-            let is_final = chunk.index == final_index;
-            fetch_and_open(
-                archive.clone(),
-                cipher.clone(),
-                rec,
-                chunk,
-                is_final,
-                prefetched,
-            )
-        })
-        .buffered(read_ahead)
+    let open = move |chunk: ChunkRow, prefetched: Option<Bytes>| {
+        let is_final = chunk.index == final_index;
+        fetch_and_open(
+            archive.clone(),
+            cipher.clone(),
+            rec,
+            chunk,
+            is_final,
+            prefetched,
+        )
+    };
+    // The first chunk alone, then the rest read ahead: under many
+    // concurrent plays, a new play's first chunk does not queue behind its
+    // own read-ahead for the blocking pool and the store.
+    let mut rest = chunks.into_iter();
+    let first = rest.next().map(|c| open.clone()(c, head));
+    stream::iter(first)
+        .buffered(1)
+        .chain(
+            stream::iter(rest)
+                .map(move |c| open(c, None))
+                .buffered(read_ahead),
+        )
         .boxed()
 }
 

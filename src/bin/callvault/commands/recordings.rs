@@ -313,20 +313,58 @@ pub async fn play(args: PlayArgs) -> Result<()> {
         name.push(".partial");
         std::path::PathBuf::from(name)
     };
-    let mut out = tokio::fs::File::create(&partial)
-        .await
+    let out = std::fs::File::create(&partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
+    // The file is written on a thread of its own while the next messages
+    // arrive: the messages' buffers go to it as they are (no copy), a few
+    // at a time. Another thread flushes what is written every
+    // `SYNC_EVERY` bytes meanwhile, so the fsync before the rename (the
+    // file is whole on disk before it has its name) has little left to do.
+    const SYNC_EVERY: u64 = 64 << 20;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+    let syncing = out.try_clone()?;
+    let (synced_tx, synced_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    let syncer = std::thread::spawn(move || {
+        while synced_rx.recv().is_ok() {
+            // A failure shows again in the final fsync, which is checked.
+            let _ = syncing.sync_data();
+        }
+    });
+    let writer = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut out = out;
+        let mut unsynced = 0u64;
+        while let Some(data) = rx.blocking_recv() {
+            out.write_all(&data)?;
+            unsynced += data.len() as u64;
+            if unsynced >= SYNC_EVERY {
+                // Skipped while the last one is still running.
+                if synced_tx.try_send(()).is_ok() {
+                    unsynced = 0;
+                }
+            }
+        }
+        drop(synced_tx);
+        let _ = syncer.join();
+        out.sync_all()
+    });
     let mut written = 0u64;
     let mut bar = None;
     let result: Result<()> = async {
         while let Some(msg) = stream.message().await.map_err(failed("play"))? {
             let bar = bar.get_or_insert_with(|| play_bar(&msg, args.offset));
-            out.write_all(&msg.data).await?;
-            written += msg.data.len() as u64;
-            bar.inc(msg.data.len() as u64);
+            let n = msg.data.len() as u64;
+            if tx.send(msg.data).await.is_err() {
+                break;
+            }
+            written += n;
+            bar.inc(n);
         }
-        out.flush().await?;
-        out.sync_all().await?;
+        drop(tx);
+        writer
+            .await
+            .context("the file writer stopped")?
+            .with_context(|| format!("cannot write {}", partial.display()))?;
         tokio::fs::rename(&partial, &args.output)
             .await
             .with_context(|| format!("cannot rename to {}", args.output.display()))?;

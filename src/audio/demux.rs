@@ -25,7 +25,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::{FormatReader, Packet};
 use symphonia::core::io::MediaSource;
@@ -38,13 +38,6 @@ use crate::domain::AudioInfo;
 
 /// Bytes that must wait past the reader's position before it reads a packet.
 pub(super) const WINDOW: usize = 1 << 20;
-/// Pieces smaller than this are copied into one buffer rather than queued
-/// as they came: a live call's messages of a few hundred bytes are each a
-/// slice of a larger receive buffer, which queuing them would keep alive
-/// (seconds of audio per call, for minutes, on every live call).
-const COALESCE_BELOW: usize = 16 << 10;
-/// The most the copy buffer holds before it is queued as one piece.
-const TAIL_MAX: usize = 64 << 10;
 /// Bytes queued before a batch starts.
 const START: usize = WINDOW + (256 << 10);
 /// Above this, `feed` waits for the running batch.
@@ -72,9 +65,6 @@ struct State {
     /// readable (see `wav`); `None` once released or for other containers.
     prelude: Option<Vec<u8>>,
     pieces: VecDeque<Bytes>,
-    /// Small pieces copied together, after `pieces` in stream order (see
-    /// [`COALESCE_BELOW`]).
-    tail: BytesMut,
     queued: usize,
     ended: bool,
     /// A read found the queue empty before the end of the stream.
@@ -120,21 +110,7 @@ impl Shared {
 impl State {
     fn enqueue(&mut self, data: Bytes) {
         self.queued += data.len();
-        if data.len() < COALESCE_BELOW {
-            self.tail.extend_from_slice(&data);
-            if self.tail.len() >= TAIL_MAX {
-                self.flush_tail();
-            }
-            return;
-        }
-        self.flush_tail();
         self.pieces.push_back(data);
-    }
-
-    fn flush_tail(&mut self) {
-        if !self.tail.is_empty() {
-            self.pieces.push_back(self.tail.split().freeze());
-        }
     }
 
     /// Queues `data`, passing a WAV header through `wav` first.
@@ -179,7 +155,6 @@ impl State {
     fn clear(&mut self) {
         self.prelude = None;
         self.pieces.clear();
-        self.tail = BytesMut::new();
         self.queued = 0;
     }
 
@@ -201,7 +176,6 @@ impl Stream {
         let state = State {
             prelude: (detected.container == "wav").then(Vec::new),
             pieces: VecDeque::new(),
-            tail: BytesMut::new(),
             queued: 0,
             ended: false,
             starved: false,
@@ -442,9 +416,6 @@ impl Read for QueueSource {
             return Ok(0);
         };
         let mut st = shared.lock();
-        if st.pieces.is_empty() {
-            st.flush_tail();
-        }
         while let Some(front) = st.pieces.front_mut() {
             if front.is_empty() {
                 st.pieces.pop_front();

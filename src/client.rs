@@ -130,6 +130,15 @@ impl ConnectOptions {
 /// The endpoint for `server`: TLS for `https://`; cleartext for `http://`
 /// only to loopback (or with `allow_insecure`) and only when no TLS
 /// settings were given.
+/// Cancelled streams whose late frames h2 still recognises. A play
+/// dropped mid-flight (a seek, a closed player) still has DATA on the wire;
+/// once h2 has forgotten the stream (by default it remembers 10), each such
+/// frame counts as a protocol error of the peer, and after 1,024 of them
+/// the client's own h2 closes the connection (GOAWAY
+/// `too_many_internal_resets`, hyperium/h2#856): a player that seeks a few
+/// hundred times lost its connection. Each is remembered for 30 s.
+pub const REMEMBERED_RESETS: usize = 4096;
+
 fn endpoint(server: &str, opts: &ConnectOptions) -> Result<Endpoint, Error> {
     let endpoint = Channel::from_shared(server.to_owned()).map_err(Error::InvalidUrl)?;
     match endpoint.uri().scheme_str() {
@@ -201,6 +210,7 @@ impl Client {
         let channel = endpoint(server, opts)?
             .initial_stream_window_size(server::HTTP2_STREAM_WINDOW)
             .initial_connection_window_size(server::HTTP2_CONNECTION_WINDOW)
+            .http2_max_concurrent_reset_streams(REMEMBERED_RESETS)
             .connect()
             .await
             .map_err(|source| Error::Connect {

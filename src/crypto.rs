@@ -480,6 +480,22 @@ mod tests {
     const LABELS_VECTOR: &str =
         "b0b1b2b3b4b5b6b7b8b9babbb3070141992ef728bae30c543ca37745f5a9f9f92b0dd099eed9eab55536ebdb";
 
+    /// A chunk buffer with room for the tag is sealed where it is: ingest
+    /// allocates its chunk buffers so, and sealing must not copy 1 MiB
+    /// into a second buffer of twice the size.
+    #[test]
+    fn sealing_with_room_for_the_tag_does_not_reallocate() {
+        let (dk, params) = vector();
+        let c = RecordingCipher::new(&dk, &params, "t", "r").unwrap();
+        let mut buf = Vec::with_capacity((1 << 20) + TAG_LEN);
+        buf.resize(1 << 20, 5u8);
+        let at = buf.as_ptr();
+        let sealed = c.seal_chunk(0, false, buf);
+        assert_eq!(sealed.as_ptr(), at);
+        assert_eq!(sealed.len(), (1 << 20) + TAG_LEN);
+        assert_eq!(sealed.capacity(), (1 << 20) + TAG_LEN);
+    }
+
     #[test]
     fn round_trip_and_every_binding_matters() {
         let (dk, params) = vector();

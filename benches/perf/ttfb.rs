@@ -120,14 +120,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
 }
 
 /// Seeks spread evenly over the middle half of the recording (after one
-/// warm-up play); each first message checked against the file.
-///
-/// Each seek cancels its stream with the rest of the recording in flight,
-/// and the client's own h2 counts the frames that still arrive for it
-/// against its limit of locally reset streams: a couple of hundred
-/// cancels on one connection end it (GOAWAY `too_many_internal_resets`,
-/// from the client side). So the seeks run on a fresh connection every
-/// `SEEKS_PER_CONNECTION`, warmed up by one untimed seek.
+/// untimed warm-up seek), all on one connection as a player would make
+/// them; each first message checked against the file. Each seek cancels
+/// its stream with the rest of the recording in flight (the client keeps
+/// those cancels from ending its connection: `client::REMEMBERED_RESETS`).
 async fn seek(
     server: &Server,
     token: &str,
@@ -135,15 +131,11 @@ async fn seek(
     big: &AudioFile,
     plays: usize,
 ) -> anyhow::Result<Latencies> {
-    const SEEKS_PER_CONNECTION: u64 = 25;
     let file = std::fs::File::open(&big.path)?;
     let mut ttfb = Vec::with_capacity(plays);
     let mut play = server.client(token).await?;
+    first_message(&mut play, id, big.bytes / 2).await?;
     for k in 0..plays as u64 {
-        if k % SEEKS_PER_CONNECTION == 0 {
-            play = server.client(token).await?;
-            first_message(&mut play, id, big.bytes / 2).await?;
-        }
         let offset = big.bytes / 4 + k * (big.bytes / 2) / plays as u64 + k;
         let (msg, first) = first_message(&mut play, id, offset).await?;
         let mut expected = vec![0u8; msg.data.len()];

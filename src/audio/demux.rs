@@ -6,6 +6,9 @@
 //! upload, for the whole upload), bytes are queued here as they are fed, and
 //! a batch runs only over bytes already queued:
 //!
+//! - The first batch opens the reader once [`HEADER_WINDOW`] bytes are
+//!   queued (or the stream ended), so a header with large tags or cover art
+//!   is read whole.
 //! - A batch calls `next_packet` only while more than [`WINDOW`] bytes wait
 //!   past the reader's position, or the stream has ended. `WINDOW` exceeds any
 //!   packet of the supported formats plus symphonia's 32 KiB read-ahead, so
@@ -16,7 +19,7 @@
 //! - When the queue drops to `WINDOW`, the batch puts the format reader back
 //!   in [`Slot::Idle`] (a `Box<dyn FormatReader>` is `Send`) and returns its
 //!   thread. The next batch starts once [`START`] bytes are queued, so each
-//!   batch demuxes at least 256 KiB.
+//!   batch demuxes at least 128 KiB.
 //! - `feed` waits, asynchronously, while more than [`BOUND`] bytes are queued
 //!   and a batch is running or waiting for a thread.
 
@@ -25,7 +28,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::{FormatReader, Packet};
 use symphonia::core::io::MediaSource;
@@ -36,10 +39,26 @@ use super::noise::{self, Noise};
 use super::{Detected, probe, truncation_warning, wav};
 use crate::domain::AudioInfo;
 
-/// Bytes that must wait past the reader's position before it reads a packet.
-pub(super) const WINDOW: usize = 1 << 20;
-/// Bytes queued before a batch starts.
-const START: usize = WINDOW + (256 << 10);
+/// Bytes queued before the reader is opened: the largest header the
+/// analyzer reads (tags, cover art, a WAV's LIST chunks before its data).
+pub(super) const HEADER_WINDOW: usize = 1 << 20;
+/// Bytes that must wait past the reader's position before it reads a
+/// packet. The largest packets of the supported formats are tens of KiB (a
+/// WAV packet is at most 1,152 frames, 36 KiB at 8 channels of 32 bits; an
+/// Ogg page at most 64 KiB); symphonia reads 32 KiB ahead. Every upload
+/// holds this much of what it received, so it is the analyzer's share of an
+/// upload's memory: 1 MiB here made 100 concurrent uploads hold 100–200 MiB
+/// in their analyzers alone, and a live call hold minutes of audio twice.
+pub(super) const WINDOW: usize = 256 << 10;
+/// Pieces smaller than this are copied into one buffer rather than queued
+/// as they came: a live call's messages of a few hundred bytes are each a
+/// slice of a larger receive buffer, which queuing them would keep alive
+/// (minutes of audio per call, on every live call).
+const COALESCE_BELOW: usize = 16 << 10;
+/// The most the copy buffer holds before it is queued as one piece.
+const TAIL_MAX: usize = 64 << 10;
+/// Bytes queued before a batch of packets starts.
+const START: usize = WINDOW + (128 << 10);
 /// Above this, `feed` waits for the running batch.
 pub(super) const BOUND: usize = 2 * WINDOW;
 
@@ -65,6 +84,9 @@ struct State {
     /// readable (see `wav`); `None` once released or for other containers.
     prelude: Option<Vec<u8>>,
     pieces: VecDeque<Bytes>,
+    /// Small pieces copied together, after `pieces` in stream order (see
+    /// [`COALESCE_BELOW`]); counted in `queued`.
+    tail: BytesMut,
     queued: usize,
     ended: bool,
     /// A read found the queue empty before the end of the stream.
@@ -110,7 +132,33 @@ impl Shared {
 impl State {
     fn enqueue(&mut self, data: Bytes) {
         self.queued += data.len();
+        if data.len() < COALESCE_BELOW {
+            self.tail.extend_from_slice(&data);
+            if self.tail.len() >= TAIL_MAX {
+                self.flush_tail();
+            }
+            return;
+        }
+        self.flush_tail();
         self.pieces.push_back(data);
+    }
+
+    fn flush_tail(&mut self) {
+        if !self.tail.is_empty() {
+            self.pieces.push_back(self.tail.split().freeze());
+        }
+    }
+
+    /// The first piece with bytes left to read: consumed pieces are
+    /// dropped, and the copied tail is queued once nothing is before it.
+    fn front(&mut self) -> Option<&mut Bytes> {
+        while self.pieces.front().is_some_and(Bytes::is_empty) {
+            self.pieces.pop_front();
+        }
+        if self.pieces.is_empty() {
+            self.flush_tail();
+        }
+        self.pieces.front_mut()
     }
 
     /// Queues `data`, passing a WAV header through `wav` first.
@@ -155,6 +203,7 @@ impl State {
     fn clear(&mut self) {
         self.prelude = None;
         self.pieces.clear();
+        self.tail = BytesMut::new();
         self.queued = 0;
     }
 
@@ -176,6 +225,7 @@ impl Stream {
         let state = State {
             prelude: (detected.container == "wav").then(Vec::new),
             pieces: VecDeque::new(),
+            tail: BytesMut::new(),
             queued: 0,
             ended: false,
             starved: false,
@@ -243,7 +293,11 @@ impl Drop for Stream {
 
 /// Starts a batch if enough is queued and none is running.
 fn kick(shared: &Arc<Shared>, st: &mut State) {
-    if !(st.queued >= START || st.ended) || st.done() {
+    let start = match st.slot {
+        Slot::Idle(Demux::Open(_)) => HEADER_WINDOW,
+        _ => START,
+    };
+    if !(st.queued >= start || st.ended) || st.done() {
         return;
     }
     // Busy stays Busy.
@@ -290,9 +344,9 @@ fn step(shared: &Arc<Shared>, demux: Demux) -> Demux {
             if shared.lock().starved {
                 let at = p.ms(p.end_ts);
                 return p.done(Some(format!(
-                    "the demuxer needed more than {} MiB ahead at {at} ms (an oversized packet \
+                    "the demuxer needed more than {} KiB ahead at {at} ms (an oversized packet \
                      or a long damaged stretch); duration measured up to there",
-                    WINDOW >> 20
+                    WINDOW >> 10
                 )));
             }
             match next {
@@ -330,7 +384,7 @@ fn open(shared: &Arc<Shared>, mut info: AudioInfo) -> Demux {
         Err(_) if shared.lock().starved => {
             info.warning = Some(format!(
                 "the stream's header is larger than the {} MiB the analyzer reads ahead",
-                WINDOW >> 20
+                HEADER_WINDOW >> 20
             ));
             return Demux::Done(info);
         }
@@ -416,11 +470,7 @@ impl Read for QueueSource {
             return Ok(0);
         };
         let mut st = shared.lock();
-        while let Some(front) = st.pieces.front_mut() {
-            if front.is_empty() {
-                st.pieces.pop_front();
-                continue;
-            }
+        if let Some(front) = st.front() {
             let n = buf.len().min(front.len());
             buf[..n].copy_from_slice(&front[..n]);
             front.advance(n);
@@ -465,18 +515,84 @@ mod tests {
     use super::*;
     use crate::audio::tests::pcm_wav;
 
+    /// Small pieces are copied together behind the large ones; whatever
+    /// the reads leave at the front (a consumed piece, half a piece), every
+    /// byte comes back once and in order, up to the end of the stream.
+    #[test]
+    fn mixed_pieces_are_read_back_in_order_to_the_end() {
+        let wav = pcm_wav(8_000, 8_000, false);
+        let stream = Stream::start(crate::audio::detect(&wav).unwrap());
+        let mut next = 0u8;
+        let mut expected = Vec::new();
+        let mut feed = |sizes: &[usize]| {
+            let mut st = stream.shared.lock();
+            for &size in sizes {
+                let piece: Vec<u8> = (0..size)
+                    .map(|_| {
+                        next = next.wrapping_add(1);
+                        next
+                    })
+                    .collect();
+                expected.extend_from_slice(&piece);
+                st.enqueue(Bytes::from(piece));
+            }
+        };
+        let mut source = QueueSource {
+            shared: Arc::downgrade(&stream.shared),
+            position: 0,
+        };
+        let mut got = Vec::new();
+        let mut read = |source: &mut QueueSource, most: usize| {
+            let mut buf = vec![0u8; 999];
+            while got.len() < most {
+                match source.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) => {
+                        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+                        break;
+                    }
+                }
+            }
+        };
+        feed(&[20_000, 300, 160, 17_000, 800, 5]);
+        // A read never crosses pieces: each read to its end stays at the
+        // front, empty, until the next read. Here the first is read but
+        // for its last 20 bytes.
+        read(&mut source, 19_980);
+        feed(&[70_000, 64, COALESCE_BELOW - 1, COALESCE_BELOW, 3]);
+        for _ in 0..(TAIL_MAX / 160 + 2) {
+            feed(&[160]);
+        }
+        stream.shared.lock().ended = true;
+        read(&mut source, usize::MAX);
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "bytes out of order");
+        assert_eq!(source.position, expected.len() as u64);
+        assert_eq!(stream.shared.lock().queued, 0);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_queue_stays_within_its_bound() {
         // 250 s at 16 kHz: 8 MB fed as fast as possible.
         let wav = Bytes::from(pcm_wav(16_000, 4_000_000, false));
         let stream = Stream::start(crate::audio::detect(&wav).unwrap());
         let piece = 64 << 10;
-        let mut peak = 0;
+        let (mut peak, mut peak_packets) = (0, 0);
         for p in (0..wav.len()).step_by(piece) {
             stream.feed(wav.slice(p..wav.len().min(p + piece))).await;
-            peak = peak.max(stream.shared.lock().queued);
+            let queued = stream.shared.lock().queued;
+            peak = peak.max(queued);
+            // Once the header is read, only packets wait.
+            if p >= 2 * HEADER_WINDOW {
+                peak_packets = peak_packets.max(queued);
+            }
         }
-        assert!(peak <= BOUND + piece, "{peak} bytes queued");
+        assert!(peak <= HEADER_WINDOW + piece, "{peak} bytes queued");
+        assert!(
+            peak_packets <= BOUND + piece,
+            "{peak_packets} bytes queued after the header"
+        );
         let (info, noise) = stream.finish().await;
         assert_eq!((info.duration_ms, info.warning), (250_000, None));
         assert_eq!(noise.records, 0, "{noise:?}");

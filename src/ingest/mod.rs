@@ -110,6 +110,13 @@ pub struct IngestOutcome {
     pub deduplicated: bool,
 }
 
+/// An empty chunk buffer with room for the chunk and the tag sealing
+/// appends in place: without that room, sealing a full chunk reallocated
+/// it (a second buffer of twice the size, and a copy of every byte).
+fn chunk_buffer(chunk_size: usize) -> Vec<u8> {
+    Vec::with_capacity(chunk_size + crypto::TAG_LEN)
+}
+
 /// Runs one upload. `body` yields the messages after the header.
 pub async fn ingest<S>(
     archive: Arc<Archive>,
@@ -192,7 +199,7 @@ where
     S: Stream<Item = Result<Part>> + Unpin + Send,
 {
     let chunk_size = header.chunk_size as usize;
-    let mut buf: Vec<u8> = Vec::with_capacity(chunk_size);
+    let mut buf = chunk_buffer(chunk_size);
     let mut total: u64 = 0;
     let mut trailer: Option<[u8; 32]> = None;
     let idle_timeout = archive.limits.upload_idle_timeout;
@@ -253,7 +260,7 @@ where
                     }
                     *upload = Some(up);
                 }
-                let plain = std::mem::replace(&mut buf, Vec::with_capacity(chunk_size));
+                let plain = std::mem::replace(&mut buf, chunk_buffer(chunk_size));
                 if let Some(up) = upload.as_mut() {
                     spawn_chunk(archive, principal, up, plain).await?;
                 }

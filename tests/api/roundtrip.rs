@@ -433,3 +433,53 @@ async fn damaged_audio_is_kept_and_flagged() {
     }
     app.shutdown().await;
 }
+
+/// A player that seeks cancels its play with the rest of the recording in
+/// flight. Hundreds of seeks on one connection must not end it: h2 used to
+/// forget all but 10 cancelled streams, count every late frame of the
+/// others as the server's protocol error, and close the connection after
+/// 1,024 of them (GOAWAY `too_many_internal_resets`, from the client's own
+/// side), which took about 200 seeks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_that_seeks_hundreds_of_times_keeps_its_connection() {
+    const SEEKS: u64 = 600;
+    let app = spawn_app(CatalogKind::Sqlite).await;
+    let audio = bytes::Bytes::from(callvault::synth::synth_wav(1_000, 8_000, 1));
+    let mut h = header("call-seeks");
+    h.chunk_size_bytes = 256 * 1024;
+    let res = app
+        .client(&app.ingest_token)
+        .await
+        .ingest_stream(h, callvault::client::pieces(audio.clone(), 1 << 20))
+        .await
+        .unwrap();
+    let id = res.recording.unwrap().recording_id;
+    let mut sup = app.client(&app.supervisor_token).await;
+    let size = audio.len() as u64;
+    for k in 0..SEEKS {
+        let offset = (k * 7_919 * 1_024) % (size / 2);
+        let mut stream = sup
+            .playback
+            .play(callvault::api::pb::PlayRequest {
+                recording_id: id.clone(),
+                offset_bytes: offset,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|s| panic!("seek {k}: {s}"))
+            .into_inner();
+        let first = stream
+            .message()
+            .await
+            .unwrap_or_else(|s| panic!("seek {k}: {s}"))
+            .unwrap();
+        assert_eq!(first.offset_bytes, offset, "seek {k}");
+        assert!(
+            first.data[..] == audio[offset as usize..offset as usize + first.data.len()],
+            "seek {k}"
+        );
+        // Dropped with the rest of the recording still coming.
+    }
+    let (all, _) = sup.play_all(&id, 0).await.unwrap();
+    assert!(all == audio[..], "the whole play after {SEEKS} seeks");
+}

@@ -6,9 +6,13 @@
 //! upload, for the whole upload), bytes are queued here as they are fed, and
 //! a batch runs only over bytes already queued:
 //!
-//! - The first batch opens the reader once [`HEADER_WINDOW`] bytes are
-//!   queued (or the stream ended), so a header with large tags or cover art
-//!   is read whole.
+//! - The reader is opened over bytes read without taking them from the
+//!   queue: first once [`FIRST_OPEN`] bytes are queued, and if that was not
+//!   the whole header, again each time the queue has doubled, up to
+//!   [`HEADER_WINDOW`] (or the end of the stream). Only an open that
+//!   succeeds takes what it read. A live call's header is read within
+//!   seconds, and a header with large tags or cover art is still read
+//!   whole.
 //! - A batch calls `next_packet` only while more than [`WINDOW`] bytes wait
 //!   past the reader's position, or the stream has ended. `WINDOW` exceeds any
 //!   packet of the supported formats plus symphonia's 32 KiB read-ahead, so
@@ -39,9 +43,11 @@ use super::noise::{self, Noise};
 use super::{Detected, probe, truncation_warning, wav};
 use crate::domain::AudioInfo;
 
-/// Bytes queued before the reader is opened: the largest header the
-/// analyzer reads (tags, cover art, a WAV's LIST chunks before its data).
+/// The largest header the analyzer reads (tags, cover art, a WAV's LIST
+/// chunks before its data).
 pub(super) const HEADER_WINDOW: usize = 1 << 20;
+/// Bytes queued before the first attempt to open the reader.
+const FIRST_OPEN: usize = 64 << 10;
 /// Bytes that must wait past the reader's position before it reads a
 /// packet. The largest packets of the supported formats are tens of KiB (a
 /// WAV packet is at most 1,152 frames, 36 KiB at 8 channels of 32 bits; an
@@ -91,6 +97,11 @@ struct State {
     ended: bool,
     /// A read found the queue empty before the end of the stream.
     starved: bool,
+    /// While the reader is being opened, reads take no bytes from the
+    /// queue: `Some(n)`, the bytes read so far.
+    peeked: Option<usize>,
+    /// Bytes queued before the next attempt to open the reader.
+    open_at: usize,
     /// False when the header cannot say how long the audio is.
     length_known: bool,
     slot: Slot,
@@ -141,6 +152,34 @@ impl State {
         }
         self.flush_tail();
         self.pieces.push_back(data);
+    }
+
+    /// Takes the first `n` queued bytes (those an open read).
+    fn consume(&mut self, mut n: usize) {
+        // A stream dropped meanwhile has cleared its queue.
+        self.queued = self.queued.saturating_sub(n);
+        while n > 0 {
+            let Some(front) = self.front() else { break };
+            let k = n.min(front.len());
+            front.advance(k);
+            n -= k;
+        }
+    }
+
+    /// Copies queued bytes from `at` into `buf`, taking none of them.
+    fn peek(&self, at: usize, buf: &mut [u8]) -> usize {
+        let mut skip = at;
+        let parts = self.pieces.iter().map(|p| &p[..]).chain([&self.tail[..]]);
+        for part in parts {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            let n = buf.len().min(part.len() - skip);
+            buf[..n].copy_from_slice(&part[skip..skip + n]);
+            return n;
+        }
+        0
     }
 
     fn flush_tail(&mut self) {
@@ -229,6 +268,8 @@ impl Stream {
             queued: 0,
             ended: false,
             starved: false,
+            peeked: None,
+            open_at: FIRST_OPEN,
             length_known: true,
             slot: Slot::Idle(Demux::Open(info)),
             noise: Noise::default(),
@@ -294,7 +335,7 @@ impl Drop for Stream {
 /// Starts a batch if enough is queued and none is running.
 fn kick(shared: &Arc<Shared>, st: &mut State) {
     let start = match st.slot {
-        Slot::Idle(Demux::Open(_)) => HEADER_WINDOW,
+        Slot::Idle(Demux::Open(_)) => st.open_at,
         _ => START,
     };
     if !(st.queued >= start || st.ended) || st.done() {
@@ -321,7 +362,11 @@ fn run_batch(shared: &Arc<Shared>, mut demux: Demux) {
         {
             let mut st = shared.lock();
             let finished = matches!(demux, Demux::Done(_));
-            if finished || !(st.ended || st.queued > WINDOW) {
+            let ahead = match demux {
+                Demux::Open(_) => st.queued >= st.open_at,
+                _ => st.queued > WINDOW,
+            };
+            if finished || !(st.ended || ahead) {
                 if finished {
                     st.clear();
                 }
@@ -375,13 +420,34 @@ fn step(shared: &Arc<Shared>, demux: Demux) -> Demux {
 }
 
 fn open(shared: &Arc<Shared>, mut info: AudioInfo) -> Demux {
+    shared.lock().peeked = Some(0);
     let source = QueueSource {
         shared: Arc::downgrade(shared),
         position: 0,
     };
-    let reader = match probe::open_reader(Box::new(source)) {
+    let opened = probe::open_reader(Box::new(source));
+    let starved = {
+        let mut st = shared.lock();
+        let read = st.peeked.take().unwrap_or(0);
+        match opened {
+            // The header is read: what the reader took leaves the queue.
+            Ok(_) => {
+                st.consume(read);
+                false
+            }
+            Err(_) if st.starved && !st.ended && st.queued < HEADER_WINDOW => {
+                // Not all of the header yet: nothing was taken; try again
+                // once the queue has doubled.
+                st.starved = false;
+                st.open_at = (2 * st.queued).clamp(FIRST_OPEN, HEADER_WINDOW);
+                return Demux::Open(info);
+            }
+            Err(_) => st.starved,
+        }
+    };
+    let reader = match opened {
         Ok(reader) => reader,
-        Err(_) if shared.lock().starved => {
+        Err(_) if starved => {
             info.warning = Some(format!(
                 "the stream's header is larger than the {} MiB the analyzer reads ahead",
                 HEADER_WINDOW >> 20
@@ -470,7 +536,14 @@ impl Read for QueueSource {
             return Ok(0);
         };
         let mut st = shared.lock();
-        if let Some(front) = st.front() {
+        if let Some(read) = st.peeked {
+            let n = st.peek(read, buf);
+            if n > 0 {
+                st.peeked = Some(read + n);
+                self.position += n as u64;
+                return Ok(n);
+            }
+        } else if let Some(front) = st.front() {
             let n = buf.len().min(front.len());
             buf[..n].copy_from_slice(&front[..n]);
             front.advance(n);

@@ -185,6 +185,55 @@ fn mkv_with_block(big: usize) -> Vec<u8> {
     out
 }
 
+/// A PCM WAV (8 kHz mono 16-bit, `seconds` long) with a `JUNK` chunk of
+/// `junk` bytes between its `fmt ` and `data` chunks.
+fn wav_with_junk(junk: usize, seconds: usize) -> Vec<u8> {
+    let data = seconds * 16_000;
+    let mut out = Vec::with_capacity(44 + junk + 8 + data);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&((4 + 24 + 8 + junk + 8 + data) as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&8_000u32.to_le_bytes());
+    out.extend_from_slice(&16_000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"JUNK");
+    out.extend_from_slice(&(junk as u32).to_le_bytes());
+    out.resize(out.len() + junk, 0);
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data as u32).to_le_bytes());
+    out.extend((0..data).map(|i| (i % 251) as u8));
+    out
+}
+
+/// The reader is opened over bytes it does not take until it succeeds: a
+/// header longer than the first attempt's 64 KiB, fed as a live call feeds
+/// it (640-byte pieces), is read on a later attempt, and the audio after it
+/// is measured to the last frame. A header past 1 MiB is still refused
+/// with its warning.
+#[tokio::test]
+async fn a_header_longer_than_the_first_open_is_read_on_a_later_one() {
+    for junk in [100 << 10, 300 << 10, 900 << 10] {
+        let wav = Bytes::from(wav_with_junk(junk, 60));
+        let info = analyze(&wav, 640).await;
+        assert_eq!(
+            (info.duration_ms, info.warning.as_deref()),
+            (60_000, None),
+            "a {junk}-byte JUNK chunk"
+        );
+    }
+    let wav = Bytes::from(wav_with_junk(1_100 << 10, 60));
+    let info = analyze(&wav, 640).await;
+    let warning = info.warning.unwrap_or_default();
+    assert!(
+        warning.contains("header is larger than the 1 MiB"),
+        "{warning}"
+    );
+}
+
 #[tokio::test]
 async fn a_packet_larger_than_the_window_is_kept_with_a_warning() {
     let small = Bytes::from(mkv_with_block(16_000));

@@ -30,7 +30,10 @@ use crate::crypto;
 use crate::domain::{ExternalCallId, Principal};
 use crate::error::{Error, Result};
 
+mod filling;
 mod upload;
+
+use filling::Filling;
 
 use upload::{Upload, begin, remove_upload, renew_lease, spawn_chunk, write_final};
 
@@ -108,13 +111,6 @@ pub enum Part {
 pub struct IngestOutcome {
     pub recording: RecordingRow,
     pub deduplicated: bool,
-}
-
-/// An empty chunk buffer with room for the chunk and the tag sealing
-/// appends in place: without that room, sealing a full chunk reallocated
-/// it (a second buffer of twice the size, and a copy of every byte).
-fn chunk_buffer(chunk_size: usize) -> Vec<u8> {
-    Vec::with_capacity(chunk_size + crypto::TAG_LEN)
 }
 
 /// Runs one upload. `body` yields the messages after the header.
@@ -199,7 +195,7 @@ where
     S: Stream<Item = Result<Part>> + Unpin + Send,
 {
     let chunk_size = header.chunk_size as usize;
-    let mut buf = chunk_buffer(chunk_size);
+    let mut buf = Filling::new(chunk_size);
     let mut total: u64 = 0;
     let mut trailer: Option<[u8; 32]> = None;
     let idle_timeout = archive.limits.upload_idle_timeout;
@@ -251,22 +247,22 @@ where
             a.feed(data.clone()).await;
         }
         while !data.is_empty() {
-            if buf.len() == chunk_size {
+            if buf.is_full() {
                 // More data follows, so the full buffer is not the final chunk.
                 if upload.is_none() {
-                    let up = begin(archive, principal, header, &buf).await?;
+                    let up = begin(archive, principal, header, buf.as_slice()).await?;
                     if let Some(a) = &up.analyzer {
                         a.feed(data.clone()).await;
                     }
                     *upload = Some(up);
                 }
-                let plain = std::mem::replace(&mut buf, chunk_buffer(chunk_size));
+                let plain = buf.take();
                 if let Some(up) = upload.as_mut() {
                     spawn_chunk(archive, principal, up, plain).await?;
                 }
             }
-            let take = (chunk_size - buf.len()).min(data.len());
-            buf.extend_from_slice(&data.split_to(take));
+            let take = buf.room().min(data.len());
+            buf.extend(&data.split_to(take));
         }
     }
 
@@ -278,10 +274,10 @@ where
     }
     let up = match upload {
         Some(up) => up,
-        None => upload.insert(begin(archive, principal, header, &buf).await?),
+        None => upload.insert(begin(archive, principal, header, buf.as_slice()).await?),
     };
     let final_index = up.next_index;
-    let (final_row, sha256) = write_final(archive, principal, up, buf).await?;
+    let (final_row, sha256) = write_final(archive, principal, up, buf.take()).await?;
     // The client's digest, when it sent one, before anything commits.
     if let Some(sent) = trailer
         && hex::encode(sent) != sha256

@@ -40,7 +40,7 @@ use symphonia::core::units::TimeBase;
 use tokio::sync::Notify;
 
 use super::noise::{self, Noise};
-use super::{Detected, probe, truncation_warning, wav};
+use super::{Detected, ebml, probe, truncation_warning, wav};
 use crate::domain::AudioInfo;
 
 /// The largest header the analyzer reads (tags, cover art, a WAV's LIST
@@ -102,6 +102,11 @@ struct State {
     peeked: Option<usize>,
     /// Bytes queued before the next attempt to open the reader.
     open_at: usize,
+    /// Matroska/WebM only: the walk of element headers that stops the
+    /// stream before an element symphonia must not read (`ebml`).
+    guard: Option<ebml::Guard>,
+    /// Why the stream was stopped early, for the recording's warning.
+    cut: Option<String>,
     /// False when the header cannot say how long the audio is.
     length_known: bool,
     slot: Slot,
@@ -200,8 +205,21 @@ impl State {
         self.pieces.front_mut()
     }
 
-    /// Queues `data`, passing a WAV header through `wav` first.
+    /// Queues `data`, passing a WAV header through `wav` first and a
+    /// Matroska stream through its guard (`ebml`).
     fn push(&mut self, data: Bytes) {
+        if self.cut.is_some() {
+            // Stopped before a damaged element: the reader has its end.
+            return;
+        }
+        if let Some(guard) = self.guard.as_mut()
+            && let Some(stop) = guard.feed(&data)
+        {
+            self.enqueue(data.slice(..stop.pass));
+            self.cut = Some(stop.why);
+            self.guard = None;
+            return;
+        }
         let Some(mut held) = self.prelude.take() else {
             return self.enqueue(data);
         };
@@ -249,6 +267,12 @@ impl State {
     fn done(&self) -> bool {
         matches!(self.slot, Slot::Idle(Demux::Done(_)))
     }
+
+    /// No more bytes will come: the stream ended, or was cut before
+    /// damage.
+    fn at_end(&self) -> bool {
+        self.ended || self.cut.is_some()
+    }
 }
 
 impl Stream {
@@ -270,6 +294,8 @@ impl Stream {
             starved: false,
             peeked: None,
             open_at: FIRST_OPEN,
+            guard: matches!(detected.container, "mkv" | "webm").then(ebml::Guard::default),
+            cut: None,
             length_known: true,
             slot: Slot::Idle(Demux::Open(info)),
             noise: Noise::default(),
@@ -313,7 +339,18 @@ impl Stream {
                 let mut st = self.shared.lock();
                 st.end();
                 match std::mem::replace(&mut st.slot, Slot::Busy) {
-                    Slot::Idle(Demux::Done(info)) => return (info, std::mem::take(&mut st.noise)),
+                    Slot::Idle(Demux::Done(mut info)) => {
+                        if let Some(why) = st.cut.take() {
+                            let cut = format!(
+                                "damaged Matroska stream: {why}; duration measured up to there"
+                            );
+                            info.warning = Some(match info.warning {
+                                Some(w) => format!("{cut}; {w}"),
+                                None => cut,
+                            });
+                        }
+                        return (info, std::mem::take(&mut st.noise));
+                    }
                     Slot::Idle(demux) => spawn_batch(self.shared.clone(), demux),
                     Slot::Busy => {}
                 }
@@ -338,7 +375,7 @@ fn kick(shared: &Arc<Shared>, st: &mut State) {
         Slot::Idle(Demux::Open(_)) => st.open_at,
         _ => START,
     };
-    if !(st.queued >= start || st.ended) || st.done() {
+    if !(st.queued >= start || st.at_end()) || st.done() {
         return;
     }
     // Busy stays Busy.
@@ -366,7 +403,7 @@ fn run_batch(shared: &Arc<Shared>, mut demux: Demux) {
                 Demux::Open(_) => st.queued >= st.open_at,
                 _ => st.queued > WINDOW,
             };
-            if finished || !(st.ended || ahead) {
+            if finished || !(st.at_end() || ahead) {
                 if finished {
                     st.clear();
                 }
@@ -435,7 +472,7 @@ fn open(shared: &Arc<Shared>, mut info: AudioInfo) -> Demux {
                 st.consume(read);
                 false
             }
-            Err(_) if st.starved && !st.ended && st.queued < HEADER_WINDOW => {
+            Err(_) if st.starved && !st.at_end() && st.queued < HEADER_WINDOW => {
                 // Not all of the header yet: nothing was taken; try again
                 // once the queue has doubled.
                 st.starved = false;
@@ -551,7 +588,7 @@ impl Read for QueueSource {
             self.position += n as u64;
             return Ok(n);
         }
-        if st.ended {
+        if st.at_end() {
             return Ok(0);
         }
         st.starved = true;

@@ -38,6 +38,7 @@
 //! by a writer on a pipe) are rewritten in memory first (`wav`).
 
 mod demux;
+mod ebml;
 mod mp4;
 pub mod noise;
 pub mod pcm;

@@ -220,6 +220,8 @@ pub(super) fn detect(head: &[u8]) -> Result<Detected> {
 /// symphonia on `ftyp` + `moov` followed by an empty `mdat`: the audio track
 /// and its index among the `trak` atoms.
 fn probe_moov(ftyp: &[u8], moov: &[u8]) -> Result<(Detected, usize)> {
+    let body = moov.get(8..).unwrap_or_default();
+    sound(body, 0).map_err(|why| Error::NotAudio(format!("a damaged mp4 container ({why})")))?;
     let mut file = Vec::with_capacity(ftyp.len() + moov.len() + 8);
     file.extend_from_slice(ftyp);
     file.extend_from_slice(moov);
@@ -229,6 +231,56 @@ fn probe_moov(ftyp: &[u8], moov: &[u8]) -> Result<(Detected, usize)> {
     let (track, detected) = probe::describe_track(reader.as_ref(), "mp4")?;
     // symphonia numbers MP4 tracks by their position in `moov`.
     Ok((detected, track.id as usize))
+}
+
+/// Whether symphonia may read `moov`. It reserves a sample table's
+/// declared entries, and an atom's declared size, before it reads them: a
+/// damaged count (33 GB for one fuzzed `stsc`) made the allocation fail,
+/// which aborts the process with every upload and play of the node. Every
+/// atom must fit its parent, and every table its atom.
+fn sound(body: &[u8], depth: usize) -> std::result::Result<(), String> {
+    let mut rest = body;
+    while rest.len() >= 8 {
+        let size = be32(rest, 0).unwrap_or(0);
+        let kind: [u8; 4] = rest[4..8].try_into().unwrap_or_default();
+        let (header, size) = match size {
+            0 => (8, rest.len() as u64),
+            1 => (16, be64(rest, 8).ok_or("a cut 64-bit atom size")?),
+            s => (8, s),
+        };
+        if size < header || size > rest.len() as u64 {
+            return Err(format!(
+                "the {} atom declares {size} bytes in {}",
+                name(&kind),
+                rest.len()
+            ));
+        }
+        let atom = &rest[header as usize..size as usize];
+        rest = &rest[size as usize..];
+        let table = |each: u64, at: usize| -> std::result::Result<(), String> {
+            let count = be32(atom, at).unwrap_or(0);
+            let room = (atom.len().saturating_sub(at + 4)) as u64;
+            if count.saturating_mul(each) > room {
+                return Err(format!(
+                    "the {} atom claims {count} entries in {room} bytes",
+                    name(&kind)
+                ));
+            }
+            Ok(())
+        };
+        match &kind {
+            b"trak" | b"mdia" | b"minf" | b"stbl" | b"edts" | b"dinf" | b"mvex" if depth < 16 => {
+                sound(atom, depth + 1)?
+            }
+            b"stts" | b"ctts" | b"co64" => table(8, 4)?,
+            b"stsc" => table(12, 4)?,
+            b"stco" | b"stss" => table(4, 4)?,
+            b"stsz" if be32(atom, 4) == Some(0) => table(4, 8)?,
+            b"elst" => table(if atom.first() == Some(&1) { 20 } else { 12 }, 4)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn name(kind: &[u8; 4]) -> String {
@@ -331,6 +383,54 @@ mod tests {
         out.extend_from_slice(kind);
         out.extend_from_slice(body);
         out
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    /// The `moov` of an ffmpeg-made file, and the offset of its `stsc`.
+    fn moov_of(name: &str) -> (Vec<u8>, usize) {
+        let file = fixture(name);
+        let mut walk = AtomWalk::default();
+        walk.push(&file);
+        let moov = walk.moov.expect("a moov atom");
+        let stsc = moov.windows(4).position(|w| w == b"stsc").unwrap() - 4;
+        (moov, stsc)
+    }
+
+    /// symphonia reserves what a table claims before reading it, and a
+    /// failed allocation aborts the process: a count its atom cannot hold
+    /// is refused before symphonia sees it. Real files pass.
+    #[test]
+    fn a_table_that_claims_more_than_its_atom_is_refused() {
+        for name in ["speech_aac.m4a", "speech_aac_moov_end.m4a"] {
+            let (moov, stsc) = moov_of(name);
+            assert_eq!(sound(&moov[8..], 0), Ok(()), "{name}");
+            let mut damaged = moov.clone();
+            // stsc: size, type, version and flags, then the entry count.
+            damaged[stsc + 12..stsc + 16].copy_from_slice(&0x0AC0_0000u32.to_be_bytes());
+            let why = sound(&damaged[8..], 0).unwrap_err();
+            assert!(
+                why.starts_with("the stsc atom claims 180355072 entries"),
+                "{why}"
+            );
+            let ftyp = atom(b"ftyp", b"M4A \0\0\0\0");
+            let err = probe_moov(&ftyp, &damaged).unwrap_err().to_string();
+            assert!(err.contains("a damaged mp4 container"), "{err}");
+            // An atom larger than its parent.
+            let mut past = moov.clone();
+            past[stsc..stsc + 4].copy_from_slice(&0x7FFF_FFFFu32.to_be_bytes());
+            let why = sound(&past[8..], 0).unwrap_err();
+            assert!(
+                why.starts_with("the stsc atom declares 2147483647 bytes"),
+                "{why}"
+            );
+        }
     }
 
     #[test]

@@ -234,6 +234,33 @@ async fn a_header_longer_than_the_first_open_is_read_on_a_later_one() {
     );
 }
 
+/// One damaged size field asked symphonia for terabytes, and the failed
+/// allocation aborted the process. The guard stops the stream before the
+/// element: the recording is measured up to there, with a warning, however
+/// the bytes arrive.
+#[tokio::test]
+async fn a_damaged_matroska_size_stops_the_stream_before_the_element() {
+    let mut mkv = mkv_with_block(12_345);
+    // The third block's 8-byte size field (12,349: the block's 4 header
+    // bytes and its data), made to say 17.6 TB.
+    let field = [0xA3, 0x01, 0, 0, 0, 0, 0, 0x30, 0x3D];
+    let at = mkv
+        .windows(field.len())
+        .position(|w| w == field)
+        .expect("the block's size field");
+    mkv[at + 2..at + 9].copy_from_slice(&[0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00]);
+    let mkv = Bytes::from(mkv);
+    for piece in [1, 7, 640, 64 << 10, mkv.len()] {
+        let info = analyze(&mkv, piece).await;
+        let warning = info.warning.unwrap_or_default();
+        assert!(
+            warning.starts_with("damaged Matroska stream: an element at byte"),
+            "pieces of {piece}: {warning}"
+        );
+        assert_eq!(info.duration_ms, 500, "pieces of {piece}");
+    }
+}
+
 #[tokio::test]
 async fn a_packet_larger_than_the_window_is_kept_with_a_warning() {
     let small = Bytes::from(mkv_with_block(16_000));

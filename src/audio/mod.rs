@@ -26,13 +26,15 @@
 //! move the limit (uploads past its size would wait behind parked ones);
 //! a batch holds a thread only while it has bytes to demux, so progress never
 //! depends on the network. The price is the read-ahead window: the duration
-//! trails the upload by 1 MiB until the stream ends.
+//! trails the upload by 256 KiB until the stream ends.
 //!
 //! Memory per upload, beyond the chunk ingest is filling: for MP4, `ftyp` +
 //! `moov` (at most 16 MiB, typically a few KiB per minute of audio); for the
-//! rest, at most 2 MiB queued (two chunks at the default chunk size) plus the
-//! piece being fed (one gRPC message of at most 4 MiB, or the first chunk),
-//! plus symphonia's 64 KiB buffer and one packet.
+//! rest, at most 1 MiB queued until the header is read and 512 KiB after it,
+//! plus the piece being fed (one gRPC message of at most 4 MiB, or the first
+//! chunk), plus symphonia's 64 KiB buffer and one packet. Matroska/WebM
+//! passes through `ebml`'s guard, which may hold one block (at most 16 MiB,
+//! kilobytes in practice) to check its lacing.
 //!
 //! WAV headers symphonia 0.5 cannot read as written (RF64, sizes left unknown
 //! by a writer on a pipe) are rewritten in memory first (`wav`).

@@ -27,12 +27,11 @@
 //! - `feed` waits, asynchronously, while more than [`BOUND`] bytes are queued
 //!   and a batch is running or waiting for a thread.
 
-use std::collections::VecDeque;
 use std::io::{Read, Seek, SeekFrom};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::{FormatReader, Packet};
 use symphonia::core::io::MediaSource;
@@ -40,6 +39,7 @@ use symphonia::core::units::TimeBase;
 use tokio::sync::Notify;
 
 use super::noise::{self, Noise};
+use super::queue::Pieces;
 use super::{Detected, ebml, probe, truncation_warning, wav};
 use crate::domain::AudioInfo;
 
@@ -56,13 +56,6 @@ const FIRST_OPEN: usize = 64 << 10;
 /// upload's memory: 1 MiB here made 100 concurrent uploads hold 100–200 MiB
 /// in their analyzers alone, and a live call hold minutes of audio twice.
 pub(super) const WINDOW: usize = 256 << 10;
-/// Pieces smaller than this are copied into one buffer rather than queued
-/// as they came: a live call's messages of a few hundred bytes are each a
-/// slice of a larger receive buffer, which queuing them would keep alive
-/// (minutes of audio per call, on every live call).
-const COALESCE_BELOW: usize = 16 << 10;
-/// The most the copy buffer holds before it is queued as one piece.
-const TAIL_MAX: usize = 64 << 10;
 /// Bytes queued before a batch of packets starts.
 const START: usize = WINDOW + (128 << 10);
 /// Above this, `feed` waits for the running batch.
@@ -89,11 +82,8 @@ struct State {
     /// The start of a WAV stream, held back until its header can be made
     /// readable (see `wav`); `None` once released or for other containers.
     prelude: Option<Vec<u8>>,
-    pieces: VecDeque<Bytes>,
-    /// Small pieces copied together, after `pieces` in stream order (see
-    /// [`COALESCE_BELOW`]); counted in `queued`.
-    tail: BytesMut,
-    queued: usize,
+    /// What was fed and the reader has not taken (`queue`).
+    queue: Pieces,
     ended: bool,
     /// A read found the queue empty before the end of the stream.
     starved: bool,
@@ -147,62 +137,7 @@ impl Shared {
 
 impl State {
     fn enqueue(&mut self, data: Bytes) {
-        self.queued += data.len();
-        if data.len() < COALESCE_BELOW {
-            self.tail.extend_from_slice(&data);
-            if self.tail.len() >= TAIL_MAX {
-                self.flush_tail();
-            }
-            return;
-        }
-        self.flush_tail();
-        self.pieces.push_back(data);
-    }
-
-    /// Takes the first `n` queued bytes (those an open read).
-    fn consume(&mut self, mut n: usize) {
-        // A stream dropped meanwhile has cleared its queue.
-        self.queued = self.queued.saturating_sub(n);
-        while n > 0 {
-            let Some(front) = self.front() else { break };
-            let k = n.min(front.len());
-            front.advance(k);
-            n -= k;
-        }
-    }
-
-    /// Copies queued bytes from `at` into `buf`, taking none of them.
-    fn peek(&self, at: usize, buf: &mut [u8]) -> usize {
-        let mut skip = at;
-        let parts = self.pieces.iter().map(|p| &p[..]).chain([&self.tail[..]]);
-        for part in parts {
-            if skip >= part.len() {
-                skip -= part.len();
-                continue;
-            }
-            let n = buf.len().min(part.len() - skip);
-            buf[..n].copy_from_slice(&part[skip..skip + n]);
-            return n;
-        }
-        0
-    }
-
-    fn flush_tail(&mut self) {
-        if !self.tail.is_empty() {
-            self.pieces.push_back(self.tail.split().freeze());
-        }
-    }
-
-    /// The first piece with bytes left to read: consumed pieces are
-    /// dropped, and the copied tail is queued once nothing is before it.
-    fn front(&mut self) -> Option<&mut Bytes> {
-        while self.pieces.front().is_some_and(Bytes::is_empty) {
-            self.pieces.pop_front();
-        }
-        if self.pieces.is_empty() {
-            self.flush_tail();
-        }
-        self.pieces.front_mut()
+        self.queue.push(data);
     }
 
     /// Queues `data`, passing a WAV header through `wav` first and a
@@ -259,9 +194,7 @@ impl State {
 
     fn clear(&mut self) {
         self.prelude = None;
-        self.pieces.clear();
-        self.tail = BytesMut::new();
-        self.queued = 0;
+        self.queue.clear();
     }
 
     fn done(&self) -> bool {
@@ -287,9 +220,7 @@ impl Stream {
         };
         let state = State {
             prelude: (detected.container == "wav").then(Vec::new),
-            pieces: VecDeque::new(),
-            tail: BytesMut::new(),
-            queued: 0,
+            queue: Pieces::default(),
             ended: false,
             starved: false,
             peeked: None,
@@ -320,7 +251,7 @@ impl Stream {
                     // nothing more to read.
                     return;
                 }
-                if st.queued <= BOUND || !matches!(st.slot, Slot::Busy) {
+                if st.queue.len() <= BOUND || !matches!(st.slot, Slot::Busy) {
                     st.push(data);
                     kick(&self.shared, &mut st);
                     return;
@@ -375,7 +306,7 @@ fn kick(shared: &Arc<Shared>, st: &mut State) {
         Slot::Idle(Demux::Open(_)) => st.open_at,
         _ => START,
     };
-    if !(st.queued >= start || st.at_end()) || st.done() {
+    if !(st.queue.len() >= start || st.at_end()) || st.done() {
         return;
     }
     // Busy stays Busy.
@@ -400,8 +331,8 @@ fn run_batch(shared: &Arc<Shared>, mut demux: Demux) {
             let mut st = shared.lock();
             let finished = matches!(demux, Demux::Done(_));
             let ahead = match demux {
-                Demux::Open(_) => st.queued >= st.open_at,
-                _ => st.queued > WINDOW,
+                Demux::Open(_) => st.queue.len() >= st.open_at,
+                _ => st.queue.len() > WINDOW,
             };
             if finished || !(st.at_end() || ahead) {
                 if finished {
@@ -469,14 +400,14 @@ fn open(shared: &Arc<Shared>, mut info: AudioInfo) -> Demux {
         match opened {
             // The header is read: what the reader took leaves the queue.
             Ok(_) => {
-                st.consume(read);
+                st.queue.consume(read);
                 false
             }
-            Err(_) if st.starved && !st.at_end() && st.queued < HEADER_WINDOW => {
+            Err(_) if st.starved && !st.at_end() && st.queue.len() < HEADER_WINDOW => {
                 // Not all of the header yet: nothing was taken; try again
                 // once the queue has doubled.
                 st.starved = false;
-                st.open_at = (2 * st.queued).clamp(FIRST_OPEN, HEADER_WINDOW);
+                st.open_at = (2 * st.queue.len()).clamp(FIRST_OPEN, HEADER_WINDOW);
                 return Demux::Open(info);
             }
             Err(_) => st.starved,
@@ -574,19 +505,18 @@ impl Read for QueueSource {
         };
         let mut st = shared.lock();
         if let Some(read) = st.peeked {
-            let n = st.peek(read, buf);
+            let n = st.queue.peek(read, buf);
             if n > 0 {
                 st.peeked = Some(read + n);
                 self.position += n as u64;
                 return Ok(n);
             }
-        } else if let Some(front) = st.front() {
-            let n = buf.len().min(front.len());
-            buf[..n].copy_from_slice(&front[..n]);
-            front.advance(n);
-            st.queued -= n;
-            self.position += n as u64;
-            return Ok(n);
+        } else {
+            let n = st.queue.read(buf);
+            if n > 0 {
+                self.position += n as u64;
+                return Ok(n);
+            }
         }
         if st.at_end() {
             return Ok(0);
@@ -623,6 +553,7 @@ impl MediaSource for QueueSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audio::queue::{COALESCE_BELOW, TAIL_MAX};
     use crate::audio::tests::pcm_wav;
 
     /// Small pieces are copied together behind the large ones; whatever
@@ -679,7 +610,7 @@ mod tests {
         assert_eq!(got.len(), expected.len());
         assert!(got == expected, "bytes out of order");
         assert_eq!(source.position, expected.len() as u64);
-        assert_eq!(stream.shared.lock().queued, 0);
+        assert_eq!(stream.shared.lock().queue.len(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -691,7 +622,7 @@ mod tests {
         let (mut peak, mut peak_packets) = (0, 0);
         for p in (0..wav.len()).step_by(piece) {
             stream.feed(wav.slice(p..wav.len().min(p + piece))).await;
-            let queued = stream.shared.lock().queued;
+            let queued = stream.shared.lock().queue.len();
             peak = peak.max(queued);
             // Once the header is read, only packets wait.
             if p >= 2 * HEADER_WINDOW {

@@ -46,6 +46,7 @@ pub mod noise;
 pub mod pcm;
 pub mod peaks;
 mod probe;
+mod queue;
 mod sniff;
 mod wav;
 

@@ -277,7 +277,7 @@ where
         None => upload.insert(begin(archive, principal, header, buf.as_slice()).await?),
     };
     let final_index = up.next_index;
-    let (final_row, sha256) = write_final(archive, principal, up, buf.take()).await?;
+    let (rows, sha256) = write_final(archive, principal, up, buf.take()).await?;
     // The client's digest, when it sent one, before anything commits.
     if let Some(sent) = trailer
         && hex::encode(sent) != sha256
@@ -307,14 +307,8 @@ where
     };
     let new = up.new.clone();
     let mut tx = archive.catalog.begin_bulk().await?;
-    let outcome = recordings::commit_upload(
-        &mut tx,
-        &principal.tenant,
-        &up.id(),
-        &final_row,
-        &completion,
-    )
-    .await?;
+    let outcome =
+        recordings::commit_upload(&mut tx, &principal.tenant, &up.id(), &rows, &completion).await?;
     if outcome == CommitOutcome::Committed {
         // The ingest's audit event commits with the recording or not at all.
         trail::append(

@@ -24,7 +24,10 @@ pub(super) struct Upload {
     pub(super) new: NewRecording,
     pub(super) cipher: Arc<RecordingCipher>,
     pub(super) analyzer: Option<Analyzer>,
-    pub(super) tasks: JoinSet<Result<()>>,
+    pub(super) tasks: JoinSet<Result<ChunkRow>>,
+    /// Chunks written to the store and not yet recorded in the catalog:
+    /// recorded [`ROW_BATCH`] at a time, the rest with the commit.
+    pub(super) rows: Vec<ChunkRow>,
     pub(super) next_index: u32,
     /// The plaintext SHA-256 so far, handed from each chunk's hashing to
     /// the next's (see [`Digest`]).
@@ -56,6 +59,14 @@ impl Upload {
         })
     }
 }
+
+/// Written chunks an upload records in the catalog with one statement.
+/// Recording each chunk alone made SQLite's single writer sync its log
+/// once per MiB for every upload, and uploads waited for it holding their
+/// next chunk; the commit records whatever is left (an upload interrupted
+/// before it is removed by its lease and its objects' prefix, not by its
+/// chunk rows).
+pub(super) const ROW_BATCH: usize = 64;
 
 /// One chunk of an upload on its way to the store.
 struct ChunkWrite {
@@ -94,8 +105,7 @@ pub(super) async fn digest_of(digest: Digest) -> Result<String> {
     Ok(hex::encode(ctx.finish()))
 }
 
-/// Seals and writes one chunk; records it in the catalog unless it is the
-/// final one (which the commit records).
+/// Seals and writes one chunk; its row is for the caller to record.
 async fn write_chunk(
     archive: Arc<Archive>,
     principal: Principal,
@@ -136,10 +146,6 @@ async fn write_chunk(
         .store
         .put(&row.object_key, Bytes::from(sealed))
         .await?;
-    if !is_final {
-        let mut conn = archive.catalog.conn_bulk().await?;
-        recordings::add_chunk(&mut conn, &principal.tenant, &id, &row).await?;
-    }
     Ok(row)
 }
 
@@ -289,6 +295,7 @@ pub(super) async fn begin(
         cipher: Arc::new(cipher),
         analyzer: Some(analyzer),
         tasks: JoinSet::new(),
+        rows: Vec::new(),
         next_index: 0,
         digest: new_digest(),
     })
@@ -334,7 +341,13 @@ pub(super) async fn spawn_chunk(
         join_one(up).await?;
     }
     while let Some(done) = up.tasks.try_join_next() {
-        done.map_err(|e| Error::task("chunk write", e))??;
+        up.rows
+            .push(done.map_err(|e| Error::task("chunk write", e))??);
+    }
+    if up.rows.len() >= ROW_BATCH {
+        let rows = std::mem::take(&mut up.rows);
+        let mut conn = archive.catalog.conn_bulk().await?;
+        recordings::add_chunks(&mut conn, &principal.tenant, &up.id(), &rows).await?;
     }
     let permit = archive
         .chunk_writes
@@ -346,19 +359,20 @@ pub(super) async fn spawn_chunk(
     let fut = write_chunk(archive.clone(), principal.clone(), chunk, plain);
     up.tasks.spawn(async move {
         let _permit = permit;
-        fut.await.map(|_| ())
+        fut.await
     });
     Ok(())
 }
 
 /// Seals and writes the final chunk (under a node write slot) once the
-/// others are done; returns its row and the recording's plaintext SHA-256.
+/// others are done; returns the rows the commit records (the final
+/// chunk's last) and the recording's plaintext SHA-256.
 pub(super) async fn write_final(
     archive: &Arc<Archive>,
     principal: &Principal,
     up: &mut Upload,
     plain: Vec<u8>,
-) -> Result<(ChunkRow, String)> {
+) -> Result<(Vec<ChunkRow>, String)> {
     while !up.tasks.is_empty() {
         join_one(up).await?;
     }
@@ -371,12 +385,15 @@ pub(super) async fn write_final(
     let row = write_chunk(archive.clone(), principal.clone(), chunk, plain).await?;
     let (_, done) = tokio::sync::oneshot::channel();
     let sha256 = digest_of(std::mem::replace(&mut up.digest, done)).await?;
-    Ok((row, sha256))
+    let mut rows = std::mem::take(&mut up.rows);
+    rows.push(row);
+    Ok((rows, sha256))
 }
 
 pub(super) async fn join_one(up: &mut Upload) -> Result<()> {
     if let Some(done) = up.tasks.join_next().await {
-        done.map_err(|e| Error::task("chunk write", e))??;
+        up.rows
+            .push(done.map_err(|e| Error::task("chunk write", e))??);
     }
     Ok(())
 }

@@ -106,21 +106,28 @@ async fn committed_recordings(catalog: &Path) -> BTreeMap<String, String> {
 }
 
 /// Uploads in flight that already have chunk rows, in the live catalog.
-async fn uploads_with_chunks(catalog: &Path) -> i64 {
+/// Uploads in flight (catalog rows still `uploading`) with at least one
+/// chunk written to the store under `objects`. (Their chunk rows come in
+/// batches or with the commit, so the objects say it, not the rows.)
+async fn uploads_with_chunks(catalog: &Path, objects: &Path) -> usize {
     let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(catalog)
         .read_only(true)
         .connect()
         .await
         .unwrap();
-    sqlx::query_scalar(
-        "SELECT COUNT(DISTINCT r.recording_id) FROM recordings r JOIN chunks c \
-         ON c.tenant_id = r.tenant_id AND c.recording_id = r.recording_id \
-         WHERE r.status = 'uploading'",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap()
+    let uploading: Vec<(String, String)> =
+        sqlx::query_as("SELECT tenant_id, recording_id FROM recordings WHERE status = 'uploading'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    uploading
+        .iter()
+        .filter(|(tenant, rec)| {
+            std::fs::read_dir(objects.join(format!("t/{tenant}/r/{rec}")))
+                .is_ok_and(|mut d| d.next().is_some())
+        })
+        .count()
 }
 
 fn mode(p: &Path) -> u32 {
@@ -189,7 +196,7 @@ async fn a_backup_taken_while_ingesting_restores_every_recording_it_holds() {
             .unwrap()
     });
     let deadline = Instant::now() + Duration::from_secs(30);
-    while uploads_with_chunks(&data.join("catalog.db")).await == 0 {
+    while uploads_with_chunks(&data.join("catalog.db"), &data.join("objects")).await == 0 {
         assert!(Instant::now() < deadline, "the held upload wrote no chunk");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

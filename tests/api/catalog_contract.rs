@@ -129,7 +129,7 @@ impl Fixture {
         recordings::begin_upload(&mut *self.db().await, &r)
             .await
             .unwrap();
-        recordings::add_chunk(&mut *self.db().await, tenant, &r.id, &chunk(0))
+        recordings::add_chunks(&mut *self.db().await, tenant, &r.id, &[chunk(0)])
             .await
             .unwrap();
         assert_eq!(
@@ -142,9 +142,10 @@ impl Fixture {
     /// Commits an upload in its own transaction (rolled back on a duplicate).
     async fn commit(&self, t: &TenantId, r: &RecordingId, last: &ChunkRow) -> CommitOutcome {
         let mut tx = self.c.begin().await.unwrap();
-        let out = recordings::commit_upload(&mut tx, t, r, last, &completion())
-            .await
-            .unwrap();
+        let out =
+            recordings::commit_upload(&mut tx, t, r, std::slice::from_ref(last), &completion())
+                .await
+                .unwrap();
         match out {
             CommitOutcome::Committed => tx.commit().await.unwrap(),
             CommitOutcome::DuplicateCallId => tx.rollback().await.unwrap(),
@@ -201,6 +202,7 @@ macro_rules! contract {
 contract!(
     tenant_names_are_unique_and_tokens_authenticate,
     an_upload_is_invisible_until_committed,
+    chunk_rows_recorded_in_batches_read_back_whole,
     tenants_are_isolated,
     cleanup_never_touches_a_committed_recording,
     the_first_commit_of_a_call_id_wins,
@@ -252,7 +254,7 @@ async fn an_upload_is_invisible_until_committed(f: Fixture) {
     recordings::begin_upload(&mut *f.db().await, &r)
         .await
         .unwrap();
-    recordings::add_chunk(&mut *f.db().await, a, &r.id, &chunk(0))
+    recordings::add_chunks(&mut *f.db().await, a, &r.id, &[chunk(0)])
         .await
         .unwrap();
     assert!(
@@ -279,6 +281,50 @@ async fn an_upload_is_invisible_until_committed(f: Fixture) {
     assert_eq!(
         recordings::chunks(&mut db, a, &r.id).await.unwrap(),
         vec![chunk(0), chunk(1)]
+    );
+    drop(db);
+    f.done().await;
+}
+
+/// An upload records its chunks many rows per statement (more than one
+/// statement's worth here, and again with the commit): every row reads
+/// back, in order, with every field.
+async fn chunk_rows_recorded_in_batches_read_back_whole(f: Fixture) {
+    let a = &f.a.id;
+    let r = new_recording(a, "call-batched");
+    recordings::begin_upload(&mut *f.db().await, &r)
+        .await
+        .unwrap();
+    let all: Vec<ChunkRow> = (0..230).map(chunk).collect();
+    // Out of order, as chunk writes finish.
+    let mut first: Vec<ChunkRow> = all[..150].to_vec();
+    first.reverse();
+    recordings::add_chunks(&mut *f.db().await, a, &r.id, &first)
+        .await
+        .unwrap();
+    recordings::add_chunks(&mut *f.db().await, a, &r.id, &[])
+        .await
+        .unwrap();
+    let mut tx = f.c.begin().await.unwrap();
+    let done = Completion {
+        chunk_count: 230,
+        size_bytes: 230 * 65536,
+        ..completion()
+    };
+    assert_eq!(
+        recordings::commit_upload(&mut tx, a, &r.id, &all[150..], &done)
+            .await
+            .unwrap(),
+        CommitOutcome::Committed
+    );
+    tx.commit().await.unwrap();
+    let mut db = f.db().await;
+    assert_eq!(recordings::chunks(&mut db, a, &r.id).await.unwrap(), all);
+    assert_eq!(
+        recordings::chunk_range(&mut db, a, &r.id, 140..160)
+            .await
+            .unwrap(),
+        all[140..160].to_vec()
     );
     drop(db);
     f.done().await;
@@ -367,7 +413,7 @@ async fn expired_leases_are_swept_and_their_writer_told(f: Fixture) {
     recordings::begin_upload(&mut *f.db().await, &r4)
         .await
         .unwrap();
-    recordings::add_chunk(&mut *f.db().await, a, &r4.id, &chunk(0))
+    recordings::add_chunks(&mut *f.db().await, a, &r4.id, &[chunk(0)])
         .await
         .unwrap();
     assert!(
@@ -410,7 +456,7 @@ async fn expired_leases_are_swept_and_their_writer_told(f: Fixture) {
     // renewal, and at its commit.
     let gone = |e: Error| matches!(e, Error::UploadSwept(_));
     assert!(gone(
-        recordings::add_chunk(&mut db, a, &r4.id, &chunk(1))
+        recordings::add_chunks(&mut db, a, &r4.id, &[chunk(1)])
             .await
             .unwrap_err()
     ));
@@ -422,7 +468,7 @@ async fn expired_leases_are_swept_and_their_writer_told(f: Fixture) {
     drop(db);
     let mut tx = f.c.begin().await.unwrap();
     assert!(gone(
-        recordings::commit_upload(&mut tx, a, &r4.id, &chunk(1), &completion())
+        recordings::commit_upload(&mut tx, a, &r4.id, &[chunk(1)], &completion())
             .await
             .unwrap_err()
     ));

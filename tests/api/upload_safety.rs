@@ -457,7 +457,7 @@ async fn commit_and_sweep_exclude_each_other(kind: CatalogKind) {
             &mut commit_tx,
             &app.tenant.id,
             &r1.id,
-            &last_chunk(),
+            &[last_chunk()],
             &done()
         )
         .await
@@ -526,7 +526,7 @@ async fn commit_and_sweep_exclude_each_other(kind: CatalogKind) {
     let (c2, t, id) = (catalog.clone(), app.tenant.id.clone(), r2.id);
     let commit = tokio::spawn(async move {
         let mut tx = c2.begin().await.unwrap();
-        callvault::catalog::recordings::commit_upload(&mut tx, &t, &id, &last_chunk(), &done())
+        callvault::catalog::recordings::commit_upload(&mut tx, &t, &id, &[last_chunk()], &done())
             .await
             .map(|_| ())
     });

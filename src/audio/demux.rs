@@ -13,18 +13,19 @@
 //!   succeeds takes what it read. A live call's header is read within
 //!   seconds, and a header with large tags or cover art is still read
 //!   whole.
-//! - A batch calls `next_packet` only while more than [`WINDOW`] bytes wait
-//!   past the reader's position, or the stream has ended. `WINDOW` exceeds any
-//!   packet of the supported formats plus symphonia's 32 KiB read-ahead, so
-//!   the reader never finds the queue empty mid-packet. If it does anyway (a
+//! - A batch calls `next_packet` only while more than the stream's window
+//!   ([`WINDOW`], or [`wav_window`] for a WAV stream) waits past the
+//!   reader's position, or the stream has ended. The window exceeds any
+//!   packet of the stream plus symphonia's 32 KiB read-ahead, so the reader
+//!   never finds the queue empty mid-packet. If it does anyway (a
 //!   gigantic packet, or a long run of garbage to resynchronise over), the
 //!   read fails instead of blocking, and the recording is kept with a warning
 //!   saying up to where it was measured.
-//! - When the queue drops to `WINDOW`, the batch puts the format reader back
-//!   in [`Slot::Idle`] (a `Box<dyn FormatReader>` is `Send`) and returns its
-//!   thread. The next batch starts once [`START`] bytes are queued, so each
-//!   batch demuxes at least 128 KiB.
-//! - `feed` waits, asynchronously, while more than [`BOUND`] bytes are queued
+//! - When the queue drops to the window, the batch puts the format reader
+//!   back in [`Slot::Idle`] (a `Box<dyn FormatReader>` is `Send`) and
+//!   returns its thread. The next batch starts once half a window more (at
+//!   least [`MIN_BATCH`]) is queued.
+//! - `feed` waits, asynchronously, while more than two windows are queued
 //!   and a batch is running or waiting for a thread.
 
 use std::io::{Read, Seek, SeekFrom};
@@ -56,10 +57,26 @@ const FIRST_OPEN: usize = 64 << 10;
 /// upload's memory: 1 MiB here made 100 concurrent uploads hold 100–200 MiB
 /// in their analyzers alone, and a live call hold minutes of audio twice.
 pub(super) const WINDOW: usize = 256 << 10;
-/// Bytes queued before a batch of packets starts.
-const START: usize = WINDOW + (128 << 10);
-/// Above this, `feed` waits for the running batch.
-pub(super) const BOUND: usize = 2 * WINDOW;
+/// The fewest bytes a batch of packets waits for past the window.
+const MIN_BATCH: usize = 32 << 10;
+/// symphonia's read-ahead past the packet it returns, with room to spare.
+const READ_AHEAD: usize = 48 << 10;
+
+/// The window of a WAV stream: its largest packet (symphonia's WAV reader
+/// cuts `max_frames_per_packet` frames, 1,152) at 8 bytes per sample per
+/// channel, the most any WAV codec takes, plus the read-ahead; never more
+/// than [`WINDOW`]. A G.711 call's analyzer then holds about 60 KiB, not
+/// 256 KiB: with a thousand live calls, the difference is a quarter of a
+/// GiB.
+fn wav_window(params: &symphonia::core::codecs::CodecParameters) -> usize {
+    let frames = params.max_frames_per_packet.unwrap_or(u64::MAX);
+    let channels = params.channels.map_or(u64::MAX, |c| c.count() as u64);
+    let packet = frames.saturating_mul(channels).saturating_mul(8);
+    usize::try_from(packet)
+        .unwrap_or(usize::MAX)
+        .saturating_add(READ_AHEAD)
+        .min(WINDOW)
+}
 
 #[derive(Debug)]
 pub(super) struct Stream {
@@ -99,6 +116,9 @@ struct State {
     cut: Option<String>,
     /// False when the header cannot say how long the audio is.
     length_known: bool,
+    /// Bytes that must wait past the reader's position before it reads a
+    /// packet: [`WINDOW`], or less once the header says packets are small.
+    window: usize,
     slot: Slot,
     /// What symphonia reported about the stream so far (`noise`).
     noise: Noise,
@@ -201,6 +221,16 @@ impl State {
         matches!(self.slot, Slot::Idle(Demux::Done(_)))
     }
 
+    /// Bytes queued before a batch of packets starts.
+    fn start(&self) -> usize {
+        self.window + (self.window / 2).max(MIN_BATCH)
+    }
+
+    /// Above this, `feed` waits for the running batch.
+    fn bound(&self) -> usize {
+        2 * self.window
+    }
+
     /// No more bytes will come: the stream ended, or was cut before
     /// damage.
     fn at_end(&self) -> bool {
@@ -228,6 +258,7 @@ impl Stream {
             guard: matches!(detected.container, "mkv" | "webm").then(ebml::Guard::default),
             cut: None,
             length_known: true,
+            window: WINDOW,
             slot: Slot::Idle(Demux::Open(info)),
             noise: Noise::default(),
         };
@@ -251,7 +282,7 @@ impl Stream {
                     // nothing more to read.
                     return;
                 }
-                if st.queue.len() <= BOUND || !matches!(st.slot, Slot::Busy) {
+                if st.queue.len() <= st.bound() || !matches!(st.slot, Slot::Busy) {
                     st.push(data);
                     kick(&self.shared, &mut st);
                     return;
@@ -304,7 +335,7 @@ impl Drop for Stream {
 fn kick(shared: &Arc<Shared>, st: &mut State) {
     let start = match st.slot {
         Slot::Idle(Demux::Open(_)) => st.open_at,
-        _ => START,
+        _ => st.start(),
     };
     if !(st.queue.len() >= start || st.at_end()) || st.done() {
         return;
@@ -332,7 +363,7 @@ fn run_batch(shared: &Arc<Shared>, mut demux: Demux) {
             let finished = matches!(demux, Demux::Done(_));
             let ahead = match demux {
                 Demux::Open(_) => st.queue.len() >= st.open_at,
-                _ => st.queue.len() > WINDOW,
+                _ => st.queue.len() > st.window,
             };
             if finished || !(st.at_end() || ahead) {
                 if finished {
@@ -354,12 +385,16 @@ fn step(shared: &Arc<Shared>, demux: Demux) -> Demux {
         Demux::Open(info) => open(shared, info),
         Demux::Packets(mut p) => {
             let next = catch_unwind(AssertUnwindSafe(|| p.reader.next_packet()));
-            if shared.lock().starved {
+            let starved = {
+                let st = shared.lock();
+                st.starved.then_some(st.window)
+            };
+            if let Some(window) = starved {
                 let at = p.ms(p.end_ts);
                 return p.done(Some(format!(
                     "the demuxer needed more than {} KiB ahead at {at} ms (an oversized packet \
                      or a long damaged stretch); duration measured up to there",
-                    WINDOW >> 10
+                    window >> 10
                 )));
             }
             match next {
@@ -431,7 +466,13 @@ fn open(shared: &Arc<Shared>, mut info: AudioInfo) -> Demux {
         info.warning = Some("no audio track found while demuxing".into());
         return Demux::Done(info);
     };
-    let length_known = shared.lock().length_known;
+    let length_known = {
+        let mut st = shared.lock();
+        if info.container == "wav" {
+            st.window = wav_window(&track.codec_params);
+        }
+        st.length_known
+    };
     Demux::Packets(Packets {
         track_id: track.id,
         time_base: track.codec_params.time_base,
@@ -630,8 +671,11 @@ mod tests {
             }
         }
         assert!(peak <= HEADER_WINDOW + piece, "{peak} bytes queued");
+        // A WAV's window is its largest packet plus the read-ahead.
+        let window = stream.shared.lock().window;
+        assert!(window < WINDOW / 2, "a {window}-byte window");
         assert!(
-            peak_packets <= BOUND + piece,
+            peak_packets <= 2 * window + piece,
             "{peak_packets} bytes queued after the header"
         );
         let (info, noise) = stream.finish().await;

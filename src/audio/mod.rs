@@ -26,11 +26,13 @@
 //! move the limit (uploads past its size would wait behind parked ones);
 //! a batch holds a thread only while it has bytes to demux, so progress never
 //! depends on the network. The price is the read-ahead window: the duration
-//! trails the upload by 256 KiB until the stream ends.
+//! trails the upload by the window (256 KiB, about 60 KiB for a WAV) until
+//! the stream ends.
 //!
 //! Memory per upload, beyond the chunk ingest is filling: for MP4, `ftyp` +
 //! `moov` (at most 16 MiB, typically a few KiB per minute of audio); for the
-//! rest, at most 1 MiB queued until the header is read and 512 KiB after it,
+//! rest, at most 1 MiB queued until the header is read and two windows
+//! (at most 512 KiB) after it,
 //! plus the piece being fed (one gRPC message of at most 4 MiB, or the first
 //! chunk), plus symphonia's 64 KiB buffer and one packet. Matroska/WebM
 //! passes through `ebml`'s guard, which may hold one block (at most 16 MiB,

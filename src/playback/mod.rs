@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream};
-use futures::{StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt, future};
 
 mod audited;
 pub mod listening;
 pub mod peaks;
+mod ramp;
 pub mod rendition;
 pub mod search;
 mod source;
@@ -309,7 +310,7 @@ pub async fn play(
         });
     }
     // Write-ahead: the start event commits while the key unwraps and the
-    // first object is read; nothing is sent until all three are done.
+    // first chunk is read and opened; nothing is sent until both are done.
     let started = trail::record(
         &archive,
         principal,
@@ -374,7 +375,9 @@ impl std::fmt::Debug for Playing {
 
 /// The plaintext of bytes `start..end` of `row` (`start < end <= size`),
 /// reading and opening only the chunks that overlap it: the key unwraps
-/// while the first of them is read, later ones are read ahead. Neither
+/// while the first of them is read, and that one is opened before this
+/// returns (an error in it is this call's error); later ones are read
+/// ahead as the stream is consumed. Neither
 /// audited nor guarded: the caller does both. Also returns the key in use,
 /// for [`revocation::guard`].
 pub(crate) async fn open_range(
@@ -409,76 +412,79 @@ pub(crate) async fn open_range(
         Ok::<_, Error>((key, cipher))
     };
     let (cipher, listing) = tokio::join!(cipher, listing);
-    let ((key, cipher), (chunks, head)) = (cipher?, listing?);
-    let stream = opened_chunks(
+    let ((key, cipher), (mut chunks, head)) = (cipher?, listing?);
+    let cipher = Arc::new(cipher);
+    let final_index = row.chunk_count.saturating_sub(1);
+    // The first chunk is opened here, so that a play's caller has it
+    // authenticated while its start event commits (nothing is sent before
+    // that): the open is off the path to the first byte.
+    let head_row = chunks.remove(0);
+    let is_final = head_row.index == final_index;
+    let opened = fetch_and_open(
         archive.clone(),
-        Arc::new(cipher),
+        cipher.clone(),
         rec,
-        chunks,
-        row.chunk_count.saturating_sub(1),
+        head_row,
+        is_final,
         Some(head),
     )
-    .enumerate()
-    .flat_map(move |(i, res)| {
-        let pieces = match res {
-            Ok(plain) => {
-                let chunk_start = (first + i) as u64 * chunk_size;
-                let from = start.saturating_sub(chunk_start) as usize;
-                let to = (end - chunk_start).min(plain.len() as u64) as usize;
-                // The first message is small, so that it reaches the player
-                // without waiting for a whole slice to cross the wire.
-                let first_max = if i == 0 {
-                    FIRST_PLAY_MESSAGE_BYTES
-                } else {
-                    MAX_PLAY_MESSAGE_BYTES
-                };
-                slices(Bytes::from(plain), from..to, chunk_start, first_max)
-            }
-            Err(e) => vec![Err(e)],
-        };
-        stream::iter(pieces)
-    })
-    .boxed();
+    .await?;
+    let stream = stream::once(future::ready(Ok(opened)))
+        .chain(opened_chunks(
+            archive.clone(),
+            cipher,
+            rec,
+            chunks,
+            final_index,
+        ))
+        .enumerate()
+        .flat_map(move |(i, res)| {
+            let pieces = match res {
+                Ok(plain) => {
+                    let chunk_start = (first + i) as u64 * chunk_size;
+                    let from = start.saturating_sub(chunk_start) as usize;
+                    let to = (end - chunk_start).min(plain.len() as u64) as usize;
+                    // The first message is small, so that it reaches the player
+                    // without waiting for a whole slice to cross the wire.
+                    let first_max = if i == 0 {
+                        FIRST_PLAY_MESSAGE_BYTES
+                    } else {
+                        MAX_PLAY_MESSAGE_BYTES
+                    };
+                    slices(Bytes::from(plain), from..to, chunk_start, first_max)
+                }
+                Err(e) => vec![Err(e)],
+            };
+            stream::iter(pieces)
+        })
+        .boxed();
     Ok((key, stream))
 }
 
-/// The opened `chunks` of a recording, in order, read ahead
-/// `limits.read_ahead` chunks at a time; `head` is the first of them
-/// already fetched. `chunks` passed [`check_chunk_range`]; `final_index` is
-/// the recording's last chunk.
+/// The opened `chunks` of a recording, in order. `chunks` passed
+/// [`check_chunk_range`]; `final_index` is the recording's last chunk.
+///
+/// Read-ahead opens as the consumer takes chunks ([`ramp::Ramp`]): the first
+/// chunk alone, then one ahead, growing by one per chunk taken up to
+/// `limits.read_ahead`. A play that is cancelled after its first message
+/// (a player seeking, a scrub along the timeline) leaves at most one chunk
+/// being read and opened behind it, not `read_ahead`: that leftover work
+/// competed with the next seek for the cores. Under many concurrent
+/// plays, a new play's first chunk does not queue behind its own
+/// read-ahead for the blocking pool and the store.
 pub(crate) fn opened_chunks(
     archive: Arc<Archive>,
     cipher: Arc<RecordingCipher>,
     rec: RecordingId,
     chunks: Vec<ChunkRow>,
     final_index: u32,
-    head: Option<Bytes>,
 ) -> BoxStream<'static, Result<Vec<u8>>> {
-    let read_ahead = archive.limits.read_ahead.max(1);
-    let open = move |chunk: ChunkRow, prefetched: Option<Bytes>| {
+    let most = archive.limits.read_ahead.max(1);
+    let open = move |chunk: ChunkRow| {
         let is_final = chunk.index == final_index;
-        fetch_and_open(
-            archive.clone(),
-            cipher.clone(),
-            rec,
-            chunk,
-            is_final,
-            prefetched,
-        )
+        fetch_and_open(archive.clone(), cipher.clone(), rec, chunk, is_final, None)
     };
-    // The first chunk alone, then the rest read ahead: under many
-    // concurrent plays, a new play's first chunk does not queue behind its
-    // own read-ahead for the blocking pool and the store.
-    let mut rest = chunks.into_iter();
-    let first = rest.next().map(|c| open.clone()(c, head));
-    stream::iter(first)
-        .buffered(1)
-        .chain(
-            stream::iter(rest)
-                .map(move |c| open(c, None))
-                .buffered(read_ahead),
-        )
-        .boxed()
+    ramp::Ramp::new(chunks.into_iter().map(open), most).boxed()
 }
 
 /// Bytes `within` of an opened chunk, as messages of at most `first_max`

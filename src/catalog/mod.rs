@@ -107,12 +107,32 @@ pub const TOKEN_REVOCATION_CHANNEL: &str = "callvault_token_revoked";
 /// (payload: `tenant/recording`), so every node drops its cached data key.
 pub const RECORDING_ERASED_CHANNEL: &str = "callvault_recording_erased";
 
+/// A pooled connection idle at least this long is pinged before it is
+/// lent out.
+const PING_IF_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Pool options per backend. SQLite connections zero what they delete
 /// (`secure_delete`: an erased recording's wrapped data key must not
 /// survive in a free page of the catalog file) and wait up to 5 s for the
 /// writer (every connection: the setting is per connection).
+///
+/// sqlx pings every connection it lends by default: a round trip before
+/// each use, two of them on the way to a play's first byte (the
+/// recording's row, then its start event). Only a connection that sat idle
+/// for [`PING_IF_IDLE`] is pinged here, which is when a restarted server
+/// or a middlebox's idle timeout has most likely closed it; a connection
+/// that broke while busy fails its next statement, and the pool drops it.
 fn pool_options(backend: Backend) -> AnyPoolOptions {
-    let options = AnyPoolOptions::new();
+    let options = AnyPoolOptions::new()
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        });
     match backend {
         Backend::Postgres => options,
         Backend::Sqlite => options.after_connect(|conn, _| {

@@ -130,15 +130,18 @@ fn print_log(server: &Server, name: &str) {
     for line in acquires.iter().take(10) {
         println!("  {}", line.chars().take(240).collect::<String>());
     }
-    let others = server
+    let others: Vec<String> = server
         .log_lines("warn")
         .into_iter()
         .chain(server.log_lines("error"))
         .filter(|l| !l.to_lowercase().contains("acquire"))
-        .count();
-    if others > 0 {
-        println!("memory {name}: other WARN/ERROR lines in the server log: {others}");
-        for line in server.log_lines("error").iter().take(5) {
+        .collect();
+    if !others.is_empty() {
+        println!(
+            "memory {name}: other WARN/ERROR lines in the server log: {}",
+            others.len()
+        );
+        for line in others.iter().take(5) {
             println!("  {}", line.chars().take(240).collect::<String>());
         }
     }

@@ -61,11 +61,11 @@ impl Upload {
 }
 
 /// Written chunks an upload records in the catalog with one statement.
-/// Recording each chunk alone made SQLite's single writer sync its log
-/// once per MiB for every upload, and uploads waited for it holding their
-/// next chunk; the commit records whatever is left (an upload interrupted
-/// before it is removed by its lease and its objects' prefix, not by its
-/// chunk rows).
+/// Recording each chunk alone was a write transaction per chunk (on
+/// SQLite, a sync of its single writer's log per MiB of every upload; 511
+/// of them for 512 MiB); the commit records whatever is left. An upload
+/// interrupted before its commit is removed by its lease and its objects'
+/// prefix, not by its chunk rows.
 pub(super) const ROW_BATCH: usize = 64;
 
 /// One chunk of an upload on its way to the store.

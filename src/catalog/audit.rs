@@ -2,6 +2,8 @@
 //! hashes), the per-log counter that numbers them gaplessly, and signed
 //! checkpoints. Rows are only ever inserted.
 
+use std::fmt::Write as _;
+
 use sqlx::Row;
 
 use super::Conn;
@@ -76,6 +78,10 @@ fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Most recordings an event indexes in the statement that inserts it
+/// (PostgreSQL); an event naming more indexes them one statement each.
+const INDEX_ROWS_WITH_EVENT: usize = 64;
+
 /// Appends an event to `log` in the caller's transaction: takes the log's
 /// counter row (so events of one log are numbered gaplessly in commit
 /// order, and a rolled-back change takes its number back), writes the
@@ -103,22 +109,44 @@ pub async fn append(
     let leaf = merkle::leaf_hash(&canonical);
     let signature = event_signature(signer, &leaf);
     let text = String::from_utf8(canonical).map_err(|_| corrupt("audit event encoding"))?;
-    sqlx::query(
-        "INSERT INTO audit_events (tenant_id, seq, time_ms, action, outcome, actor_id, event, leaf_hash, signature) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(log)
-    .bind(i64_of(index))
-    .bind(time_ms)
-    .bind(event.action.as_str())
-    .bind(event.outcome.as_str())
-    .bind(&event.actor.id)
-    .bind(&text)
-    .bind(leaf.as_bytes().to_vec())
-    .bind(signature.to_vec())
-    .execute(&mut *conn)
-    .await?;
-    for rec in &event.recordings {
+    let insert = "INSERT INTO audit_events (tenant_id, seq, time_ms, action, outcome, actor_id, event, leaf_hash, signature) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    // On PostgreSQL the event and its recordings' index rows go in one
+    // statement (the event's insert as a data-modifying CTE): a round
+    // trip less on the way to a play's first byte. SQLite has no such
+    // CTE.
+    let indexed_with_event = conn.backend_name() == "PostgreSQL"
+        && (1..=INDEX_ROWS_WITH_EVENT).contains(&event.recordings.len());
+    let sql = if indexed_with_event {
+        let mut sql = format!(
+            "WITH e AS ({insert}) INSERT INTO audit_event_recordings (tenant_id, recording_id, seq) VALUES "
+        );
+        for i in 0..event.recordings.len() {
+            let sep = if i == 0 { "" } else { ", " };
+            let _ = write!(sql, "{sep}($1, ${}, $2)", 10 + i);
+        }
+        sql.push_str(" ON CONFLICT DO NOTHING");
+        sql
+    } else {
+        insert.to_owned()
+    };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(log)
+        .bind(i64_of(index))
+        .bind(time_ms)
+        .bind(event.action.as_str())
+        .bind(event.outcome.as_str())
+        .bind(&event.actor.id)
+        .bind(&text)
+        .bind(leaf.as_bytes().to_vec())
+        .bind(signature.to_vec());
+    if indexed_with_event {
+        for rec in &event.recordings {
+            query = query.bind(rec);
+        }
+    }
+    query.execute(&mut *conn).await?;
+    for rec in event.recordings.iter().filter(|_| !indexed_with_event) {
         sqlx::query(
             "INSERT INTO audit_event_recordings (tenant_id, recording_id, seq) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",

@@ -203,6 +203,7 @@ contract!(
     tenant_names_are_unique_and_tokens_authenticate,
     an_upload_is_invisible_until_committed,
     chunk_rows_recorded_in_batches_read_back_whole,
+    audit_events_are_found_by_every_recording_they_name,
     tenants_are_isolated,
     cleanup_never_touches_a_committed_recording,
     the_first_commit_of_a_call_id_wins,
@@ -326,6 +327,52 @@ async fn chunk_rows_recorded_in_batches_read_back_whole(f: Fixture) {
             .unwrap(),
         all[140..160].to_vec()
     );
+    drop(db);
+    f.done().await;
+}
+
+/// An audit event indexes every recording it names, however many (on
+/// PostgreSQL up to 64 in the statement that inserts the event, more one
+/// statement each), and a filter by recording finds exactly its events.
+async fn audit_events_are_found_by_every_recording_they_name(f: Fixture) {
+    use callvault::audit::event::{Action, Actor, NewEvent};
+    use callvault::catalog::audit::{self as audit_rows, EventFilter};
+    let log = f.a.id.as_str().to_owned();
+    let key = crate::helpers::test_audit_key();
+    let ids: Vec<RecordingId> = (0..70).map(|_| RecordingId::new()).collect();
+    let named: [&[RecordingId]; 4] = [&[], &ids[..1], &ids[1..4], &ids[..]];
+    let mut tx = f.c.begin().await.unwrap();
+    for recs in named {
+        let event = NewEvent::new(Actor::system("contract"), Action::RecordingsListed)
+            .recordings(recs.iter().copied());
+        audit_rows::append(&mut tx, &log, now_ms(), "node-a", &key, event)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut db = f.db().await;
+    let seqs = |events: Vec<callvault::audit::event::Event>| -> Vec<u64> {
+        events.iter().map(|e| e.index).collect()
+    };
+    let of = |rec: RecordingId| EventFilter {
+        recording: Some(rec),
+        ..Default::default()
+    };
+    let all = audit_rows::list(&mut db, &log, &EventFilter::default(), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(seqs(all), vec![0, 1, 2, 3]);
+    for (rec, expected) in [
+        (ids[0], vec![1, 3]),
+        (ids[2], vec![2, 3]),
+        (ids[69], vec![3]),
+        (RecordingId::new(), vec![]),
+    ] {
+        let found = audit_rows::list(&mut db, &log, &of(rec), None, 100)
+            .await
+            .unwrap();
+        assert_eq!(seqs(found), expected, "events naming {rec}");
+    }
     drop(db);
     f.done().await;
 }

@@ -2,8 +2,6 @@
 //! hashes), the per-log counter that numbers them gaplessly, and signed
 //! checkpoints. Rows are only ever inserted.
 
-use std::fmt::Write as _;
-
 use sqlx::Row;
 
 use super::Conn;
@@ -118,15 +116,12 @@ pub async fn append(
     let indexed_with_event = conn.backend_name() == "PostgreSQL"
         && (1..=INDEX_ROWS_WITH_EVENT).contains(&event.recordings.len());
     let sql = if indexed_with_event {
-        let mut sql = format!(
-            "WITH e AS ({insert}) INSERT INTO audit_event_recordings (tenant_id, recording_id, seq) VALUES "
-        );
-        for i in 0..event.recordings.len() {
-            let sep = if i == 0 { "" } else { ", " };
-            let _ = write!(sql, "{sep}($1, ${}, $2)", 10 + i);
-        }
-        sql.push_str(" ON CONFLICT DO NOTHING");
-        sql
+        let values =
+            super::placeholder_rows(event.recordings.len(), |i| format!("$1, ${}, $2", 10 + i));
+        format!(
+            "WITH e AS ({insert}) INSERT INTO audit_event_recordings (tenant_id, recording_id, seq) \
+             VALUES {values} ON CONFLICT DO NOTHING"
+        )
     } else {
         insert.to_owned()
     };
@@ -146,16 +141,18 @@ pub async fn append(
         }
     }
     query.execute(&mut *conn).await?;
-    for rec in event.recordings.iter().filter(|_| !indexed_with_event) {
-        sqlx::query(
-            "INSERT INTO audit_event_recordings (tenant_id, recording_id, seq) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(log)
-        .bind(rec)
-        .bind(i64_of(index))
-        .execute(&mut *conn)
-        .await?;
+    if !indexed_with_event {
+        for rec in &event.recordings {
+            sqlx::query(
+                "INSERT INTO audit_event_recordings (tenant_id, recording_id, seq) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(log)
+            .bind(rec)
+            .bind(i64_of(index))
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     Ok(event)
 }

@@ -107,6 +107,16 @@ pub const TOKEN_REVOCATION_CHANNEL: &str = "callvault_token_revoked";
 /// (payload: `tenant/recording`), so every node drops its cached data key.
 pub const RECORDING_ERASED_CHANNEL: &str = "callvault_recording_erased";
 
+/// The VALUES list of a multi-row INSERT: `n` parenthesised rows, row `i`
+/// holding `row(i)` (numbered placeholders only, so the statement stays
+/// constant text for `sqlx::AssertSqlSafe`).
+fn placeholder_rows(n: usize, row: impl Fn(usize) -> String) -> String {
+    (0..n)
+        .map(|i| format!("({})", row(i)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A pooled connection idle at least this long is pinged before it is
 /// lent out.
 const PING_IF_IDLE: std::time::Duration = std::time::Duration::from_secs(10);

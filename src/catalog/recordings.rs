@@ -1,8 +1,6 @@
 //! Recordings and their chunks: uploads in flight (with their leases),
 //! commits, cleanup through the object-deletion queue, and reads.
 
-use std::fmt::Write as _;
-
 use sqlx::Row;
 
 use super::Conn;
@@ -539,24 +537,19 @@ async fn insert_chunks(
 ) -> std::result::Result<(), sqlx::Error> {
     let rec = rec.to_string();
     for batch in rows.chunks(ROWS_PER_INSERT) {
-        let mut sql = String::from(
-            "INSERT INTO chunks (tenant_id, recording_id, chunk_index, plaintext_size, sealed_size, sealed_checksum, object_key) VALUES ",
-        );
-        for i in 0..batch.len() {
+        let values = super::placeholder_rows(batch.len(), |i| {
             let p = 3 + 5 * i;
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            let _ = write!(
-                sql,
-                "($1, $2, ${}, ${}, ${}, ${}, ${})",
-                p,
+            format!(
+                "$1, $2, ${p}, ${}, ${}, ${}, ${}",
                 p + 1,
                 p + 2,
                 p + 3,
                 p + 4
-            );
-        }
+            )
+        });
+        let sql = format!(
+            "INSERT INTO chunks (tenant_id, recording_id, chunk_index, plaintext_size, sealed_size, sealed_checksum, object_key) VALUES {values}"
+        );
         // Audited: only constant text and numbered placeholders.
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(tenant.as_str())

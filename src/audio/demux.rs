@@ -41,7 +41,7 @@ use tokio::sync::Notify;
 
 use super::noise::{self, Noise};
 use super::queue::Pieces;
-use super::{Detected, ebml, probe, truncation_warning, wav};
+use super::{Detected, ebml, probe, wav};
 use crate::domain::AudioInfo;
 
 /// The largest header the analyzer reads (tags, cover art, a WAV's LIST
@@ -240,14 +240,7 @@ impl State {
 
 impl Stream {
     pub(super) fn start(detected: Detected) -> Self {
-        let info = AudioInfo {
-            container: detected.container.to_owned(),
-            codec: detected.codec,
-            sample_rate_hz: detected.sample_rate_hz,
-            channels: detected.channels,
-            duration_ms: 0,
-            warning: None,
-        };
+        let info = detected.unmeasured();
         let state = State {
             prelude: (detected.container == "wav").then(Vec::new),
             queue: Pieces::default(),
@@ -507,24 +500,16 @@ impl Packets {
     }
 
     fn done(self, warning: Option<String>) -> Demux {
-        let duration_ms = self.ms(self.end_ts);
         // A header that promises more audio than arrived: a truncated upload.
-        let missing = self
-            .declared
-            .filter(|&declared| declared > self.end_ts)
-            .map(|declared| (self.ms(declared), self.ms(declared - self.end_ts)));
-        let warning = match (warning, missing) {
-            (Some(w), _) => Some(w),
-            (None, Some((declared_ms, missing_ms))) if missing_ms > 100 => {
-                Some(truncation_warning(&format!(
-                    "header declares {declared_ms} ms, stream holds {duration_ms} ms"
-                )))
-            }
-            (None, _) => None,
-        };
+        let (duration_ms, truncated) = probe::measured(
+            self.time_base,
+            self.info.sample_rate_hz,
+            self.end_ts,
+            self.declared,
+        );
         Demux::Done(AudioInfo {
             duration_ms,
-            warning,
+            warning: warning.or(truncated),
             ..self.info
         })
     }

@@ -16,6 +16,10 @@
 //!   caller's task; `mdat` is skipped without being kept, and `ftyp` + `moov`
 //!   are probed once at the end (one short blocking task), wherever `moov`
 //!   sits.
+//! - PCM in WAV (integer, float, A-law, µ-law; `wav::Counted`): every
+//!   frame has the header's block size, so the duration is the byte count
+//!   after the header (up to the `data` size) over the block size. No byte
+//!   is kept and no thread is used: most call recordings are this.
 //! - Every other container (`demux`): bytes are queued, and symphonia's
 //!   reader runs in short blocking-pool batches over bytes already queued,
 //!   never reading past them (see `demux` for the read-ahead window that
@@ -29,7 +33,8 @@
 //! trails the upload by the window (256 KiB, about 60 KiB for a WAV) until
 //! the stream ends.
 //!
-//! Memory per upload, beyond the chunk ingest is filling: for MP4, `ftyp` +
+//! Memory per upload, beyond the chunk ingest is filling: for PCM in WAV, a
+//! counter; for MP4, `ftyp` +
 //! `moov` (at most 16 MiB, typically a few KiB per minute of audio); for the
 //! rest, at most 1 MiB queued until the header is read and two windows
 //! (at most 512 KiB) after it,
@@ -96,6 +101,20 @@ pub struct Detected {
     pub provisional: bool,
 }
 
+impl Detected {
+    /// What the head says, before anything is measured.
+    fn unmeasured(&self) -> AudioInfo {
+        AudioInfo {
+            container: self.container.to_owned(),
+            codec: self.codec.clone(),
+            sample_rate_hz: self.sample_rate_hz,
+            channels: self.channels,
+            duration_ms: 0,
+            warning: None,
+        }
+    }
+}
+
 /// Decides from the head of an upload whether it is audio.
 pub fn detect(head: &[u8]) -> Result<Detected> {
     let container = sniff(head);
@@ -135,25 +154,47 @@ pub struct Analyzer(Pass);
 #[derive(Debug)]
 enum Pass {
     Mp4(std::sync::Mutex<mp4::AtomWalk>),
+    /// PCM in WAV: measured from its byte count (`wav::Counted`).
+    Counted(wav::Counted),
     Demux(demux::Stream),
 }
 
 impl Analyzer {
-    pub fn start(detected: Detected) -> Self {
-        Self(if detected.container == "mp4" {
-            Pass::Mp4(Default::default())
-        } else {
-            Pass::Demux(demux::Stream::start(detected))
-        })
+    /// The pass for what `detect` found in `head`, the stream's first bytes
+    /// (which are then fed like the rest).
+    pub fn start(detected: Detected, head: &[u8]) -> Self {
+        if detected.container == "mp4" {
+            return Self(Pass::Mp4(Default::default()));
+        }
+        match wav::Counted::start(&detected, head) {
+            Some(counted) => Self(Pass::Counted(counted)),
+            None => Self::demuxing(detected),
+        }
+    }
+
+    /// symphonia's demuxer, whatever the stream (the only pass for most).
+    fn demuxing(detected: Detected) -> Self {
+        Self(Pass::Demux(demux::Stream::start(detected)))
     }
 
     /// Takes the next bytes of the upload. Returns at once unless the
     /// analyzer is more than its bound behind; then it waits (without
     /// holding a thread) for the demuxer to catch up.
-    pub async fn feed(&self, data: Bytes) {
+    pub async fn feed(&self, data: &Bytes) {
+        self.take(data, || data.clone()).await;
+    }
+
+    /// [`Analyzer::feed`] for bytes the caller keeps: copied only by a pass
+    /// that queues them.
+    pub async fn feed_slice(&self, data: &[u8]) {
+        self.take(data, || Bytes::copy_from_slice(data)).await;
+    }
+
+    async fn take(&self, data: &[u8], owned: impl FnOnce() -> Bytes) {
         match &self.0 {
-            Pass::Mp4(walk) => lock(walk).push(&data),
-            Pass::Demux(stream) => stream.feed(data).await,
+            Pass::Mp4(walk) => lock(walk).push(data),
+            Pass::Counted(counted) => counted.feed(data.len()),
+            Pass::Demux(stream) => stream.feed(owned()).await,
         }
     }
 
@@ -171,6 +212,7 @@ impl Analyzer {
                     .map_err(|e| Error::task("audio analysis", e))??;
                 Ok((info, noise::Noise::default()))
             }
+            Pass::Counted(counted) => Ok((counted.finish(), noise::Noise::default())),
             Pass::Demux(stream) => Ok(stream.finish().await),
         }
     }

@@ -113,6 +113,27 @@ pub(super) fn a(container: &str) -> String {
     format!("{article} {container}")
 }
 
+/// The duration of a stream measured to `end_ts`, and the truncation
+/// warning when its header `declared` more than 100 ms beyond that.
+pub(super) fn measured(
+    time_base: Option<TimeBase>,
+    sample_rate_hz: u32,
+    end_ts: u64,
+    declared: Option<u64>,
+) -> (u64, Option<String>) {
+    let ms = |ts| to_ms(time_base, sample_rate_hz, ts);
+    let duration_ms = ms(end_ts);
+    let warning = declared
+        .filter(|&declared| declared > end_ts && ms(declared - end_ts) > 100)
+        .map(|declared| {
+            super::truncation_warning(&format!(
+                "header declares {} ms, stream holds {duration_ms} ms",
+                ms(declared)
+            ))
+        });
+    (duration_ms, warning)
+}
+
 /// `ts` in `time_base` units (or frames at `sample_rate_hz` when the reader
 /// gives no time base) as whole milliseconds.
 pub(super) fn to_ms(time_base: Option<TimeBase>, sample_rate_hz: u32, ts: u64) -> u64 {

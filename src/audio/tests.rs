@@ -41,10 +41,18 @@ pub(super) fn pcm_wav(sample_rate: u32, frames: u32, rf64: bool) -> Vec<u8> {
 }
 
 async fn analyze(audio: &Bytes, piece: usize) -> AudioInfo {
-    let analyzer = Analyzer::start(detect(audio).unwrap());
+    run(Analyzer::start(detect(audio).unwrap(), audio), audio, piece).await
+}
+
+/// [`analyze`] through symphonia's demuxer, whatever the stream.
+async fn analyze_demuxed(audio: &Bytes, piece: usize) -> AudioInfo {
+    run(Analyzer::demuxing(detect(audio).unwrap()), audio, piece).await
+}
+
+async fn run(analyzer: Analyzer, audio: &Bytes, piece: usize) -> AudioInfo {
     for p in (0..audio.len()).step_by(piece) {
         analyzer
-            .feed(audio.slice(p..audio.len().min(p + piece)))
+            .feed(&audio.slice(p..audio.len().min(p + piece)))
             .await;
     }
     analyzer.finish().await.unwrap().0
@@ -90,9 +98,239 @@ async fn rf64_is_read_as_the_wav_it_is() {
         ("wav", "pcm_s16le", 8000, 1)
     );
     for piece in [7, 4096, wav.len()] {
-        let info = analyze(&wav, piece).await;
-        assert_eq!((info.duration_ms, info.warning.as_deref()), (5000, None));
+        for info in [
+            analyze(&wav, piece).await,
+            analyze_demuxed(&wav, piece).await,
+        ] {
+            assert_eq!((info.duration_ms, info.warning.as_deref()), (5000, None));
+        }
     }
+}
+
+/// A WAV with any PCM encoding: `frames` frames of `block` bytes declared,
+/// `sent` of them (and `tail` bytes of a frame) present, and `after`
+/// appended past the `data` chunk. `size` overrides the `data` size field.
+struct Wav {
+    tag: u16,
+    channels: u16,
+    rate: u32,
+    bits: u16,
+    extensible: bool,
+    frames: u32,
+    sent: u32,
+    tail: u32,
+    size: Option<u32>,
+    after: &'static [u8],
+}
+
+impl Wav {
+    const PHONE: Self = Self {
+        tag: 7,
+        channels: 1,
+        rate: 8000,
+        bits: 8,
+        extensible: false,
+        frames: 80_000,
+        sent: 80_000,
+        tail: 0,
+        size: None,
+        after: b"",
+    };
+
+    fn block(&self) -> u32 {
+        u32::from(self.channels * self.bits / 8)
+    }
+
+    fn bytes(&self) -> Bytes {
+        let block = self.block();
+        let data_len = self.size.unwrap_or(self.frames * block);
+        let mut fmt = Vec::new();
+        let tag = if self.extensible { 0xFFFE } else { self.tag };
+        for field in [tag, self.channels] {
+            fmt.extend_from_slice(&field.to_le_bytes());
+        }
+        fmt.extend_from_slice(&self.rate.to_le_bytes());
+        fmt.extend_from_slice(&(self.rate * block).to_le_bytes());
+        for field in [block as u16, self.bits] {
+            fmt.extend_from_slice(&field.to_le_bytes());
+        }
+        if !self.extensible {
+            // cbSize: WAVEFORMATEX, which A-law and µ-law require.
+            fmt.extend_from_slice(&0u16.to_le_bytes());
+        } else {
+            // cbSize, valid bits, channel mask, then the subformat GUID
+            // (the format tag, then KSDATAFORMAT_SUBTYPE's fixed tail).
+            fmt.extend_from_slice(&22u16.to_le_bytes());
+            fmt.extend_from_slice(&self.bits.to_le_bytes());
+            fmt.extend_from_slice(&((1u32 << self.channels) - 1).to_le_bytes());
+            fmt.extend_from_slice(&u32::from(self.tag).to_le_bytes());
+            fmt.extend_from_slice(&[
+                0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00, 0xAA, 0x00, 0x38, 0x9B, 0x71,
+            ]);
+        }
+        let mut out = b"RIFF".to_vec();
+        let riff = 4 + 8 + fmt.len() as u64 + 8 + u64::from(data_len) + self.after.len() as u64;
+        // A pipe's unknown size leaves both fields at 0xFFFFFFFF.
+        let riff = u32::try_from(riff).unwrap_or(u32::MAX);
+        out.extend_from_slice(&riff.to_le_bytes());
+        out.extend_from_slice(b"WAVEfmt ");
+        out.extend_from_slice(&(fmt.len() as u32).to_le_bytes());
+        out.extend_from_slice(&fmt);
+        out.extend_from_slice(b"data");
+        out.extend_from_slice(&data_len.to_le_bytes());
+        let samples = (self.sent * block + self.tail) as usize;
+        out.extend((0..samples).map(|i| (i % 253) as u8));
+        out.extend_from_slice(self.after);
+        Bytes::from(out)
+    }
+
+    /// What the stream holds, in whole milliseconds as the analyzer rounds.
+    fn held_ms(&self) -> u64 {
+        let frames = u64::from(self.sent.min(self.frames));
+        let rate = u64::from(self.rate);
+        (frames * 1000 + rate / 2) / rate
+    }
+}
+
+/// PCM in WAV is measured from its byte count, without symphonia, and
+/// says what symphonia's demuxer says: every PCM encoding, 1 to 6
+/// channels, streams cut mid-frame, chunks after `data`, sizes a pipe left
+/// unknown, and headers that promise more than arrived.
+#[tokio::test]
+async fn pcm_is_measured_from_its_bytes_as_the_demuxer_measures_it() {
+    let encodings = [
+        (1, 8, false),
+        (1, 16, false),
+        (1, 24, false),
+        (1, 32, false),
+        (3, 32, false),
+        (3, 64, false),
+        (6, 8, false),
+        (7, 8, false),
+        (1, 16, true),
+        (3, 32, true),
+    ];
+    let mut cases = Vec::new();
+    for (tag, bits, extensible) in encodings {
+        for channels in [1, 2, 6] {
+            cases.push(Wav {
+                tag,
+                bits,
+                extensible,
+                channels,
+                rate: 16_000,
+                frames: 33_333,
+                sent: 33_333,
+                ..Wav::PHONE
+            });
+        }
+    }
+    cases.extend([
+        // Cut mid-frame, 2.5 s short of what the header declares.
+        Wav {
+            sent: 60_000,
+            tail: 1,
+            ..Wav::PHONE
+        },
+        // 50 ms short: within what is not called truncated.
+        Wav {
+            sent: 79_600,
+            ..Wav::PHONE
+        },
+        // A LIST chunk after the samples, which are not counted with them.
+        Wav {
+            after: b"LIST\x04\0\0\0INFO",
+            ..Wav::PHONE
+        },
+        // A pipe's unknown size: everything after the header is samples.
+        Wav {
+            size: Some(u32::MAX),
+            tail: 0,
+            ..Wav::PHONE
+        },
+        Wav {
+            tag: 1,
+            bits: 16,
+            channels: 2,
+            rate: 48_000,
+            frames: 1_440_000,
+            sent: 1_440_000,
+            ..Wav::PHONE
+        },
+    ]);
+    for (i, wav) in cases.iter().enumerate() {
+        let bytes = wav.bytes();
+        let counted = analyze(&bytes, 4096).await;
+        let demuxed = analyze_demuxed(&bytes, 4096).await;
+        let label = format!(
+            "case {i}: tag {} {} bits x{}{}",
+            wav.tag,
+            wav.bits,
+            wav.channels,
+            if wav.extensible { " (extensible)" } else { "" }
+        );
+        assert!(
+            matches!(
+                Analyzer::start(detect(&bytes).unwrap(), &bytes).0,
+                Pass::Counted(_)
+            ),
+            "{label}: not counted"
+        );
+        assert_eq!(counted, demuxed, "{label}");
+        assert_eq!(counted.duration_ms, wav.held_ms(), "{label}");
+        let short_ms =
+            u64::from(wav.frames - wav.sent.min(wav.frames)) * 1000 / u64::from(wav.rate);
+        assert_eq!(
+            counted.warning.is_some(),
+            wav.size.is_none() && short_ms > 100,
+            "{label}: {:?}",
+            counted.warning
+        );
+    }
+}
+
+/// A stream shorter than one of symphonia's packets, cut short: the
+/// demuxer takes the header's word for the first packet's frames, the
+/// count takes the bytes'.
+#[tokio::test]
+async fn a_short_pcm_stream_cut_short_is_measured_by_what_arrived() {
+    let wav = Wav {
+        frames: 1_200,
+        sent: 200,
+        ..Wav::PHONE
+    };
+    let info = analyze(&wav.bytes(), 7).await;
+    assert_eq!(info.duration_ms, 25);
+    let warning = info.warning.unwrap_or_default();
+    assert!(
+        warning.contains("header declares 150 ms, stream holds 25 ms"),
+        "{warning}"
+    );
+}
+
+/// What the count cannot measure goes to the demuxer: ADPCM, a block size
+/// of zero, a header past the scan's reach.
+#[test]
+fn what_is_not_plain_pcm_is_demuxed() {
+    let zero_block = {
+        let mut wav = pcm_wav(8000, 8000, false).to_vec();
+        // fmt's nBlockAlign (RIFF header 12, chunk header 8, then 12 in).
+        wav[32..34].copy_from_slice(&0u16.to_le_bytes());
+        wav
+    };
+    let long_header = wav_with_junk(300 << 10, 1);
+    for (what, wav) in [("zero block", zero_block), ("long header", long_header)] {
+        let detected = detect(&wav).unwrap();
+        assert!(
+            matches!(Analyzer::start(detected, &wav).0, Pass::Demux(_)),
+            "{what}"
+        );
+    }
+    // symphonia's ADPCM packets are blocks of many frames, not one.
+    let pcm = Bytes::from(pcm_wav(8000, 8000, false));
+    let mut adpcm = detect(&pcm).unwrap();
+    adpcm.codec = "adpcm_ima_wav".into();
+    assert!(matches!(Analyzer::start(adpcm, &pcm).0, Pass::Demux(_)));
 }
 
 /// Many uploads trickling in at once, on a runtime whose blocking pool is far
@@ -112,11 +350,11 @@ fn slow_uploads_hold_no_thread_while_waiting() {
     rt.block_on(async {
         let run = async {
             let analyzers: Vec<_> = (0..64)
-                .map(|_| Analyzer::start(detect(&wav).unwrap()))
+                .map(|_| Analyzer::demuxing(detect(&wav).unwrap()))
                 .collect();
             for p in (0..wav.len()).step_by(piece) {
                 for a in &analyzers {
-                    a.feed(wav.slice(p..wav.len().min(p + piece))).await;
+                    a.feed(&wav.slice(p..wav.len().min(p + piece))).await;
                 }
             }
             let mut infos = Vec::new();
@@ -218,15 +456,16 @@ fn wav_with_junk(junk: usize, seconds: usize) -> Vec<u8> {
 async fn a_header_longer_than_the_first_open_is_read_on_a_later_one() {
     for junk in [100 << 10, 300 << 10, 900 << 10] {
         let wav = Bytes::from(wav_with_junk(junk, 60));
-        let info = analyze(&wav, 640).await;
-        assert_eq!(
-            (info.duration_ms, info.warning.as_deref()),
-            (60_000, None),
-            "a {junk}-byte JUNK chunk"
-        );
+        for info in [analyze(&wav, 640).await, analyze_demuxed(&wav, 640).await] {
+            assert_eq!(
+                (info.duration_ms, info.warning.as_deref()),
+                (60_000, None),
+                "a {junk}-byte JUNK chunk"
+            );
+        }
     }
     let wav = Bytes::from(wav_with_junk(1_100 << 10, 60));
-    let info = analyze(&wav, 640).await;
+    let info = analyze_demuxed(&wav, 640).await;
     let warning = info.warning.unwrap_or_default();
     assert!(
         warning.contains("header is larger than the 1 MiB"),

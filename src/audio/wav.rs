@@ -9,6 +9,18 @@
 //! - A size nobody could know yet (0xFFFFFFFF, what ffmpeg writes to a pipe,
 //!   or RF64 past 4 GiB): the data runs to the end of the stream, so nothing
 //!   can be called truncated by comparing against it.
+//!
+//! PCM in any of its WAV forms (integer, float, A-law, µ-law) is not
+//! demuxed at all: its frames all have the header's block size, so
+//! [`Counted`] measures the duration from the bytes that arrive and keeps
+//! none of them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use symphonia::core::units::TimeBase;
+
+use super::{Detected, probe};
+use crate::domain::AudioInfo;
 
 /// How far the header (everything before the `data` chunk's samples) may
 /// reach; past this the stream is handed to symphonia untouched.
@@ -32,6 +44,13 @@ pub(super) struct Header {
     pub rewrite: Option<Vec<u8>>,
     /// The `data` size is real: a stream that ends before it is truncated.
     pub length_known: bool,
+    /// Where the samples start: the end of the `data` chunk's header.
+    pub data_start: usize,
+    /// The `data` chunk's size, when the header says it (for RF64, the
+    /// `ds64` chunk's, past 4 GiB too).
+    pub data_len: Option<u64>,
+    /// The last `fmt ` chunk's block size (bytes per frame, for PCM).
+    pub block_align: Option<u16>,
 }
 
 fn le32(b: &[u8], at: usize) -> Option<u32> {
@@ -54,6 +73,7 @@ pub(super) fn scan(prefix: &[u8]) -> Scan {
     }
     // (position of the ds64 chunk, RIFF size, data size)
     let mut ds64: Option<(usize, u64, u64)> = None;
+    let mut block_align = None;
     let mut pos = 12usize;
     loop {
         let (Some(id), Some(size)) = (prefix.get(pos..pos + 4), le32(prefix, pos + 4)) else {
@@ -65,8 +85,17 @@ pub(super) fn scan(prefix: &[u8]) -> Scan {
             };
             ds64 = Some((pos, riff, data));
         }
+        if id == b"fmt " && size >= 16 {
+            // wFormatTag, nChannels, nSamplesPerSec, nAvgBytesPerSec, nBlockAlign
+            let Some(align) = prefix.get(pos + 20..pos + 22) else {
+                return Scan::NeedMore;
+            };
+            block_align = Some(u16::from_le_bytes([align[0], align[1]]));
+        }
         if id == b"data" {
-            return Scan::Found(data_header(prefix, pos, size, rf64, ds64));
+            let mut header = data_header(prefix, pos, size, rf64, ds64);
+            header.block_align = block_align;
+            return Scan::Found(header);
         }
         let next = usize::try_from(size)
             .ok()
@@ -85,14 +114,22 @@ fn data_header(
     rf64: bool,
     ds64: Option<(usize, u64, u64)>,
 ) -> Header {
+    let data_start = data_pos + 8;
     if !rf64 {
+        let length_known = data_size != UNKNOWN;
         return Header {
             rewrite: None,
-            length_known: data_size != UNKNOWN,
+            length_known,
+            data_start,
+            data_len: length_known.then_some(u64::from(data_size)),
+            block_align: None,
         };
     }
     // Zero is what a writer that could not seek back leaves in `ds64`.
     let fits = |n: u64| u32::try_from(n).ok().filter(|&n| n != UNKNOWN && n != 0);
+    let data_len = ds64
+        .map(|(.., data)| data)
+        .filter(|&n| n != 0 && n != u64::MAX);
     let sizes = ds64.and_then(|(_, riff, data)| Some((fits(riff)?, fits(data)?)));
     // Unknown sizes stay 0xFFFFFFFF in both fields: symphonia reads such a
     // data chunk to the end of the stream.
@@ -107,6 +144,9 @@ fn data_header(
     Header {
         rewrite: Some(out),
         length_known: sizes.is_some(),
+        data_start,
+        data_len,
+        block_align: None,
     }
 }
 
@@ -122,6 +162,70 @@ pub(super) fn readable_head(head: &[u8]) -> std::borrow::Cow<'_, [u8]> {
             out.into()
         }
         _ => head.into(),
+    }
+}
+
+/// The second pass for PCM in WAV: the duration from the bytes that arrive,
+/// none of them kept.
+///
+/// symphonia's WAV reader cuts PCM into packets of whole blocks and stops at
+/// the end of the `data` chunk, so what it measures is the bytes after the
+/// header, up to the chunk's size, divided by the block size; the same
+/// sum is made here without queueing a byte. Nothing in PCM can be
+/// damaged: every block is samples. The demuxer's queue held a window of
+/// each upload and, through it, the network's receive buffers it was
+/// sliced from.
+#[derive(Debug)]
+pub(super) struct Counted {
+    info: AudioInfo,
+    data_start: u64,
+    data_len: Option<u64>,
+    block_align: u64,
+    fed: AtomicU64,
+}
+
+impl Counted {
+    /// For a stream whose `head` `detect` read as PCM in WAV, with its
+    /// header in the head; `None` for anything else (which is demuxed).
+    pub(super) fn start(detected: &Detected, head: &[u8]) -> Option<Self> {
+        if detected.container != "wav"
+            || !detected.codec.starts_with("pcm_")
+            || detected.sample_rate_hz == 0
+        {
+            return None;
+        }
+        let Scan::Found(header) = scan(head) else {
+            return None;
+        };
+        Some(Self {
+            info: detected.unmeasured(),
+            data_start: header.data_start as u64,
+            data_len: header.data_len,
+            block_align: u64::from(header.block_align.filter(|&b| b > 0)?),
+            fed: AtomicU64::new(0),
+        })
+    }
+
+    /// Counts the next `len` bytes of the stream.
+    pub(super) fn feed(&self, len: usize) {
+        self.fed.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    pub(super) fn finish(self) -> AudioInfo {
+        let arrived = self.fed.into_inner().saturating_sub(self.data_start);
+        let data = self.data_len.map_or(arrived, |len| len.min(arrived));
+        let rate = self.info.sample_rate_hz;
+        let (duration_ms, warning) = probe::measured(
+            Some(TimeBase::new(1, rate)),
+            rate,
+            data / self.block_align,
+            self.data_len.map(|len| len / self.block_align),
+        );
+        AudioInfo {
+            duration_ms,
+            warning,
+            ..self.info
+        }
     }
 }
 
@@ -156,6 +260,9 @@ mod tests {
         let Scan::Found(Header {
             rewrite: Some(out),
             length_known: true,
+            data_start,
+            data_len: Some(900),
+            block_align: Some(0),
         }) = scan(&head)
         else {
             panic!("{:?}", scan(&head));
@@ -163,18 +270,27 @@ mod tests {
         assert_eq!(&out[..8], b"RIFF\xe8\x03\0\0");
         assert_eq!(&out[12..16], b"JUNK");
         assert_eq!(&out[out.len() - 8..], b"data\x84\x03\0\0");
+        assert_eq!(data_start, head.len());
     }
 
     #[test]
     fn sizes_past_4_gib_or_unknown_run_to_the_end() {
-        for head in [rf64(5 << 30, (5 << 30) - 100), rf64(0, 0)] {
+        // What symphonia is told runs to the end; what `Counted` is told is
+        // the real size when there is one.
+        for (head, len) in [
+            (rf64(5 << 30, (5 << 30) - 100), Some((5 << 30) - 100)),
+            (rf64(0, 0), None),
+        ] {
             let Scan::Found(Header {
                 rewrite: Some(out),
                 length_known: false,
+                data_len,
+                ..
             }) = scan(&head)
             else {
                 panic!("{:?}", scan(&head));
             };
+            assert_eq!(data_len, len);
             assert_eq!(&out[4..8], b"\xff\xff\xff\xff");
             assert_eq!(&out[out.len() - 4..], b"\xff\xff\xff\xff");
         }
@@ -185,7 +301,10 @@ mod tests {
             scan(&piped),
             Scan::Found(Header {
                 rewrite: None,
-                length_known: false
+                length_known: false,
+                data_start: piped.len(),
+                data_len: None,
+                block_align: Some(0),
             })
         );
     }

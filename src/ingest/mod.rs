@@ -244,7 +244,7 @@ where
             });
         }
         if let Some(a) = upload.as_ref().and_then(|up| up.analyzer.as_ref()) {
-            a.feed(data.clone()).await;
+            a.feed(&data).await;
         }
         while !data.is_empty() {
             if buf.is_full() {
@@ -252,7 +252,7 @@ where
                 if upload.is_none() {
                     let up = begin(archive, principal, header, buf.as_slice()).await?;
                     if let Some(a) = &up.analyzer {
-                        a.feed(data.clone()).await;
+                        a.feed(&data).await;
                     }
                     *upload = Some(up);
                 }

@@ -288,8 +288,8 @@ pub(super) async fn begin(
         index,
     };
     recordings::begin_upload(&mut *archive.catalog.conn_bulk().await?, &new).await?;
-    let analyzer = Analyzer::start(detected);
-    analyzer.feed(Bytes::copy_from_slice(head)).await;
+    let analyzer = Analyzer::start(detected, head);
+    analyzer.feed_slice(head).await;
     Ok(Upload {
         new,
         cipher: Arc::new(cipher),

@@ -302,10 +302,11 @@ fn check(e: &Encoding, how: &str, got: &AudioInfo, want: &Reference) {
 /// The analyzer as ingest drives it: the head probe on the first chunk, then
 /// the whole stream in `piece`-byte pieces.
 async fn analyze(audio: &Bytes, piece: usize) -> callvault::error::Result<AudioInfo> {
-    let analyzer = Analyzer::start(audio::detect(&audio[..audio.len().min(64 << 10)])?);
+    let head = &audio[..audio.len().min(64 << 10)];
+    let analyzer = Analyzer::start(audio::detect(head)?, head);
     for p in (0..audio.len()).step_by(piece) {
         analyzer
-            .feed(audio.slice(p..audio.len().min(p + piece)))
+            .feed(&audio.slice(p..audio.len().min(p + piece)))
             .await;
     }
     analyzer.finish().await.map(|(info, _)| info)
@@ -524,8 +525,9 @@ fn interleaved_analyzers_hold_no_thread_while_waiting() {
             let analyzers: Vec<_> = jobs
                 .iter()
                 .map(|&f| {
-                    let audio = &corpus.files[f].1;
-                    Analyzer::start(audio::detect(&audio[..audio.len().min(64 << 10)]).unwrap())
+                    let head = &corpus.files[f].1[..];
+                    let head = &head[..head.len().min(64 << 10)];
+                    Analyzer::start(audio::detect(head).unwrap(), head)
                 })
                 .collect();
             let longest = corpus.files.iter().map(|(_, a)| a.len()).max().unwrap();
@@ -533,7 +535,7 @@ fn interleaved_analyzers_hold_no_thread_while_waiting() {
                 for (a, &f) in analyzers.iter().zip(&jobs) {
                     let audio = &corpus.files[f].1;
                     if p < audio.len() {
-                        a.feed(audio.slice(p..audio.len().min(p + 4096))).await;
+                        a.feed(&audio.slice(p..audio.len().min(p + 4096))).await;
                     }
                 }
             }

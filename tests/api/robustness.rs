@@ -5,7 +5,6 @@
 //! checkpoint parsers. Each must answer (accept or refuse) without
 //! panicking, and must never accept what it did not authenticate.
 
-use bytes::Bytes;
 use callvault::audit::event::{Action, Actor, Event, NewEvent};
 use callvault::crypto::{DataKey, RecordingCipher, RecordingParams};
 use callvault::domain::{KeyArn, RecordingId, Role};
@@ -203,9 +202,9 @@ proptest! {
         };
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let info = rt.block_on(async {
-            let analyzer = callvault::audio::Analyzer::start(detected);
+            let analyzer = callvault::audio::Analyzer::start(detected, head);
             for piece in data.chunks(16 * 1024) {
-                analyzer.feed(Bytes::copy_from_slice(piece)).await;
+                analyzer.feed_slice(piece).await;
             }
             tokio::time::timeout(std::time::Duration::from_secs(20), analyzer.finish()).await
         });

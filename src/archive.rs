@@ -211,6 +211,8 @@ pub struct Archive {
     pub revocations: crate::revocation::Revocations,
     /// The deployment's audit key: signs every audit event and checkpoint.
     pub audit_key: Arc<crate::audit::note::SignerKey>,
+    /// Events recorded outside a change's transaction, committed in groups.
+    pub audit_commits: Arc<crate::audit::trail::GroupCommit>,
     /// The keys playback URLs are signed and checked with (by default one
     /// derived from the audit key).
     pub url_keys: Arc<crate::playback::urls::UrlKeys>,
@@ -267,6 +269,7 @@ impl Archive {
             peaks_retry: Mutex::new(HashMap::new()),
             peaks_wake: tokio::sync::Notify::new(),
             audit_key,
+            audit_commits: Arc::default(),
             node: crate::audit::trail::host_name(),
             allowed_kms_accounts: crate::domain::AllowedAccounts::default(),
         }

@@ -76,9 +76,8 @@ fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Most recordings an event indexes in the statement that inserts it
-/// (PostgreSQL); an event naming more indexes them one statement each.
-const INDEX_ROWS_WITH_EVENT: usize = 64;
+/// Most events, and most index rows, one statement inserts.
+const ROWS_PER_STATEMENT: usize = 64;
 
 /// Appends an event to `log` in the caller's transaction: takes the log's
 /// counter row (so events of one log are numbered gaplessly in commit
@@ -93,68 +92,121 @@ pub async fn append(
     signer: &SignerKey,
     new: NewEvent,
 ) -> Result<Event> {
+    let mut events = append_all(conn, log, node, signer, vec![(time_ms, new)]).await?;
+    events.pop().ok_or_else(|| corrupt("audit append"))
+}
+
+/// [`append`] for several events (each with its time), numbered in order:
+/// one counter update for all of them, and their rows in as few statements
+/// as [`ROWS_PER_STATEMENT`] allows. On PostgreSQL the index rows go in the
+/// events' statement (the events' insert as a data-modifying CTE) when
+/// both fit in one: a round trip less on the way to a play's first byte.
+/// SQLite has no such CTE.
+pub async fn append_all(
+    conn: &mut Conn,
+    log: &str,
+    node: &str,
+    signer: &SignerKey,
+    new: Vec<(i64, NewEvent)>,
+) -> Result<Vec<Event>> {
+    let n = i64::try_from(new.len()).map_err(|_| corrupt("audit batch size"))?;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
     let size: i64 = sqlx::query(
-        "INSERT INTO audit_heads (tenant_id, size) VALUES ($1, 1) \
-         ON CONFLICT (tenant_id) DO UPDATE SET size = audit_heads.size + 1 RETURNING size",
+        "INSERT INTO audit_heads (tenant_id, size) VALUES ($1, $2) \
+         ON CONFLICT (tenant_id) DO UPDATE SET size = audit_heads.size + $2 RETURNING size",
     )
     .bind(log)
+    .bind(n)
     .fetch_one(&mut *conn)
     .await?
     .try_get("size")?;
-    let index = to_u64(size - 1, "audit log size")?;
-    let event = Event::new(log, index, time_ms, node, new);
-    let canonical = event.canonical();
-    let leaf = merkle::leaf_hash(&canonical);
-    let signature = event_signature(signer, &leaf);
-    let text = String::from_utf8(canonical).map_err(|_| corrupt("audit event encoding"))?;
-    let insert = "INSERT INTO audit_events (tenant_id, seq, time_ms, action, outcome, actor_id, event, leaf_hash, signature) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-    // On PostgreSQL the event and its recordings' index rows go in one
-    // statement (the event's insert as a data-modifying CTE): a round
-    // trip less on the way to a play's first byte. SQLite has no such
-    // CTE.
-    let indexed_with_event = conn.backend_name() == "PostgreSQL"
-        && (1..=INDEX_ROWS_WITH_EVENT).contains(&event.recordings.len());
-    let sql = if indexed_with_event {
-        let values =
-            super::placeholder_rows(event.recordings.len(), |i| format!("$1, ${}, $2", 10 + i));
-        format!(
-            "WITH e AS ({insert}) INSERT INTO audit_event_recordings (tenant_id, recording_id, seq) \
-             VALUES {values} ON CONFLICT DO NOTHING"
-        )
-    } else {
-        insert.to_owned()
-    };
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(log)
-        .bind(i64_of(index))
-        .bind(time_ms)
-        .bind(event.action.as_str())
-        .bind(event.outcome.as_str())
-        .bind(&event.actor.id)
-        .bind(&text)
-        .bind(leaf.as_bytes().to_vec())
-        .bind(signature.to_vec());
-    if indexed_with_event {
-        for rec in &event.recordings {
-            query = query.bind(rec);
-        }
-    }
-    query.execute(&mut *conn).await?;
-    if !indexed_with_event {
-        for rec in &event.recordings {
-            sqlx::query(
-                "INSERT INTO audit_event_recordings (tenant_id, recording_id, seq) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
+    let first = to_u64(size - n, "audit log size")?;
+    let events: Vec<Event> = (first..)
+        .zip(new)
+        .map(|(index, (time_ms, e))| Event::new(log, index, time_ms, node, e))
+        .collect();
+    let index_rows: Vec<(&str, i64)> = events
+        .iter()
+        .flat_map(|e| e.recordings.iter().map(|r| (r.as_str(), i64_of(e.index))))
+        .collect();
+    let with_events = conn.backend_name() == "PostgreSQL"
+        && events.len() <= ROWS_PER_STATEMENT
+        && (1..=ROWS_PER_STATEMENT).contains(&index_rows.len());
+    for batch in events.chunks(ROWS_PER_STATEMENT) {
+        // $1 the log, then eight per event.
+        let values = super::placeholder_rows(batch.len(), |i| {
+            let p = 2 + 8 * i;
+            format!(
+                "$1, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}",
+                p,
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7
             )
-            .bind(log)
-            .bind(rec)
-            .bind(i64_of(index))
-            .execute(&mut *conn)
-            .await?;
+        });
+        let insert = format!(
+            "INSERT INTO audit_events (tenant_id, seq, time_ms, action, outcome, actor_id, event, \
+             leaf_hash, signature) VALUES {values}"
+        );
+        let sql = if with_events {
+            // The index rows' placeholders follow the events'.
+            let p = 2 + 8 * batch.len();
+            let rows = super::placeholder_rows(index_rows.len(), |i| {
+                format!("$1, ${}, ${}", p + 2 * i, p + 2 * i + 1)
+            });
+            format!(
+                "WITH e AS ({insert}) INSERT INTO audit_event_recordings (tenant_id, recording_id, seq) \
+                 VALUES {rows} ON CONFLICT DO NOTHING"
+            )
+        } else {
+            insert
+        };
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(log);
+        for event in batch {
+            let canonical = event.canonical();
+            let leaf = merkle::leaf_hash(&canonical);
+            let signature = event_signature(signer, &leaf);
+            let text = String::from_utf8(canonical).map_err(|_| corrupt("audit event encoding"))?;
+            query = query
+                .bind(i64_of(event.index))
+                .bind(event.time_ms)
+                .bind(event.action.as_str())
+                .bind(event.outcome.as_str())
+                .bind(&event.actor.id)
+                .bind(text)
+                .bind(leaf.as_bytes().to_vec())
+                .bind(signature.to_vec());
+        }
+        if with_events {
+            for (rec, seq) in &index_rows {
+                query = query.bind(*rec).bind(*seq);
+            }
+        }
+        query.execute(&mut *conn).await?;
+    }
+    if !with_events {
+        for batch in index_rows.chunks(ROWS_PER_STATEMENT) {
+            let rows = super::placeholder_rows(batch.len(), |i| {
+                format!("$1, ${}, ${}", 2 + 2 * i, 3 + 2 * i)
+            });
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO audit_event_recordings (tenant_id, recording_id, seq) VALUES {rows} \
+                 ON CONFLICT DO NOTHING"
+            )))
+            .bind(log);
+            for (rec, seq) in batch {
+                query = query.bind(*rec).bind(*seq);
+            }
+            query.execute(&mut *conn).await?;
         }
     }
-    Ok(event)
+    Ok(events)
 }
 
 /// Events of `log` matching `filter`, in log order, after index `after`

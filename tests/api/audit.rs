@@ -6,6 +6,7 @@ use bytes::Bytes;
 use callvault::api::pb;
 use callvault::audit::event::{Action, Event};
 use callvault::catalog::audit::{self as store, EventFilter};
+use futures::FutureExt;
 use tonic::Code;
 
 use crate::helpers::*;
@@ -286,6 +287,62 @@ async fn every_kind_of_access_is_an_event_on_sqlite() {
 async fn every_kind_of_access_is_an_event_on_postgres() {
     require!(Postgres);
     every_kind_of_access_is_an_event(CatalogKind::Postgres).await;
+}
+
+/// Events recorded at the same moment share one commit per 64 (one
+/// counter update, one insert), keep their gapless numbering in the order
+/// they were recorded, and verify like any others; a tenant's events and
+/// the system log's do not mix.
+async fn simultaneous_events_share_a_commit(kind: CatalogKind) {
+    let app = spawn_app(kind).await;
+    let log = callvault::audit::event::log_of(&app.tenant.id);
+    let before = events(&app).await.len() as u64;
+    let commits = app.archive.audit_commits.commits();
+    // Each `record_in` queues its event before it first waits, and the
+    // test's runtime has one thread: all 100 (and 3 system events) are
+    // queued before the group commits start.
+    let tenant = (0..100).map(|i| {
+        let event = callvault::audit::event::NewEvent::new(
+            callvault::audit::trail::operator(),
+            Action::RecordingRead,
+        )
+        .detail("n", i);
+        callvault::audit::trail::record_in(&app.archive, log, event)
+    });
+    let system = (0..3).map(|_| {
+        callvault::audit::trail::unknown_token(&app.archive, Some("127.0.0.1"), "group test")
+    });
+    let (answers, ()) = tokio::join!(
+        futures::future::join_all(tenant),
+        futures::future::join_all(system).map(|_| ()),
+    );
+    let indices: Vec<u64> = answers.into_iter().map(|e| e.unwrap().index).collect();
+    assert_eq!(indices, (before..before + 100).collect::<Vec<_>>());
+    // 64 + 36 tenant events, 3 system events.
+    assert_eq!(app.archive.audit_commits.commits() - commits, 3);
+    let stored = events(&app).await;
+    let ours: Vec<_> = stored[before as usize..]
+        .iter()
+        .map(|e| e.details.get("n").cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        ours,
+        (0..100).map(serde_json::Value::from).collect::<Vec<_>>()
+    );
+    let (ok, text) = verify(&app, &[]).await;
+    assert!(ok, "{text}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn simultaneous_events_share_a_commit_on_sqlite() {
+    simultaneous_events_share_a_commit(CatalogKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn simultaneous_events_share_a_commit_on_postgres() {
+    require!(Postgres);
+    simultaneous_events_share_a_commit(CatalogKind::Postgres).await;
 }
 
 /// When the audit trail cannot be written, reads are refused with

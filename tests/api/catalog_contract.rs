@@ -332,8 +332,10 @@ async fn chunk_rows_recorded_in_batches_read_back_whole(f: Fixture) {
 }
 
 /// An audit event indexes every recording it names, however many (on
-/// PostgreSQL up to 64 in the statement that inserts the event, more one
-/// statement each), and a filter by recording finds exactly its events.
+/// PostgreSQL up to 64 index rows in the statement that inserts the
+/// events, more in statements of their own), events appended together are
+/// numbered in order with their own times, and a filter by recording finds
+/// exactly its events.
 async fn audit_events_are_found_by_every_recording_they_name(f: Fixture) {
     use callvault::audit::event::{Action, Actor, NewEvent};
     use callvault::catalog::audit::{self as audit_rows, EventFilter};
@@ -349,6 +351,31 @@ async fn audit_events_are_found_by_every_recording_they_name(f: Fixture) {
             .await
             .unwrap();
     }
+    // Appended together (a group commit): 3 events naming one recording
+    // each (one statement with their index rows on PostgreSQL), then 70
+    // naming two each (more events and index rows than one statement takes).
+    let group = |n: usize, recs: &[RecordingId]| -> Vec<(i64, NewEvent)> {
+        (0..n)
+            .map(|i| {
+                let event = NewEvent::new(Actor::system("contract"), Action::RecordingsListed)
+                    .recordings(recs.iter().copied());
+                (1_000 + i as i64, event)
+            })
+            .collect()
+    };
+    let three = audit_rows::append_all(&mut tx, &log, "node-a", &key, group(3, &ids[5..6]))
+        .await
+        .unwrap();
+    let seventy = audit_rows::append_all(&mut tx, &log, "node-a", &key, group(70, &ids[6..8]))
+        .await
+        .unwrap();
+    let numbered: Vec<(u64, i64)> = three
+        .iter()
+        .chain(&seventy)
+        .map(|e| (e.index, e.time_ms))
+        .collect();
+    let expected: Vec<(u64, i64)> = (4..7).zip(1_000..).chain((7..77).zip(1_000..)).collect();
+    assert_eq!(numbered, expected);
     tx.commit().await.unwrap();
     let mut db = f.db().await;
     let seqs = |events: Vec<callvault::audit::event::Event>| -> Vec<u64> {
@@ -361,11 +388,14 @@ async fn audit_events_are_found_by_every_recording_they_name(f: Fixture) {
     let all = audit_rows::list(&mut db, &log, &EventFilter::default(), None, 100)
         .await
         .unwrap();
-    assert_eq!(seqs(all), vec![0, 1, 2, 3]);
+    assert_eq!(seqs(all), (0..77).collect::<Vec<_>>());
     for (rec, expected) in [
         (ids[0], vec![1, 3]),
         (ids[2], vec![2, 3]),
         (ids[69], vec![3]),
+        (ids[5], vec![3, 4, 5, 6]),
+        (ids[6], [3].into_iter().chain(7..77).collect()),
+        (ids[7], [3].into_iter().chain(7..77).collect()),
         (RecordingId::new(), vec![]),
     ] {
         let found = audit_rows::list(&mut db, &log, &of(rec), None, 100)

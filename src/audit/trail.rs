@@ -104,15 +104,17 @@ const MAX_GROUP: usize = 64;
 /// A log's events are numbered gaplessly under its counter row, so each
 /// commit on one log waits for the one before: 200 plays starting together
 /// queued 200 commits, one after another, on the way to their first bytes.
-/// Here the first event of a log starts a task that commits whatever is
-/// waiting for that log, up to [`MAX_GROUP`] events in one transaction
-/// (one counter update, one insert), and again until nothing waits; an
-/// event alone commits as it did. Each waiter is answered only after its
-/// event's commit. The task is spawned, so a caller that goes away (a
-/// client hanging up) cannot strand the others' events; its own event may
-/// still commit, as it could have before.
+/// Here an event that finds its log idle commits at once, in its caller's
+/// task, as it always did; events that arrive meanwhile wait, and when it
+/// is done a task commits them together, up to [`MAX_GROUP`] per
+/// transaction (one counter update, one insert), until none wait. Each
+/// waiter is answered only after its event's commit. The waiters' commits
+/// run in a spawned task, so a caller that goes away (a client hanging up)
+/// cannot strand the others' events: the first caller hands them over
+/// however its own commit ends.
 #[derive(Debug, Default)]
 pub struct GroupCommit {
+    /// Per log being committed, the events waiting for the next group.
     logs: std::sync::Mutex<HashMap<String, Vec<Waiting>>>,
     /// Transactions committed, for tests and the curious.
     commits: std::sync::atomic::AtomicU64,
@@ -126,16 +128,50 @@ struct Waiting {
 }
 
 /// What a group commit writes with.
+#[derive(Clone)]
 struct Writer {
     catalog: crate::catalog::Catalog,
     node: String,
     signer: Arc<SignerKey>,
 }
 
+/// A log this node is committing: while it is held, the log's events
+/// wait; when it is dropped, they go to a task (or the log is idle again).
+struct Claim<'a> {
+    commits: &'a Arc<GroupCommit>,
+    log: &'a str,
+    writer: Writer,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut logs = self.commits.lock();
+        let waiting = logs.get(self.log).is_some_and(|queue| !queue.is_empty());
+        // Outside a runtime (shutting down), the waiters are answered with
+        // an error as their senders drop with the queue.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if waiting => {
+                let (commits, writer) = (self.commits.clone(), self.writer.clone());
+                let log = self.log.to_owned();
+                drop(runtime.spawn(async move { commits.drain(&writer, &log).await }));
+            }
+            _ => {
+                logs.remove(self.log);
+            }
+        }
+    }
+}
+
 impl GroupCommit {
-    /// Group commits that succeeded so far.
+    /// Transactions committed so far.
     pub fn commits(&self) -> u64 {
         self.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Events waiting behind the commit in progress on `log`; `None` when
+    /// no commit of it is in progress on this node.
+    pub fn waiting(&self, log: &str) -> Option<usize> {
+        self.lock().get(log).map(Vec::len)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Waiting>>> {
@@ -151,44 +187,52 @@ impl GroupCommit {
         time_ms: i64,
         event: NewEvent,
     ) -> Result<Event> {
-        let (answer, answered) = oneshot::channel();
-        let waiting = Waiting {
-            time_ms,
-            event,
-            answer,
-        };
-        let start = {
+        let waiting = {
             let mut logs = self.lock();
             match logs.get_mut(log) {
-                // A task is committing this log: it takes this event next.
+                // The log is being committed: this event waits for the next group.
                 Some(queue) => {
-                    queue.push(waiting);
-                    false
+                    let (answer, answered) = oneshot::channel();
+                    queue.push(Waiting {
+                        time_ms,
+                        event,
+                        answer,
+                    });
+                    Ok(answered)
                 }
                 None => {
-                    logs.insert(log.to_owned(), vec![waiting]);
-                    true
+                    logs.insert(log.to_owned(), Vec::new());
+                    Err(event)
                 }
             }
         };
-        if start {
-            let (commits, writer) = (self.clone(), writer());
-            let log = log.to_owned();
-            drop(tokio::spawn(
-                async move { commits.drain(&writer, &log).await },
-            ));
+        match waiting {
+            Ok(answered) => answered
+                .await
+                .map_err(|_| Error::task("audit group commit", "ended without an answer"))?,
+            // The log was idle: this event commits now, and whatever
+            // arrives meanwhile waits for the claim to be dropped.
+            Err(event) => {
+                let claim = Claim {
+                    commits: self,
+                    log,
+                    writer: writer(),
+                };
+                let one = self
+                    .commit(&claim.writer, log, vec![(time_ms, event)])
+                    .await;
+                drop(claim);
+                one.and_then(only)
+            }
         }
-        answered
-            .await
-            .map_err(|_| Error::task("audit group commit", "ended without an answer"))?
     }
 
     /// Commits `log`'s waiting events, group by group, until none wait.
     async fn drain(&self, writer: &Writer, log: &str) {
         // A task that ends otherwise than by finding its queue empty (a
         // panic, the runtime shutting down) removes the queue, so that the
-        // next event starts another task; the waiters it held are answered
-        // with an error as their senders drop.
+        // next event commits again; the waiters it held are answered with
+        // an error as their senders drop.
         struct Abandoned<'a>(&'a GroupCommit, &'a str, bool);
         impl Drop for Abandoned<'_> {
             fn drop(&mut self) {
@@ -207,7 +251,7 @@ impl GroupCommit {
                         queue.drain(..n).collect()
                     }
                     _ => {
-                        // Removed under the lock: the next event starts a task.
+                        // Removed under the lock: the next event commits at once.
                         logs.remove(log);
                         abandoned.2 = false;
                         return;
@@ -215,10 +259,8 @@ impl GroupCommit {
                 }
             };
             let events = group.iter().map(|w| (w.time_ms, w.event.clone())).collect();
-            match commit(writer, log, events).await {
+            match self.commit(writer, log, events).await {
                 Ok(events) => {
-                    self.commits
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     for (w, event) in group.into_iter().zip(events) {
                         let _ = w.answer.send(Ok(event));
                     }
@@ -232,25 +274,35 @@ impl GroupCommit {
                 // others down with it: each is tried alone.
                 Err(_) => {
                     for w in group {
-                        let alone = commit(writer, log, vec![(w.time_ms, w.event)]).await;
-                        let _ = w.answer.send(alone.and_then(|mut events| {
-                            events.pop().ok_or_else(|| {
-                                Error::task("audit group commit", "no event appended")
-                            })
-                        }));
+                        let alone = self.commit(writer, log, vec![(w.time_ms, w.event)]).await;
+                        let _ = w.answer.send(alone.and_then(only));
                     }
                 }
             }
         }
     }
+
+    /// Appends `events` to `log` in one transaction and commits it.
+    async fn commit(
+        &self,
+        writer: &Writer,
+        log: &str,
+        events: Vec<(i64, NewEvent)>,
+    ) -> Result<Vec<Event>> {
+        let mut tx = writer.catalog.begin().await?;
+        let events = audit::append_all(&mut tx, log, &writer.node, &writer.signer, events).await?;
+        tx.commit().await?;
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(events)
+    }
 }
 
-/// Appends `events` to `log` in one transaction and commits it.
-async fn commit(writer: &Writer, log: &str, events: Vec<(i64, NewEvent)>) -> Result<Vec<Event>> {
-    let mut tx = writer.catalog.begin().await?;
-    let events = audit::append_all(&mut tx, log, &writer.node, &writer.signer, events).await?;
-    tx.commit().await?;
-    Ok(events)
+/// The one event a one-event commit appended.
+fn only(mut events: Vec<Event>) -> Result<Event> {
+    events
+        .pop()
+        .ok_or_else(|| Error::task("audit group commit", "no event appended"))
 }
 
 /// Records a refused request in the caller's tenant log. Best effort: the

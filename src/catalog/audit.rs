@@ -136,30 +136,14 @@ pub async fn append_all(
         && (1..=ROWS_PER_STATEMENT).contains(&index_rows.len());
     for batch in events.chunks(ROWS_PER_STATEMENT) {
         // $1 the log, then eight per event.
-        let values = super::placeholder_rows(batch.len(), |i| {
-            let p = 2 + 8 * i;
-            format!(
-                "$1, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}",
-                p,
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7
-            )
-        });
+        let values = super::placeholder_rows(batch.len(), "$1", 2, 8);
         let insert = format!(
             "INSERT INTO audit_events (tenant_id, seq, time_ms, action, outcome, actor_id, event, \
              leaf_hash, signature) VALUES {values}"
         );
         let sql = if with_events {
             // The index rows' placeholders follow the events'.
-            let p = 2 + 8 * batch.len();
-            let rows = super::placeholder_rows(index_rows.len(), |i| {
-                format!("$1, ${}, ${}", p + 2 * i, p + 2 * i + 1)
-            });
+            let rows = super::placeholder_rows(index_rows.len(), "$1", 2 + 8 * batch.len(), 2);
             format!(
                 "WITH e AS ({insert}) INSERT INTO audit_event_recordings (tenant_id, recording_id, seq) \
                  VALUES {rows} ON CONFLICT DO NOTHING"
@@ -192,9 +176,7 @@ pub async fn append_all(
     }
     if !with_events {
         for batch in index_rows.chunks(ROWS_PER_STATEMENT) {
-            let rows = super::placeholder_rows(batch.len(), |i| {
-                format!("$1, ${}, ${}", 2 + 2 * i, 3 + 2 * i)
-            });
+            let rows = super::placeholder_rows(batch.len(), "$1", 2, 2);
             let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO audit_event_recordings (tenant_id, recording_id, seq) VALUES {rows} \
                  ON CONFLICT DO NOTHING"

@@ -107,12 +107,20 @@ pub const TOKEN_REVOCATION_CHANNEL: &str = "callvault_token_revoked";
 /// (payload: `tenant/recording`), so every node drops its cached data key.
 pub const RECORDING_ERASED_CHANNEL: &str = "callvault_recording_erased";
 
-/// The VALUES list of a multi-row INSERT: `n` parenthesised rows, row `i`
-/// holding `row(i)` (numbered placeholders only, so the statement stays
-/// constant text for `sqlx::AssertSqlSafe`).
-fn placeholder_rows(n: usize, row: impl Fn(usize) -> String) -> String {
+/// The VALUES list of a multi-row INSERT: `n` parenthesised rows, each the
+/// `shared` placeholders (bound once for all rows, e.g. `$1`) then `width`
+/// numbered ones of its own, the first row's from `$first` (numbered
+/// placeholders only, so the statement stays constant text for
+/// `sqlx::AssertSqlSafe`).
+fn placeholder_rows(n: usize, shared: &str, first: usize, width: usize) -> String {
     (0..n)
-        .map(|i| format!("({})", row(i)))
+        .map(|i| {
+            let own = (0..width)
+                .map(|j| format!("${}", first + i * width + j))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("({shared}, {own})")
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -287,6 +295,19 @@ impl Catalog {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn placeholder_rows_number_each_row_after_the_shared_ones() {
+        assert_eq!(
+            super::placeholder_rows(2, "$1", 2, 2),
+            "($1, $2, $3), ($1, $4, $5)"
+        );
+        assert_eq!(
+            super::placeholder_rows(2, "$1, $2", 3, 5),
+            "($1, $2, $3, $4, $5, $6, $7), ($1, $2, $8, $9, $10, $11, $12)"
+        );
+        assert_eq!(super::placeholder_rows(0, "$1", 2, 8), "");
+    }
+
     /// The SQLite migrations are the PostgreSQL ones with two type names
     /// changed; this keeps the two dialects from drifting.
     #[test]

@@ -537,16 +537,7 @@ async fn insert_chunks(
 ) -> std::result::Result<(), sqlx::Error> {
     let rec = rec.to_string();
     for batch in rows.chunks(ROWS_PER_INSERT) {
-        let values = super::placeholder_rows(batch.len(), |i| {
-            let p = 3 + 5 * i;
-            format!(
-                "$1, $2, ${p}, ${}, ${}, ${}, ${}",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4
-            )
-        });
+        let values = super::placeholder_rows(batch.len(), "$1, $2", 3, 5);
         let sql = format!(
             "INSERT INTO chunks (tenant_id, recording_id, chunk_index, plaintext_size, sealed_size, sealed_checksum, object_key) VALUES {values}"
         );

@@ -6,7 +6,6 @@ use bytes::Bytes;
 use callvault::api::pb;
 use callvault::audit::event::{Action, Event};
 use callvault::catalog::audit::{self as store, EventFilter};
-use futures::FutureExt;
 use tonic::Code;
 
 use crate::helpers::*;
@@ -305,22 +304,37 @@ async fn simultaneous_events_share_a_commit(kind: CatalogKind) {
     let before = events(&app).await.len() as u64;
     let commits = app.archive.audit_commits.commits();
     let system_before = system_events(&app).await;
-    // The test's runtime has one thread: the first event of each log
-    // starts its commit, and the others queue behind it before it ends.
-    let tenant = (0..100).map(|i| {
-        let event = callvault::audit::event::NewEvent::new(
-            callvault::audit::trail::operator(),
-            Action::RecordingRead,
-        )
-        .detail("n", i);
-        callvault::audit::trail::record_in(&app.archive, log, event)
-    });
-    let system = (0..3).map(|_| {
-        callvault::audit::trail::unknown_token(&app.archive, Some("127.0.0.1"), "group test")
-    });
-    let (answers, ()) = tokio::join!(
+    // Each event is polled once before any is polled again: the first of
+    // each log starts its commit, which cannot end before it is polled
+    // again, and the others queue behind it.
+    let mut tenant: Vec<_> = (0..100)
+        .map(|i| {
+            let event = callvault::audit::event::NewEvent::new(
+                callvault::audit::trail::operator(),
+                Action::RecordingRead,
+            )
+            .detail("n", i);
+            Box::pin(callvault::audit::trail::record_in(&app.archive, log, event))
+        })
+        .collect();
+    let mut system: Vec<_> = (0..3)
+        .map(|_| {
+            Box::pin(callvault::audit::trail::unknown_token(
+                &app.archive,
+                Some("127.0.0.1"),
+                "group test",
+            ))
+        })
+        .collect();
+    for f in &mut tenant {
+        assert!(futures::poll!(f.as_mut()).is_pending());
+    }
+    for f in &mut system {
+        assert!(futures::poll!(f.as_mut()).is_pending());
+    }
+    let (answers, _) = tokio::join!(
         futures::future::join_all(tenant),
-        futures::future::join_all(system).map(|_| ()),
+        futures::future::join_all(system),
     );
     let indices: Vec<u64> = answers.into_iter().map(|e| e.unwrap().index).collect();
     assert_eq!(indices, (before..before + 100).collect::<Vec<_>>());

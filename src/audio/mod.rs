@@ -30,7 +30,7 @@
 //! move the limit (uploads past its size would wait behind parked ones);
 //! a batch holds a thread only while it has bytes to demux, so progress never
 //! depends on the network. The price is the read-ahead window: the duration
-//! trails the upload by the window (256 KiB, about 60 KiB for a WAV) until
+//! trails the upload by the window (256 KiB, about 60 KiB for ADPCM WAV) until
 //! the stream ends.
 //!
 //! Memory per upload, beyond the chunk ingest is filling: for PCM in WAV, a

@@ -174,9 +174,17 @@ fn erased_error(t: &Tombstone) -> Error {
 /// The answer for a recording id the tenant has no committed recording of:
 /// erased (with its date and certificate) or simply not found.
 pub async fn not_found(conn: &mut Conn, tenant: &TenantId, id: &RecordingId) -> Error {
+    erased(conn, tenant, id)
+        .await
+        .unwrap_or(Error::RecordingNotFound(*id))
+}
+
+/// [`Error::RecordingErased`] if the tenant's recording `id` was erased;
+/// `None` if it was not, or if the catalog cannot tell.
+pub async fn erased(conn: &mut Conn, tenant: &TenantId, id: &RecordingId) -> Option<Error> {
     match catalog::tombstone(conn, tenant, id).await {
-        Ok(Some(t)) => erased_error(&t),
-        _ => Error::RecordingNotFound(*id),
+        Ok(Some(t)) => Some(erased_error(&t)),
+        _ => None,
     }
 }
 

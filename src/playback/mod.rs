@@ -28,8 +28,9 @@ use crate::audit::ending::Ending;
 use crate::audit::event::{Action as AuditAction, Outcome};
 use crate::audit::trail;
 use crate::catalog::{ChunkRow, RecordingRow, recordings};
+use crate::compliance::erase;
 use crate::crypto::{self, CryptoError, RecordingCipher, RecordingParams};
-use crate::domain::{ExternalCallId, Principal, RecordingId};
+use crate::domain::{ExternalCallId, Principal, RecordingId, TenantId};
 use crate::error::{Error, Result};
 use crate::kms::{EncryptionContext, KmsError};
 use crate::revocation::{self, KeyInUse, is_refusal};
@@ -189,6 +190,7 @@ pub(crate) fn check_chunk_range(
 async fn fetch_and_open(
     archive: Arc<Archive>,
     cipher: Arc<RecordingCipher>,
+    tenant: TenantId,
     rec: RecordingId,
     chunk: ChunkRow,
     is_final: bool,
@@ -196,7 +198,7 @@ async fn fetch_and_open(
 ) -> Result<Vec<u8>> {
     let sealed = match prefetched {
         Some(b) => b,
-        None => fetch(&archive, &rec, &chunk).await?,
+        None => fetch(&archive, &tenant, &rec, &chunk).await?,
     };
     let index = chunk.index;
     if sealed.len() != chunk.sealed_size as usize {
@@ -225,21 +227,34 @@ async fn fetch_and_open(
     Ok(plain)
 }
 
-async fn fetch(archive: &Archive, rec: &RecordingId, chunk: &ChunkRow) -> Result<Bytes> {
-    archive
-        .store
-        .get(&chunk.object_key)
-        .await
-        .map_err(|e| match e {
-            Error::ObjectMissing(_) => Error::integrity(
+/// A chunk's sealed object. A missing object is the recording's erasure
+/// when it was erased since the caller read its rows (a play or export
+/// still running when an erasure commits ends with the erasure's date and
+/// certificate), and an integrity failure otherwise.
+async fn fetch(
+    archive: &Archive,
+    tenant: &TenantId,
+    rec: &RecordingId,
+    chunk: &ChunkRow,
+) -> Result<Bytes> {
+    match archive.store.get(&chunk.object_key).await {
+        Err(Error::ObjectMissing(_)) => {
+            let lost = Error::integrity(
                 rec,
                 CryptoError::ChunkMalformed {
                     index: chunk.index,
                     reason: "object is missing",
                 },
-            ),
-            other => other,
-        })
+            );
+            // Without the catalog the loss is what is known: it stays an
+            // integrity failure.
+            Err(match archive.catalog.conn().await {
+                Ok(mut conn) => erase::erased(&mut conn, tenant, rec).await.unwrap_or(lost),
+                Err(_) => lost,
+            })
+        }
+        other => other,
+    }
 }
 
 /// Why audio leaves the server: a listen or a file kept elsewhere. The
@@ -403,7 +418,7 @@ pub(crate) async fn open_range(
         )
         .await?;
         check_chunk_range(row, which, &chunks)?;
-        let head = fetch(archive, &rec, &chunks[0]).await?;
+        let head = fetch(archive, &row.tenant, &rec, &chunks[0]).await?;
         Ok::<_, Error>((chunks, head))
     };
     let cipher = async {
@@ -423,6 +438,7 @@ pub(crate) async fn open_range(
     let opened = fetch_and_open(
         archive.clone(),
         cipher.clone(),
+        row.tenant.clone(),
         rec,
         head_row,
         is_final,
@@ -433,6 +449,7 @@ pub(crate) async fn open_range(
         .chain(opened_chunks(
             archive.clone(),
             cipher,
+            row.tenant.clone(),
             rec,
             chunks,
             final_index,
@@ -475,6 +492,7 @@ pub(crate) async fn open_range(
 pub(crate) fn opened_chunks(
     archive: Arc<Archive>,
     cipher: Arc<RecordingCipher>,
+    tenant: TenantId,
     rec: RecordingId,
     chunks: Vec<ChunkRow>,
     final_index: u32,
@@ -482,7 +500,15 @@ pub(crate) fn opened_chunks(
     let most = archive.limits.read_ahead.max(1);
     let open = move |chunk: ChunkRow| {
         let is_final = chunk.index == final_index;
-        fetch_and_open(archive.clone(), cipher.clone(), rec, chunk, is_final, None)
+        fetch_and_open(
+            archive.clone(),
+            cipher.clone(),
+            tenant.clone(),
+            rec,
+            chunk,
+            is_final,
+            None,
+        )
     };
     ramp::Ramp::new(chunks.into_iter().map(open), most).boxed()
 }

@@ -129,6 +129,7 @@ impl ChunkSource {
         let open = fetch_and_open(
             s.archive.clone(),
             s.cipher.clone(),
+            s.row.tenant.clone(),
             s.row.id,
             s.chunks[index].clone(),
             is_final,

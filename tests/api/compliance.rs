@@ -636,6 +636,66 @@ on_both_catalogs!(
     erasure_shreds_and_certifies
 );
 
+/// A play still streaming when its recording is erased ends with the
+/// erasure (NOT_FOUND, its date and certificate), not an integrity alarm:
+/// the chunks it had not read yet are gone because they were shredded.
+async fn play_during_erasure(kind: CatalogKind) {
+    let app = spawn_app(kind).await;
+    // 16 MiB in 64 KiB chunks: more than the client's and the server's
+    // windows and read-ahead hold, so most chunks are read after the erasure.
+    let audio = bytes::Bytes::from(callvault::synth::synth_wav(88, 48_000, 2));
+    let rec = app
+        .ingest("erased-while-played", audio.clone())
+        .await
+        .unwrap()
+        .recording
+        .unwrap();
+    assert!(rec.size_bytes > 16_000_000, "{}", rec.size_bytes);
+    let mut stream = app
+        .client(&app.supervisor_token)
+        .await
+        .playback
+        .play(pb::PlayRequest {
+            recording_id: rec.recording_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().expect("a first message");
+    let mut played = first.data.to_vec();
+
+    let mut comp = app.client(&app.compliance_token).await;
+    let done = erase(&mut comp, &[&rec.recording_id], true).await.unwrap();
+
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(msg)) => {
+                assert_eq!(msg.offset_bytes, played.len() as u64);
+                played.extend_from_slice(&msg.data);
+            }
+            Ok(None) => panic!("the whole recording was played after its erasure"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(
+        err.message().contains("erased on") && err.message().contains(&done.certificate_id),
+        "{}",
+        err.message()
+    );
+    // What arrived before the end is the recording's start, byte for byte.
+    assert!(played.len() < audio.len(), "{}", played.len());
+    assert!(audio.starts_with(&played));
+    app.shutdown().await;
+}
+
+on_both_catalogs!(
+    a_play_during_erasure_ends_with_the_erasure_on_sqlite,
+    a_play_during_erasure_ends_with_the_erasure_on_postgres,
+    play_during_erasure
+);
+
 /// A node over the app's catalog and store whose expiry job runs every
 /// second.
 async fn expiry_node(app: &TestApp) -> (Arc<Archive>, LocalServer) {

@@ -6,9 +6,12 @@
 //!   header is rewritten in memory: `RF64` becomes `RIFF`, `ds64` becomes
 //!   `JUNK` (skipped like any unknown chunk) and the real sizes move into the
 //!   32-bit fields when they fit.
-//! - A size nobody could know yet (0xFFFFFFFF, what ffmpeg writes to a pipe,
-//!   or RF64 past 4 GiB): the data runs to the end of the stream, so nothing
-//!   can be called truncated by comparing against it.
+//! - A size nobody could know yet (0xFFFFFFFF, what ffmpeg writes to a pipe):
+//!   the data runs to the end of the stream, so nothing can be called
+//!   truncated by comparing against it. RF64's real size past 4 GiB does not
+//!   fit the rewritten header either, so symphonia is told "unknown"; the
+//!   count ([`Counted`]) uses `ds64`'s size and does call such a stream
+//!   truncated.
 //!
 //! PCM in any of its WAV forms (integer, float, A-law, µ-law) is not
 //! demuxed at all: its frames all have the header's block size, so

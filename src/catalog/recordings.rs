@@ -217,7 +217,7 @@ pub async fn add_chunks(
 }
 
 /// Extends an upload's lease to `until_ms`. Fails with
-/// [`Error::UploadAbandoned`] if the upload is no longer in flight.
+/// [`Error::UploadSwept`] if the upload is no longer in flight.
 pub async fn renew_lease(
     conn: &mut Conn,
     tenant: &TenantId,
@@ -243,7 +243,7 @@ pub async fn renew_lease(
 /// rows not recorded yet (`rows`: the final chunk's and any of the last
 /// batch), in the caller's transaction. The row must still be an upload
 /// in flight; if the sweeper removed it this fails with
-/// [`Error::UploadAbandoned`]. The status update comes first, so it takes
+/// [`Error::UploadSwept`]. The status update comes first, so it takes
 /// the row lock a concurrent sweep would need (PostgreSQL) and the two
 /// exclude each other.
 pub async fn commit_upload(

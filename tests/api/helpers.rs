@@ -875,3 +875,13 @@ pub fn enum_word(name: &str) -> String {
         .unwrap_or(name)
         .to_ascii_lowercase()
 }
+
+/// A loopback port nothing listens on right now (for a child process to
+/// bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

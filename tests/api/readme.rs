@@ -15,6 +15,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::helpers::free_port;
+
 /// The first fenced `sh` block after the heading `heading`.
 fn block_after(readme: &str, heading: &str) -> Vec<String> {
     let from = readme
@@ -159,14 +161,6 @@ impl Session {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// 20 s of a μ-law call as sox writes it, or the crate's synthetic WAV

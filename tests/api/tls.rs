@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{CatalogKind, TestApp, fixture, header, spawn_app};
+use crate::helpers::{CatalogKind, TestApp, fixture, free_port, header, spawn_app};
 
 const BIN: &str = env!("CARGO_BIN_EXE_callvault");
 
@@ -530,14 +530,6 @@ struct Serve {
     child: Child,
     port: u16,
     log: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Serve {

@@ -124,9 +124,9 @@ struct Watch {
     archive: Arc<Archive>,
     tenant: TenantId,
     token_id: String,
-    /// `None` for a stream over many recordings (an export): only its
-    /// token is watched.
-    key: Option<KeyInUse>,
+    /// The keys the stream reads with: one for a play, one per KMS key
+    /// (any of its recordings' data keys) for an export.
+    keys: Vec<KeyInUse>,
     rx: broadcast::Receiver<Revoked>,
     listening: bool,
     tick: Interval,
@@ -155,24 +155,25 @@ impl Watch {
             Err(e) => tracing::warn!(error = %e, "open stream could not re-check its token"),
             Ok(()) => {}
         }
-        let Some(key) = &self.key else {
-            return Ok(());
-        };
-        match key.unwrap(&self.archive).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_refusal(&e) => {
-                self.archive.key_revoked(&key.kms_arn).await;
-                Err(Self::ended(key, e.to_string()))
-            }
-            Err(e) if announced => Err(Self::ended(
-                key,
-                format!("another node found it refused, and KMS cannot confirm now: {e}"),
-            )),
-            Err(e) => {
-                tracing::warn!(error = %e, "open stream could not re-check its key");
-                Ok(())
+        for key in &self.keys {
+            match key.unwrap(&self.archive).await {
+                Ok(_) => {}
+                Err(e) if is_refusal(&e) => {
+                    self.archive.key_revoked(&key.kms_arn).await;
+                    return Err(Self::ended(key, e.to_string()));
+                }
+                Err(e) if announced => {
+                    return Err(Self::ended(
+                        key,
+                        format!("another node found it refused, and KMS cannot confirm now: {e}"),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "open stream could not re-check its key");
+                }
             }
         }
+        Ok(())
     }
 
     /// The inner stream's next item, unless a revocation ends it first.
@@ -189,7 +190,7 @@ impl Watch {
                         return Err(Error::Unauthenticated("token revoked"));
                     }
                     Ok(Revoked::Key(arn))
-                        if self.key.as_ref().is_some_and(|k| arn_key_id(&arn) == arn_key_id(&k.kms_arn)) =>
+                        if self.keys.iter().any(|k| arn_key_id(&arn) == arn_key_id(&k.kms_arn)) =>
                     {
                         self.recheck(true).await?;
                     }
@@ -204,15 +205,16 @@ impl Watch {
     }
 }
 
-/// Wraps an open stream of `principal` reading with `key` so that it ends
-/// with an error once the token or the key is revoked (see the module
-/// documentation for the bounds). `rx` is a subscription taken before the
-/// key was first unwrapped. With `key` `None` (a stream over many
-/// recordings, such as an export) only the token is watched.
+/// Wraps an open stream of `principal` reading with `keys` so that it ends
+/// with an error once the token or one of the keys is revoked (see the
+/// module documentation for the bounds). `rx` is a subscription taken
+/// before the keys were first unwrapped. A stream over many recordings (an
+/// export) passes one data key per KMS key it reads under: each re-check
+/// asks KMS (through the cache) about every one of them.
 pub fn guard<T: Send + 'static>(
     archive: Arc<Archive>,
     principal: &Principal,
-    key: Option<KeyInUse>,
+    keys: Vec<KeyInUse>,
     rx: broadcast::Receiver<Revoked>,
     inner: BoxStream<'static, Result<T>>,
 ) -> BoxStream<'static, Result<T>> {
@@ -227,7 +229,7 @@ pub fn guard<T: Send + 'static>(
         archive,
         tenant: principal.tenant.clone(),
         token_id: principal.token_id.clone(),
-        key,
+        keys,
         rx,
         listening: true,
         tick,

@@ -9,7 +9,9 @@
 //! its key commitment checked) and the export's audit event committed. The
 //! bundle is then built as it is streamed, one chunk at a time, so memory
 //! does not grow with the number or size of the recordings, and nothing is
-//! written to disk.
+//! written to disk. Like a play, a running export ends when its token is
+//! revoked or KMS refuses one of the keys its recordings are under
+//! ([`revocation::guard`], watching one data key per KMS key).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,6 +39,7 @@ use crate::domain::{Principal, RecordingId, now_ms};
 use crate::error::{Error, Result};
 use crate::kms::KmsError;
 use crate::playback;
+use crate::revocation::{self, KeyInUse};
 
 /// The longest export reason, in characters.
 pub const MAX_REASON_CHARS: usize = 1000;
@@ -125,12 +128,15 @@ fn parse_recipients(recipients: &[String]) -> Result<Vec<age::x25519::Recipient>
 /// A selected recording whose data key unwrapped: ready to stream.
 struct Unlocked {
     row: RecordingRow,
+    /// What the export's revocation watch re-checks ([`revocation::guard`]).
+    key: KeyInUse,
     cipher: Arc<RecordingCipher>,
     labels: BTreeMap<String, String>,
 }
 
 async fn unlock(archive: &Archive, row: RecordingRow) -> Result<Unlocked> {
-    let cipher = playback::cipher_for(archive, &row).await?;
+    let key = playback::key_in_use(archive, &row).await?;
+    let cipher = playback::cipher_with(archive, &row, &key).await?;
     let labels = match &row.labels_sealed {
         None => BTreeMap::new(),
         Some(sealed) => {
@@ -143,6 +149,7 @@ async fn unlock(archive: &Archive, row: RecordingRow) -> Result<Unlocked> {
     };
     Ok(Unlocked {
         row,
+        key,
         cipher: Arc::new(cipher),
         labels,
     })
@@ -208,6 +215,14 @@ pub async fn start(
         return Err(Error::NothingSelected(selection.describe()));
     }
     let ids: Vec<RecordingId> = chosen.iter().map(|u| u.row.id).collect();
+    // One data key per KMS key the export reads under: a key that stops
+    // working ends the export as it ends a play.
+    let mut keys: BTreeMap<&str, KeyInUse> = BTreeMap::new();
+    for u in &chosen {
+        keys.entry(u.key.kms_arn.as_str())
+            .or_insert_with(|| u.key.clone());
+    }
+    let keys: Vec<KeyInUse> = keys.into_values().collect();
     let export_id = uuid::Uuid::now_v7().to_string();
     let time_ms = now_ms();
     let tenant = tenants::get(&mut *archive.catalog.conn().await?, &principal.tenant).await?;
@@ -287,7 +302,7 @@ pub async fn start(
     } else {
         tar
     };
-    let stream = crate::revocation::guard(archive.clone(), principal, None, revocations, stream);
+    let stream = revocation::guard(archive.clone(), principal, keys, revocations, stream);
     Ok(Export {
         id: export_id,
         recordings: ids,

@@ -404,7 +404,7 @@ pub async fn serve_range(
     let stream = crate::revocation::guard(
         archive.clone(),
         &req.principal,
-        Some(key),
+        vec![key],
         revocations,
         stream,
     );

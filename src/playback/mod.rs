@@ -75,7 +75,7 @@ fn params_of(row: &RecordingRow) -> Result<RecordingParams> {
 }
 
 /// The data key a recording is read with, as this node asks KMS for it.
-async fn key_in_use(archive: &Archive, row: &RecordingRow) -> Result<KeyInUse> {
+pub(crate) async fn key_in_use(archive: &Archive, row: &RecordingRow) -> Result<KeyInUse> {
     // A node outside the key's region unwraps with the multi-Region replica
     // in its own region.
     let arn = archive.kms_arn(&row.tenant, &row.key_arn).await?;
@@ -97,7 +97,8 @@ pub(crate) async fn cipher_for(archive: &Archive, row: &RecordingRow) -> Result<
     cipher_with(archive, row, &key).await
 }
 
-async fn cipher_with(
+/// [`cipher_for`] with the key already found ([`key_in_use`]).
+pub(crate) async fn cipher_with(
     archive: &Archive,
     row: &RecordingRow,
     key: &KeyInUse,
@@ -360,7 +361,7 @@ pub async fn play(
     let played = archive.metrics.played_bytes(principal.tenant.as_str());
     // A revoked token or key ends the stream (with an error the audit
     // finish event records).
-    let stream = revocation::guard(archive, principal, Some(key), revocations, stream)
+    let stream = revocation::guard(archive, principal, vec![key], revocations, stream)
         .inspect(move |c| {
             if let Ok(c) = c {
                 played.inc_by(c.data.len() as u64);

@@ -1,10 +1,11 @@
 //! A KMS key that stops working ends the Play streams already sending
 //! under it (hardening issue, item 9): without any signal within the key
 //! cache's TTL plus one re-check, and at once on every node when one node
-//! finds the key refused.
+//! finds the key refused; and an export the same way.
 
 use std::time::{Duration, Instant};
 
+use callvault::api::pb;
 use callvault::kms::cache::KeyCacheConfig;
 use tonic::Code;
 
@@ -110,5 +111,52 @@ async fn a_play_ends_on_every_node_when_one_node_finds_its_key_disabled() {
     assert!(
         took < Duration::from_secs(2),
         "ended {took:?} after the announcement"
+    );
+}
+
+/// An export reads under the same keys as a play, so a key that stops
+/// working ends it the same way: here nobody tells the node, and the
+/// export's own re-check finds the key disabled within the cache's TTL.
+#[tokio::test]
+async fn an_export_ends_within_the_cache_ttl_when_its_key_is_disabled() {
+    let app = short_ttl_app().await;
+    let (id, size) = big_recording(&app).await;
+    let arn = active_arn(&app).await;
+    let mut stream = app
+        .client(&app.compliance_token)
+        .await
+        .export
+        .export(crate::export::by_ids(&[&id]))
+        .await
+        .unwrap()
+        .into_inner();
+    let header = match stream.message().await.unwrap().and_then(|m| m.payload) {
+        Some(pb::export_response::Payload::Header(h)) => h,
+        other => panic!("the first message is not a header: {other:?}"),
+    };
+    assert!(header.tar_size_bytes as usize > size);
+    app.ring().set_enabled(&arn, false).unwrap();
+    let disabled_at = Instant::now();
+    let mut got = 0usize;
+    let err = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match stream.message().await {
+            Ok(Some(m)) => match m.payload {
+                Some(pb::export_response::Payload::Data(d)) => got += d.len(),
+                other => panic!("a message after the header is not data: {other:?}"),
+            },
+            Ok(None) => panic!("the export outlived its key ({got} bytes)"),
+            Err(e) => break e,
+        }
+    };
+    let took = disabled_at.elapsed();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(&arn), "{}", err.message());
+    assert!(got < size, "{got} of {size}");
+    // TTL (1 s) + one re-check (250 ms) + the client's pauses; the whole
+    // bundle at this pace would take longer.
+    assert!(
+        took < Duration::from_secs(3),
+        "ended {took:?} after the key was disabled"
     );
 }

@@ -166,7 +166,7 @@ where
             // update; a few MiB per stream keeps loopback and LAN links full while
             // still bounding what one client can make the server buffer.
             .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
-            .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
+            .initial_connection_window_size(Some(HTTP2_SERVER_CONNECTION_WINDOW))
             // Outermost, so that it sees the timeout's DEADLINE_EXCEEDED too.
             .layer(api::MeteringLayer(archive.metrics.clone()))
             .layer(UnaryTimeoutLayer(limits.request_timeout))
@@ -352,9 +352,18 @@ where
     }
 }
 
-/// HTTP/2 flow-control windows, shared by the server and the CLI client.
+/// HTTP/2 flow-control windows: each stream's, the same on the server and
+/// the CLI client, and the client's per connection (many plays on one
+/// connection each keep their stream's window).
 pub const HTTP2_STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 pub const HTTP2_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+/// What one client connection may have in flight to the server: one
+/// stream's window, however many streams share the connection. A client
+/// sending faster than the server seals and writes parks at most this much
+/// in the server per connection (not 4 MiB per stream): with ten uploads per
+/// connection, 0.4 MiB each (BENCHMARKS.md, "the fifth round"). One upload
+/// alone keeps its whole window.
+pub const HTTP2_SERVER_CONNECTION_WINDOW: u32 = HTTP2_STREAM_WINDOW;
 
 /// HTTP/2 PING every interval; a peer that does not answer within the
 /// timeout is dropped with all its streams.

@@ -172,19 +172,27 @@ impl ChunkStore {
             .map_ok(|m| m.location)
             .boxed();
         let deleted: Vec<Path> = self.inner.delete_stream(locations).try_collect().await?;
+        let mut staged = 0;
         if let Some(root) = &self.local_root {
+            // A server killed mid-upload leaves the chunk it was writing as
+            // `LocalFileSystem`'s staging file (`<index>#<n>`), which listing
+            // skips: removed here, or it would outlive its recording.
             // The sweeper deletes objects, then the row: the deletes must be
             // durable first, or a power loss brings back objects no row names.
             let dir = root.join(format!("t/{tenant}/r/{recording}"));
-            tokio::task::spawn_blocking(move || sync_deepest_existing(&dir))
-                .await
-                .map_err(|e| Error::task("directory sync", e))?
-                .map_err(|source| Error::Io {
-                    what: "cannot sync the store directory",
-                    source,
-                })?;
+            staged = tokio::task::spawn_blocking(move || {
+                let staged = remove_staging_files(&dir)?;
+                sync_deepest_existing(&dir)?;
+                Ok::<_, std::io::Error>(staged)
+            })
+            .await
+            .map_err(|e| Error::task("directory sync", e))?
+            .map_err(|source| Error::Io {
+                what: "cannot clean up or sync the store directory",
+                source,
+            })?;
         }
-        Ok(deleted.len())
+        Ok(deleted.len() + staged)
     }
 
     /// Whether the store keeps old versions of what is deleted: a local
@@ -271,6 +279,37 @@ fn create_dir_all_synced(dir: &FsPath) -> std::io::Result<()> {
 /// recording's objects are deleted that is the recording directory or, when
 /// automatic cleanup removed it (and emptied parents), the first ancestor
 /// left: the one whose entries changed last.
+/// Removes the staging files `LocalFileSystem` leaves in `dir` when a put
+/// is interrupted (a name ending in `#` and digits); how many. A missing
+/// directory has none.
+fn remove_staging_files(dir: &FsPath) -> std::io::Result<usize> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let staging = name
+            .to_str()
+            .and_then(|n| n.rsplit_once('#'))
+            .is_some_and(|(_, suffix)| {
+                !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit())
+            });
+        if !staging {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
 fn sync_deepest_existing(dir: &FsPath) -> std::io::Result<()> {
     match dir.ancestors().find(|d| d.is_dir()) {
         Some(d) => sync_dir(d),
@@ -313,5 +352,32 @@ mod tests {
         assert_eq!(store.list_recording(&t, &r).await.unwrap().len(), 2);
         assert_eq!(store.delete_recording(&t, &r).await.unwrap(), 2);
         assert!(matches!(store.get(&k0).await, Err(Error::ObjectMissing(_))));
+    }
+
+    /// A chunk a killed server was writing is left as a staging file that
+    /// listing skips; deleting the recording removes it too.
+    #[tokio::test]
+    async fn deleting_a_local_recording_removes_interrupted_puts() {
+        let root = tempfile::tempdir().unwrap();
+        let store = ChunkStore::local(root.path()).unwrap();
+        let (t, r) = (TenantId::new_random(), RecordingId::new());
+        for i in 0..2 {
+            let key = ChunkStore::chunk_key(&t, &r, i);
+            store
+                .put(&key, Bytes::from_static(b"sealed"))
+                .await
+                .unwrap();
+        }
+        let dir = root.path().join(format!("t/{t}/r/{r}"));
+        std::fs::write(dir.join("0000000002#3"), b"half a chunk").unwrap();
+        assert_eq!(store.list_recording(&t, &r).await.unwrap().len(), 2);
+
+        assert_eq!(store.delete_recording(&t, &r).await.unwrap(), 3);
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{left:?}");
+        // Nothing to do the second time, and no error.
+        assert_eq!(store.delete_recording(&t, &r).await.unwrap(), 0);
     }
 }

@@ -326,7 +326,16 @@ async fn swept_objects_are_gone_durably_before_their_queue_entry() {
                     .is_some_and(|p| Path::new(p).starts_with(&objects))
         })
         .collect();
-    assert!(removed.len() >= 3, "the sweeper removed the chunk objects");
+    assert!(
+        removed.len() >= 3,
+        "the sweeper removed the chunk objects: {:?} (of {} traced calls; removals anywhere: {:?})",
+        removed.iter().map(|&i| &calls[i]).collect::<Vec<_>>(),
+        calls.len(),
+        calls
+            .iter()
+            .filter(|c| c.name.starts_with("unlink") || c.name == "rmdir")
+            .collect::<Vec<_>>()
+    );
     let last_removal = *removed.last().unwrap();
     // The catalog removed the row and queued the objects first; the queue
     // entry goes once the objects are gone: the first catalog write after

@@ -152,7 +152,7 @@ pub enum Error {
     TokenAlreadyRevoked { id: String, at_ms: i64 },
     /// The recording's KMS key stopped working while its audio was being
     /// sent: the stream ends rather than keep serving under a revoked key.
-    #[error("the recording's KMS key {arn} became unusable during playback: {reason}")]
+    #[error("the KMS key {arn} became unusable while its recordings were being read: {reason}")]
     KeyRevokedMidStream { arn: String, reason: String },
     #[error("rewrap job {id} is {status}, {expected}")]
     JobState {

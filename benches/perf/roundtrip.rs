@@ -14,6 +14,17 @@ use crate::node::{Backend, Server, Tenant};
 use crate::peers;
 use crate::stats::{mb_per_s, mib};
 
+/// Fails with the command's status and stderr unless it exited 0.
+fn succeeded(what: &str, out: &std::process::Output) -> anyhow::Result<()> {
+    ensure!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// `callvault ingest FILE --call-id CALL --json`, timed from spawn to exit;
 /// the recording id, after checking the server's SHA-256 and size.
 pub async fn cli_ingest(
@@ -31,12 +42,7 @@ pub async fn cli_ingest(
         .output()
         .await?;
     let took = t.elapsed();
-    ensure!(
-        out.status.success(),
-        "callvault ingest was refused ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded("callvault ingest", &out)?;
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).context("callvault ingest --json printed no JSON")?;
     ensure!(
@@ -76,12 +82,7 @@ pub async fn cli_play(
         .output()
         .await?;
     let took = t.elapsed();
-    ensure!(
-        out.status.success(),
-        "callvault play failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded("callvault play", &out)?;
     let played = sha256_file(out_file).await?;
     ensure!(
         played == sha256,
@@ -115,12 +116,7 @@ pub async fn cli_play_to_pipe(
     stdout.read_to_end(&mut played).await?;
     let out = child.wait_with_output().await?;
     let took = t.elapsed();
-    ensure!(
-        out.status.success(),
-        "callvault play -o - failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded("callvault play -o -", &out)?;
     let got = crate::inputs::sha256(&played);
     ensure!(
         got == sha256,

@@ -62,7 +62,9 @@ async fn a_play_ends_within_the_cache_ttl_when_its_key_is_disabled() {
     let err = end.expect_err("the play outlived its key");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(
-        err.message().contains("became unusable during playback") && err.message().contains(&arn),
+        err.message()
+            .contains("became unusable while its recordings were being read")
+            && err.message().contains(&arn),
         "{}",
         err.message()
     );
@@ -151,7 +153,13 @@ async fn an_export_ends_within_the_cache_ttl_when_its_key_is_disabled() {
     };
     let took = disabled_at.elapsed();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains(&arn), "{}", err.message());
+    assert!(
+        err.message()
+            .contains("became unusable while its recordings were being read")
+            && err.message().contains(&arn),
+        "{}",
+        err.message()
+    );
     assert!(got < size, "{got} of {size}");
     // TTL (1 s) + one re-check (250 ms) + the client's pauses; the whole
     // bundle at this pace would take longer.

@@ -105,15 +105,17 @@ impl Server {
     }
 }
 
-fn count_files(p: &std::path::Path) -> usize {
+/// Files under `p`, with the staging files of puts still being written
+/// (`<name>#<n>`, which the store does not list) or without them.
+fn count_files(p: &std::path::Path, staging: bool) -> usize {
     std::fs::read_dir(p)
         .map(|rd| {
             rd.flatten()
                 .map(|e| {
                     if e.path().is_dir() {
-                        count_files(&e.path())
+                        count_files(&e.path(), staging)
                     } else {
-                        1
+                        usize::from(staging || !e.file_name().to_string_lossy().contains('#'))
                     }
                 })
                 .sum()
@@ -192,9 +194,10 @@ async fn killed_mid_ingest_leaves_nothing_visible_and_retry_succeeds() {
         let mut c = Client::connect(&addr, &token).await.unwrap();
         c.ingest_stream(header("call-crash"), slow).await
     });
-    // Kill the server once chunks of the upload are on disk, mid-stream.
+    // Kill the server once chunks of the upload are stored (renamed into
+    // place, not only being written), mid-stream.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count_files(&dir.path().join("objects")) < 3 {
+    while count_files(&dir.path().join("objects"), false) < 3 {
         assert!(
             Instant::now() < deadline,
             "the upload never started writing"
@@ -263,7 +266,11 @@ async fn killed_mid_ingest_leaves_nothing_visible_and_retry_succeeds() {
     );
 
     // The restarted node's sweeper removes the abandoned upload's row and
-    // objects once its lease ran out (nobody renews it any more).
+    // objects once its lease ran out (nobody renews it any more), and the
+    // staging file of a chunk the killed server was writing, if any.
+    let rec_dir = dir
+        .path()
+        .join(format!("objects/t/{}/r/{}", stale[0].0, stale[0].1));
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let rows = callvault::catalog::recordings::expired_uploads(
@@ -278,12 +285,13 @@ async fn killed_mid_ingest_leaves_nothing_visible_and_retry_succeeds() {
             .list_recording(&stale[0].0, &stale[0].1)
             .await
             .unwrap();
-        if rows.is_empty() && objects.is_empty() {
+        let files = count_files(&rec_dir, true);
+        if rows.is_empty() && objects.is_empty() && files == 0 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "the abandoned upload was not swept: {} rows, {} objects",
+            "the abandoned upload was not swept: {} rows, {} objects, {files} files",
             rows.len(),
             objects.len()
         );

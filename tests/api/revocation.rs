@@ -60,17 +60,29 @@ async fn a_play_ends_within_the_cache_ttl_when_its_key_is_disabled() {
     .await;
     let took = disabled_at.lock().unwrap().unwrap().elapsed();
     let err = end.expect_err("the play outlived its key");
+    // The whole recording at this pace would take 3.4 s.
+    assert_ended_by_disabled_key(&err, &arn, got, size, took);
+}
+
+/// A stream ended by its key's re-check after the key was disabled: the
+/// status names the key, the stream was cut short, and it ended within the
+/// TTL (1 s) + one re-check (250 ms) + the client's pauses.
+fn assert_ended_by_disabled_key(
+    err: &tonic::Status,
+    arn: &str,
+    got: usize,
+    size: usize,
+    took: Duration,
+) {
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(
         err.message()
             .contains("became unusable while its recordings were being read")
-            && err.message().contains(&arn),
+            && err.message().contains(arn),
         "{}",
         err.message()
     );
     assert!(got < size, "{got} of {size}");
-    // TTL (1 s) + one re-check (250 ms) + the client's pauses; the whole
-    // recording at this pace would take 3.4 s.
     assert!(
         took < Duration::from_secs(3),
         "ended {took:?} after the key was disabled"
@@ -151,20 +163,5 @@ async fn an_export_ends_within_the_cache_ttl_when_its_key_is_disabled() {
             Err(e) => break e,
         }
     };
-    let took = disabled_at.elapsed();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(
-        err.message()
-            .contains("became unusable while its recordings were being read")
-            && err.message().contains(&arn),
-        "{}",
-        err.message()
-    );
-    assert!(got < size, "{got} of {size}");
-    // TTL (1 s) + one re-check (250 ms) + the client's pauses; the whole
-    // bundle at this pace would take longer.
-    assert!(
-        took < Duration::from_secs(3),
-        "ended {took:?} after the key was disabled"
-    );
+    assert_ended_by_disabled_key(&err, &arn, got, size, disabled_at.elapsed());
 }

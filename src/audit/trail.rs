@@ -116,8 +116,14 @@ const MAX_GROUP: usize = 64;
 pub struct GroupCommit {
     /// Per log being committed, the events waiting for the next group.
     logs: std::sync::Mutex<HashMap<String, Vec<Waiting>>>,
+    /// Per log, its size after this node's last commit to it: the next
+    /// commit numbers from it in one statement (`audit::append_at`), and
+    /// falls back to a transaction when another node appended since.
+    sizes: std::sync::Mutex<HashMap<String, u64>>,
     /// Transactions committed, for tests and the curious.
     commits: std::sync::atomic::AtomicU64,
+    /// Of those, the ones committed in one statement at the known size.
+    at_known_size: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -166,6 +172,13 @@ impl GroupCommit {
     /// Transactions committed so far.
     pub fn commits(&self) -> u64 {
         self.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Commits so far that appended in one statement at the size this node
+    /// knew (PostgreSQL), without a transaction.
+    pub fn commits_at_known_size(&self) -> u64 {
+        self.at_known_size
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Events waiting behind the commit in progress on `log`; `None` when
@@ -282,19 +295,51 @@ impl GroupCommit {
         }
     }
 
-    /// Appends `events` to `log` in one transaction and commits it.
+    /// Appends `events` to `log` and commits them: in one statement when
+    /// the log's size is the one this node last left it at, otherwise in a
+    /// transaction that numbers them from the log's counter.
     async fn commit(
         &self,
         writer: &Writer,
         log: &str,
         events: Vec<(i64, NewEvent)>,
     ) -> Result<Vec<Event>> {
-        let mut tx = writer.catalog.begin().await?;
-        let events = audit::append_all(&mut tx, log, &writer.node, &writer.signer, events).await?;
-        tx.commit().await?;
+        let known = self.size_lock().remove(log);
+        let mut appended = None;
+        if let Some(size) = known
+            && writer.catalog.backend() == crate::catalog::Backend::Postgres
+        {
+            let mut conn = writer.catalog.conn().await?;
+            appended =
+                audit::append_at(&mut conn, log, size, &writer.node, &writer.signer, &events)
+                    .await?;
+        }
+        let events = match appended {
+            Some(events) => {
+                self.at_known_size
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                events
+            }
+            None => {
+                let mut tx = writer.catalog.begin().await?;
+                let events =
+                    audit::append_all(&mut tx, log, &writer.node, &writer.signer, events).await?;
+                tx.commit().await?;
+                events
+            }
+        };
+        if let Some(last) = events.last() {
+            self.size_lock().insert(log.to_owned(), last.index + 1);
+        }
         self.commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(events)
+    }
+
+    fn size_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.sizes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -122,25 +122,15 @@ pub async fn append_all(
     .fetch_one(&mut *conn)
     .await?
     .try_get("size")?;
-    let first = to_u64(size - n, "audit log size")?;
-    let events: Vec<Event> = (first..)
-        .zip(new)
-        .map(|(index, (time_ms, e))| Event::new(log, index, time_ms, node, e))
-        .collect();
-    let index_rows: Vec<(&str, i64)> = events
-        .iter()
-        .flat_map(|e| e.recordings.iter().map(|r| (r.as_str(), i64_of(e.index))))
-        .collect();
+    let events = numbered(log, to_u64(size - n, "audit log size")?, node, new);
+    let index_rows = index_rows(&events);
     let with_events = conn.backend_name() == "PostgreSQL"
         && events.len() <= ROWS_PER_STATEMENT
         && (1..=ROWS_PER_STATEMENT).contains(&index_rows.len());
     for batch in events.chunks(ROWS_PER_STATEMENT) {
         // $1 the log, then eight per event.
         let values = super::placeholder_rows(batch.len(), "$1", 2, 8);
-        let insert = format!(
-            "INSERT INTO audit_events (tenant_id, seq, time_ms, action, outcome, actor_id, event, \
-             leaf_hash, signature) VALUES {values}"
-        );
+        let insert = format!("INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES {values}");
         let sql = if with_events {
             // The index rows' placeholders follow the events'.
             let rows = super::placeholder_rows(index_rows.len(), "$1", 2 + 8 * batch.len(), 2);
@@ -151,22 +141,11 @@ pub async fn append_all(
         } else {
             insert
         };
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(log);
-        for event in batch {
-            let canonical = event.canonical();
-            let leaf = merkle::leaf_hash(&canonical);
-            let signature = event_signature(signer, &leaf);
-            let text = String::from_utf8(canonical).map_err(|_| corrupt("audit event encoding"))?;
-            query = query
-                .bind(i64_of(event.index))
-                .bind(event.time_ms)
-                .bind(event.action.as_str())
-                .bind(event.outcome.as_str())
-                .bind(&event.actor.id)
-                .bind(text)
-                .bind(leaf.as_bytes().to_vec())
-                .bind(signature.to_vec());
-        }
+        let mut query = bind_events(
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(log),
+            batch,
+            signer,
+        )?;
         if with_events {
             for (rec, seq) in &index_rows {
                 query = query.bind(*rec).bind(*seq);
@@ -189,6 +168,110 @@ pub async fn append_all(
         }
     }
     Ok(events)
+}
+
+/// [`append_all`] in one statement, committed on its own (no transaction
+/// around it), numbered from `size`, the log's size as the caller last
+/// knew it: the counter moves only if it is still `size`, and the events
+/// and their index rows are written only if it moved. `None` when it was
+/// not (another node appended since, or the log has no counter row yet):
+/// nothing was written, and [`append_all`] in a transaction numbers them
+/// from the counter. PostgreSQL only (data-modifying CTEs), and at most
+/// [`ROWS_PER_STATEMENT`] events and index rows (`None` beyond).
+///
+/// A play's write-ahead event on a log only this node appends to is then
+/// one round trip and one WAL flush, where the transaction took four
+/// round trips (BEGIN, the counter, the rows, COMMIT) and the same flush.
+pub async fn append_at(
+    conn: &mut Conn,
+    log: &str,
+    size: u64,
+    node: &str,
+    signer: &SignerKey,
+    new: &[(i64, NewEvent)],
+) -> Result<Option<Vec<Event>>> {
+    if new.is_empty() || new.len() > ROWS_PER_STATEMENT || conn.backend_name() != "PostgreSQL" {
+        return Ok(None);
+    }
+    let events = numbered(log, size, node, new.to_vec());
+    let index_rows = index_rows(&events);
+    if index_rows.len() > ROWS_PER_STATEMENT {
+        return Ok(None);
+    }
+    // $1 the log, $2 how many, $3 the size expected; eight per event, two
+    // per index row.
+    let values = super::placeholder_rows(events.len(), "$1", 4, 8);
+    let mut sql = format!(
+        "WITH h AS (UPDATE audit_heads SET size = size + $2 WHERE tenant_id = $1 AND size = $3 \
+         RETURNING size), \
+         e AS (INSERT INTO audit_events ({EVENT_COLUMNS}) SELECT * FROM (VALUES {values}) \
+         AS v ({EVENT_COLUMNS}) WHERE EXISTS (SELECT 1 FROM h))"
+    );
+    if !index_rows.is_empty() {
+        let rows = super::placeholder_rows(index_rows.len(), "$1", 4 + 8 * events.len(), 2);
+        sql.push_str(&format!(
+            ", r AS (INSERT INTO audit_event_recordings (tenant_id, recording_id, seq) \
+             SELECT * FROM (VALUES {rows}) AS v (tenant_id, recording_id, seq) \
+             WHERE EXISTS (SELECT 1 FROM h) ON CONFLICT DO NOTHING)"
+        ));
+    }
+    sql.push_str(" SELECT count(*) AS moved FROM h");
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(log)
+        .bind(i64::try_from(events.len()).map_err(|_| corrupt("audit batch size"))?)
+        .bind(i64_of(size));
+    let mut query = bind_events(query, &events, signer)?;
+    for (rec, seq) in &index_rows {
+        query = query.bind(*rec).bind(*seq);
+    }
+    let moved: i64 = query.fetch_one(&mut *conn).await?.try_get("moved")?;
+    Ok((moved == 1).then_some(events))
+}
+
+/// The columns of an event row, in the order [`bind_events`] binds them
+/// (after the log).
+const EVENT_COLUMNS: &str =
+    "tenant_id, seq, time_ms, action, outcome, actor_id, event, leaf_hash, signature";
+
+/// `new` numbered from `first`.
+fn numbered(log: &str, first: u64, node: &str, new: Vec<(i64, NewEvent)>) -> Vec<Event> {
+    (first..)
+        .zip(new)
+        .map(|(index, (time_ms, e))| Event::new(log, index, time_ms, node, e))
+        .collect()
+}
+
+/// Each event's recordings, with its number.
+fn index_rows(events: &[Event]) -> Vec<(&str, i64)> {
+    events
+        .iter()
+        .flat_map(|e| e.recordings.iter().map(|r| (r.as_str(), i64_of(e.index))))
+        .collect()
+}
+
+/// Binds eight values per event: its number, time, action, outcome and
+/// actor, its canonical bytes, their leaf hash and its signature.
+fn bind_events<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    events: &[Event],
+    signer: &SignerKey,
+) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>> {
+    for event in events {
+        let canonical = event.canonical();
+        let leaf = merkle::leaf_hash(&canonical);
+        let signature = event_signature(signer, &leaf);
+        let text = String::from_utf8(canonical).map_err(|_| corrupt("audit event encoding"))?;
+        query = query
+            .bind(i64_of(event.index))
+            .bind(event.time_ms)
+            .bind(event.action.as_str())
+            .bind(event.outcome.as_str())
+            .bind(event.actor.id.clone())
+            .bind(text)
+            .bind(leaf.as_bytes().to_vec())
+            .bind(signature.to_vec());
+    }
+    Ok(query)
 }
 
 /// Events of `log` matching `filter`, in log order, after index `after`

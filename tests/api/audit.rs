@@ -425,6 +425,110 @@ async fn simultaneous_events_share_a_commit_on_postgres() {
     simultaneous_events_share_a_commit(CatalogKind::Postgres).await;
 }
 
+fn numbered(n: usize) -> callvault::audit::event::NewEvent {
+    callvault::audit::event::NewEvent::new(
+        callvault::audit::trail::operator(),
+        Action::RecordingRead,
+    )
+    .detail("n", n)
+}
+
+/// Records event `n` through `archive`'s group commit; its index.
+async fn record(archive: &callvault::archive::Archive, log: &str, n: usize) -> u64 {
+    callvault::audit::trail::record_in(archive, log, numbered(n))
+        .await
+        .unwrap()
+        .index
+}
+
+/// Two nodes appending to one tenant's log, each group commit numbering
+/// from the size its node last left the log at (in one statement on
+/// PostgreSQL) and from the counter when the other node, or a change's
+/// transaction, moved it since: every event gets its own index, the log
+/// has no gap, and it verifies.
+async fn two_nodes_append_to_one_log(kind: CatalogKind) {
+    let app = spawn_app(kind).await;
+    let log = callvault::audit::event::log_of(&app.tenant.id);
+    let other = callvault::archive::Archive::new(
+        callvault::catalog::Catalog::connect(&app.db_url)
+            .await
+            .unwrap(),
+        callvault::store::ChunkStore::local(&app.dir.path().join("objects")).unwrap(),
+        app.ring().clone(),
+        &callvault::kms::cache::KeyCacheConfig::default(),
+        callvault::archive::Limits::default(),
+        test_audit_key(),
+    );
+    let (a, b) = (&*app.archive, &other);
+    let postgres = kind == CatalogKind::Postgres;
+    let at_known =
+        |archive: &callvault::archive::Archive| archive.audit_commits.commits_at_known_size();
+    let before = events(&app).await.len() as u64;
+    let mut indices = Vec::new();
+    // A alone: its first commit learns the size, the next ones use it.
+    let a_known = at_known(a);
+    for n in 0..3 {
+        indices.push(record(a, log, n).await);
+    }
+    assert_eq!(at_known(a) - a_known, if postgres { 2 } else { 0 });
+    // B moves the counter; A's next commit finds its size stale and
+    // numbers from the counter, then knows it again.
+    indices.push(record(b, log, 3).await);
+    let a_known = at_known(a);
+    indices.push(record(a, log, 4).await);
+    assert_eq!(at_known(a), a_known, "a stale size must not be appended at");
+    indices.push(record(a, log, 5).await);
+    assert_eq!(at_known(a) - a_known, u64::from(postgres));
+    // A change's event, in its own transaction, moves it too.
+    let mut tx = app.archive.catalog.begin().await.unwrap();
+    let change = store::append(
+        &mut tx,
+        log,
+        callvault::domain::now_ms(),
+        "test-node",
+        &test_audit_key(),
+        numbered(6),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    indices.push(change.index);
+    let a_known = at_known(a);
+    indices.push(record(a, log, 7).await);
+    assert_eq!(at_known(a), a_known);
+    // Both at once, many times over.
+    let (xs, ys) = tokio::join!(
+        futures::future::join_all((8..28).map(|n| record(a, log, n))),
+        futures::future::join_all((28..48).map(|n| record(b, log, n))),
+    );
+    indices.extend(xs);
+    indices.extend(ys);
+    indices.sort_unstable();
+    assert_eq!(indices, (before..before + 48).collect::<Vec<_>>());
+    // Each index holds the event that was answered with it.
+    let stored = events(&app).await;
+    let mut ns: Vec<u64> = stored[before as usize..]
+        .iter()
+        .map(|e| e.details["n"].as_u64().unwrap())
+        .collect();
+    ns.sort_unstable();
+    assert_eq!(ns, (0..48).collect::<Vec<_>>());
+    let (ok, text) = verify(&app, &[]).await;
+    assert!(ok, "{text}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_append_to_one_log_on_sqlite() {
+    two_nodes_append_to_one_log(CatalogKind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_append_to_one_log_on_postgres() {
+    require!(Postgres);
+    two_nodes_append_to_one_log(CatalogKind::Postgres).await;
+}
+
 /// When the audit trail cannot be written, reads are refused with
 /// UNAVAILABLE (never served unaudited) and an ingest does not commit.
 #[tokio::test]

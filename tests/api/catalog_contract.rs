@@ -204,6 +204,7 @@ contract!(
     an_upload_is_invisible_until_committed,
     chunk_rows_recorded_in_batches_read_back_whole,
     audit_events_are_found_by_every_recording_they_name,
+    audit_appends_at_a_known_size_only_while_it_is_the_size,
     tenants_are_isolated,
     cleanup_never_touches_a_committed_recording,
     the_first_commit_of_a_call_id_wins,
@@ -402,6 +403,94 @@ async fn audit_events_are_found_by_every_recording_they_name(f: Fixture) {
             .await
             .unwrap();
         assert_eq!(seqs(found), expected, "events naming {rec}");
+    }
+    drop(db);
+    f.done().await;
+}
+
+/// `append_at` (a group commit's one-statement append, PostgreSQL only)
+/// writes only when the log's counter is still the size it was given, and
+/// otherwise nothing at all: what `append_all` then numbers is gapless.
+async fn audit_appends_at_a_known_size_only_while_it_is_the_size(f: Fixture) {
+    use callvault::audit::event::{Action, Actor, NewEvent};
+    use callvault::catalog::audit::{self as audit_rows, EventFilter};
+    let log = f.a.id.as_str().to_owned();
+    let key = crate::helpers::test_audit_key();
+    let rec = RecordingId::new();
+    let events = |n: usize| -> Vec<(i64, NewEvent)> {
+        (0..n)
+            .map(|i| {
+                let event = NewEvent::new(Actor::system("contract"), Action::PlaybackStarted)
+                    .recordings([rec]);
+                (2_000 + i as i64, event)
+            })
+            .collect()
+    };
+    let postgres = f.c.backend() == callvault::catalog::Backend::Postgres;
+    let mut db = f.db().await;
+    // No counter row yet: nothing to number from.
+    let at = audit_rows::append_at(&mut db, &log, 0, "node-a", &key, &events(1))
+        .await
+        .unwrap();
+    assert!(at.is_none());
+    let first = audit_rows::append_all(&mut db, &log, "node-a", &key, events(2))
+        .await
+        .unwrap();
+    assert_eq!(first.iter().map(|e| e.index).collect::<Vec<_>>(), [0, 1]);
+    // The size it is: appended, numbered from it, committed.
+    let at = audit_rows::append_at(&mut db, &log, 2, "node-a", &key, &events(3))
+        .await
+        .unwrap();
+    if postgres {
+        let at = at.expect("appended at the log's size");
+        assert_eq!(at.iter().map(|e| e.index).collect::<Vec<_>>(), [2, 3, 4]);
+    } else {
+        assert!(at.is_none(), "SQLite appends in a transaction only");
+    }
+    let size = if postgres { 5 } else { 2 };
+    // A size another writer has moved past: nothing written.
+    for stale in [0, size - 1, size + 1] {
+        let at = audit_rows::append_at(&mut db, &log, stale, "node-a", &key, &events(1))
+            .await
+            .unwrap();
+        assert!(at.is_none(), "appended at {stale} with the log at {size}");
+    }
+    let next = audit_rows::append_all(&mut db, &log, "node-a", &key, events(1))
+        .await
+        .unwrap();
+    assert_eq!(next[0].index, size);
+    let all = audit_rows::list(&mut db, &log, &EventFilter::default(), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.index).collect::<Vec<_>>(),
+        (0..=size).collect::<Vec<_>>()
+    );
+    let named = EventFilter {
+        recording: Some(rec),
+        ..Default::default()
+    };
+    let found = audit_rows::list(&mut db, &log, &named, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        found.len() as u64,
+        size + 1,
+        "every event indexed by its recording"
+    );
+    assert_eq!(audit_rows::size(&mut db, &log).await.unwrap(), size + 1);
+    // What was stored is what was hashed and signed.
+    let stored = audit_rows::stored(&mut db, &log, 0, 100).await.unwrap();
+    assert_eq!(stored.len(), all.len());
+    for (s, e) in stored.iter().zip(&all) {
+        assert_eq!(s.index, e.index);
+        assert_eq!(s.canonical.as_bytes(), e.canonical().as_slice());
+        let leaf = callvault::audit::merkle::leaf_hash(s.canonical.as_bytes());
+        assert_eq!(&s.leaf_hash, leaf.as_bytes());
+        assert_eq!(
+            s.signature.as_slice(),
+            audit_rows::event_signature(&key, &leaf).as_slice()
+        );
     }
     drop(db);
     f.done().await;

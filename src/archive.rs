@@ -27,8 +27,8 @@ pub(crate) fn no_replica(key_arn: &KeyArn, node: &str) -> Error {
 /// What one node allows. Memory per upload in flight is one chunk being
 /// filled plus the audio analyzer's bounded buffer; chunks being sealed and
 /// written are bounded node-wide by `max_chunk_writes` (each holds its
-/// plaintext and its sealed copy while in flight). See ARCHITECTURE.md for
-/// the worst case.
+/// chunk's buffer, sealed in place, while in flight). See ARCHITECTURE.md
+/// for the worst case.
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_recording_bytes: u64,

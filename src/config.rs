@@ -155,6 +155,8 @@ pub struct ServeSettings {
     pub max_uploads_per_tenant: usize,
     /// Concurrent HTTP/2 streams per client connection.
     pub max_concurrent_streams: u32,
+    /// Chunks being sealed and written at once on the node.
+    pub max_chunk_writes: usize,
     /// The longest a unary RPC may run.
     pub request_timeout_secs: u64,
     /// Serve gRPC and metrics over TLS with these files; `None`: cleartext.
@@ -193,6 +195,7 @@ impl Default for ServeSettings {
             upload_idle_timeout_secs: limits.upload_idle_timeout.as_secs(),
             max_uploads_per_tenant: limits.max_uploads_per_tenant,
             max_concurrent_streams: limits.max_concurrent_streams,
+            max_chunk_writes: limits.max_chunk_writes,
             request_timeout_secs: limits.request_timeout.as_secs(),
             tls: None,
             allow_insecure: false,
@@ -229,6 +232,9 @@ impl ServeSettings {
         limits.max_uploads_per_tenant = self.max_uploads_per_tenant.max(1);
         limits.max_concurrent_streams = self.max_concurrent_streams.max(1);
         limits.request_timeout = secs(self.request_timeout_secs);
+        limits.max_chunk_writes = self.max_chunk_writes.max(1);
+        archive.chunk_writes =
+            Arc::new(tokio::sync::Semaphore::new(archive.limits.max_chunk_writes));
     }
 }
 

@@ -358,6 +358,7 @@ mod tests {
         assert_eq!(got.upload_idle_timeout_secs, want.upload_idle_timeout_secs);
         assert_eq!(got.max_uploads_per_tenant, want.max_uploads_per_tenant);
         assert_eq!(got.max_concurrent_streams, want.max_concurrent_streams);
+        assert_eq!(got.max_chunk_writes, want.max_chunk_writes);
         assert_eq!(got.request_timeout_secs, want.request_timeout_secs);
         assert_eq!(got.tls, want.tls);
         assert_eq!(got.allow_insecure, want.allow_insecure);

@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// Concurrent HTTP/2 streams per client connection.
     #[arg(long, env = "CALLVAULT_MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
     pub max_concurrent_streams: u32,
+    /// Chunks being sealed and written at once on this node. Each holds a
+    /// chunk's buffer; raise it for an object store whose PUTs are slow.
+    #[arg(long, env = "CALLVAULT_MAX_CHUNK_WRITES", default_value_t = 64)]
+    pub max_chunk_writes: usize,
     /// Seconds a unary RPC may run before DEADLINE_EXCEEDED (streaming RPCs
     /// are bounded by their idle timeouts instead).
     #[arg(long, env = "CALLVAULT_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
@@ -137,6 +141,7 @@ impl TryFrom<ServeArgs> for ServeSettings {
             upload_idle_timeout_secs: a.upload_idle_timeout_secs,
             max_uploads_per_tenant: a.max_uploads_per_tenant,
             max_concurrent_streams: a.max_concurrent_streams,
+            max_chunk_writes: a.max_chunk_writes,
             request_timeout_secs: a.request_timeout_secs,
             // clap requires the key with the certificate and the
             // certificate with the client CA.

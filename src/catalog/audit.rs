@@ -147,24 +147,19 @@ pub async fn append_all(
             signer,
         )?;
         if with_events {
-            for (rec, seq) in &index_rows {
-                query = query.bind(*rec).bind(*seq);
-            }
+            query = bind_index_rows(query, &index_rows);
         }
         query.execute(&mut *conn).await?;
     }
     if !with_events {
         for batch in index_rows.chunks(ROWS_PER_STATEMENT) {
             let rows = super::placeholder_rows(batch.len(), "$1", 2, 2);
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            let query = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO audit_event_recordings (tenant_id, recording_id, seq) VALUES {rows} \
                  ON CONFLICT DO NOTHING"
             )))
             .bind(log);
-            for (rec, seq) in batch {
-                query = query.bind(*rec).bind(*seq);
-            }
-            query.execute(&mut *conn).await?;
+            bind_index_rows(query, batch).execute(&mut *conn).await?;
         }
     }
     Ok(events)
@@ -220,10 +215,7 @@ pub async fn append_at(
         .bind(log)
         .bind(i64::try_from(events.len()).map_err(|_| corrupt("audit batch size"))?)
         .bind(i64_of(size));
-    let mut query = bind_events(query, &events, signer)?;
-    for (rec, seq) in &index_rows {
-        query = query.bind(*rec).bind(*seq);
-    }
+    let query = bind_index_rows(bind_events(query, &events, signer)?, &index_rows);
     let moved: i64 = query.fetch_one(&mut *conn).await?.try_get("moved")?;
     Ok((moved == 1).then_some(events))
 }
@@ -249,11 +241,22 @@ fn index_rows(events: &[Event]) -> Vec<(&str, i64)> {
         .collect()
 }
 
+/// Binds two values per index row: the recording and the event's number.
+fn bind_index_rows<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    rows: &[(&'q str, i64)],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for (rec, seq) in rows {
+        query = query.bind(*rec).bind(*seq);
+    }
+    query
+}
+
 /// Binds eight values per event: its number, time, action, outcome and
 /// actor, its canonical bytes, their leaf hash and its signature.
 fn bind_events<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    events: &[Event],
+    events: &'q [Event],
     signer: &SignerKey,
 ) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>> {
     for event in events {
@@ -266,7 +269,7 @@ fn bind_events<'q>(
             .bind(event.time_ms)
             .bind(event.action.as_str())
             .bind(event.outcome.as_str())
-            .bind(event.actor.id.clone())
+            .bind(&event.actor.id)
             .bind(text)
             .bind(leaf.as_bytes().to_vec())
             .bind(signature.to_vec());

@@ -332,6 +332,8 @@ where
         .await
         .map_err(|e| Error::Server(crate::error::DriverError::new(e)));
     background.abort_all();
+    // The ended streams' closing events, held for the next event, commit now.
+    archive.audit_commits.flush(&archive).await;
     res
 }
 
@@ -552,7 +554,9 @@ impl LocalServer {
         if let Some(http) = self.http {
             http.await.map_err(|e| Error::task("HTTP server", e))??;
         }
-        self.handle.await.map_err(|e| Error::task("server", e))?
+        let served = self.handle.await.map_err(|e| Error::task("server", e))?;
+        self.archive.audit_commits.flush(&self.archive).await;
+        served
     }
 }
 

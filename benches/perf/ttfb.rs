@@ -104,6 +104,16 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
             Latencies::from_durations(ttfb).p50_p99_max()
         );
 
+        let (check, watch) = grpc_floor(&server.addr, o.ttfb_plays).await?;
+        println!(
+            "ttfb {} gRPC floor, same server and client stack, {} calls each, no catalog or audit: \
+             grpc.health.v1 Check {}; first message of Watch {}",
+            kind.name(),
+            o.ttfb_plays,
+            check.p50_p99_max(),
+            watch.p50_p99_max()
+        );
+
         let (big_id, _) = roundtrip::cli_ingest(&server, &tenant, big, "ttfb-big").await?;
         let seeks = seek(&server, &tenant.supervisor, &big_id, big, o.seek_plays).await?;
         println!(
@@ -117,6 +127,41 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
         cold(kind, &o.roles, audio.clone(), o.cold_plays).await?;
     }
     Ok(())
+}
+
+/// What a call costs the same client stack on the same server when the
+/// server does nothing for it: `calls` health Checks (unary) and first
+/// messages of health Watch (server streaming, like Play) on one
+/// connection, after 10 untimed calls of each.
+async fn grpc_floor(addr: &str, calls: usize) -> anyhow::Result<(Latencies, Latencies)> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let mut health = HealthClient::new(channel);
+    let (mut check, mut watch) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+    for i in 0..calls + 10 {
+        let t = Instant::now();
+        health.check(HealthCheckRequest::default()).await?;
+        let checked = t.elapsed();
+        let t = Instant::now();
+        let mut stream = health
+            .watch(HealthCheckRequest::default())
+            .await?
+            .into_inner();
+        stream.message().await?.context("an empty Watch stream")?;
+        let watched = t.elapsed();
+        drop(stream);
+        if i >= 10 {
+            check.push(checked);
+            watch.push(watched);
+        }
+    }
+    Ok((
+        Latencies::from_durations(check),
+        Latencies::from_durations(watch),
+    ))
 }
 
 /// Seeks spread evenly over the middle half of the recording (after one

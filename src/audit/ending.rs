@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::stream::BoxStream;
 
 use crate::archive::Archive;
-use crate::audit::event::{NewEvent, Outcome};
+use crate::audit::event::{NewEvent, Outcome, log_of};
 use crate::audit::trail;
 use crate::domain::Principal;
 use crate::error::Result;
@@ -98,14 +98,9 @@ impl Drop for Ending {
             return;
         };
         let event = make(self.sent, std::mem::replace(&mut self.end, End::Dropped));
-        let (archive, principal) = (self.archive.clone(), self.principal.clone());
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Err(e) = trail::record(&archive, &principal, event).await {
-                    tracing::error!(error = %e, "end of a read-out stream not recorded in the audit trail");
-                }
-            });
-        }
+        // Nobody waits for it: it commits with the log's next event (the
+        // next play's start, say) or alone a moment later.
+        trail::hold_in(&self.archive, log_of(&self.principal.tenant), event);
     }
 }
 

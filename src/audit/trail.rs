@@ -80,14 +80,9 @@ pub async fn record(archive: &Archive, principal: &Principal, event: NewEvent) -
 /// Appends `event` to `log` and commits it now (fail-closed), in a group
 /// commit with the log's other events waiting at the same moment.
 pub async fn record_in(archive: &Archive, log: &str, event: NewEvent) -> Result<Event> {
-    let writer = || Writer {
-        catalog: archive.catalog.clone(),
-        node: archive.node.clone(),
-        signer: archive.audit_key.clone(),
-    };
     archive
         .audit_commits
-        .record(writer, log, now_ms(), event)
+        .record(|| Writer::of(archive), log, now_ms(), event)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "audit event could not be written");
@@ -98,8 +93,25 @@ pub async fn record_in(archive: &Archive, log: &str, event: NewEvent) -> Result<
 /// Most events one group commit appends.
 const MAX_GROUP: usize = 64;
 
+/// How long a held event ([`hold_in`]) waits for its log's next event before
+/// it commits alone.
+pub const HOLD: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// How long [`GroupCommit::flush`] waits for the commits in progress.
+const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Records `event` in `log` without waiting for it: it waits up to
+/// [`HOLD`] for the log's next event and commits in one group with it,
+/// ahead of it (or alone). For events nobody waits on, such as a read-out
+/// stream's closing event; a failure to write it is logged.
+pub fn hold_in(archive: &Archive, log: &str, event: NewEvent) {
+    archive
+        .audit_commits
+        .hold(|| Writer::of(archive), log, now_ms(), event);
+}
+
 /// Group commit of the events recorded outside a change's transaction
-/// (reads' write-ahead events, refusals).
+/// (reads' write-ahead events, refusals, read-out streams' closing events).
 ///
 /// A log's events are numbered gaplessly under its counter row, so each
 /// commit on one log waits for the one before: 200 plays starting together
@@ -112,10 +124,18 @@ const MAX_GROUP: usize = 64;
 /// run in a spawned task, so a caller that goes away (a client hanging up)
 /// cannot strand the others' events: the first caller hands them over
 /// however its own commit ends.
+///
+/// An event nobody waits on ([`hold_in`]: a play's finish event, written
+/// after its stream ended) does not take an idle log: it is held for up to
+/// [`HOLD`], and the log's next event commits it in one group, ahead of
+/// itself. A play that starts as the previous one ends then commits its
+/// start event with that play's finish event, instead of queueing behind
+/// the finish event's own commit and its flush. Held events that no event
+/// came for commit alone when their time is up, and all of them when the
+/// node stops ([`GroupCommit::flush`]).
 #[derive(Debug, Default)]
 pub struct GroupCommit {
-    /// Per log being committed, the events waiting for the next group.
-    logs: std::sync::Mutex<HashMap<String, Vec<Waiting>>>,
+    logs: std::sync::Mutex<Logs>,
     /// Per log, its size after this node's last commit to it: the next
     /// commit numbers from it in one statement (`audit::append_at`), and
     /// falls back to a transaction when another node appended since.
@@ -126,11 +146,85 @@ pub struct GroupCommit {
     at_known_size: std::sync::atomic::AtomicU64,
 }
 
+#[derive(Debug, Default)]
+struct Logs {
+    /// Per log being committed, the events waiting for the next group.
+    busy: HashMap<String, Vec<Waiting>>,
+    /// Per idle log, the held events waiting for its next event.
+    held: HashMap<String, Held>,
+    /// Held lists begun so far: each one's timer releases that list only.
+    rounds: u64,
+}
+
+/// A log's held events, since the first of them was held.
+#[derive(Debug)]
+struct Held {
+    round: u64,
+    events: Vec<Waiting>,
+}
+
 #[derive(Debug)]
 struct Waiting {
     time_ms: i64,
     event: NewEvent,
-    answer: oneshot::Sender<Result<Event>>,
+    /// The caller waiting for the event's commit; `None` for a held event,
+    /// whose failure is logged instead.
+    answer: Option<oneshot::Sender<Result<Event>>>,
+}
+
+impl Waiting {
+    fn answer(self, result: Result<Event>) {
+        match (self.answer, result) {
+            (Some(answer), result) => {
+                let _ = answer.send(result);
+            }
+            (None, Err(e)) => tracing::error!(
+                error = %e,
+                action = self.event.action.as_str(),
+                "audit event not written"
+            ),
+            (None, Ok(_)) => {}
+        }
+    }
+}
+
+/// What an event does on arriving at its log.
+enum Turn {
+    /// Waits for the group being formed behind a commit in progress.
+    Wait(oneshot::Receiver<Result<Event>>),
+    /// Hands the log's held events and itself to a task, as one group.
+    Hand(oneshot::Receiver<Result<Event>>),
+    /// Commits itself at once: the log was idle and held nothing.
+    Commit(NewEvent),
+}
+
+/// Work its caller drives while it waits, which goes on in a task of its
+/// own if the caller stops polling it (is dropped) before it ends.
+struct Detachable(Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>);
+
+impl Future for Detachable {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if let Some(work) = self.0.as_mut() {
+            std::task::ready!(work.as_mut().poll(cx));
+            self.0 = None;
+        }
+        std::task::Poll::Ready(())
+    }
+}
+
+impl Drop for Detachable {
+    fn drop(&mut self) {
+        if let Some(work) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            drop(runtime.spawn(work));
+        }
+    }
 }
 
 /// What a group commit writes with.
@@ -141,8 +235,19 @@ struct Writer {
     signer: Arc<SignerKey>,
 }
 
-/// A log this node is committing: while it is held, the log's events
-/// wait; when it is dropped, they go to a task (or the log is idle again).
+impl Writer {
+    fn of(archive: &Archive) -> Self {
+        Self {
+            catalog: archive.catalog.clone(),
+            node: archive.node.clone(),
+            signer: archive.audit_key.clone(),
+        }
+    }
+}
+
+/// A log this node is committing in its caller's task: while it is held,
+/// the log's events wait; when it is dropped, they go to a task (or the
+/// log is idle again).
 struct Claim<'a> {
     commits: &'a Arc<GroupCommit>,
     log: &'a str,
@@ -152,7 +257,10 @@ struct Claim<'a> {
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
         let mut logs = self.commits.lock();
-        let waiting = logs.get(self.log).is_some_and(|queue| !queue.is_empty());
+        let waiting = logs
+            .busy
+            .get(self.log)
+            .is_some_and(|queue| !queue.is_empty());
         // Outside a runtime (shutting down), the waiters are answered with
         // an error as their senders drop with the queue.
         match tokio::runtime::Handle::try_current() {
@@ -162,7 +270,7 @@ impl Drop for Claim<'_> {
                 drop(runtime.spawn(async move { commits.drain(&writer, &log).await }));
             }
             _ => {
-                logs.remove(self.log);
+                logs.busy.remove(self.log);
             }
         }
     }
@@ -184,10 +292,33 @@ impl GroupCommit {
     /// Events waiting behind the commit in progress on `log`; `None` when
     /// no commit of it is in progress on this node.
     pub fn waiting(&self, log: &str) -> Option<usize> {
-        self.lock().get(log).map(Vec::len)
+        self.lock().busy.get(log).map(Vec::len)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Waiting>>> {
+    /// Held events of `log` waiting for its next event.
+    pub fn held(&self, log: &str) -> usize {
+        self.lock().held.get(log).map_or(0, |h| h.events.len())
+    }
+
+    /// Commits every held event now and waits (up to 5 s) for the commits
+    /// in progress: for a node that is stopping, after its streams ended.
+    pub async fn flush(self: &Arc<Self>, archive: &Archive) {
+        let writer = Writer::of(archive);
+        let held: Vec<String> = self.lock().held.keys().cloned().collect();
+        for log in held {
+            self.release(&writer, &log, None).await;
+        }
+        let waited = tokio::time::timeout(FLUSH_LIMIT, async {
+            while !self.lock().busy.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        });
+        if waited.await.is_err() {
+            tracing::warn!("audit events still committing as the node stops");
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Logs> {
         self.logs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -200,32 +331,68 @@ impl GroupCommit {
         time_ms: i64,
         event: NewEvent,
     ) -> Result<Event> {
-        let waiting = {
+        let turn = {
             let mut logs = self.lock();
-            match logs.get_mut(log) {
-                // The log is being committed: this event waits for the next group.
-                Some(queue) => {
-                    let (answer, answered) = oneshot::channel();
-                    queue.push(Waiting {
-                        time_ms,
-                        event,
-                        answer,
-                    });
-                    Ok(answered)
+            let logs = &mut *logs;
+            let wait = |queue: &mut Vec<Waiting>, event| {
+                let (answer, answered) = oneshot::channel();
+                queue.push(Waiting {
+                    time_ms,
+                    event,
+                    answer: Some(answer),
+                });
+                answered
+            };
+            match (
+                logs.busy.get_mut(log),
+                logs.held.remove(log).map(|h| h.events),
+            ) {
+                // The log is being committed: this event waits for the next
+                // group. (A log being committed holds nothing: the event
+                // that took it took its held events too.)
+                (Some(queue), held) => {
+                    queue.extend(held.into_iter().flatten());
+                    Turn::Wait(wait(queue, event))
                 }
-                None => {
-                    logs.insert(log.to_owned(), Vec::new());
-                    Err(event)
+                // Held events came before it: they and it, after them, are
+                // the log's next group.
+                (None, Some(mut held)) => {
+                    let answered = wait(&mut held, event);
+                    logs.busy.insert(log.to_owned(), held);
+                    Turn::Hand(answered)
+                }
+                (None, None) => {
+                    logs.busy.insert(log.to_owned(), Vec::new());
+                    Turn::Commit(event)
                 }
             }
         };
-        match waiting {
-            Ok(answered) => answered
-                .await
-                .map_err(|_| Error::task("audit group commit", "ended without an answer"))?,
+        let answer = match turn {
+            Turn::Wait(answered) => answered.await,
+            // This caller commits the group (and any that queue behind it)
+            // until its own event is answered; what is left, or all of it
+            // if the caller goes away, goes on in a task, so that no held
+            // event is stranded.
+            Turn::Hand(mut answered) => {
+                let (commits, writer, log) = (self.clone(), writer(), log.to_owned());
+                let mut drain = Detachable(Some(Box::pin(async move {
+                    commits.drain(&writer, &log).await;
+                })));
+                let answer = tokio::select! {
+                    biased;
+                    answer = &mut answered => Some(answer),
+                    () = &mut drain => None,
+                };
+                drop(drain);
+                match answer {
+                    Some(answer) => answer,
+                    // The group is committed: its waiters were answered.
+                    None => answered.await,
+                }
+            }
             // The log was idle: this event commits now, and whatever
             // arrives meanwhile waits for the claim to be dropped.
-            Err(event) => {
+            Turn::Commit(event) => {
                 let claim = Claim {
                     commits: self,
                     log,
@@ -235,9 +402,91 @@ impl GroupCommit {
                     .commit(&claim.writer, log, vec![(time_ms, event)])
                     .await;
                 drop(claim);
-                one.and_then(only)
+                return one.and_then(only);
+            }
+        };
+        answer.map_err(|_| Error::task("audit group commit", "ended without an answer"))?
+    }
+
+    /// Holds `event` until `log`'s next event, or for [`HOLD`].
+    fn hold(
+        self: &Arc<Self>,
+        writer: impl FnOnce() -> Writer,
+        log: &str,
+        time_ms: i64,
+        event: NewEvent,
+    ) {
+        let held = Waiting {
+            time_ms,
+            event,
+            answer: None,
+        };
+        let mut logs = self.lock();
+        if let Some(queue) = logs.busy.get_mut(log) {
+            queue.push(held);
+            return;
+        }
+        if let Some(queue) = logs.held.get_mut(log) {
+            queue.events.push(held);
+            return;
+        }
+        logs.rounds += 1;
+        let round = logs.rounds;
+        logs.held.insert(
+            log.to_owned(),
+            Held {
+                round,
+                events: vec![held],
+            },
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let (commits, writer, log) = (self.clone(), writer(), log.to_owned());
+                drop(runtime.spawn(async move {
+                    tokio::time::sleep(HOLD).await;
+                    commits.release(&writer, &log, Some(round)).await;
+                }));
+            }
+            Err(_) => {
+                if let Some(lost) = logs.held.remove(log) {
+                    for w in lost.events {
+                        w.answer(Err(Error::task(
+                            "audit group commit",
+                            "no runtime to commit in",
+                        )));
+                    }
+                }
             }
         }
+    }
+
+    /// Commits `log`'s held events: those of `round` only (a timer's: an
+    /// event may have taken them, and a later round have its own timer),
+    /// or whatever it holds.
+    async fn release(&self, writer: &Writer, log: &str, round: Option<u64>) {
+        {
+            let mut logs = self.lock();
+            let logs = &mut *logs;
+            let Some(held) = logs.held.remove(log) else {
+                return;
+            };
+            if round.is_some_and(|r| r != held.round) {
+                logs.held.insert(log.to_owned(), held);
+                return;
+            }
+            match logs.busy.get_mut(log) {
+                // Not reached while events take the held ones as the log
+                // turns busy; kept safe all the same.
+                Some(queue) => {
+                    queue.extend(held.events);
+                    return;
+                }
+                None => {
+                    logs.busy.insert(log.to_owned(), held.events);
+                }
+            }
+        }
+        self.drain(writer, log).await;
     }
 
     /// Commits `log`'s waiting events, group by group, until none wait.
@@ -250,7 +499,7 @@ impl GroupCommit {
         impl Drop for Abandoned<'_> {
             fn drop(&mut self) {
                 if self.2 {
-                    self.0.lock().remove(self.1);
+                    self.0.lock().busy.remove(self.1);
                 }
             }
         }
@@ -258,14 +507,14 @@ impl GroupCommit {
         loop {
             let group: Vec<Waiting> = {
                 let mut logs = self.lock();
-                match logs.get_mut(log) {
+                match logs.busy.get_mut(log) {
                     Some(queue) if !queue.is_empty() => {
                         let n = queue.len().min(MAX_GROUP);
                         queue.drain(..n).collect()
                     }
                     _ => {
                         // Removed under the lock: the next event commits at once.
-                        logs.remove(log);
+                        logs.busy.remove(log);
                         abandoned.2 = false;
                         return;
                     }
@@ -275,20 +524,22 @@ impl GroupCommit {
             match self.commit(writer, log, events).await {
                 Ok(events) => {
                     for (w, event) in group.into_iter().zip(events) {
-                        let _ = w.answer.send(Ok(event));
+                        w.answer(Ok(event));
                     }
                 }
                 Err(e) if group.len() == 1 => {
                     if let Some(w) = group.into_iter().next() {
-                        let _ = w.answer.send(Err(e));
+                        w.answer(Err(e));
                     }
                 }
                 // One event that cannot be written must not take the
                 // others down with it: each is tried alone.
                 Err(_) => {
                     for w in group {
-                        let alone = self.commit(writer, log, vec![(w.time_ms, w.event)]).await;
-                        let _ = w.answer.send(alone.and_then(only));
+                        let alone = self
+                            .commit(writer, log, vec![(w.time_ms, w.event.clone())])
+                            .await;
+                        w.answer(alone.and_then(only));
                     }
                 }
             }

@@ -896,3 +896,145 @@ async fn inclusion_proofs_verify_offline() {
     assert!(!offline(&edited).status.success(), "an edited event fails");
     app.shutdown().await;
 }
+
+/// Waits (up to 5 s) until `log` has no commit in progress and nothing held.
+async fn settled(archive: &callvault::archive::Archive, log: &str) {
+    let commits = &archive.audit_commits;
+    for _ in 0..1000 {
+        if commits.waiting(log).is_none() && commits.held(log) == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("{log}: events still held or committing after 5 s");
+}
+
+/// `(index, n)` of the events from `numbered`, in log order.
+async fn numbered_events(app: &TestApp) -> Vec<(u64, u64)> {
+    events(app)
+        .await
+        .iter()
+        .filter_map(|e| Some((e.index, e.details.get("n")?.as_u64()?)))
+        .collect()
+}
+
+/// An event nobody waits on (a read-out stream's closing event) is held:
+/// the log's next event commits it in one group, ahead of itself, instead
+/// of queueing behind its commit; one that no event comes for commits
+/// alone after `HOLD`; one that arrives during a commit joins the next
+/// group; and a play's closing event is in the log when its node has
+/// stopped.
+async fn held_events_commit_with_the_next_one(kind: CatalogKind) {
+    use callvault::audit::trail;
+    let mut app = spawn_app(kind).await;
+    let archive = app.archive.clone();
+    let log = callvault::audit::event::log_of(&app.tenant.id);
+    let commits = &archive.audit_commits;
+    let before = events(&app).await.len();
+    let made_before = commits.commits();
+    trail::hold_in(&archive, log, numbered(0));
+    trail::hold_in(&archive, log, numbered(1));
+    assert_eq!((commits.held(log), commits.waiting(log)), (2, None));
+    let index = record(&archive, log, 2).await;
+    assert_eq!(commits.held(log), 0);
+    let ours = numbered_events(&app).await;
+    assert_eq!(
+        ours,
+        vec![(index - 2, 0), (index - 1, 1), (index, 2)],
+        "held events go first, in the order they were held"
+    );
+    let others = (events(&app).await.len() - before - 3) as u64;
+    let made = commits.commits() - made_before;
+    assert!(
+        (1..=1 + others).contains(&made),
+        "{made} commits for 3 events and {others} others"
+    );
+
+    // Held, and nothing comes: it commits alone once its time is up.
+    trail::hold_in(&archive, log, numbered(3));
+    assert_eq!(commits.held(log), 1);
+    tokio::time::sleep(trail::HOLD * 2).await;
+    settled(&archive, log).await;
+    assert_eq!(numbered_events(&app).await.last().map(|e| e.1), Some(3));
+
+    // Held while the log is being committed: it waits in that log's queue.
+    let mut first = Box::pin(trail::record_in(&archive, log, numbered(4)));
+    assert!(futures::poll!(first.as_mut()).is_pending());
+    trail::hold_in(&archive, log, numbered(5));
+    assert_eq!((commits.held(log), commits.waiting(log)), (0, Some(1)));
+    let index = first.await.unwrap().index;
+    settled(&archive, log).await;
+    let ours = numbered_events(&app).await;
+    assert_eq!(ours[ours.len() - 2..], [(index, 4), (index + 1, 5)]);
+
+    // The event that takes held events commits them in its caller's task,
+    // and returns once its own group is in, while the groups queued behind
+    // it go on (in a task when the caller stops polling them).
+    trail::hold_in(&archive, log, numbered(10));
+    let mut taker = Box::pin(trail::record_in(&archive, log, numbered(11)));
+    assert!(futures::poll!(taker.as_mut()).is_pending());
+    assert_eq!((commits.held(log), commits.waiting(log)), (0, Some(0)));
+    let mut behind: Vec<_> = (12..12 + 70)
+        .map(|n| Box::pin(trail::record_in(&archive, log, numbered(n))))
+        .collect();
+    for f in &mut behind {
+        assert!(futures::poll!(f.as_mut()).is_pending());
+    }
+    assert_eq!(commits.waiting(log), Some(70));
+    let taken = taker.await.unwrap().index;
+    let behind: Vec<u64> = futures::future::join_all(behind)
+        .await
+        .into_iter()
+        .map(|e| e.unwrap().index)
+        .collect();
+    assert_eq!(behind, (taken + 1..taken + 71).collect::<Vec<_>>());
+    settled(&archive, log).await;
+    let ours = numbered_events(&app).await;
+    assert_eq!(ours[ours.len() - 72].1, 10, "the held event goes first");
+
+    // A node that stops commits what it holds.
+    trail::hold_in(&archive, log, numbered(6));
+    commits.flush(&archive).await;
+    assert_eq!((commits.held(log), commits.waiting(log)), (0, None));
+    assert_eq!(numbered_events(&app).await.last().map(|e| e.1), Some(6));
+
+    let (ok, text) = verify(&app, &[]).await;
+    assert!(ok, "{text}");
+
+    // A play's closing event is held; it is in the log once the node stopped.
+    let audio = fixture("speech_pcm.wav");
+    let id = app
+        .ingest("call-held", audio.clone())
+        .await
+        .unwrap()
+        .recording
+        .unwrap()
+        .recording_id;
+    let played = play_as(
+        &app,
+        &app.supervisor_token,
+        &id,
+        pb::PlaybackPurpose::Stream,
+    )
+    .await
+    .unwrap();
+    assert_eq!(played, audio);
+    app.stop_server().await;
+    let all = events(&app).await;
+    let finished = of(&all, Action::PlaybackFinished);
+    assert_eq!(finished.len(), 1, "{all:?}");
+    assert_eq!(finished[0].details["bytes_sent"], audio.len() as u64);
+    assert_eq!(finished[0].recordings, vec![id.clone()]);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn held_events_commit_with_the_next_one_on_sqlite() {
+    held_events_commit_with_the_next_one(CatalogKind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn held_events_commit_with_the_next_one_on_postgres() {
+    require!(Postgres);
+    held_events_commit_with_the_next_one(CatalogKind::Postgres).await;
+}

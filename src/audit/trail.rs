@@ -300,20 +300,21 @@ impl GroupCommit {
         self.lock().held.get(log).map_or(0, |h| h.events.len())
     }
 
-    /// Commits every held event now and waits (up to 5 s) for the commits
-    /// in progress: for a node that is stopping, after its streams ended.
+    /// Commits every held event now and waits for the commits in
+    /// progress, for up to 5 s in all: for a node that is stopping, after
+    /// its streams ended.
     pub async fn flush(self: &Arc<Self>, archive: &Archive) {
         let writer = Writer::of(archive);
-        let held: Vec<String> = self.lock().held.keys().cloned().collect();
-        for log in held {
-            self.release(&writer, &log, None).await;
-        }
-        let waited = tokio::time::timeout(FLUSH_LIMIT, async {
+        let flushed = tokio::time::timeout(FLUSH_LIMIT, async {
+            let held: Vec<String> = self.lock().held.keys().cloned().collect();
+            for log in held {
+                self.release(&writer, &log, None).await;
+            }
             while !self.lock().busy.is_empty() {
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
         });
-        if waited.await.is_err() {
+        if flushed.await.is_err() {
             tracing::warn!("audit events still committing as the node stops");
         }
     }

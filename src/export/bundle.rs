@@ -128,17 +128,10 @@ fn audio(
         let chunks =
             recordings::chunks(&mut *archive.catalog.conn().await?, &row.tenant, &row.id).await?;
         playback::check_chunk_list(&row, &chunks)?;
-        let final_index = row.chunk_count.saturating_sub(1);
-        let pieces = playback::opened_chunks(
-            archive,
-            cipher,
-            row.tenant.clone(),
-            row.id,
-            chunks,
-            final_index,
-        )
-        .map_ok(|plain| stream::iter(pieces(Bytes::from(plain))))
-        .try_flatten();
+        let rows = playback::ChunkRows::new(row.clone(), 0..row.chunk_count, chunks);
+        let pieces = playback::opened_chunks(archive, cipher, rows)
+            .map_ok(|plain| stream::iter(pieces(Bytes::from(plain))))
+            .try_flatten();
         Ok::<_, Error>((pieces, row.sha256, row.size_bytes))
     })
     .map_ok(move |(pieces, sha256, size)| checked(rec, sha256, size, pieces.boxed()))

@@ -325,3 +325,73 @@ async fn every_tamper_case_is_detected_and_releases_nothing_unauthenticated() {
 }
 
 use callvault::client::Client;
+
+/// A play lists its chunk rows a page at a time as it reaches them: a seek
+/// into a long recording and a play to its end cross page boundaries byte
+/// for byte, and a chunk row missing beyond the first page ends the stream
+/// with DATA_LOSS after an authentic prefix of whole chunks before it.
+#[tokio::test]
+async fn chunk_rows_beyond_the_first_page_are_listed_as_the_play_reaches_them() {
+    let app = spawn_app(CatalogKind::Sqlite).await;
+    // 52 s of 48 kHz stereo PCM from ffmpeg: about 150 chunks of 64 KiB.
+    let audio = ffmpeg_noise(
+        app.dir.path(),
+        "long.wav",
+        52,
+        48_000,
+        2,
+        &["-c:a", "pcm_s16le"],
+    )
+    .await;
+    let chunks = audio.len().div_ceil(CHUNK);
+    assert!(chunks > 140, "{chunks} chunks");
+    let mut h = header("long");
+    h.chunk_size_bytes = CHUNK as u32;
+    let id = app
+        .client(&app.ingest_token)
+        .await
+        .ingest_stream(h, callvault::client::pieces(audio.clone(), CHUNK))
+        .await
+        .unwrap()
+        .recording
+        .unwrap()
+        .recording_id;
+    let mut player = app.client(&app.supervisor_token).await;
+    for offset in [
+        0,
+        10 * CHUNK + 1234,
+        63 * CHUNK,
+        64 * CHUNK - 1,
+        (chunks - 1) * CHUNK,
+    ] {
+        let (played, _) = player.play_all(&id, offset as u64).await.unwrap();
+        assert!(
+            played == audio[offset..],
+            "a play from {offset} returned other bytes ({} of {})",
+            played.len(),
+            audio.len() - offset
+        );
+    }
+    sql(
+        &app,
+        &format!("DELETE FROM chunks WHERE recording_id = '{id}' AND chunk_index = 100"),
+    )
+    .await;
+    let (prefix, err) = play_partial(&app, &id).await;
+    assert_eq!(
+        err.map(|s| s.code()),
+        Some(tonic::Code::DataLoss),
+        "a missing chunk row is an integrity error"
+    );
+    assert!(
+        prefix.len() % CHUNK == 0 && prefix.len() <= 100 * CHUNK && audio.starts_with(&prefix),
+        "what arrived ({} bytes) is an authentic prefix of whole chunks before chunk 100",
+        prefix.len()
+    );
+    // The rows were not all listed before the first byte: the play started.
+    assert!(
+        prefix.len() >= CHUNK,
+        "the play failed before its first chunk"
+    );
+    app.shutdown().await;
+}

@@ -206,6 +206,21 @@ async fn flip_column_byte(app: &TestApp, rec: &str, column: &str, at: usize) {
         .unwrap();
 }
 
+/// Ingests `audio` with `token` in chunks of [`CHUNK`]; the recording id.
+async fn in_chunks(app: &TestApp, token: &str, call_id: &str, audio: &Bytes) -> String {
+    let mut h = header(call_id);
+    h.chunk_size_bytes = CHUNK as u32;
+    Client::connect(&app.addr, token)
+        .await
+        .unwrap()
+        .ingest_stream(h, callvault::client::pieces(audio.clone(), CHUNK))
+        .await
+        .unwrap()
+        .recording
+        .unwrap()
+        .recording_id
+}
+
 /// Plays, keeping whatever arrived before an error.
 async fn play_partial(app: &TestApp, id: &str) -> (Vec<u8>, Option<tonic::Status>) {
     let mut c = app.client(&app.supervisor_token).await;
@@ -246,17 +261,7 @@ async fn every_tamper_case_is_detected_and_releases_nothing_unauthenticated() {
         .recording_id;
     let other = RecordingId::parse("id", &other).unwrap();
     let (foreign_tenant, foreign_ingest, _) = app.other_tenant("globex").await;
-    let mut h = header("foreign");
-    h.chunk_size_bytes = CHUNK as u32;
-    let foreign = Client::connect(&app.addr, &foreign_ingest)
-        .await
-        .unwrap()
-        .ingest_stream(h, callvault::client::pieces(audio.clone(), CHUNK))
-        .await
-        .unwrap()
-        .recording
-        .unwrap()
-        .recording_id;
+    let foreign = in_chunks(&app, &foreign_ingest, "foreign", &audio).await;
     let foreign = RecordingId::parse("id", &foreign).unwrap();
 
     let cases = [
@@ -345,17 +350,7 @@ async fn chunk_rows_beyond_the_first_page_are_listed_as_the_play_reaches_them() 
     .await;
     let chunks = audio.len().div_ceil(CHUNK);
     assert!(chunks > 140, "{chunks} chunks");
-    let mut h = header("long");
-    h.chunk_size_bytes = CHUNK as u32;
-    let id = app
-        .client(&app.ingest_token)
-        .await
-        .ingest_stream(h, callvault::client::pieces(audio.clone(), CHUNK))
-        .await
-        .unwrap()
-        .recording
-        .unwrap()
-        .recording_id;
+    let id = in_chunks(&app, &app.ingest_token, "long", &audio).await;
     let mut player = app.client(&app.supervisor_token).await;
     for offset in [
         0,

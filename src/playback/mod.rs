@@ -408,11 +408,12 @@ pub(crate) async fn open_range(
     let first = (start / chunk_size) as usize;
     let last = ((end - 1) / chunk_size) as usize;
     // Only the rows of the chunks the range needs, and of those the first
-    // page: a seek into the middle of a long recording lists a few rows,
+    // few: a seek into the middle of a long recording lists a few rows,
     // not all of them to its end (256 rows took 0.6-0.8 ms of a seek's
-    // 2 ms); the stream lists the rest a page at a time as it reaches them.
+    // 2 ms, 64 rows still 0.2-0.35 ms); the stream lists the rest a page
+    // at a time as it reaches them.
     let which = first as u32..last as u32 + 1;
-    let listed = which.start..which.end.min(which.start.saturating_add(ROW_PAGE));
+    let listed = which.start..which.end.min(which.start.saturating_add(FIRST_ROWS));
     let listing = async {
         let chunks = recordings::chunk_range(
             &mut *archive.catalog.conn().await?,
@@ -522,6 +523,10 @@ pub(crate) fn opened_chunks(
 
 /// Chunk rows a read-out stream lists at a time.
 const ROW_PAGE: u32 = 64;
+
+/// Chunk rows a play lists before its first byte: the first chunk's, and
+/// enough for the read-ahead to start on before the next page is listed.
+const FIRST_ROWS: u32 = 8;
 
 /// The rows of a recording's chunks `indices`, for [`opened_chunks`]: those
 /// already listed (and checked), then the rest listed a page at a time

@@ -437,7 +437,6 @@ pub async fn serve(
         tracing::info!("shutting down, draining in-flight calls");
         let _ = stopping.send(true);
     };
-    let node = archive.clone();
     let served = match &tls {
         Some(tls) => server::run_tls(listener, tls, archive, roles, shutdown).await,
         None => server::run(listener, archive, roles, shutdown).await,
@@ -447,7 +446,6 @@ pub async fn serve(
     if let Some(task) = http_task {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
-    node.audit_commits.flush(&node).await;
     tasks.abort_all();
     served.map_err(Error::Server)
 }

@@ -554,9 +554,7 @@ impl LocalServer {
         if let Some(http) = self.http {
             http.await.map_err(|e| Error::task("HTTP server", e))??;
         }
-        let served = self.handle.await.map_err(|e| Error::task("server", e))?;
-        self.archive.audit_commits.flush(&self.archive).await;
-        served
+        self.handle.await.map_err(|e| Error::task("server", e))?
     }
 }
 

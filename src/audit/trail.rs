@@ -97,7 +97,8 @@ const MAX_GROUP: usize = 64;
 /// it commits alone.
 pub const HOLD: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// How long [`GroupCommit::flush`] waits for the commits in progress.
+/// The most [`GroupCommit::flush`] takes: committing the held events and
+/// waiting for the commits in progress.
 const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Records `event` in `log` without waiting for it: it waits up to
@@ -192,7 +193,8 @@ impl Waiting {
 enum Turn {
     /// Waits for the group being formed behind a commit in progress.
     Wait(oneshot::Receiver<Result<Event>>),
-    /// Hands the log's held events and itself to a task, as one group.
+    /// Commits the log's held events and itself as one group: driven by
+    /// this caller until it is answered, finished in a task otherwise.
     Hand(oneshot::Receiver<Result<Event>>),
     /// Commits itself at once: the log was idle and held nothing.
     Commit(NewEvent),
